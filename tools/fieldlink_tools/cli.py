@@ -1,0 +1,54 @@
+"""The `fieldlink` command: one subcommand per module, loaded only when used.
+
+Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`.
+"""
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Modules are imported lazily so that `fieldlink --help`
+# stays fast and a broken optional part does not break the others.
+COMMANDS = {
+    "demo": ("fieldlink_tools.demo", "run the collector and one simulated board; show readings"),
+    "server": ("fieldlink_tools.collector.cli", "run the collector (WebSocket server + dashboard)"),
+    "sim": ("fieldlink_tools.sim", "run the firmware on the virtual board (MicroPython unix port)"),
+    "bench": ("fieldlink_tools.bench", "benchmarks that print numbers"),
+    "soak": ("fieldlink_tools.soak", "long fault campaign; prints counts"),
+    "boards": ("fieldlink_tools.boards", "list and validate board files"),
+    "flash": ("fieldlink_tools.flash", "put MicroPython on an ESP32 with esptool"),
+    "deploy": ("fieldlink_tools.deploy", "copy the firmware, board file and config to a board"),
+    "provision": ("fieldlink_tools.provision", "write Wi-Fi, server, device id and token to a config"),
+    "monitor": ("fieldlink_tools.monitor", "show a board's log, readably"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fieldlink", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name and modname.startswith(e.name):
+                continue  # not built yet: leave it out of the CLI rather than fake it
+            raise
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args._run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
