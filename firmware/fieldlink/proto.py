@@ -1,0 +1,309 @@
+"""The fieldlink app protocol v1 (docs/protocol.md): build device messages, parse and validate
+server messages (and device messages, for tests and tools). Pure: text in, values out."""
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+VERSION = const(1)
+SUBPROTOCOL = "fieldlink.v1"
+
+# Close codes (RFC 6455 section 7.4.1, plus the protocol's own 4000)
+CLOSE_NORMAL = const(1000)
+CLOSE_GOING_AWAY = const(1001)
+CLOSE_PROTOCOL = const(1002)
+CLOSE_BINARY = const(1003)
+CLOSE_BAD_DATA = const(1007)
+CLOSE_POLICY = const(1008)
+CLOSE_TOO_BIG = const(1009)
+CLOSE_INTERNAL = const(1011)
+CLOSE_SUPERSEDED = const(4000)
+
+WHY_DROPPED = "dropped"
+WHY_REBOOT = "reboot"
+
+
+class ProtoError(Exception):
+    """A message that breaks the protocol; `code` is the close code to answer with."""
+
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+# ---- server -> device events: small plain classes (no dataclasses on MicroPython) ----
+
+class Welcome:
+    def __init__(self, v, ack, time_ms):
+        self.v = v
+        self.ack = ack
+        self.time_ms = time_ms  # server Unix time in integer ms, or None
+
+
+class Ack:
+    def __init__(self, ack):
+        self.ack = ack
+
+
+class Cmd:
+    def __init__(self, id, cmd, args):
+        self.id = id
+        self.cmd = cmd
+        self.args = args
+
+
+class ServerError:
+    def __init__(self, code, msg):
+        self.code = code
+        self.msg = msg
+
+
+class Unknown:
+    """A message type this version does not know: logged and ignored (forward compatibility)."""
+
+    def __init__(self, t):
+        self.t = t
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x):
+    return (isinstance(x, int) or isinstance(x, float)) and not isinstance(x, bool)
+
+
+def _need(obj, key, check, what, label=None):
+    label = label or obj.get("t")
+    if key not in obj:
+        raise ProtoError(CLOSE_BAD_DATA, "%s: missing %s" % (label, key))
+    val = obj[key]
+    if not check(val):
+        raise ProtoError(CLOSE_BAD_DATA, "%s: %s must be %s" % (label, key, what))
+    return val
+
+
+def _seq(x):
+    return _is_int(x) and x >= 0
+
+
+def _decode(text):
+    if not isinstance(text, str):
+        raise ProtoError(CLOSE_BINARY, "binary message")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise ProtoError(CLOSE_BAD_DATA, "malformed JSON")
+    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+        raise ProtoError(CLOSE_BAD_DATA, "not an object with a string t")
+    return obj
+
+
+def _scan_ms(text, key):
+    """Unix seconds written as a JSON number -> integer milliseconds, read from the text.
+
+    The ESP32 port's floats are single precision: a Unix time in seconds parsed into one is
+    only good to about two minutes. Reading the digits directly keeps millisecond resolution.
+    Returns None when the number is not a plain decimal (then the caller falls back).
+    """
+    i = text.find('"%s"' % key)
+    if i < 0:
+        return None
+    i = text.find(":", i) + 1
+    n = len(text)
+    while i < n and text[i] in " \t\r\n":
+        i += 1
+    j = i
+    while j < n and text[j] in "0123456789":
+        j += 1
+    if j == i:
+        return None
+    ms = int(text[i:j]) * 1000
+    if j < n and text[j] == ".":
+        k = j + 1
+        while k < n and text[k] in "0123456789":
+            k += 1
+        frac = (text[j + 1:k] + "000")[:3]
+        ms += int(frac)
+        j = k
+    if j < n and text[j] in "eE":
+        return None
+    return ms
+
+
+def parse_server(text):
+    """One text message from the server -> Welcome | Ack | Cmd | ServerError | Unknown.
+
+    Raises ProtoError(1007) for bad JSON or a known message with a missing/ill-typed field,
+    ProtoError(1003) for a binary message.
+    """
+    obj = _decode(text)
+    t = obj["t"]
+    if t == "ack":
+        return Ack(_need(obj, "ack", _seq, "an integer >= 0"))
+    if t == "welcome":
+        v = _need(obj, "v", _is_int, "an integer")
+        ack = _need(obj, "ack", _seq, "an integer >= 0")
+        tm = _need(obj, "time", _is_num, "a number")
+        ms = _scan_ms(text, "time")
+        if ms is None:
+            ms = int(tm * 1000)
+        return Welcome(v, ack, ms)
+    if t == "cmd":
+        cid = _need(obj, "id", lambda x: isinstance(x, str), "a string")
+        cmd = _need(obj, "cmd", lambda x: isinstance(x, str), "a string")
+        args = obj.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ProtoError(CLOSE_BAD_DATA, "cmd: args must be an object")
+        return Cmd(cid, cmd, args)
+    if t == "error":
+        return ServerError(str(obj.get("code", "")), str(obj.get("msg", "")))
+    return Unknown(t)
+
+
+# ---- device -> server builders. Text out (the protocol uses WebSocket text messages). ----
+
+def _ms_text(ms):
+    """Integer ms -> JSON seconds with 3 decimals, built from integers (see _scan_ms)."""
+    if ms is None:
+        return "null"
+    return "%d.%03d" % (ms // 1000, ms % 1000)
+
+
+def _value_text(v):
+    if v is None:
+        return "null", None
+    if isinstance(v, bool):
+        return ("1" if v else "0"), None
+    if isinstance(v, int):
+        return "%d" % v, None
+    if v != v or v in (float("inf"), float("-inf")):
+        return "null", "nan"  # JSON has no NaN/Infinity
+    return json.dumps(v), None
+
+
+def reading(q, ts_ms, up_ms, name, value, unit, err=None):
+    """One reading as JSON text, `q` first so outbox code can read the seq cheaply."""
+    vt, why = _value_text(value)
+    if err is None:
+        err = why
+    s = '{"q":%d,"ts":%s,"up":%d,"n":%s,"v":%s,"u":%s' % (
+        q, _ms_text(ts_ms), up_ms, json.dumps(name), vt, json.dumps(unit or ""))
+    if err:
+        s += ',"e":%s' % json.dumps(err)
+    return s + "}"
+
+
+def reading_seq(text):
+    """The seq of a reading built by `reading()`, without parsing the JSON."""
+    return int(text[5:text.index(",")])
+
+
+def batch(readings):
+    """A batch message from already-encoded readings (list of JSON texts)."""
+    return '{"t":"batch","r":[' + ",".join(readings) + "]}"
+
+
+def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced):
+    return json.dumps({"t": "hello", "v": VERSION, "dev": dev, "fw": fw, "board": board,
+                       "boot": boot, "next": next_seq, "first": first, "held": held,
+                       "dropped": dropped, "synced": bool(synced)})
+
+
+def gap(frm, to, why):
+    return '{"t":"gap","from":%d,"to":%d,"why":%s}' % (frm, to, json.dumps(why))
+
+
+def reply(cid, ok, result=None, err=None):
+    m = {"t": "reply", "id": cid, "ok": bool(ok)}
+    if ok:
+        m["result"] = result
+    else:
+        m["err"] = err or "failed"
+    return json.dumps(m)
+
+
+def health(heap_free, heap_min, reconnects, dropped, rssi, uptime_s, boot, held):
+    return json.dumps({"t": "health", "heap_free": heap_free, "heap_min": heap_min,
+                       "reconnects": reconnects, "dropped": dropped, "rssi": rssi,
+                       "uptime_s": uptime_s, "boot": boot, "held": held})
+
+
+# ---- device -> server validation (tests, tools; the collector may share the rules) ----
+
+def _opt_num(x):
+    return x is None or _is_num(x)
+
+
+def _str(x):
+    return isinstance(x, str)
+
+
+def _check_reading(r):
+    if not isinstance(r, dict):
+        raise ProtoError(CLOSE_BAD_DATA, "batch: reading must be an object")
+    lb = "reading"
+    _need(r, "q", lambda x: _is_int(x) and x >= 1, "an integer >= 1", lb)
+    _need(r, "ts", _opt_num, "a number or null", lb)
+    _need(r, "up", lambda x: _is_int(x) and x >= 0, "an integer >= 0", lb)
+    _need(r, "n", lambda x: _str(x) and 0 < len(x) <= 64, "a non-empty string", lb)
+    _need(r, "v", _opt_num, "a number or null", lb)
+    _need(r, "u", _str, "a string", lb)
+    if "e" in r and not _str(r["e"]):
+        raise ProtoError(CLOSE_BAD_DATA, "reading: e must be a string")
+
+
+def _dev_id(x):
+    if not _str(x) or not 1 <= len(x) <= 32:
+        return False
+    for c in x:
+        if not (c.isalpha() or c.isdigit() or c in "_.-") or ord(c) > 127:
+            return False
+    return True
+
+
+def parse_device(text):
+    """Validate one device message; returns the decoded dict (unknown `t` passes through)."""
+    obj = _decode(text)
+    t = obj["t"]
+    if t == "hello":
+        _need(obj, "v", _is_int, "an integer")
+        _need(obj, "dev", _dev_id, "a device id")
+        _need(obj, "fw", _str, "a string")
+        _need(obj, "board", _str, "a string")
+        _need(obj, "boot", _seq, "an integer >= 0")
+        nxt = _need(obj, "next", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
+        first = _need(obj, "first", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
+        if first > nxt:
+            raise ProtoError(CLOSE_BAD_DATA, "hello: first > next")
+        _need(obj, "held", _seq, "an integer >= 0")
+        _need(obj, "dropped", _seq, "an integer >= 0")
+        _need(obj, "synced", lambda x: isinstance(x, bool), "a boolean")
+    elif t == "batch":
+        rs = _need(obj, "r", lambda x: isinstance(x, list), "a list")
+        last = 0
+        for r in rs:
+            _check_reading(r)
+            if r["q"] <= last:
+                raise ProtoError(CLOSE_BAD_DATA, "batch: seqs must increase")
+            last = r["q"]
+    elif t == "gap":
+        f = _need(obj, "from", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
+        _need(obj, "to", lambda x: _is_int(x) and x >= f, "an integer >= from")
+        _need(obj, "why", lambda x: x in (WHY_DROPPED, WHY_REBOOT), "dropped or reboot")
+    elif t == "reply":
+        _need(obj, "id", _str, "a string")
+        ok = _need(obj, "ok", lambda x: isinstance(x, bool), "a boolean")
+        if not ok:
+            _need(obj, "err", _str, "a string")
+    elif t == "health":
+        for k in ("heap_free", "heap_min", "reconnects", "dropped", "uptime_s", "boot", "held"):
+            _need(obj, k, _is_num, "a number")
+        _need(obj, "rssi", _opt_num, "a number or null")
+    return obj

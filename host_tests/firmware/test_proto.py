@@ -1,0 +1,90 @@
+# dual: runs on CPython and on MicroPython
+"""App protocol codec: server messages parsed or refused with the right close code; device
+messages built byte-exact and accepted by the validator."""
+import json
+
+from dualsupport import load_vectors, raises
+
+from fieldlink import proto
+
+V = load_vectors("proto")
+TYPES = {"welcome": proto.Welcome, "ack": proto.Ack, "cmd": proto.Cmd,
+         "error": proto.ServerError, "unknown": proto.Unknown}
+
+
+def test_server_messages_parse():
+    for case in V["server_ok"]:
+        ev = proto.parse_server(case["text"])
+        assert isinstance(ev, TYPES[case["type"]]), case
+        for k in ("ack", "time_ms", "id", "cmd"):
+            if k in case:
+                assert getattr(ev, k) == case[k], (case, k, getattr(ev, k))
+
+
+def test_welcome_time_keeps_milliseconds_without_double_floats():
+    ev = proto.parse_server('{"t":"welcome","v":1,"ack":0,"time":1799999999.999}')
+    assert ev.time_ms == 1799999999999
+    ev = proto.parse_server('{"t":"welcome","v":1,"ack":0,"time":1.7e9}')
+    assert ev.time_ms == 1700000000000  # exponent form falls back to the float
+
+
+def test_bad_server_messages_get_close_codes():
+    for case in V["server_bad"]:
+        e = raises(proto.ProtoError, proto.parse_server, case["text"])
+        assert e.code == case["code"], (case, e.code)
+        assert e.msg
+
+
+def test_binary_message_is_1003():
+    e = raises(proto.ProtoError, proto.parse_server, b'{"t":"ack","ack":1}')
+    assert e.code == 1003
+
+
+def test_cmd_args_default_to_empty_object():
+    ev = proto.parse_server('{"t":"cmd","id":"9","cmd":"health"}')
+    assert ev.args == {}
+
+
+def test_reading_text_is_exact():
+    for case in V["readings"]:
+        text = proto.reading(*case["args"])
+        assert text == case["text"], (text, case["text"])
+        assert proto.reading_seq(text) == case["args"][0]
+
+
+def test_reading_nan_becomes_null_with_reason():
+    text = proto.reading(3, None, 0, "x.y", float("nan"), "V")
+    r = json.loads(text)
+    assert r["v"] is None and r["e"] == "nan"
+
+
+def test_built_messages_pass_the_validator():
+    rs = [proto.reading(q, None, q * 10, "env.t", q / 4, "C") for q in (5, 6, 9)]
+    msgs = [
+        proto.hello("dev-1", "0.1.0", "virtual", 3, 10, 5, 3, 2, False),
+        proto.batch(rs),
+        proto.gap(7, 8, proto.WHY_DROPPED),
+        proto.reply("c1", True, 2.5),
+        proto.reply("c2", False, err="unknown command"),
+        proto.health(40000, 35000, 2, 2, -61, 100, 3, 3),
+        proto.health(40000, 35000, 2, 2, None, 100, 3, 3),
+    ]
+    for m in msgs:
+        obj = proto.parse_device(m)
+        assert isinstance(obj, dict)
+    b = proto.parse_device(proto.batch(rs))
+    assert [r["q"] for r in b["r"]] == [5, 6, 9]
+    h = proto.parse_device(msgs[0])
+    assert h["next"] == 10 and h["first"] == 5 and h["synced"] is False and h["v"] == 1
+
+
+def test_bad_device_messages_refused():
+    for case in V["device_bad"]:
+        e = raises(proto.ProtoError, proto.parse_device, case["text"])
+        assert e.code == case["code"], case
+
+
+def test_constants_match_the_document():
+    assert proto.SUBPROTOCOL == "fieldlink.v1"
+    assert proto.VERSION == 1
+    assert proto.CLOSE_BAD_DATA == 1007 and proto.CLOSE_SUPERSEDED == 4000
