@@ -1,0 +1,247 @@
+"""The sampling loop: reads each sensor on its own interval, runs each channel's filters and
+hands readings to emit(name, value, unit, err). A failed read is emitted as missing
+(value None, err set) and logged; it never stops the loop. Intervals change at run time."""
+try:
+    import asyncio
+except ImportError:  # pragma: no cover
+    import uasyncio as asyncio  # type: ignore
+import time
+
+from fieldlink import filters
+
+DEFAULT_INTERVAL_S = 5
+_ENTRY_KEYS = ("interval_s", "filters")
+
+if hasattr(time, "ticks_ms"):
+    _ticks_ms = time.ticks_ms
+    _ticks_diff = time.ticks_diff
+else:  # CPython
+    def _ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def _ticks_diff(a, b):
+        return a - b
+
+
+def _is_num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_config(cfg):
+    """Validate the config's "sampling" object; raise ValueError naming the key.
+
+    {"*": {"interval_s": 5, "filters": [...]},          default for every sensor
+     "env": {"interval_s": 10},                          one sensor (all its channels)
+     "env.temperature": {"filters": [{"type": "median", "window": 5}]}}   one channel
+    """
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        raise ValueError("sampling: expected an object, got %r" % (cfg,))
+    for key, entry in cfg.items():
+        path = "sampling." + key
+        if not isinstance(entry, dict):
+            raise ValueError("%s: expected an object, got %r" % (path, entry))
+        for k in entry:
+            if k not in _ENTRY_KEYS:
+                raise ValueError("%s.%s: unknown key (expected one of %s)"
+                                 % (path, k, ", ".join(_ENTRY_KEYS)))
+        if "interval_s" in entry:
+            v = entry["interval_s"]
+            if not _is_num(v) or v <= 0:
+                raise ValueError("%s.interval_s: expected a number > 0, got %r" % (path, v))
+            if "." in key:
+                raise ValueError("%s.interval_s: intervals are per sensor, not per channel"
+                                 % path)
+        if "filters" in entry:
+            fl = entry["filters"]
+            if not isinstance(fl, list):
+                raise ValueError("%s.filters: expected a list, got %r" % (path, fl))
+            for i, spec in enumerate(fl):
+                filters.check(spec, "%s.filters[%d]" % (path, i))
+
+
+class _Slot:
+    """One sensor's schedule, channel names, filter chains and error state."""
+
+    def __init__(self, sensor, cfg):
+        self.sensor = sensor
+        self.names = []
+        self.units = []
+        self.chains = []
+        own = cfg.get(sensor.name, {})
+        star = cfg.get("*", {})
+        for q, unit in sensor.channels:
+            name = sensor.name + "." + q
+            specs = cfg.get(name, {}).get("filters")
+            if specs is None:
+                specs = own.get("filters", star.get("filters", ()))
+            self.names.append(name)
+            self.units.append(unit)
+            self.chains.append(filters.Chain(specs))
+        self.interval_ms = 0
+        self.due = 0          # sampler time (ms) of the next read
+        self.last = None      # sampler time of the last read
+        self.error = None     # last error text, to log changes only
+        self.force = False
+
+
+class Sampler:
+    def __init__(self, sensors, cfg=None, log=None):
+        cfg = cfg or {}
+        check_config(cfg)
+        self._cfg = cfg
+        self._log = log or print
+        self._slots = [_Slot(s, cfg) for s in sensors]
+        self._overrides = {}
+        self._now = 0                 # ms since start, never wraps (see _clock)
+        self._t0 = None
+        self._wake = None
+        for sl in self._slots:
+            sl.interval_ms = self._interval_ms(sl.sensor.name)
+        names = [s.sensor.name for s in self._slots]
+        for key in cfg:
+            base = key.split(".", 1)[0]
+            if key != "*" and base not in names:
+                self._log("sampling: config names unknown sensor %r" % key)
+
+    # -- configuration at run time ---------------------------------------------------------
+    def _interval_ms(self, name):
+        for key in (name, "*"):
+            if key in self._overrides:
+                return int(self._overrides[key] * 1000)
+            v = self._cfg.get(key, {}).get("interval_s")
+            if v is not None:
+                return int(v * 1000)
+        return DEFAULT_INTERVAL_S * 1000
+
+    def interval_s(self, name):
+        return self._interval_ms(name) / 1000
+
+    def set_interval(self, name_or_star, seconds):
+        """Change a sensor's interval (or the default, "*") now; returns the new interval.
+        A sensor-specific interval set earlier keeps priority over a new "*" default."""
+        if not _is_num(seconds) or seconds <= 0:
+            raise ValueError("interval_s: expected a number > 0, got %r" % (seconds,))
+        known = [sl.sensor.name for sl in self._slots]
+        if name_or_star != "*" and name_or_star not in known:
+            raise ValueError("sensor: unknown %r (have %s)" % (name_or_star, ", ".join(known)))
+        self._overrides[name_or_star] = seconds
+        for sl in self._slots:
+            new = self._interval_ms(sl.sensor.name)
+            if new != sl.interval_ms:
+                sl.interval_ms = new
+                base = sl.last if sl.last is not None else self._now
+                sl.due = max(self._now, base + new)
+        self._poke()
+        return seconds
+
+    def sample_now(self):
+        """Read every sensor at once; delta/throttle filters let these readings through."""
+        for sl in self._slots:
+            sl.due = self._now
+            sl.force = True
+        self._poke()
+
+    def _poke(self):
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- the sans-clock core: tests drive it with explicit times ----------------------------
+    def next_due(self):
+        """Sampler time (ms) at which the next sensor is due."""
+        return min(sl.due for sl in self._slots) if self._slots else self._now + 60000
+
+    def due_slots(self, now_ms):
+        self._now = now_ms
+        return [sl for sl in self._slots if sl.due <= now_ms]
+
+    def start_slots(self, slots):
+        """start() each sensor's measurement; returns (ms to wait, errors by slot)."""
+        wait = 0
+        errs = {}
+        for sl in slots:
+            try:
+                w = sl.sensor.start()
+                if w and w > wait:
+                    wait = w
+            except Exception as e:
+                errs[sl] = e
+        return wait, errs
+
+    def finish_slots(self, slots, errs, now_ms, emit):
+        """read() each sensor (unless start failed), filter and emit; schedule the next."""
+        self._now = now_ms
+        out = []
+        for sl in slots:
+            e = errs.get(sl)
+            values = None
+            if e is None:
+                try:
+                    values = sl.sensor.read()
+                except Exception as ex:
+                    e = ex
+            force = sl.force
+            sl.force = False
+            # keep the cadence (due + interval) unless late by a whole interval or forced
+            if force or sl.due + sl.interval_ms <= now_ms:
+                sl.last = now_ms
+            else:
+                sl.last = sl.due
+            sl.due = sl.last + sl.interval_ms
+            if e is not None:
+                msg = "%s: %s" % (type(e).__name__, e)
+                if msg != sl.error:
+                    self._log("sampling: %s missing: %s" % (sl.sensor.name, msg))
+                sl.error = msg
+                for i in range(len(sl.names)):
+                    out.append(emit(sl.names[i], None, sl.units[i], msg))
+                continue
+            if sl.error is not None:
+                self._log("sampling: %s reading again" % sl.sensor.name)
+                sl.error = None
+            for i in range(len(sl.names)):
+                v = sl.chains[i].push(values[i], now_ms, force)
+                if v is not None:
+                    out.append(emit(sl.names[i], v, sl.units[i], None))
+        return out
+
+    def tick(self, now_ms, emit):
+        """Synchronous step for tests and simple loops: start, read and emit every sensor
+        due at now_ms without waiting for conversions (fakes need none)."""
+        slots = self.due_slots(now_ms)
+        _, errs = self.start_slots(slots)
+        self.finish_slots(slots, errs, now_ms, emit)
+        return self.next_due()
+
+    # -- the asyncio shell ---------------------------------------------------------------
+    def _clock(self):
+        """ms since run() began, accumulated with ticks_diff so it survives the wrap of
+        ticks_ms (every ~12.4 days on the ESP32)."""
+        t = _ticks_ms()
+        self._now += _ticks_diff(t, self._t0)
+        self._t0 = t
+        return self._now
+
+    async def run(self, emit):
+        """Sample forever. emit may be a plain function or a coroutine function."""
+        self._wake = asyncio.Event()
+        self._t0 = _ticks_ms()
+        while True:
+            now = self._clock()
+            delay = self.next_due() - now
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay / 1000)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            slots = self.due_slots(now)
+            wait, errs = self.start_slots(slots)
+            if wait:
+                await asyncio.sleep_ms(wait) if hasattr(asyncio, "sleep_ms") \
+                    else await asyncio.sleep(wait / 1000)
+            for r in self.finish_slots(slots, errs, self._clock(), emit):
+                if r is not None and hasattr(r, "send"):
+                    await r
