@@ -1,0 +1,193 @@
+"""Parsing and checking of app-protocol v1 messages from devices (docs/protocol.md), without I/O.
+
+`parse(text)` returns the message as a dict or raises `ProtocolError` carrying the WebSocket
+close code the server must use and the `error` code/message it sends first.
+"""
+import json
+import re
+
+VERSION = 1
+SUBPROTOCOL = "fieldlink.v1"
+DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+# Close codes (docs/protocol.md "Errors and close codes"; RFC 6455 §7.4.1).
+NORMAL = 1000
+GOING_AWAY = 1001
+UNSUPPORTED_DATA = 1003   # binary message
+INVALID_DATA = 1007       # malformed JSON / ill-typed message
+POLICY = 1008             # protocol order violated
+TOO_BIG = 1009
+INTERNAL = 1011
+SUPERSEDED = 4000
+
+
+class ProtocolError(Exception):
+    def __init__(self, close_code, code, msg):
+        super().__init__(msg)
+        self.close_code = close_code
+        self.code = code
+        self.msg = msg
+
+
+def _bad(msg):
+    return ProtocolError(INVALID_DATA, "bad_message", msg)
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x):
+    return (isinstance(x, (int, float)) and not isinstance(x, bool))
+
+
+def _reject_constant(name):
+    # json accepts NaN/Infinity by default; RFC 8259 JSON does not, and SQLite would store
+    # them as NULL or inf. Refuse them as malformed.
+    raise ValueError("non-standard JSON constant %s" % name)
+
+
+def _int(m, key, lo=None):
+    x = m.get(key)
+    if not _is_int(x) or (lo is not None and x < lo):
+        raise _bad("%s.%s: expected an integer%s, got %r" % (
+            m.get("t"), key, "" if lo is None else " >= %d" % lo, x))
+    return x
+
+
+def _str(m, key, maxlen=None):
+    x = m.get(key)
+    if not isinstance(x, str) or (maxlen is not None and len(x) > maxlen):
+        raise _bad("%s.%s: expected a string%s, got %r" % (
+            m.get("t"), key, "" if maxlen is None else " of at most %d chars" % maxlen, x))
+    return x
+
+
+def _num_or_null(m, key):
+    x = m.get(key, ...)
+    if x is ... or not (x is None or _is_num(x)):
+        raise _bad("%s.%s: expected a number or null, got %r" % (m.get("t"), key,
+                                                                    None if x is ... else x))
+    return x
+
+
+def _check_hello(m):
+    v = _int(m, "v")
+    if v != VERSION:
+        raise ProtocolError(POLICY, "version", "hello.v is %d, this server speaks %d" % (
+            v, VERSION))
+    dev = _str(m, "dev")
+    if not DEVICE_ID.match(dev):
+        raise _bad("hello.dev: not a valid device id")
+    _str(m, "fw", 64)
+    _str(m, "board", 64)
+    _int(m, "boot", 0)
+    nxt = _int(m, "next", 1)
+    first = _int(m, "first", 1)
+    if first > nxt:
+        raise _bad("hello.first (%d) is above hello.next (%d)" % (first, nxt))
+    _int(m, "held", 0)
+    _int(m, "dropped", 0)
+    if not isinstance(m.get("synced"), bool):
+        raise _bad("hello.synced: expected a boolean")
+
+
+def check_reading(r):
+    if not isinstance(r, dict):
+        raise _bad("batch.r: each reading must be an object")
+    q = r.get("q")
+    if not _is_int(q) or q < 1:
+        raise _bad("reading.q: expected an integer >= 1, got %r" % (q,))
+    ts = r.get("ts", ...)
+    if ts is ... or not (ts is None or _is_num(ts)):
+        raise _bad("reading %d: ts must be a number or null" % q)
+    up = r.get("up")
+    if not _is_int(up) or up < 0:
+        raise _bad("reading %d: up must be an integer >= 0" % q)
+    n = r.get("n")
+    if not isinstance(n, str) or not 0 < len(n) <= 64:
+        raise _bad("reading %d: n must be a string of 1-64 chars" % q)
+    v = r.get("v", ...)
+    if v is ... or not (v is None or _is_num(v)):
+        raise _bad("reading %d: v must be a number or null" % q)
+    u = r.get("u")
+    if not isinstance(u, str) or len(u) > 16:
+        raise _bad("reading %d: u must be a string of at most 16 chars" % q)
+    e = r.get("e")
+    if e is not None and (not isinstance(e, str) or len(e) > 64):
+        raise _bad("reading %d: e must be a string of at most 64 chars" % q)
+
+
+def _check_batch(m, max_batch):
+    r = m.get("r")
+    if not isinstance(r, list):
+        raise _bad("batch.r: expected a list of readings")
+    if len(r) > max_batch:
+        raise ProtocolError(TOO_BIG, "too_big", "batch of %d readings; the limit is %d" % (
+            len(r), max_batch))
+    last = 0
+    for reading in r:
+        check_reading(reading)
+        if reading["q"] <= last:
+            raise ProtocolError(POLICY, "order", "batch.r: seqs must increase (%d after %d)" % (
+                reading["q"], last))
+        last = reading["q"]
+
+
+def _check_gap(m):
+    a = _int(m, "from", 1)
+    b = _int(m, "to", 1)
+    if b < a:
+        raise _bad("gap: to (%d) is below from (%d)" % (b, a))
+    why = _str(m, "why", 32)
+    if not why:
+        raise _bad("gap.why: empty")
+
+
+def _check_reply(m):
+    _str(m, "id", 64)
+    if not isinstance(m.get("ok"), bool):
+        raise _bad("reply.ok: expected a boolean")
+    if not m["ok"]:
+        _str(m, "err", 200)
+
+
+def _check_health(m):
+    for key in ("heap_free", "heap_min", "reconnects", "dropped", "boot", "held"):
+        _int(m, key, 0)
+    _num_or_null(m, "rssi")
+    up = m.get("uptime_s")
+    if not _is_num(up) or up < 0:
+        raise _bad("health.uptime_s: expected a number >= 0")
+
+
+KNOWN = ("hello", "batch", "gap", "reply", "health")
+
+
+def parse(text, max_batch=500):
+    """Decode and check one text message. Returns the dict (unknown `t` values are returned
+    unchecked so the caller can log and ignore them, as the protocol's versioning asks)."""
+    try:
+        m = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:
+        raise ProtocolError(INVALID_DATA, "bad_json", "malformed JSON: %s" % e) from None
+    if not isinstance(m, dict) or not isinstance(m.get("t"), str):
+        raise ProtocolError(INVALID_DATA, "bad_message",
+                            "a message must be a JSON object with a string field t")
+    t = m["t"]
+    if t == "hello":
+        _check_hello(m)
+    elif t == "batch":
+        _check_batch(m, max_batch)
+    elif t == "gap":
+        _check_gap(m)
+    elif t == "reply":
+        _check_reply(m)
+    elif t == "health":
+        _check_health(m)
+    return m
+
+
+def dumps(m):
+    """Compact JSON, as the devices expect (no spaces: smaller frames, fewer bytes to parse)."""
+    return json.dumps(m, separators=(",", ":"))

@@ -1,0 +1,602 @@
+"""The collector: the server side of app protocol v1 (docs/protocol.md) on websockets' asyncio
+API, plus the dashboard's HTTP routes and its read-only live feed. See docs/collector.md.
+
+Routes (one port): `/ws` devices (token in the upgrade, subprotocol fieldlink.v1), `/live` the
+dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and its static files,
+`/api/devices` a JSON snapshot.
+"""
+import asyncio
+import email.utils
+import hmac
+import itertools
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.http11 import Response
+
+from . import messages as M
+from .store import StoreError
+
+log = logging.getLogger("fieldlink.collector")
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+_STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+
+DEFAULT_MAX_MESSAGE = 64 * 1024
+DEFAULT_MAX_BATCH = 500
+DEFAULT_MAX_DEVICES = 1000
+
+
+class DeviceNotConnected(Exception):
+    pass
+
+
+class Devices:
+    """Who may connect: device id -> token, and which devices are disabled (403)."""
+
+    def __init__(self, tokens=None, disabled=()):
+        self.tokens = dict(tokens or {})
+        self.disabled = set(disabled)
+        for dev in self.tokens:
+            if not M.DEVICE_ID.match(dev):
+                raise ValueError("bad device id %r: 1-32 chars of [A-Za-z0-9_.-]" % dev)
+
+    @classmethod
+    def load(cls, path):
+        """A JSON file: {"dev-1": "token", "dev-2": {"token": "...", "disabled": true}}."""
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError("%s: expected a JSON object {device_id: token}" % path)
+        tokens, disabled = {}, set()
+        for dev, spec in data.items():
+            if isinstance(spec, str):
+                tokens[dev] = spec
+            elif isinstance(spec, dict) and isinstance(spec.get("token"), str):
+                tokens[dev] = spec["token"]
+                if spec.get("disabled"):
+                    disabled.add(dev)
+            else:
+                raise ValueError("%s: device %r: expected a token string or"
+                                 " {\"token\": ..., \"disabled\": bool}" % (path, dev))
+        return cls(tokens, disabled)
+
+    def check(self, dev, token):
+        """HTTP status for this device and token: 200, 401 or 403."""
+        want = self.tokens.get(dev)
+        # compare_digest on every path so the timing says nothing about which part was wrong
+        ok = hmac.compare_digest((want or "\0").encode(), (token or "").encode())
+        if want is None or not ok:
+            return 401
+        if dev in self.disabled:
+            return 403
+        return 200
+
+
+class Subscription:
+    """An async iterator of collector events (dicts with a `t` field). Bounded: a consumer
+    that falls `maxsize` events behind is cut off (`overflowed` becomes True) rather than
+    letting the collector's memory grow."""
+
+    def __init__(self, collector, maxsize):
+        self._collector = collector
+        self._q = asyncio.Queue(maxsize)
+        self.overflowed = False
+        self.closed = False
+
+    def _put(self, event):
+        try:
+            self._q.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            self.close()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._collector._subs.discard(self)
+            try:
+                self._q.put_nowait(None)
+            except asyncio.QueueFull:
+                pass  # the consumer sees `closed` after draining
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.closed and self._q.empty():
+            raise StopAsyncIteration
+        event = await self._q.get()
+        if event is None or (self.overflowed and self._q.empty()):
+            raise StopAsyncIteration
+        return event
+
+    async def get(self, timeout=None):
+        """The next event, or raise TimeoutError / StopAsyncIteration."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+
+class _Session:
+    """One live device connection."""
+
+    def __init__(self, ws, dev):
+        self.ws = ws
+        self.dev = dev
+        self.hello = None
+        self.ack = 0
+        self.superseded = False
+        self.pending = {}          # command id -> Future of the reply
+        self.connected_at = time.time()
+        self.peer = ws.remote_address[0] if ws.remote_address else None
+
+
+class Collector:
+    """The collector server. Use `await start()` / `await stop()` (or `async with`)."""
+
+    def __init__(self, store, devices, host="127.0.0.1", port=0, ssl_context=None,
+                 max_message=DEFAULT_MAX_MESSAGE, max_batch=DEFAULT_MAX_BATCH,
+                 max_devices=DEFAULT_MAX_DEVICES, admin_token=None,
+                 ping_interval=20, ping_timeout=20, print_readings=None):
+        self.store = store
+        self.devices = devices if isinstance(devices, Devices) else Devices(devices)
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.max_message = max_message
+        self.max_batch = max_batch
+        self.max_devices = max_devices
+        self.admin_token = admin_token
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.print_readings = print_readings   # a callable(line) or None
+        self._server = None
+        self._live = {}                        # device -> _Session
+        self._subs = set()
+        self._cmd_ids = itertools.count(1)
+        # SQLite blocks (fsync): run every store call on one worker thread, in order, so the
+        # event loop keeps serving other devices while a commit is on its way to disk.
+        self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="fieldlink-store")
+        self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
+
+    # -- life ----------------------------------------------------------------------------
+
+    async def start(self):
+        self._server = await serve(
+            self._handler, self.host, self.port,
+            ssl=self.ssl_context,
+            process_request=self._process_request,
+            select_subprotocol=self._select_subprotocol,
+            max_size=self.max_message,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            # Devices are small: no permessage-deflate (inflating is costly and a decompression
+            # bomb would slip past max_size accounting of the wire bytes).
+            compression=None,
+            server_header="fieldlink-collector",
+            logger=logging.getLogger("fieldlink.collector.ws"),
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info("listening on %s", self.url)
+        return self
+
+    @property
+    def scheme(self):
+        return "wss" if self.ssl_context else "ws"
+
+    @property
+    def url(self):
+        """The URL devices connect to."""
+        return "%s://%s:%d/ws" % (self.scheme, _host_for_url(self.host), self.port)
+
+    @property
+    def http_url(self):
+        """The dashboard's URL."""
+        return "%s://%s:%d/" % ("https" if self.ssl_context else "http",
+                                _host_for_url(self.host), self.port)
+
+    async def stop(self, code=M.GOING_AWAY):
+        """Close every connection (1001 by default) and wait for the handlers to finish.
+        The store is not closed: it belongs to whoever made it."""
+        if self._server is not None:
+            for sub in list(self._subs):
+                sub.close()
+            self._server.close(code=code, reason="server shutting down")
+            await self._server.wait_closed()
+            self._server = None
+        self._db_exec.shutdown(wait=True)
+
+    async def serve_forever(self):
+        await self._server.wait_closed()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+    # -- public API ----------------------------------------------------------------------
+
+    def connected(self):
+        """Device ids with a live connection."""
+        return sorted(self._live)
+
+    def subscribe(self, maxsize=10000):
+        """An async iterator of events: `hello`, `readings` (newly stored only), `gap`, `ack`,
+        `health`, `reply`, `connected`, `disconnected`. Close it with `.close()`."""
+        sub = Subscription(self, maxsize)
+        self._subs.add(sub)
+        return sub
+
+    async def command(self, dev, cmd, args=None, timeout=10.0):
+        """Send a `cmd` to a connected device; return its `reply` (a dict with id, ok,
+        result/err). Raises DeviceNotConnected, TimeoutError, or ConnectionError when the
+        device goes away before replying."""
+        session = self._live.get(dev)
+        if session is None or session.hello is None:
+            raise DeviceNotConnected(dev)
+        cid = "c%d" % next(self._cmd_ids)
+        fut = asyncio.get_running_loop().create_future()
+        session.pending[cid] = fut
+        try:
+            await session.ws.send(M.dumps({"t": "cmd", "id": cid, "cmd": cmd,
+                                           "args": args or {}}))
+            return await asyncio.wait_for(fut, timeout)
+        except ConnectionClosed as e:
+            raise ConnectionError("%s disconnected: %s" % (dev, e)) from None
+        finally:
+            session.pending.pop(cid, None)
+
+    async def snapshot(self, latest=10):
+        """Every device the store knows, with live status and its newest readings."""
+        def read():
+            out = self.store.devices()
+            for d in out:
+                d["latest"] = (self.store.latest(d["device"], latest)
+                               if hasattr(self.store, "latest") else [])
+            return out
+        devs = await self._db(read)
+        for d in devs:
+            s = self._live.get(d["device"])
+            d["connected"] = s is not None
+            d["peer"] = s.peer if s else None
+        return {"t": "snapshot", "time": time.time(), "devices": devs}
+
+    # -- internals -----------------------------------------------------------------------
+
+    async def _db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._db_exec, fn, *args)
+
+    def _publish(self, event):
+        for sub in list(self._subs):
+            sub._put(event)
+
+    def _select_subprotocol(self, conn, offered):
+        if getattr(conn, "fl_route", None) == "device":
+            if M.SUBPROTOCOL in offered:
+                return M.SUBPROTOCOL
+            raise NegotiationError("this endpoint requires subprotocol %s" % M.SUBPROTOCOL)
+        return None
+
+    async def _process_request(self, conn, request):
+        """Routes, and authentication in the HTTP upgrade (before any data is accepted)."""
+        try:
+            path = request.path.split("?", 1)[0]
+            if path == "/ws":
+                return self._auth_device(conn, request)
+            if path == "/live":
+                conn.fl_route = "live"
+                return None
+            if path == "/admin":
+                got = _bearer(request.headers)
+                if not self.admin_token or not hmac.compare_digest(
+                        got.encode(), self.admin_token.encode()):
+                    return _text(conn, 401, "admin token required\n")
+                conn.fl_route = "admin"
+                return None
+            if path in _STATIC:
+                name, ctype = _STATIC[path]
+                return _body(200, (DASHBOARD / name).read_bytes(), ctype)
+            if path == "/api/devices":
+                snap = await self.snapshot()
+                return _body(200, json.dumps(snap).encode(), "application/json")
+            if path == "/healthz":
+                return _text(conn, 200, "ok\n")
+            return _text(conn, 404, "not found\n")
+        except Exception:
+            log.exception("process_request failed for %s", request.path)
+            self.stats["errors"] += 1
+            return _text(conn, 500, "internal error\n")
+
+    def _auth_device(self, conn, request):
+        dev = request.headers.get("X-Fieldlink-Device", "")
+        token = _bearer(request.headers)
+        status = self.devices.check(dev, token) if M.DEVICE_ID.match(dev) else 401
+        if status != 200:
+            self.stats["rejected"] += 1
+            log.warning("refused device %r from %s: %d", dev[:40],
+                        conn.remote_address[0] if conn.remote_address else "?", status)
+            resp = _text(conn, status, "unknown device or wrong token\n" if status == 401
+                         else "device disabled\n")
+            if status == 401:
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="fieldlink"'
+            return resp
+        if dev not in self._live and len(self._live) >= self.max_devices:
+            self.stats["rejected"] += 1
+            return _text(conn, 503, "collector at its connection limit\n")
+        conn.fl_route = "device"
+        conn.fl_device = dev
+        return None
+
+    async def _handler(self, ws):
+        route = getattr(ws, "fl_route", None)
+        try:
+            if route == "device":
+                await self._device_session(ws)
+            elif route == "live":
+                await self._live_feed(ws)
+            elif route == "admin":
+                await self._admin(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            # Never crash: a failing handler ends its own connection, nothing else.
+            self.stats["errors"] += 1
+            log.exception("handler for %s failed", route)
+            try:
+                await ws.close(M.INTERNAL, "internal error")
+            except Exception:
+                pass
+
+    async def _fail(self, ws, close_code, code, msg):
+        """Send `error` then close (docs/protocol.md: the device can log why)."""
+        log.warning("closing %s with %d: %s", getattr(ws, "fl_device", "?"), close_code, msg)
+        try:
+            await ws.send(M.dumps({"t": "error", "code": code, "msg": msg}))
+        except ConnectionClosed:
+            pass
+        await ws.close(close_code, code)
+
+    # -- devices -------------------------------------------------------------------------
+
+    async def _device_session(self, ws):
+        dev = ws.fl_device
+        session = _Session(ws, dev)
+        old = self._live.get(dev)
+        self._live[dev] = session
+        self.stats["connections"] += 1
+        if old is not None:
+            # One live connection per device; a half-open old socket must not lock it out.
+            old.superseded = True
+            log.info("%s: new connection supersedes the old one", dev)
+            asyncio.ensure_future(_close_quietly(old.ws, M.SUPERSEDED, "superseded"))
+        self._publish({"t": "connected", "dev": dev, "peer": session.peer,
+                       "time": session.connected_at})
+        reason = "closed"
+        try:
+            reason = await self._device_loop(session)
+        except ConnectionClosed as e:
+            reason = "connection closed (%s)" % (e.rcvd.code if e.rcvd else "no close frame")
+        finally:
+            for fut in session.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("%s disconnected" % dev))
+            if self._live.get(dev) is session:
+                del self._live[dev]
+            self._publish({"t": "disconnected", "dev": dev, "why": reason,
+                           "superseded": session.superseded, "time": time.time()})
+
+    async def _device_loop(self, s):
+        ws, dev = s.ws, s.dev
+        async for raw in ws:
+            if isinstance(raw, bytes):
+                await self._fail(ws, M.UNSUPPORTED_DATA, "binary",
+                                 "binary messages are refused; send JSON text")
+                return "binary message"
+            try:
+                m = M.parse(raw, self.max_batch)
+                t = m["t"]
+                if s.hello is None and t != "hello":
+                    raise M.ProtocolError(M.POLICY, "order", "%s before hello" % t)
+                if t == "hello":
+                    if s.hello is not None:
+                        raise M.ProtocolError(M.POLICY, "order", "hello twice")
+                    if m["dev"] != dev:
+                        raise M.ProtocolError(M.POLICY, "identity",
+                                              "hello.dev %r is not the authenticated device %r"
+                                              % (m["dev"], dev))
+            except M.ProtocolError as e:
+                await self._fail(ws, e.close_code, e.code, e.msg)
+                return e.code
+            try:
+                if t == "hello":
+                    await self._on_hello(s, m)
+                elif t == "batch":
+                    await self._on_batch(s, m)
+                elif t == "gap":
+                    await self._on_gap(s, m)
+                elif t == "health":
+                    await self._db(self.store.record_health, dev, _without_t(m))
+                    self._publish({"t": "health", "dev": dev, "health": _without_t(m),
+                                   "time": time.time()})
+                elif t == "reply":
+                    fut = s.pending.get(m["id"])
+                    if fut is not None and not fut.done():
+                        fut.set_result(m)
+                    else:
+                        log.info("%s: reply to unknown command %r", dev, m["id"])
+                    self._publish({"t": "reply", "dev": dev, "reply": m})
+                else:
+                    # Forward compatibility (docs/protocol.md "Versioning").
+                    log.info("%s: ignoring unknown message type %r", dev, t)
+            except StoreError as e:
+                # 1011: nothing of what failed was acked; the device keeps it and resends.
+                self.stats["errors"] += 1
+                log.error("%s: store failed: %s", dev, e)
+                await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
+                return "store failed"
+        return "closed by device"
+
+    async def _on_hello(self, s, m):
+        dev = s.dev
+        await self._db(self.store.record_hello, dev, _without_t(m))
+        s.ack = await self._db(self.store.ack, dev)
+        s.hello = m
+        if m["next"] <= s.ack:
+            # The device's counter went backwards (flash wiped?): it would take our ack as
+            # covering readings it has not sent yet. Say so loudly; the data is still safe.
+            log.warning("%s: hello.next=%d is not above the stored ack %d (seq reset?)",
+                        dev, m["next"], s.ack)
+        await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": s.ack,
+                                 "time": time.time()}))
+        self._publish({"t": "hello", "dev": dev, "hello": _without_t(m), "ack": s.ack,
+                       "time": time.time()})
+
+    async def _on_batch(self, s, m):
+        dev = s.dev
+        first = s.hello["first"]
+        if first - 1 > s.ack:
+            # The device no longer holds seqs ack+1..first-1 and we do not have them: our
+            # store lost them (restored or wiped database). Its pending gaps came before this
+            # batch (protocol order), so whatever is still open is lost: record it as such,
+            # or the ack could never pass it and the device would stall.
+            log.warning("%s: seqs %d..%d neither stored nor held: recording gap 'lost'",
+                        dev, s.ack + 1, first - 1)
+            await self._gap(s, s.ack + 1, first - 1, "lost")
+        ack, new = await self._db(self.store.add_readings, dev, m["r"], s.hello["boot"])
+        s.ack = ack
+        # The ack goes out only now: the transaction above has committed.
+        await s.ws.send(M.dumps({"t": "ack", "ack": ack}))
+        self.stats["readings"] += len(new)
+        if new:
+            self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
+                           "time": time.time()})
+            if self.print_readings:
+                for r in new:
+                    self.print_readings(format_reading(dev, r))
+        else:
+            self._publish({"t": "ack", "dev": dev, "ack": ack})
+
+    async def _on_gap(self, s, m):
+        await self._gap(s, m["from"], m["to"], m["why"])
+        await s.ws.send(M.dumps({"t": "ack", "ack": s.ack}))
+
+    async def _gap(self, s, a, b, why):
+        s.ack = await self._db(self.store.add_gap, s.dev, a, b, why)
+        self._publish({"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why,
+                       "ack": s.ack, "time": time.time()})
+        if self.print_readings:
+            self.print_readings("%s gap %d..%d (%s)" % (s.dev, a, b, why))
+
+    # -- dashboard and admin -------------------------------------------------------------
+
+    async def _live_feed(self, ws):
+        """Read-only feed for the dashboard: a snapshot, then events as they happen.
+        Anything the browser sends is ignored."""
+        sub = self.subscribe(maxsize=2000)
+        try:
+            await ws.send(json.dumps(await self.snapshot()))
+            drain = asyncio.ensure_future(_discard_incoming(ws))
+            try:
+                async for event in sub:
+                    await ws.send(json.dumps(event))
+                    if drain.done():
+                        break
+            finally:
+                drain.cancel()
+            if sub.overflowed:
+                # Too slow to keep up: start over with a fresh snapshot on reconnect.
+                await ws.close(1013, "fell behind; reconnect")
+        finally:
+            sub.close()
+
+    async def _admin(self, ws):
+        """Admin requests, one JSON object per message:
+        {"op": "cmd", "dev", "cmd", "args", "timeout"} -> {"ok": true, "reply": {...}}
+        {"op": "connected"} -> {"ok": true, "devices": [...]}"""
+        async for raw in ws:
+            try:
+                req = json.loads(raw)
+                op = req.get("op")
+                if op == "cmd":
+                    reply = await self.command(req["dev"], req["cmd"], req.get("args") or {},
+                                               float(req.get("timeout", 10)))
+                    out = {"ok": True, "reply": reply}
+                elif op == "connected":
+                    out = {"ok": True, "devices": self.connected()}
+                else:
+                    out = {"ok": False, "error": "unknown op %r" % (op,)}
+            except DeviceNotConnected as e:
+                out = {"ok": False, "error": "not connected: %s" % e}
+            except (TimeoutError, asyncio.TimeoutError):
+                out = {"ok": False, "error": "timeout"}
+            except Exception as e:
+                out = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+            await ws.send(json.dumps(out))
+
+
+def format_reading(dev, r):
+    """One line per reading for `--print-readings`: `DEV #SEQ NAME = VALUE UNIT`."""
+    if r.get("v") is None:
+        value = "-- (%s)" % r.get("e", "missing")
+    else:
+        value = "%s %s" % (r["v"], r.get("u") or "")
+    ts = r.get("ts")
+    when = (time.strftime("%H:%M:%S", time.gmtime(ts)) + "Z") if ts else "up %dms" % r["up"]
+    return "%s #%d %s = %s [%s]" % (dev, r["q"], r["n"], value.strip(), when)
+
+
+async def _close_quietly(ws, code, reason):
+    try:
+        await ws.close(code, reason)
+    except Exception:
+        pass
+
+
+async def _discard_incoming(ws):
+    async for _ in ws:
+        pass
+
+
+def _without_t(m):
+    return {k: v for k, v in m.items() if k != "t"}
+
+
+def _bearer(headers):
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return ""
+
+
+def _text(conn, status, text):
+    return conn.respond(status, text)
+
+
+def _body(status, body, ctype):
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Length", str(len(body))),
+        ("Content-Type", ctype),
+        ("Cache-Control", "no-store"),
+        # The dashboard loads nothing from elsewhere; say so to the browser too.
+        ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:"),
+    ])
+    return Response(status, "OK" if status == 200 else "Error", headers, body)
+
+
+def _host_for_url(host):
+    if host in ("", "0.0.0.0", "::", None):
+        return "127.0.0.1"
+    return "[%s]" % host if ":" in host else host

@@ -1,0 +1,335 @@
+"""The collector's storage: the `Store` interface the server talks to, and `SQLiteStore`, the
+embedded default. A bigger database can follow by implementing the same methods.
+
+Contract (docs/protocol.md, "Cumulative ack"): each (device, seq) is stored once whatever is
+resent; `ack(device)` is the largest N such that every seq <= N is stored or covered by a gap;
+a method that changes data returns the new ack only after its transaction has committed.
+"""
+import json
+import sqlite3
+import threading
+import time
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (I/O error, disk full, closed)."""
+
+
+class Store:
+    """What the server needs from a store. Methods are blocking; the server calls them from
+    one worker thread, in order, so implementations need not be safe for concurrent use.
+    Failures are raised as StoreError (the server then closes with 1011 and acks nothing)."""
+
+    def add_readings(self, device, readings, boot=None):
+        """Store readings (dicts with q, ts, up, n, v, u, e) in one transaction.
+        Returns (ack, new): the ack after the commit, and the readings that were not
+        stored before (resends are ignored), each with `boot` and `received` added."""
+        raise NotImplementedError
+
+    def add_gap(self, device, seq_from, seq_to, why):
+        """Record that seqs seq_from..seq_to (inclusive) will never arrive; return the new ack."""
+        raise NotImplementedError
+
+    def ack(self, device):
+        """The cumulative ack for a device (0 when nothing is known)."""
+        raise NotImplementedError
+
+    def record_hello(self, device, hello):
+        """Remember the last `hello` of a device (firmware, board, boot, dropped, ...)."""
+        raise NotImplementedError
+
+    def record_health(self, device, health):
+        """Store one `health` message."""
+        raise NotImplementedError
+
+    def readings(self, device, since=0, limit=None):
+        """Readings of a device with seq > since, oldest first, as dicts."""
+        raise NotImplementedError
+
+    def latest(self, device, limit=20):
+        """The newest readings of a device, newest first."""
+        raise NotImplementedError
+
+    def gaps(self, device):
+        """Gaps declared by a device, as dicts with from, to, why, received."""
+        raise NotImplementedError
+
+    def devices(self):
+        """One summary dict per device that ever sent something."""
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device     TEXT PRIMARY KEY,
+    ack        INTEGER NOT NULL DEFAULT 0,   -- contiguous high-water mark: every seq <= ack
+                                             -- is stored or in a gap
+    readings   INTEGER NOT NULL DEFAULT 0,   -- count of stored readings
+    last_seq   INTEGER NOT NULL DEFAULT 0,   -- highest stored seq
+    first_seen REAL,
+    last_seen  REAL,
+    hello      TEXT,                         -- last hello, JSON
+    health     TEXT,                         -- last health, JSON
+    health_at  REAL
+);
+CREATE TABLE IF NOT EXISTS readings (
+    device   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    boot     INTEGER,          -- boot count from the connection's hello (places unsynced ts)
+    ts       REAL,             -- device Unix time, NULL until its clock was synced
+    up       INTEGER,          -- ms since boot
+    name     TEXT NOT NULL,
+    value,                     -- no affinity: ints stay ints, floats stay floats, NULL allowed
+    unit     TEXT,
+    err      TEXT,
+    received REAL NOT NULL,    -- server time when stored
+    PRIMARY KEY (device, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gaps (
+    device   TEXT NOT NULL,
+    seq_from INTEGER NOT NULL,
+    seq_to   INTEGER NOT NULL,
+    why      TEXT NOT NULL,
+    received REAL NOT NULL,
+    PRIMARY KEY (device, seq_from, seq_to, why)   -- a resent gap is stored once
+);
+CREATE INDEX IF NOT EXISTS gaps_by_to ON gaps (device, seq_to);
+CREATE TABLE IF NOT EXISTS health (
+    device   TEXT NOT NULL,
+    received REAL NOT NULL,
+    body     TEXT NOT NULL     -- the health message, JSON
+);
+CREATE INDEX IF NOT EXISTS health_by_device ON health (device, received);
+"""
+
+
+class SQLiteStore(Store):
+    """SQLite in WAL mode; one transaction per batch; the ack is kept in `devices.ack` and
+    advanced inside the same transaction that stores the batch, so it is never rescanned."""
+
+    def __init__(self, path, synchronous="FULL"):
+        self.path = str(path)
+        # The server uses the store from one worker thread, tests sometimes from another:
+        # allow that and serialise with a lock.
+        self._lock = threading.Lock()
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Durability: an ack is a promise that the readings survive anything, so each
+            # commit is fsynced (FULL). NORMAL in WAL mode survives a process crash but may
+            # lose the last commits on power loss; it is faster and offered for benchmarks.
+            self._db.execute("PRAGMA synchronous=" + synchronous.upper())
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError("cannot open %s: %s" % (self.path, e)) from e
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _tx(self, fn):
+        """Run fn(db) in one IMMEDIATE transaction; commit, or roll back and raise."""
+        with self._lock:
+            if self._db is None:
+                raise StoreError("store is closed")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(self._db)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                return out
+            except sqlite3.Error as e:
+                raise StoreError(str(e)) from e
+
+    @staticmethod
+    def _ensure_device(db, device, now):
+        db.execute("INSERT OR IGNORE INTO devices (device, first_seen, last_seen) VALUES (?,?,?)",
+                   (device, now, now))
+        db.execute("UPDATE devices SET last_seen=? WHERE device=?", (now, device))
+        return db.execute("SELECT ack FROM devices WHERE device=?", (device,)).fetchone()[0]
+
+    @staticmethod
+    def _advance(db, device, ack):
+        """Move the contiguous high-water mark up as far as stored readings and gaps allow.
+        Only rows above the mark are looked at (readings not yet contiguous, gaps reaching
+        past the mark), so the cost is that of the new data, not of the history."""
+        while True:
+            # A gap covering ack+1 moves the mark to its end (several may chain).
+            row = db.execute(
+                "SELECT MAX(seq_to) FROM gaps WHERE device=? AND seq_to>? AND seq_from<=?",
+                (device, ack, ack + 1)).fetchone()
+            if row[0] is not None:
+                ack = row[0]
+                continue
+            # A stored run starting at ack+1 ends at the first stored seq without a successor.
+            if db.execute("SELECT 1 FROM readings WHERE device=? AND seq=?",
+                          (device, ack + 1)).fetchone() is None:
+                return ack
+            ack = db.execute(
+                "SELECT MIN(r.seq) FROM readings r WHERE r.device=? AND r.seq>? AND NOT EXISTS"
+                " (SELECT 1 FROM readings s WHERE s.device=r.device AND s.seq=r.seq+1)",
+                (device, ack)).fetchone()[0]
+
+    def add_readings(self, device, readings, boot=None):
+        now = time.time()
+
+        def tx(db):
+            ack = self._ensure_device(db, device, now)
+            new = []
+            for r in readings:
+                # INSERT OR IGNORE + PRIMARY KEY (device, seq): a resent reading changes
+                # nothing; rowcount tells which ones are new (for the live feed).
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO readings (device, seq, boot, ts, up, name, value,"
+                    " unit, err, received) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
+                     r.get("u"), r.get("e"), now))
+                if cur.rowcount == 1:
+                    new.append(r)
+            new_ack = self._advance(db, device, ack)
+            if new:
+                top = max(r["q"] for r in new)
+                db.execute("UPDATE devices SET readings=readings+?, last_seq=MAX(last_seq,?),"
+                           " ack=? WHERE device=?", (len(new), top, new_ack, device))
+            elif new_ack != ack:
+                db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
+            return new_ack, [dict(r, boot=boot, received=now) for r in new]
+        return self._tx(tx)
+
+    def add_gap(self, device, seq_from, seq_to, why):
+        now = time.time()
+
+        def tx(db):
+            ack = self._ensure_device(db, device, now)
+            db.execute("INSERT OR IGNORE INTO gaps (device, seq_from, seq_to, why, received)"
+                       " VALUES (?,?,?,?,?)", (device, seq_from, seq_to, why, now))
+            new_ack = self._advance(db, device, ack)
+            if new_ack != ack:
+                db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
+            return new_ack
+        return self._tx(tx)
+
+    def record_hello(self, device, hello):
+        now = time.time()
+
+        def tx(db):
+            self._ensure_device(db, device, now)
+            db.execute("UPDATE devices SET hello=? WHERE device=?", (json.dumps(hello), device))
+        self._tx(tx)
+
+    def record_health(self, device, health):
+        now = time.time()
+        body = json.dumps(health)
+
+        def tx(db):
+            self._ensure_device(db, device, now)
+            db.execute("INSERT INTO health (device, received, body) VALUES (?,?,?)",
+                       (device, now, body))
+            db.execute("UPDATE devices SET health=?, health_at=? WHERE device=?",
+                       (body, now, device))
+        self._tx(tx)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _query(self, sql, args=()):
+        with self._lock:
+            if self._db is None:
+                raise StoreError("store is closed")
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(str(e)) from e
+
+    def ack(self, device):
+        rows = self._query("SELECT ack FROM devices WHERE device=?", (device,))
+        return rows[0][0] if rows else 0
+
+    def readings(self, device, since=0, limit=None):
+        sql = ("SELECT seq, boot, ts, up, name, value, unit, err, received FROM readings"
+               " WHERE device=? AND seq>? ORDER BY seq")
+        args = [device, since]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        return [reading_dict(r) for r in self._query(sql, args)]
+
+    def latest(self, device, limit=20):
+        rows = self._query("SELECT seq, boot, ts, up, name, value, unit, err, received"
+                           " FROM readings WHERE device=? ORDER BY seq DESC LIMIT ?",
+                           (device, int(limit)))
+        return [reading_dict(r) for r in rows]
+
+    def gaps(self, device):
+        rows = self._query("SELECT seq_from, seq_to, why, received FROM gaps WHERE device=?"
+                           " ORDER BY seq_from, seq_to", (device,))
+        return [{"from": a, "to": b, "why": w, "received": t} for a, b, w, t in rows]
+
+    def health_history(self, device, limit=100):
+        rows = self._query("SELECT received, body FROM health WHERE device=?"
+                           " ORDER BY received DESC LIMIT ?", (device, int(limit)))
+        return [dict(json.loads(b), received=t) for t, b in rows]
+
+    def devices(self):
+        rows = self._query(
+            "SELECT d.device, d.ack, d.readings, d.last_seq, d.first_seen, d.last_seen,"
+            " d.hello, d.health, d.health_at,"
+            " (SELECT COALESCE(SUM(seq_to-seq_from+1),0) FROM gaps g"
+            "   WHERE g.device=d.device AND g.why='dropped'),"
+            " (SELECT COUNT(*) FROM gaps g WHERE g.device=d.device)"
+            " FROM devices d ORDER BY d.device")
+        out = []
+        for (dev, ack, n, last, first_seen, last_seen, hello, health, health_at,
+             dropped, ngaps) in rows:
+            out.append({"device": dev, "ack": ack, "readings": n, "last_seq": last,
+                        "first_seen": first_seen, "last_seen": last_seen,
+                        "hello": json.loads(hello) if hello else None,
+                        "health": json.loads(health) if health else None,
+                        "health_at": health_at, "dropped_gaps": dropped, "gaps": ngaps})
+        return out
+
+    def close(self):
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+def reading_dict(row):
+    seq, boot, ts, up, name, value, unit, err, received = row
+    d = {"q": seq, "boot": boot, "ts": ts, "up": up, "n": name, "v": value, "u": unit,
+         "received": received}
+    if err is not None:
+        d["e"] = err
+    return d
+
+
+def open_readonly(path):
+    """A reader on a database another process writes (tests, tools): only the read methods
+    work. Safe beside a running collector (WAL readers do not block the writer)."""
+    return ReadOnlySQLiteStore(path)
+
+
+class ReadOnlySQLiteStore(SQLiteStore):
+    """Opens the database read-only (URI mode=ro)."""
+
+    def __init__(self, path):  # deliberately not super().__init__: no schema writes
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect("file:%s?mode=ro" % self.path, uri=True,
+                                       isolation_level=None, check_same_thread=False,
+                                       timeout=30)
+            self._db.execute("SELECT 1 FROM devices LIMIT 1")
+        except sqlite3.Error as e:
+            raise StoreError("cannot open %s read-only: %s" % (self.path, e)) from e
+
+    def _tx(self, fn):
+        raise StoreError("read-only store")
