@@ -1,0 +1,148 @@
+"""WebSocket framing (RFC 6455 §5.2): a client frame encoder that reuses one buffer and an
+incremental decoder for server frames that accepts data split at any byte boundary."""
+
+try:
+    from micropython import const
+except ImportError:
+    const = lambda x: x  # noqa: E731
+
+from .errors import ProtocolError
+from .mask import mask_copy
+
+OP_CONT = const(0x0)
+OP_TEXT = const(0x1)
+OP_BINARY = const(0x2)
+OP_CLOSE = const(0x8)
+OP_PING = const(0x9)
+OP_PONG = const(0xA)
+
+_KEEP_MAX = const(2048)   # the send buffer grows up to this and stays; bigger frames are one-off
+_POOL = const(256)        # random bytes fetched at once: 64 masking keys per os.urandom call
+_MAX_CONTROL = const(125)  # §5.5
+
+
+class Encoder:
+    """Builds masked client frames: header, key and payload in ONE buffer, so the shell writes
+    each frame with a single write. After encode(), the frame is out[0:n]."""
+
+    def __init__(self, randbytes, size=256):
+        self.buf = bytearray(size)
+        self.out = self.buf
+        self._rand = randbytes
+        self._pool = b""
+        self._pi = _POOL
+
+    def encode(self, opcode, src, n, fin=True):
+        """Frame n bytes of src (a buffer, or a str on MicroPython); return the frame's length."""
+        need = n + 14
+        buf = self.buf
+        if need > len(buf):
+            if need <= _KEEP_MAX:
+                buf = self.buf = bytearray(need + 64)
+            else:
+                buf = bytearray(need)
+        self.out = buf
+        buf[0] = (0x80 if fin else 0) | opcode
+        # §5.2: the minimal number of bytes for the length; the mask bit is always set.
+        if n < 126:
+            buf[1] = 0x80 | n
+            p = 2
+        elif n < 0x10000:
+            buf[1] = 0xFE
+            buf[2] = n >> 8
+            buf[3] = n & 0xFF
+            p = 4
+        else:
+            buf[1] = 0xFF
+            for i in range(8):
+                buf[2 + i] = (n >> (56 - 8 * i)) & 0xFF
+            p = 10
+        # §5.3 / §10.3: a fresh, unpredictable key for every frame, taken from os.urandom in
+        # batches so that a frame costs no allocation.
+        pi = self._pi
+        if pi >= _POOL:
+            self._pool = self._rand(_POOL)
+            pi = 0
+        pool = self._pool
+        buf[p] = pool[pi]
+        buf[p + 1] = pool[pi + 1]
+        buf[p + 2] = pool[pi + 2]
+        buf[p + 3] = pool[pi + 3]
+        self._pi = pi + 4
+        p += 4
+        if n:
+            mask_copy(buf, p, src, n)
+        return p + n
+
+
+class Decoder:
+    """Incremental parser of server frames. feed(data, on_frame) calls
+    on_frame(fin, opcode, payload) for every complete frame; payload is a memoryview that is
+    valid only during the call. Keeps an incomplete frame between feeds. Raises ProtocolError
+    on §5.2/§5.5 violations, and on a data frame longer than `max_size` as soon as its header
+    has arrived (1009), before any of its payload is buffered."""
+
+    def __init__(self, max_size):
+        self.max_size = max_size
+        self._buf = None
+
+    def feed(self, data, on_frame):
+        buf = self._buf
+        if buf is not None:
+            buf.extend(data)
+            data = buf
+        mv = memoryview(data)
+        end = len(data)
+        pos = 0
+        while pos < end:
+            nxt = self._frame(mv, pos, end, on_frame)
+            if nxt < 0:
+                break
+            pos = nxt
+        if pos >= end:
+            self._buf = None
+        elif pos or buf is None:
+            self._buf = bytearray(mv[pos:end])
+        # else: buf already holds exactly the incomplete frame
+
+    def _frame(self, mv, pos, end, on_frame):
+        b0 = mv[pos]
+        if b0 & 0x70:
+            raise ProtocolError(1002, "RSV bits set without an extension")
+        op = b0 & 0x0F
+        if op > OP_BINARY and op < OP_CLOSE or op > OP_PONG:
+            raise ProtocolError(1002, "unknown opcode %d" % op)
+        fin = b0 & 0x80
+        if op >= OP_CLOSE and not fin:
+            raise ProtocolError(1002, "fragmented control frame")
+        if end - pos < 2:
+            return -1
+        b1 = mv[pos + 1]
+        if b1 & 0x80:
+            raise ProtocolError(1002, "masked frame from server")  # §5.1
+        n = b1 & 0x7F
+        h = 2
+        if op >= OP_CLOSE:
+            if n > _MAX_CONTROL:
+                raise ProtocolError(1002, "control frame over 125 bytes")
+        elif n == 126:
+            if end - pos < 4:
+                return -1
+            n = (mv[pos + 2] << 8) | mv[pos + 3]
+            h = 4
+        elif n == 127:
+            if end - pos < 10:
+                return -1
+            if mv[pos + 2] & 0x80:
+                raise ProtocolError(1002, "64-bit length with the top bit set")
+            n = 0
+            for i in range(8):
+                n = (n << 8) | mv[pos + 2 + i]
+            h = 10
+        if op < OP_CLOSE and n > self.max_size:
+            raise ProtocolError(1009, "message over %d bytes" % self.max_size)
+        stop = pos + h + n
+        if stop > end:
+            return -1
+        on_frame(fin, op, mv[pos + h:stop])
+        return stop

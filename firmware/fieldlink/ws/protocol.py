@@ -1,0 +1,229 @@
+"""A client WebSocket connection's state, without I/O (RFC 6455 §5-§7): bytes from the server
+in, events out; frames to send out. Reassembles fragmented messages (control frames may be
+interleaved, §5.4), validates text as UTF-8, answers pings, runs the close handshake and
+fails the connection (§7.1.7) with the right close code on any violation."""
+
+import os
+
+try:
+    from micropython import const
+except ImportError:
+    const = lambda x: x  # noqa: E731
+
+from . import utf8
+from .errors import ConnectionClosed, ProtocolError
+from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Decoder,
+                     Encoder)
+from .mask import text_payload
+
+# Connection states (§4.1 -> OPEN after the handshake; §7 closing).
+OPEN = const(1)
+CLOSING = const(2)   # we sent a close frame and wait for the server's
+CLOSED = const(3)    # close frames exchanged, or the connection failed
+
+
+class Message:
+    """A complete data message: `data` is str for text, bytes for binary."""
+
+    def __init__(self, data):
+        self.data = data
+
+
+class Ping:
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class Pong:
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class Close:
+    """The server's close frame: code 1005 when it carried none (§7.1.5)."""
+
+    def __init__(self, code, reason):
+        self.code = code
+        self.reason = reason
+
+
+def close_code_ok(code):
+    """§7.4.1/§7.4.2: codes an endpoint may put in a close frame. 1004-1006 and 1015 are
+    reserved; 1012-1014 are IANA-registered since; 3000-4999 belong to libraries and apps."""
+    return (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999)
+
+
+class Protocol:
+    def __init__(self, max_message=16384, randbytes=os.urandom, send_buffer=256):
+        self.state = OPEN
+        self.max_message = max_message
+        self.close_code = None      # from the server's close frame, or our failure code
+        self.close_reason = ""
+        self.failure = None         # the ProtocolError if we failed the connection
+        self.enc = Encoder(randbytes, send_buffer)
+        self._dec = Decoder(max_message)
+        self._events = []
+        self._out = bytearray()     # control frames waiting to be written
+        self._op = None             # opcode of the message being reassembled
+        self._parts = None          # its fragments so far (bytearray) if more than one
+        self._first = None          # its first fragment (bytes) while it is the only one
+        self._u8 = 0                # UTF-8 validator state across text fragments
+
+    # --- receiving -------------------------------------------------------------------------
+    def receive_data(self, data):
+        """Feed bytes from the server. Raises ProtocolError after failing the connection (the
+        close frame to send is then in data_to_send())."""
+        if self.state == CLOSED:
+            return  # §7.1.1: nothing after the closing handshake or a failure matters
+        try:
+            self._dec.feed(data, self._on_frame)
+        except ProtocolError as e:
+            self.fail(e.code, e.reason, e)
+            raise
+
+    def events_received(self):
+        ev = self._events
+        if ev:
+            self._events = []
+        return ev
+
+    def data_to_send(self):
+        out = self._out
+        if out:
+            self._out = bytearray()
+        return out
+
+    def _on_frame(self, fin, op, payload):
+        if self.state == CLOSED:
+            return
+        if op >= OP_CLOSE:
+            self._on_control(op, payload)
+            return
+        if op == OP_CONT:
+            if self._op is None:
+                raise ProtocolError(1002, "continuation frame without a message to continue")
+        else:
+            if self._op is not None:
+                raise ProtocolError(1002, "new message before the previous one finished")
+            self._op = op
+            self._u8 = 0
+        n = len(payload)
+        if self._op == OP_TEXT:
+            self._u8 = utf8.check(self._u8, payload, n)
+            if self._u8 < 0:
+                raise ProtocolError(1007, "invalid UTF-8 in a text message")
+        if not fin:
+            # Keep fragments; the decoder checks the next one against what is left (§5.4).
+            if self._parts is not None:
+                self._parts.extend(payload)
+            elif self._first is None:
+                self._first = bytes(payload)
+            else:
+                self._parts = bytearray(self._first)
+                self._parts.extend(payload)
+                self._first = None
+            self._dec.max_size = self.max_message - self._pending_len()
+            return
+        if self._parts is not None:
+            self._parts.extend(payload)
+            data = self._parts
+        elif self._first is not None:
+            data = self._first + bytes(payload)
+        else:
+            data = payload
+        if self._op == OP_TEXT:
+            if self._u8 != 0:
+                raise ProtocolError(1007, "text message ends inside a UTF-8 sequence")
+            msg = str(data, "utf-8")
+        else:
+            msg = bytes(data)
+        self._op = self._parts = self._first = None
+        self._dec.max_size = self.max_message
+        self._events.append(Message(msg))
+
+    def _pending_len(self):
+        if self._parts is not None:
+            return len(self._parts)
+        return len(self._first) if self._first is not None else 0
+
+    def _on_control(self, op, payload):
+        if op == OP_PING:
+            p = bytes(payload)
+            self._events.append(Ping(p))
+            if self.state == OPEN:
+                self._queue(OP_PONG, p)   # §5.5.3: a pong echoes the ping's payload
+        elif op == OP_PONG:
+            self._events.append(Pong(bytes(payload)))
+        else:
+            self._on_close(payload)
+
+    def _on_close(self, payload):
+        # §5.5.1: an optional 2-byte code, then an optional UTF-8 reason.
+        n = len(payload)
+        if n == 1:
+            raise ProtocolError(1002, "close frame with a 1-byte payload")
+        if n == 0:
+            code, reason = 1005, ""
+        else:
+            code = (payload[0] << 8) | payload[1]
+            if not close_code_ok(code):
+                raise ProtocolError(1002, "invalid close code %d" % code)
+            if utf8.check(0, payload[2:], n - 2) != 0:
+                raise ProtocolError(1007, "close reason is not UTF-8")
+            reason = str(bytes(payload[2:]), "utf-8")
+        if self.state == OPEN:
+            # §5.5.1: echo the status code we received.
+            self._queue(OP_CLOSE, payload[:2])
+        self.state = CLOSED
+        self.close_code, self.close_reason = code, reason
+        self._events.append(Close(code, reason))
+
+    # --- sending ---------------------------------------------------------------------------
+    def send_message(self, data):
+        """Frame a message into enc.out; return its length. str -> text, else binary."""
+        if self.state != OPEN:
+            raise self.closed_error()
+        if isinstance(data, str):
+            src, n = text_payload(data)
+            return self.enc.encode(OP_TEXT, src, n)
+        return self.enc.encode(OP_BINARY, data, len(data))
+
+    def send_ping(self, payload=b""):
+        if self.state != OPEN:
+            raise self.closed_error()
+        if len(payload) > 125:
+            raise ValueError("ping payload over 125 bytes")
+        self._queue(OP_PING, payload)
+
+    def send_close(self, code=1000, reason=""):
+        """Start the closing handshake (§7.1.2): queue our close frame, wait for theirs."""
+        if self.state != OPEN:
+            return
+        if not close_code_ok(code):
+            raise ValueError("close code %d may not be sent" % code)
+        r = reason.encode()
+        if len(r) > 123:
+            raise ValueError("close reason over 123 bytes")
+        self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
+        self.state = CLOSING
+        self.close_code, self.close_reason = code, reason
+
+    def fail(self, code, reason, exc=None):
+        """§7.1.7 Fail the WebSocket Connection: send a close frame with `code` (unless one
+        was already sent) and stop processing anything the server sends."""
+        if self.state == OPEN:
+            r = reason.encode()[:123]
+            self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
+        self.state = CLOSED
+        self.close_code, self.close_reason = code, reason
+        self.failure = exc or ProtocolError(code, reason)
+
+    def closed_error(self):
+        """The exception that tells a caller why the connection is no longer open."""
+        if self.failure is not None:
+            return self.failure
+        return ConnectionClosed(self.close_code or 1006, self.close_reason)
+
+    def _queue(self, op, payload):
+        n = self.enc.encode(op, payload, len(payload))
+        self._out.extend(memoryview(self.enc.out)[:n])

@@ -1,0 +1,116 @@
+# dual: runs on CPython and on MicroPython
+"""WebSocket framing (fieldlink.ws.frames / mask): encoder wire bytes from shared vectors."""
+import sys
+
+from dualsupport import load_vectors, unhex
+
+from fieldlink.ws import frames
+from fieldlink.ws.mask import mask_copy, text_payload
+
+V = load_vectors("ws_frames")
+
+
+# Vectors over 4 KiB (the 64 KiB frames) run on CPython only: the unix port's test heap is
+# ESP32-sized. The 64 KiB messages are exercised on MicroPython by the interop tests.
+BIG = 4096
+SMALL_HEAP = sys.implementation.name == "micropython"
+
+
+def wire(segs):
+    out = bytearray()
+    for s in segs:
+        if isinstance(s, str):
+            out.extend(unhex(s))
+        else:
+            out.extend(unhex(s[0]) * s[1])
+    return bytes(out)
+
+
+def too_big(v, key):
+    n = 0
+    for segs in (v[key] if key == "chunks" else [v[key]]):
+        for s in segs:
+            n += len(s) // 2 if isinstance(s, str) else s[1]
+    return SMALL_HEAP and n > BIG
+
+
+def keyed(key):
+    # randbytes stub: every masking key drawn from the pool is `key`
+    return lambda n: key * (n // 4)
+
+
+def test_encode_vectors():
+    for v in V["encode"]:
+        if too_big(v, "wire"):
+            continue
+        key = unhex(v["key"])
+        enc = frames.Encoder(keyed(key))
+        if "text" in v:
+            src, n = text_payload(v["text"])
+        else:
+            src = wire(v["payload"])
+            n = len(src)
+        size = enc.encode(v["opcode"], src, n, v["fin"])
+        got = bytes(memoryview(enc.out)[:size])
+        assert got == wire(v["wire"]), v["name"]
+
+
+def test_encoder_reuses_its_buffer_for_small_frames():
+    enc = frames.Encoder(keyed(b"\x01\x02\x03\x04"))
+    first = enc.buf
+    for n in (0, 1, 100, 125, 126, 200):
+        enc.encode(frames.OP_BINARY, bytes(n), n)
+        assert enc.out is first
+    # a one-off big frame does not replace the kept buffer for good
+    enc.encode(frames.OP_BINARY, bytes(5000), 5000)
+    assert enc.out is not first and enc.buf is first
+
+
+def test_each_frame_gets_the_next_key_from_the_pool():
+    pool = bytes(range(256))
+    enc = frames.Encoder(lambda n: pool[:n])
+    keys = []
+    for _ in range(3):
+        enc.encode(frames.OP_BINARY, b"", 0)
+        keys.append(bytes(enc.out[2:6]))
+    assert keys == [pool[0:4], pool[4:8], pool[8:12]]
+
+
+def test_pool_is_refilled_after_64_frames():
+    calls = []
+
+    def rand(n):
+        calls.append(n)
+        return bytes([len(calls)]) * n
+    enc = frames.Encoder(rand)
+    for _ in range(65):
+        enc.encode(frames.OP_TEXT, b"a", 1)
+    assert calls == [256, 256]
+    assert enc.out[2] == 2
+
+
+def test_mask_copy_all_lengths_and_offsets():
+    key = b"\x9a\x3c\xe1\x07"
+    src = bytes((i * 7 + 3) & 0xFF for i in range(40))
+    for n in range(0, 40):
+        for off in (4, 5, 6, 7):
+            dst = bytearray(off + n + 3)
+            dst[off - 4:off] = key
+            mask_copy(dst, off, src, n)
+            want = bytes(src[i] ^ key[i % 4] for i in range(n))
+            assert bytes(dst[off:off + n]) == want, (n, off)
+            assert bytes(dst[off + n:]) == bytes(3)  # nothing written past n
+
+
+def test_mask_copy_from_memoryview_slice():
+    src = memoryview(b"xxhello")[2:]
+    dst = bytearray(9)
+    dst[0:4] = b"\x00\x00\x00\x00"
+    mask_copy(dst, 4, src, 5)
+    assert bytes(dst[4:]) == b"hello"
+
+
+def test_text_payload_byte_length():
+    for s in ("", "a", "h\u00e9", "\u20ac\u20ac", "\U0001F600x", "a\x00b"):
+        src, n = text_payload(s)
+        assert n == len(s.encode("utf-8")), s
