@@ -1,0 +1,430 @@
+"""The outbox: every reading is kept until the server acknowledges it (docs/protocol.md).
+
+Bounded in bytes. New readings go to RAM; when RAM is full or the link is down long, the
+oldest RAM readings are spilled to flash in batched segment writes (a few KB each: flash wears
+out). Flash segments are always older than RAM, so the queue is: loaded head, flash segments,
+RAM. When everything is full the oldest readings are dropped, counted, and declared with a
+`gap dropped`. The seq high-water mark is persisted in blocks; after a power cut the seqs that
+may have died with RAM are declared with a `gap reboot`.
+
+`Outbox` is bookkeeping only; all flash I/O goes through the small `DirStore` shell (or any
+object with the same methods), so tests can drive it on CPython and MicroPython alike.
+"""
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+try:
+    import os
+except ImportError:  # pragma: no cover
+    import uos as os
+
+SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
+SEG_BYTES = const(2048)  # target size of one flash write
+_META = "meta.json"
+
+
+def _seq_of(text):
+    # readings are built by proto.reading(): '{"q":<seq>,...'
+    return int(text[5:text.index(",")])
+
+
+class DirStore:
+    """Flash shell: a directory of append-only segment files plus meta.json.
+
+    Every file is written whole to a temporary name and renamed into place, so a power cut
+    mid-write leaves either the old state or the new one, never half a segment.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass  # exists
+        for n in os.listdir(path):
+            if n.endswith(".tmp"):
+                os.remove(self._p(n))
+
+    def _p(self, name):
+        return self.path + "/" + name
+
+    def _put(self, name, text):
+        tmp = self._p(name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        try:
+            os.rename(tmp, self._p(name))
+        except OSError:  # filesystems where rename does not replace (FAT)
+            os.remove(self._p(name))
+            os.rename(tmp, self._p(name))
+
+    def segments(self):
+        """[(first, last, count, nbytes, name)] oldest first."""
+        out = []
+        for n in os.listdir(self.path):
+            if n.startswith("s") and not n.endswith(".tmp"):
+                try:
+                    a, b, c = n[1:].split("_")
+                    out.append((int(a), int(b), int(c), os.stat(self._p(n))[6], n))
+                except (ValueError, OSError):
+                    pass
+        out.sort()
+        return out
+
+    def write_segment(self, first, last, lines):
+        name = "s%010d_%010d_%d" % (first, last, len(lines))
+        self._put(name, "\n".join(lines) + "\n")
+        return name
+
+    def read_segment(self, name):
+        with open(self._p(name)) as f:
+            return [ln for ln in f.read().split("\n") if ln]
+
+    def remove(self, name):
+        try:
+            os.remove(self._p(name))
+        except OSError:
+            pass
+
+    def load_meta(self):
+        try:
+            with open(self._p(_META)) as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return None
+
+    def save_meta(self, meta):
+        self._put(_META, json.dumps(meta))
+
+
+class Outbox:
+    """Readings in seq order until acked. Sending: `on_connect()`, `pending_gaps()`,
+    `next_batch()`, `ack()`. Sampling: `push(seq, text)` with seq == `next_seq`."""
+
+    def __init__(self, ram_bytes, flash_bytes=0, store=None, seg_bytes=SEG_BYTES,
+                 seq_block=SEQ_BLOCK):
+        self.ram_limit = ram_bytes
+        self.flash_limit = flash_bytes if store is not None else 0
+        self.store = store
+        self.seg_bytes = seg_bytes
+        self.seq_block = seq_block
+        self.next_seq = 1
+        self.boot = 1
+        self.dropped = 0     # cumulative since first boot
+        self.acked = 0       # highest cumulative ack seen
+        self.gaps = []       # [from, to, why, sent_on_this_connection]
+        # RAM tail (newest): parallel lists, small ints cost no heap
+        self._rq = []
+        self._rd = []
+        self.ram_used = 0
+        # head: readings loaded from the oldest flash segments for sending
+        self._hq = []
+        self._hd = []
+        self._hsegs = []     # [last, name, nbytes] of loaded segments, oldest first
+        self._segs = []      # [first, last, count, nbytes, name] on flash, not loaded
+        self.flash_used = 0
+        self._inflight = 0   # the first N readings of head+RAM are sent, not acked
+        # Highest seq that may be stored on the server without being acked yet (sent on this
+        # or an earlier connection). Readings <= this are never dropped: the server may hold
+        # them, and a `gap dropped` over them would make the dropped count inexact.
+        self._sent_hi = 0
+        self._mark = 0
+        self.spills = 0      # flash segment writes, for tests and health
+        if store is not None:
+            self._open()
+
+    # ---- persistence ----
+
+    def _open(self):
+        meta = self.store.load_meta()
+        segs = self.store.segments()
+        last_flash = 0
+        for s in segs:
+            self._segs.append(list(s))
+            self.flash_used += s[3]
+            if s[1] > last_flash:
+                last_flash = s[1]
+        if meta is None:
+            if segs:  # meta lost but data present: continue above it
+                self.next_seq = last_flash + 1
+        else:
+            self.boot = meta.get("boot", 0) + 1
+            self.dropped = meta.get("dropped", 0)
+            self.acked = meta.get("acked", 0)
+            for g in meta.get("gaps", ()):
+                self.gaps.append([g[0], g[1], g[2], False])
+            self.next_seq = max(meta.get("mark", 1), last_flash + 1)
+            # Everything between what is safe (on flash, acked or already declared) and the
+            # mark may have been produced and lost with RAM: an upper bound, per the protocol.
+            lo = max(last_flash, self.acked)
+            for g in self.gaps:
+                lo = max(lo, g[1])
+            if lo + 1 <= self.next_seq - 1:
+                self.gaps.append([lo + 1, self.next_seq - 1, "reboot", False])
+        if self.acked:
+            self._forget_acked_segments(self.acked)
+        self._mark = self.next_seq + self.seq_block
+        self._sent_hi = self.next_seq - 1  # unknown what was sent before the reboot
+        self.save_meta()
+
+    def save_meta(self):
+        if self.store is None:
+            return
+        self.store.save_meta({"v": 1, "boot": self.boot, "mark": self._mark,
+                              "dropped": self.dropped, "acked": self.acked,
+                              "gaps": [g[:3] for g in self.gaps]})
+
+    def flush(self):
+        """Before a clean reboot: everything to flash, mark = next seq (no reboot gap)."""
+        if self.store is None:
+            return
+        self._inflight = 0
+        self.spill(False)
+        self._mark = self.next_seq
+        self.save_meta()
+
+    # ---- sampling side ----
+
+    def push(self, seq, text):
+        """Add one reading (JSON text from proto.reading with q == seq)."""
+        if seq != self.next_seq:
+            raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
+        self.next_seq = seq + 1
+        if self.store is not None and self.next_seq > self._mark:
+            self._mark = self.next_seq + self.seq_block
+            self.save_meta()
+        self._rq.append(seq)
+        self._rd.append(text)
+        self.ram_used += len(text) + 1
+        while self.ram_used > self.ram_limit:
+            if not (self.flash_limit and self._spill_chunk()):
+                if not self._drop_ram():
+                    break  # only in-flight readings left: bounded by the window
+
+    def _drop_ram(self):
+        """Drop the oldest RAM reading the server cannot hold yet (see _sent_hi)."""
+        i = 0
+        while i < len(self._rq) and self._rq[i] <= self._sent_hi:
+            i += 1
+        if i >= len(self._rq):
+            return False
+        q = self._rq.pop(i)
+        self.ram_used -= len(self._rd.pop(i)) + 1
+        self._add_gap(q, q, "dropped")
+        return True
+
+    def _add_gap(self, frm, to, why):
+        if why == "dropped":
+            self.dropped += to - frm + 1
+        if self.gaps:
+            g = self.gaps[-1]
+            if not g[3] and g[2] == why and g[1] + 1 == frm:
+                g[1] = to
+                return
+        self.gaps.append([frm, to, why, False])
+
+    # ---- spilling ----
+
+    def spill(self, full_only=True):
+        """Write RAM readings to flash in chunks of seg_bytes. full_only: only whole chunks
+        (called while the link is down long, so flash sees few, large writes)."""
+        while self._rq and (not full_only or self.ram_used >= self.seg_bytes):
+            if not self._spill_chunk():
+                return False
+        return True
+
+    def _spill_chunk(self):
+        n = 0
+        size = 0
+        while n < len(self._rq) and (n == 0 or size + len(self._rd[n]) + 1 <= self.seg_bytes):
+            size += len(self._rd[n]) + 1
+            n += 1
+        if n == 0 or size > self.flash_limit:
+            return False
+        while self.flash_used + size > self.flash_limit:
+            if not self._drop_segment():
+                return False  # flash holds only what the server may have: keep it
+        qs = self._rq[:n]
+        lines = self._rd[:n]
+        name = self.store.write_segment(qs[0], qs[-1], lines)
+        self.spills += 1
+        nbytes = size
+        self.flash_used += nbytes
+        del self._rq[:n]
+        del self._rd[:n]
+        self.ram_used -= size
+        if self._inflight > len(self._hq):
+            # part of the chunk is in flight: it must stay at the front of the queue, so it
+            # becomes a loaded head segment (no unloaded segment can exist here)
+            self._hq.extend(qs)
+            self._hd.extend(lines)
+            self._hsegs.append([qs[-1], name, nbytes])
+        else:
+            self._segs.append([qs[0], qs[-1], n, nbytes, name])
+        return True
+
+    def _drop_segment(self):
+        """Drop the oldest flash segment the server cannot hold yet; False if none."""
+        j = 0
+        while j < len(self._segs) and self._segs[j][0] <= self._sent_hi:
+            j += 1
+        if j >= len(self._segs):
+            return False
+        s = self._segs.pop(j)
+        if s[2] == s[1] - s[0] + 1:
+            self._add_gap(s[0], s[1], "dropped")
+        else:
+            # the segment has holes (readings dropped from RAM earlier, already declared):
+            # declare exactly the seqs it holds so the dropped count stays exact
+            try:
+                qs = [_seq_of(t) for t in self.store.read_segment(s[4])]
+            except (OSError, ValueError):
+                qs = []
+            for q in qs:
+                self._add_gap(q, q, "dropped")
+        self.store.remove(s[4])
+        self.flash_used -= s[3]
+        self.save_meta()
+        return True
+
+    def _load_segment(self):
+        s = self._segs.pop(0)
+        try:
+            lines = self.store.read_segment(s[4])
+            qs = [_seq_of(t) for t in lines]
+        except (OSError, ValueError):
+            # unreadable: these seqs can never be sent, so declare them rather than leave a
+            # hole that would stop the server's cumulative ack for good
+            self.store.remove(s[4])
+            self.flash_used -= s[3]
+            self._add_gap(max(s[0], self.acked + 1), s[1], "reboot")
+            return
+        for i in range(len(qs)):
+            if qs[i] > self.acked:
+                self._hq.append(qs[i])
+                self._hd.append(lines[i])
+        self._hsegs.append([s[1], s[4], s[3]])
+
+    # ---- link side ----
+
+    def on_connect(self):
+        """A new connection: nothing is in flight, every pending gap must be sent again."""
+        self._inflight = 0
+        for g in self.gaps:
+            g[3] = False
+
+    def pending_gaps(self):
+        """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent."""
+        out = []
+        for g in self.gaps:
+            if not g[3]:
+                g[3] = True
+                out.append((g[0], g[1], g[2]))
+        return out
+
+    def in_flight(self):
+        return self._inflight
+
+    def next_batch(self, max_n, window):
+        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight."""
+        room = window - self._inflight
+        if room > max_n:
+            room = max_n
+        out = []
+        i = self._inflight
+        while len(out) < room:
+            if i < len(self._hq):
+                out.append(self._hd[i])
+                i += 1
+            elif self._segs:
+                self._load_segment()
+            elif i - len(self._hq) < len(self._rq):
+                out.append(self._rd[i - len(self._hq)])
+                i += 1
+            else:
+                break
+        self._inflight = i
+        if out:
+            j = i - 1
+            q = self._hq[j] if j < len(self._hq) else self._rq[j - len(self._hq)]
+            if q > self._sent_hi:
+                self._sent_hi = q
+        return out
+
+    def welcome(self, n):
+        """The server's ack in `welcome`: it holds nothing above n (it stores in order)."""
+        self.ack(n)
+        self._sent_hi = self.acked
+
+    def ack(self, n):
+        """Cumulative ack: every seq <= n is stored (or declared) on the server."""
+        if n > self.acked:
+            self.acked = n
+        k = 0
+        while self.gaps and k < len(self.gaps):
+            if self.gaps[k][1] <= n:
+                self.gaps.pop(k)
+            else:
+                k += 1
+        k = 0
+        while k < len(self._hq) and self._hq[k] <= n:
+            k += 1
+        if k:
+            del self._hq[:k]
+            del self._hd[:k]
+        removed = k
+        while self._hsegs and self._hsegs[0][0] <= n:
+            h = self._hsegs.pop(0)
+            self.store.remove(h[1])
+            self.flash_used -= h[2]
+        self._forget_acked_segments(n)
+        if not self._hq:
+            k = 0
+            while k < len(self._rq) and self._rq[k] <= n:
+                self.ram_used -= len(self._rd[k]) + 1
+                k += 1
+            if k:
+                del self._rq[:k]
+                del self._rd[:k]
+            removed += k
+        self._inflight = self._inflight - removed if self._inflight > removed else 0
+        if n >= self.next_seq:
+            # The server knows seqs this device no longer remembers (flash wiped): continue
+            # above them, or new readings would be ignored as duplicates.
+            self.next_seq = n + 1
+            if self.store is not None:
+                self._mark = self.next_seq + self.seq_block
+                self.save_meta()
+
+    def _forget_acked_segments(self, n):
+        while self._segs and self._segs[0][1] <= n and not self._hq:
+            s = self._segs.pop(0)
+            self.store.remove(s[4])
+            self.flash_used -= s[3]
+
+    # ---- numbers for hello/health ----
+
+    def held(self):
+        n = len(self._hq) + len(self._rq)
+        for s in self._segs:
+            n += s[2]
+        return n
+
+    def first(self):
+        if self._hq:
+            q = self._hq[0]
+        elif self._segs:
+            q = self._segs[0][0]
+        elif self._rq:
+            q = self._rq[0]
+        else:
+            return self.next_seq
+        return q if q > self.acked else self.acked + 1
+
+    def bytes_used(self):
+        return self.ram_used + self.flash_used

@@ -1,0 +1,367 @@
+# dual: runs on CPython and on MicroPython
+"""Outbox: ordering, acks, byte bounds, drop counting, spill to flash and reload after a power
+cut, against a model server that checks nothing is lost or stored twice."""
+import binascii
+import os
+
+from dualsupport import raises
+
+from fieldlink import proto
+from fieldlink.outbox import DirStore, Outbox
+
+
+def tmpdir():
+    path = "/tmp/fl-outbox-" + binascii.hexlify(os.urandom(6)).decode()
+    os.mkdir(path)
+    return path
+
+
+def rmtree(path):
+    for n in os.listdir(path):
+        os.remove(path + "/" + n)
+    os.rmdir(path)
+
+
+def rd(q, pad=0):
+    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C",
+                         "x" * pad if pad else None)
+
+
+def fill(ob, n, pad=0):
+    for _ in range(n):
+        ob.push(ob.next_seq, rd(ob.next_seq, pad))
+
+
+def seqs(texts):
+    return [proto.reading_seq(t) for t in texts]
+
+
+def lcg(seed):
+    state = [seed]
+
+    def rand(n):
+        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return (state[0] >> 8) % n
+    return rand
+
+
+class Server:
+    """The collector's rules in miniature: store each seq once, cumulative ack from the store
+    and the gaps, resends ignored. A bytearray per seq keeps it small on MicroPython."""
+
+    STORED, DROPPED, REBOOT = 1, 2, 3
+
+    def __init__(self, size=8192):
+        self.state = bytearray(size)
+        self.ack = 0
+        self.dup = 0
+
+    def gap(self, frm, to, why):
+        mark = self.DROPPED if why == "dropped" else self.REBOOT
+        for q in range(frm, to + 1):
+            # a reading declared dropped must never have been stored
+            assert not (mark == self.DROPPED and self.state[q] == self.STORED), q
+            if not self.state[q]:
+                self.state[q] = mark
+
+    def batch(self, texts):
+        for t in texts:
+            q = proto.reading_seq(t)
+            if self.state[q] == self.STORED:
+                self.dup += 1
+            elif q > self.ack:
+                assert self.state[q] != self.DROPPED, q  # a dropped seq is never sent
+                self.state[q] = self.STORED
+        while self.state[self.ack + 1]:
+            self.ack += 1
+        return self.ack
+
+    def count(self, what):
+        n = 0
+        for x in self.state:
+            if x == what:
+                n += 1
+        return n
+
+
+def test_order_window_and_acks():
+    ob = Outbox(ram_bytes=64 * 1024)
+    fill(ob, 10)
+    assert ob.held() == 10 and ob.first() == 1 and ob.next_seq == 11
+    assert seqs(ob.next_batch(4, 6)) == [1, 2, 3, 4]
+    assert seqs(ob.next_batch(4, 6)) == [5, 6]       # window of 6 in flight
+    assert ob.next_batch(4, 6) == []
+    ob.ack(3)
+    assert ob.in_flight() == 3 and ob.first() == 4 and ob.held() == 7
+    assert seqs(ob.next_batch(10, 6)) == [7, 8, 9]
+    ob.on_connect()                                   # reconnect: resend what is unacked
+    assert seqs(ob.next_batch(20, 64)) == [4, 5, 6, 7, 8, 9, 10]
+    ob.ack(10)
+    assert ob.held() == 0 and ob.first() == 11 and ob.ram_used == 0
+
+
+def test_push_must_follow_next_seq():
+    ob = Outbox(ram_bytes=4096)
+    raises(ValueError, ob.push, 5, rd(5))
+
+
+def test_ram_only_drops_oldest_counts_and_declares():
+    ob = Outbox(ram_bytes=1024)
+    size = len(rd(1)) + 1
+    fill(ob, 40)
+    assert ob.ram_used <= 1024
+    kept = ob.held()
+    assert kept == 1024 // size or kept == 1024 // size - 1 or kept >= 10
+    assert ob.dropped == 40 - kept
+    gaps = ob.pending_gaps()
+    assert gaps == [(1, 40 - kept, "dropped")]
+    assert seqs(ob.next_batch(500, 500))[0] == 41 - kept
+    assert ob.pending_gaps() == []                    # sent once per connection
+
+
+def test_never_drops_what_the_server_may_hold():
+    ob = Outbox(ram_bytes=1024)
+    fill(ob, 5)
+    assert seqs(ob.next_batch(3, 64)) == [1, 2, 3]    # in flight
+    ob.on_connect()                                   # link died before the ack
+    fill(ob, 40)
+    gaps = ob.pending_gaps()
+    assert gaps[0][0] == 4                            # 1-3 may be stored: kept
+    assert ob.held() >= 3
+    ob.welcome(2)                                     # the server had 1-2 only
+    fill(ob, 10)
+    assert [g for g in ob.gaps if g[0] <= 3 <= g[1]]  # now 3 is droppable, and dropped
+    assert not [g for g in ob.gaps if g[0] <= 2]
+
+
+def test_acked_gap_is_forgotten_and_resent_until_then():
+    ob = Outbox(ram_bytes=1024)
+    fill(ob, 40)
+    g = ob.pending_gaps()
+    ob.on_connect()
+    assert ob.pending_gaps() == g                     # not acked yet: sent again
+    ob.ack(g[0][1])
+    ob.on_connect()
+    assert ob.pending_gaps() == []
+
+
+def test_welcome_ack_above_next_seq_moves_next_seq():
+    ob = Outbox(ram_bytes=4096)
+    fill(ob, 3)
+    ob.welcome(500)                                   # the server knows more than we do
+    assert ob.next_seq == 501 and ob.held() == 0
+    fill(ob, 1)
+    assert seqs(ob.next_batch(5, 5)) == [501]
+
+
+def test_spill_to_flash_in_batched_segments_and_send_in_order():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
+        fill(ob, 200)
+        assert ob.ram_used <= 1024 and ob.flash_used <= 32768
+        assert ob.dropped == 0 and ob.held() == 200
+        segs = [n for n in os.listdir(d) if n.startswith("s")]
+        assert len(segs) == ob.spills and 10 < len(segs) < 60   # batched, not per reading
+        for n in segs:
+            assert os.stat(d + "/" + n)[6] <= 512 + 200
+        ob.on_connect()
+        ob.welcome(0)
+        got = []
+        while True:
+            b = ob.next_batch(20, 64)
+            if not b:
+                break
+            got += seqs(b)
+            ob.ack(got[-1])
+        assert got == list(range(1, 201))
+        assert ob.held() == 0 and ob.flash_used == 0
+        assert [n for n in os.listdir(d) if n.startswith("s")] == []
+    finally:
+        rmtree(d)
+
+
+def test_spill_while_sending_keeps_order():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=400)
+        ob.welcome(0)
+        fill(ob, 5)
+        got = seqs(ob.next_batch(3, 64))              # 1-3 in flight from RAM
+        fill(ob, 60)                                  # RAM overflows: in-flight chunk spills
+        while True:
+            b = ob.next_batch(7, 64)
+            if not b:
+                break
+            got += seqs(b)
+            ob.ack(got[-1])
+        assert got == list(range(1, 66))
+        assert ob.flash_used == 0 and ob.dropped == 0
+    finally:
+        rmtree(d)
+
+
+def test_reload_after_power_cut_declares_reboot_gap():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
+                    seq_block=50)
+        fill(ob, 120)                                  # some on flash, the newest in RAM
+        on_flash = ob.held() - len(ob._rq)
+        assert on_flash > 0
+        boot = ob.boot
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
+                     seq_block=50)                     # power cut: RAM is gone
+        assert ob2.boot == boot + 1
+        assert ob2.held() == on_flash
+        assert ob2.next_seq > 120                      # never reuses a seq
+        gaps = ob2.pending_gaps()
+        assert gaps == [(on_flash + 1, ob2.next_seq - 1, "reboot")]
+        srv = Server()
+        for g in gaps:
+            srv.gap(*g)
+        ob2.on_connect()
+        ob2.welcome(srv.ack)
+        while True:
+            b = ob2.next_batch(20, 64)
+            if not b:
+                break
+            ob2.ack(srv.batch(b))
+        assert srv.ack == ob2.next_seq - 1 and ob2.held() == 0
+        for q in range(1, on_flash + 1):
+            assert srv.state[q] == srv.STORED
+        assert srv.count(srv.STORED) == on_flash
+    finally:
+        rmtree(d)
+
+
+def test_clean_reboot_after_flush_has_no_gap():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=2048, flash_bytes=32768, store=DirStore(d))
+        fill(ob, 30)
+        ob.flush()
+        ob2 = Outbox(ram_bytes=2048, flash_bytes=32768, store=DirStore(d))
+        assert ob2.pending_gaps() == []
+        assert ob2.held() == 30 and ob2.next_seq == 31
+        ob2.welcome(10)                                # server already had 1-10
+        assert seqs(ob2.next_batch(64, 64)) == list(range(11, 31))
+    finally:
+        rmtree(d)
+
+
+def test_flash_full_drops_oldest_segment_counted_and_persisted():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=512)
+        ob.welcome(0)
+        fill(ob, 300)
+        assert ob.flash_used <= 4096 and ob.ram_used <= 1024
+        assert ob.dropped > 0 and ob.held() + ob.dropped == 300
+        gaps = ob.pending_gaps()
+        assert gaps[0][0] == 1 and gaps[0][2] == "dropped"
+        assert sum(g[1] - g[0] + 1 for g in gaps) == ob.dropped
+        ob.flush()                                     # may drop more to make room
+        dropped = ob.dropped
+        gaps = [tuple(g[:3]) for g in ob.gaps]
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=512)
+        assert ob2.dropped == dropped                  # the count survives a reboot
+        assert ob2.pending_gaps() == gaps              # and so does the declaration
+        assert ob2.held() + dropped == 300
+    finally:
+        rmtree(d)
+
+
+def test_corrupt_segment_is_declared_not_silently_lost():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
+        fill(ob, 40)
+        ob.flush()
+        name = sorted(n for n in os.listdir(d) if n.startswith("s"))[0]
+        with open(d + "/" + name, "w") as f:
+            f.write("garbage\n")
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
+        ob2.welcome(0)
+        sent = []
+        while True:
+            b = ob2.next_batch(20, 64)
+            if not b:
+                break
+            sent += seqs(b)
+        covered = set(sent)
+        for g in ob2.pending_gaps():
+            for q in range(g[0], g[1] + 1):
+                covered.add(q)
+        assert sorted(covered) == list(range(1, 41))
+    finally:
+        rmtree(d)
+
+
+def run_model(seed, steps, power_cuts):
+    """Random pushes, sends, acks, link drops and (optionally) power cuts against Server."""
+    rand = lcg(seed)
+    d = tmpdir()
+    try:
+        def new():
+            return Outbox(ram_bytes=1500, flash_bytes=6000, store=DirStore(d), seg_bytes=600,
+                          seq_block=40)
+        ob = new()
+        srv = Server()
+        up = False
+        produced = 0
+        for _ in range(steps):
+            op = rand(100)
+            if op < 58:
+                ob.push(ob.next_seq, rd(ob.next_seq, rand(30)))
+                produced = ob.next_seq - 1
+            elif op < 70 and up:
+                for g in ob.pending_gaps():
+                    srv.gap(*g)
+                b = ob.next_batch(1 + rand(4), 16)
+                a = srv.batch(b)
+                if rand(3):
+                    ob.ack(a)                           # the ack may be lost on the way
+            elif op < 78:
+                up = not up                             # link up / down
+                if up:
+                    ob.on_connect()
+                    ob.welcome(srv.ack)
+            elif op < 82:
+                ob.spill(True)                          # link down long
+            elif op < 84 and power_cuts:
+                ob = new()                              # kill -9: RAM gone
+                up = False
+        ob.on_connect()                                 # finally: a good link, drain all
+        ob.welcome(srv.ack)
+        for _ in range(10000):
+            for g in ob.pending_gaps():
+                srv.gap(*g)
+            b = ob.next_batch(20, 64)
+            if not b:
+                break
+            ob.ack(srv.batch(b))
+        assert ob.held() == 0, ob.held()
+        top = ob.next_seq - 1
+        assert top >= produced
+        for q in range(1, top + 1):
+            assert srv.state[q], (seed, q)              # stored or declared
+        if not power_cuts:
+            assert srv.count(srv.DROPPED) == ob.dropped, (srv.count(srv.DROPPED), ob.dropped)
+            assert srv.count(srv.REBOOT) == 0
+        assert srv.ack == top
+        return ob
+    finally:
+        rmtree(d)
+
+
+def test_model_no_loss_exact_drops():
+    total_dropped = 0
+    for seed in range(1, 7):
+        total_dropped += run_model(seed, 1500, False).dropped
+    assert total_dropped > 0  # the campaign did exercise dropping
+
+
+def test_model_with_power_cuts():
+    for seed in range(11, 16):
+        run_model(seed, 1500, True)
