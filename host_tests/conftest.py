@@ -41,3 +41,28 @@ def free_port():
 @pytest.fixture
 def port():
     return free_port()
+
+
+# Real-board mode: `pytest --port /dev/ttyUSB0 --board esp32_devkitc` runs the tests marked
+# `real_board` against an ESP32 on that port (docs/deploy.md); without --port they skip.
+def pytest_addoption(parser):
+    g = parser.getgroup("fieldlink real board")
+    g.addoption("--port", dest="real_port", default=None,
+                help="serial port of a real MicroPython board for the real_board tests")
+    g.addoption("--board", dest="real_board", default="esp32_devkitc",
+                help="board name (boards/NAME) of the board on --port")
+    g.addoption("--board-config", dest="real_board_config", default=None,
+                help="config.json for the real board (Wi-Fi, url, device_id, token)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_board: needs a real board (pytest --port PORT)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("real_port"):
+        return
+    skip = pytest.mark.skip(reason="real-board test: give --port /dev/ttyUSB0 --board NAME")
+    for item in items:
+        if "real_board" in item.keywords:
+            item.add_marker(skip)
