@@ -164,9 +164,8 @@ def _check_health(m):
 KNOWN = ("hello", "batch", "gap", "reply", "health")
 
 
-def parse(text, max_batch=500):
-    """Decode and check one text message. Returns the dict (unknown `t` values are returned
-    unchecked so the caller can log and ignore them, as the protocol's versioning asks)."""
+def decode(text):
+    """JSON text -> a dict with a string `t`, or ProtocolError 1007."""
     try:
         m = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
@@ -174,6 +173,13 @@ def parse(text, max_batch=500):
     if not isinstance(m, dict) or not isinstance(m.get("t"), str):
         raise ProtocolError(INVALID_DATA, "bad_message",
                             "a message must be a JSON object with a string field t")
+    return m
+
+
+def check(m, max_batch=500):
+    """Check the fields of a known message type (1007 / 1008 / 1009 as ProtocolError).
+    Unknown `t` values pass unchecked so the caller can log and ignore them, as the
+    protocol's versioning asks."""
     t = m["t"]
     if t == "hello":
         _check_hello(m)
@@ -186,6 +192,11 @@ def parse(text, max_batch=500):
     elif t == "health":
         _check_health(m)
     return m
+
+
+def parse(text, max_batch=500):
+    """decode() then check()."""
+    return check(decode(text), max_batch)
 
 
 def dumps(m):

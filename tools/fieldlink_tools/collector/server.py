@@ -404,13 +404,16 @@ class Collector:
                                  "binary messages are refused; send JSON text")
                 return "binary message"
             try:
-                m = M.parse(raw, self.max_batch)
+                m = M.decode(raw)
                 t = m["t"]
+                # Order first (1008), then the fields (1007): "batch before hello" is the
+                # clearer diagnosis whatever the batch holds.
                 if s.hello is None and t != "hello":
                     raise M.ProtocolError(M.POLICY, "order", "%s before hello" % t)
+                if t == "hello" and s.hello is not None:
+                    raise M.ProtocolError(M.POLICY, "order", "hello twice")
+                M.check(m, self.max_batch)
                 if t == "hello":
-                    if s.hello is not None:
-                        raise M.ProtocolError(M.POLICY, "order", "hello twice")
                     if m["dev"] != dev:
                         raise M.ProtocolError(M.POLICY, "identity",
                                               "hello.dev %r is not the authenticated device %r"

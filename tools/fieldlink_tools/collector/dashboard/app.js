@@ -1,1 +1,183 @@
-/* placeholder */
+// fieldlink dashboard: keeps a WebSocket to the collector's read-only /live feed and renders
+// devices, their newest readings, acks, drops/gaps and health. Plain JS, no build step.
+"use strict";
+
+const FEED_MAX = 100;     // rows kept in the readings table
+const EVENTS_MAX = 200;   // lines kept in the event list
+const state = { devices: new Map(), readings: 0 };
+let retryMs = 500;        // reconnect backoff, doubled up to 10 s, reset on a snapshot
+
+function el(tag, text, cls) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);  // never innerHTML
+  if (cls) e.className = cls;
+  return e;
+}
+
+function fmtTime(unix) {
+  if (unix === null || unix === undefined) return "–";
+  return new Date(unix * 1000).toISOString().substring(11, 19) + "Z";
+}
+
+function fmtUptime(s) {
+  if (s === null || s === undefined) return "–";
+  s = Math.floor(s);
+  const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60);
+  return (d ? d + "d " : "") + (d || h ? h + "h " : "") + m + "m " + (s % 60) + "s";
+}
+
+function fmtValue(r) {
+  if (r.v === null || r.v === undefined) return "— (" + (r.e || "missing") + ")";
+  const v = typeof r.v === "number" && !Number.isInteger(r.v) ? r.v.toFixed(2) : r.v;
+  return v + (r.u ? " " + r.u : "");
+}
+
+function device(id) {
+  let d = state.devices.get(id);
+  if (!d) {
+    d = { device: id, ack: 0, readings: 0, last_seq: 0, dropped_gaps: 0, gaps: 0,
+          hello: null, health: null, connected: false, values: new Map() };
+    state.devices.set(id, d);
+  }
+  return d;
+}
+
+function renderDevices() {
+  const body = document.querySelector("#devices tbody");
+  body.replaceChildren();
+  const ids = Array.from(state.devices.keys()).sort();
+  document.getElementById("no-devices").hidden = ids.length > 0;
+  for (const id of ids) {
+    const d = state.devices.get(id);
+    const h = d.health || {}, hi = d.hello || {};
+    const tr = el("tr");
+    tr.dataset.dev = id;
+    tr.append(el("td", id));
+    tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
+    tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
+    tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
+    const ack = el("td", d.ack, "num ack");
+    tr.append(ack);
+    tr.append(el("td", d.readings, "num stored"));
+    const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
+    tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
+    tr.append(el("td", d.gaps, "num"));
+    tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min : "–", "num"));
+    tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
+    tr.append(el("td", fmtUptime(h.uptime_s), "num"));
+    tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
+    tr.append(el("td", h.held !== undefined ? h.held : "–", "num"));
+    const vals = el("td", null, "values");
+    for (const [name, r] of Array.from(d.values.entries()).sort()) {
+      const s = el("span", name + " " + fmtValue(r));
+      s.dataset.name = name;
+      vals.append(s);
+    }
+    tr.append(vals);
+    body.append(tr);
+  }
+  document.getElementById("counts").textContent =
+    ids.length + " device(s), " + Array.from(state.devices.values()).filter(d => d.connected).length +
+    " online, " + state.readings + " readings seen live";
+}
+
+function addFeedRow(dev, r, fresh) {
+  const body = document.querySelector("#feed tbody");
+  const tr = el("tr", null, fresh ? "new" : "");
+  tr.dataset.dev = dev;
+  tr.dataset.seq = r.q;
+  tr.append(el("td", fmtTime(r.received)), el("td", dev), el("td", r.q, "num"),
+            el("td", r.n), el("td", fmtValue(r), "num"),
+            el("td", r.ts ? fmtTime(r.ts) : "up " + (r.up / 1000).toFixed(1) + "s"));
+  body.prepend(tr);
+  while (body.children.length > FEED_MAX) body.lastElementChild.remove();
+}
+
+function logEvent(text, cls) {
+  const ul = document.getElementById("events");
+  const li = el("li", new Date().toISOString().substring(11, 19) + "Z  " + text, cls);
+  ul.prepend(li);
+  while (ul.children.length > EVENTS_MAX) ul.lastElementChild.remove();
+}
+
+function onSnapshot(m) {
+  state.devices.clear();
+  document.querySelector("#feed tbody").replaceChildren();
+  const rows = [];
+  for (const s of m.devices) {
+    const d = device(s.device);
+    Object.assign(d, s, { values: new Map() });
+    for (const r of (s.latest || []).slice().reverse()) {   // oldest first
+      d.values.set(r.n, r);
+      rows.push([s.device, r]);
+    }
+  }
+  rows.sort((a, b) => a[1].received - b[1].received);
+  for (const [dev, r] of rows) addFeedRow(dev, r, false);
+  renderDevices();
+}
+
+const handlers = {
+  snapshot: onSnapshot,
+  connected(m) { device(m.dev).connected = true; logEvent(m.dev + " connected from " + (m.peer || "?")); },
+  disconnected(m) {
+    const d = device(m.dev);
+    if (!m.superseded) d.connected = false;
+    logEvent(m.dev + " disconnected: " + m.why + (m.superseded ? " (superseded)" : ""),
+             m.superseded ? "" : "bad");
+  },
+  hello(m) {
+    const d = device(m.dev);
+    d.hello = m.hello; d.ack = m.ack;
+    logEvent(m.dev + " hello: boot " + m.hello.boot + ", next " + m.hello.next + ", holds " +
+             m.hello.held + ", ack " + m.ack);
+  },
+  readings(m) {
+    const d = device(m.dev);
+    d.ack = m.ack;
+    d.readings += m.r.length;
+    state.readings += m.r.length;
+    for (const r of m.r) {
+      d.last_seq = Math.max(d.last_seq, r.q);
+      d.values.set(r.n, r);
+      addFeedRow(m.dev, r, true);
+    }
+  },
+  ack(m) { device(m.dev).ack = m.ack; },
+  gap(m) {
+    const d = device(m.dev);
+    d.ack = m.ack; d.gaps += 1;
+    if (m.why === "dropped") d.dropped_gaps += m.to - m.from + 1;
+    logEvent(m.dev + " gap " + m.from + ".." + m.to + " (" + m.why + ")", "gap");
+  },
+  health(m) { device(m.dev).health = m.health; },
+  reply(m) { logEvent(m.dev + " reply " + m.reply.id + ": " + (m.reply.ok ? "ok" : m.reply.err)); },
+};
+
+function setStatus(on, text) {
+  const s = document.getElementById("status");
+  s.textContent = text;
+  s.className = "status " + (on ? "on" : "off");
+  s.dataset.state = on ? "live" : "offline";
+}
+
+function connect() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live";
+  const ws = new WebSocket(url);
+  ws.onmessage = (ev) => {
+    let m;
+    try { m = JSON.parse(ev.data); } catch (e) { return; }
+    const h = handlers[m.t];
+    if (!h) return;                       // unknown events: newer server, ignore
+    h(m);
+    if (m.t === "snapshot") { retryMs = 500; setStatus(true, "live"); }
+    renderDevices();
+  };
+  ws.onclose = () => {
+    setStatus(false, "reconnecting…");
+    setTimeout(connect, retryMs);
+    retryMs = Math.min(retryMs * 2, 10000);
+  };
+}
+
+connect();

@@ -1,0 +1,158 @@
+"""The dashboard in headless Chromium, driven over the DevTools protocol: it shows what was
+stored before the page opened, then a reading sent afterwards appears live (no reload)."""
+import asyncio
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+
+from collector_fixtures import hello, readings
+from fieldlink_tools.collector import Collector, SQLiteStore
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic",
+                  "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
+DEADLINE = 60  # s; the machine is shared, Chromium's start can be slow
+
+
+def chromium_path():
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.path.exists(path):
+        pytest.fail("chromium is missing: `make test` installs it (tools/ensure_system_deps.py)")
+    return path
+
+
+async def wait_for(fn, what, timeout=DEADLINE, interval=0.1):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = await fn()
+        if got:
+            return got
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        await asyncio.sleep(interval)
+
+
+class DevTools:
+    """The few DevTools calls this test needs, over websockets."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.ids = itertools.count(1)
+
+    async def call(self, method, **params):
+        mid = next(self.ids)
+        await self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), DEADLINE))
+            if m.get("id") == mid:
+                if "error" in m:
+                    raise AssertionError("%s: %s" % (method, m["error"]))
+                return m["result"]
+
+    async def js(self, expr):
+        r = await self.call("Runtime.evaluate", expression=expr, returnByValue=True)
+        return r["result"].get("value")
+
+
+def test_dashboard_shows_stored_and_live_readings(tmp_path):
+    exe = chromium_path()
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+
+    async def device_send(url, messages):
+        async with connect(url, subprotocols=["fieldlink.v1"], additional_headers={
+                "Authorization": "Bearer tok-1", "X-Fieldlink-Device": "dev-1"}) as ws:
+            for m in messages:
+                await ws.send(json.dumps(m))
+                assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"] in (
+                    "welcome", "ack")
+
+    async def main():
+        store = SQLiteStore(tmp_path / "c.db")
+        c = Collector(store, {"dev-1": "tok-1"}, port=0)
+        await c.start()
+        proc = None
+        try:
+            # Stored before the page opens: must come from the snapshot.
+            await device_send(c.url, [hello("dev-1"), {"t": "batch", "r": readings([1, 2, 3])}])
+            proc = subprocess.Popen(
+                [exe, *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, c.http_url],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            port_file = profile / "DevToolsActivePort"
+
+            async def devtools_port():
+                if proc.poll() is not None:
+                    raise AssertionError("chromium exited with %s" % proc.returncode)
+                text = port_file.read_text() if port_file.exists() else ""
+                return text.split("\n")[0] if "\n" in text else None
+            port = await wait_for(devtools_port, "DevToolsActivePort")
+
+            async def page_ws():
+                def get():
+                    with urllib.request.urlopen("http://127.0.0.1:%s/json/list" % port,
+                                                timeout=10) as r:
+                        return json.load(r)
+                targets = await asyncio.get_running_loop().run_in_executor(None, get)
+                for t in targets:
+                    if t.get("type") == "page" and t.get("url", "").startswith(c.http_url):
+                        return t["webSocketDebuggerUrl"]
+            url = await wait_for(page_ws, "the dashboard page target")
+            async with connect(url, max_size=2**24) as ws:
+                dt = DevTools(ws)
+
+                async def live():
+                    return await dt.js("document.getElementById('status').dataset.state"
+                                       " === 'live' && document.querySelector("
+                                       "'#feed tr[data-dev=\"dev-1\"][data-seq=\"3\"]') !== null")
+                await wait_for(live, "the snapshot's readings on the page")
+                assert await dt.js("document.title") == "fieldlink collector"
+                assert await dt.js("document.querySelector('#devices tr[data-dev=\"dev-1\"]"
+                                   " td.ack').textContent") == "3"
+
+                # Sent now, while the page is open: must appear without a reload.
+                await dt.js("window.__marker = 'same page'")
+                await device_send(c.url, [hello("dev-1", next=4),
+                                          {"t": "batch", "r": readings([4, 5, 6])},
+                                          {"t": "gap", "from": 7, "to": 9, "why": "dropped"}])
+
+                async def updated():
+                    return await dt.js(
+                        "(() => { const row = document.querySelector("
+                        "'#devices tr[data-dev=\"dev-1\"]');"
+                        " return document.querySelector('#feed tr[data-seq=\"6\"]') !== null"
+                        " && row.querySelector('td.ack').textContent === '9'"
+                        " && row.querySelector('td.stored').textContent === '6'; })()")
+                await wait_for(updated, "readings 4-6 and ack 9 to appear live")
+                assert await dt.js("window.__marker") == "same page"
+                cell = await dt.js("document.querySelector('#feed tr[data-seq=\"6\"]')"
+                                   ".children[4].textContent")
+                assert cell == "20.06 C"
+                events = await dt.js("document.getElementById('events').textContent")
+                assert "gap 7..9 (dropped)" in events
+                # Nothing on the page came from elsewhere: no external requests possible.
+                assert await dt.js("Array.from(document.querySelectorAll('[src],[href]'))"
+                                   ".every(e => !/^(https?:)?\\/\\//.test("
+                                   "e.getAttribute('src') || e.getAttribute('href')))")
+        finally:
+            if proc is not None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            await c.stop()
+            store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 150))

@@ -1,0 +1,531 @@
+"""The collector's side of app protocol v1 (docs/protocol.md), driven in-process by a CPython
+client written here with websockets: the ack flow, exactly-once storage, auth in the upgrade,
+close codes for bad input, supersede, store failure, commands, wss://."""
+import asyncio
+import json
+import ssl
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from collector_fixtures import hello, readings
+from fieldlink_tools.collector import Collector, Devices, SQLiteStore, StoreError
+from fieldlink_tools.collector.store import open_readonly
+
+TOKENS = {"dev-1": "tok-1", "dev-2": "tok-2", "off": "tok-off"}
+T = 10  # generous deadline (s) for anything the server should answer at once
+
+
+def run(coro, timeout=60):
+    async def bounded():
+        return await asyncio.wait_for(coro, timeout)
+    return asyncio.run(bounded())
+
+
+class Server:
+    """A Collector on a free port with a fresh store, as an async context manager."""
+
+    def __init__(self, db, store=None, **kw):
+        self.db = db
+        self.store = store or SQLiteStore(db)
+        kw.setdefault("devices", Devices(TOKENS, disabled={"off"}))
+        self.c = Collector(self.store, port=0, **kw)
+
+    async def __aenter__(self):
+        await self.c.start()
+        return self.c
+
+    async def __aexit__(self, *exc):
+        await self.c.stop()
+        self.store.close()
+
+
+def dev_connect(url, dev="dev-1", token=None, subprotocols=("fieldlink.v1",), **kw):
+    token = TOKENS.get(dev) if token is None else token
+    return connect(url, subprotocols=list(subprotocols) or None, open_timeout=T,
+                   additional_headers={"Authorization": "Bearer " + token,
+                                       "X-Fieldlink-Device": dev}, **kw)
+
+
+async def recv(ws):
+    return json.loads(await asyncio.wait_for(ws.recv(), T))
+
+
+async def send(ws, m):
+    await ws.send(json.dumps(m))
+
+
+async def do_hello(ws, dev="dev-1", **kw):
+    await send(ws, hello(dev, **kw))
+    m = await recv(ws)
+    assert m["t"] == "welcome" and m["v"] == 1 and isinstance(m["time"], float)
+    return m["ack"]
+
+
+async def do_batch(ws, seqs):
+    await send(ws, {"t": "batch", "r": readings(seqs)})
+    m = await recv(ws)
+    assert m["t"] == "ack", m
+    return m["ack"]
+
+
+async def expect_close(ws, code, error=None):
+    """The server sends `error` (when `error` is given) and then closes with `code`."""
+    if error is not None:
+        m = await recv(ws)
+        assert m == {"t": "error", "code": error, "msg": m["msg"]} and m["msg"]
+    with pytest.raises(ConnectionClosed) as e:
+        await asyncio.wait_for(ws.recv(), T)
+    assert e.value.rcvd is not None and e.value.rcvd.code == code, e.value
+
+
+def stored(db, dev="dev-1"):
+    st = open_readonly(db)
+    try:
+        return [r["q"] for r in st.readings(dev)]
+    finally:
+        st.close()
+
+
+# -- the ack flow ----------------------------------------------------------------------------
+
+def test_hello_welcome_batch_ack(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                assert ws.subprotocol == "fieldlink.v1"
+                assert await do_hello(ws) == 0
+                assert await do_batch(ws, range(1, 4)) == 3
+                assert await do_batch(ws, range(4, 6)) == 5
+            rows = c.store.readings("dev-1")
+            assert [r["q"] for r in rows] == [1, 2, 3, 4, 5]
+            assert rows[0]["n"] == "env.temperature" and rows[0]["u"] == "C"
+            assert rows[0]["v"] == 20.01 and rows[0]["up"] == 1000 and rows[0]["boot"] == 1
+    run(main())
+
+
+def test_exactly_once_under_resends_and_overlapping_batches(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                assert await do_batch(ws, range(1, 11)) == 10
+                assert await do_batch(ws, range(1, 11)) == 10      # resent whole
+                assert await do_batch(ws, range(5, 16)) == 15      # overlapping
+            async with dev_connect(c.url) as ws:                   # reconnect, resend again
+                assert await do_hello(ws, next=16, first=1, held=15) == 15
+                assert await do_batch(ws, range(1, 21)) == 20
+            assert [r["q"] for r in c.store.readings("dev-1")] == list(range(1, 21))
+            assert c.store.devices()[0]["readings"] == 20
+    run(main())
+
+
+def test_gaps_advance_the_ack_and_holes_hold_it(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                assert await do_batch(ws, range(1, 6)) == 5
+                assert await do_batch(ws, [11, 12]) == 5           # hole 6..10: ack waits
+                await send(ws, {"t": "gap", "from": 6, "to": 8, "why": "dropped"})
+                assert (await recv(ws)) == {"t": "ack", "ack": 8}
+                await send(ws, {"t": "gap", "from": 9, "to": 10, "why": "reboot"})
+                assert (await recv(ws)) == {"t": "ack", "ack": 12}
+                await send(ws, {"t": "gap", "from": 9, "to": 10, "why": "reboot"})  # resent
+                assert (await recv(ws)) == {"t": "ack", "ack": 12}
+            gaps = c.store.gaps("dev-1")
+            assert [(g["from"], g["to"], g["why"]) for g in gaps] == [
+                (6, 8, "dropped"), (9, 10, "reboot")]
+            assert c.store.devices()[0]["dropped_gaps"] == 3
+    run(main())
+
+
+def test_ack_survives_a_server_restart(tmp_path):
+    db = tmp_path / "c.db"
+
+    async def first():
+        async with Server(db) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                assert await do_batch(ws, range(1, 8)) == 7
+
+    async def second():
+        async with Server(db) as c:
+            async with dev_connect(c.url) as ws:
+                assert await do_hello(ws, next=8, first=3, held=5) == 7
+                assert await do_batch(ws, range(3, 10)) == 9
+    run(first())
+    run(second())
+    assert stored(db) == list(range(1, 10))
+
+
+def test_lost_store_records_a_lost_gap_instead_of_stalling(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:   # a fresh store: the device's 1..99 were
+            async with dev_connect(c.url) as ws:     # acked by a database that is gone
+                assert await do_hello(ws, next=105, first=100, held=5) == 0
+                assert await do_batch(ws, range(100, 105)) == 104
+            assert [(g["from"], g["to"], g["why"]) for g in c.store.gaps("dev-1")] == [
+                (1, 99, "lost")]
+    run(main())
+
+
+# -- authentication in the upgrade -----------------------------------------------------------
+
+@pytest.mark.parametrize("dev,token,status", [
+    ("nobody", "tok-1", 401),        # unknown device
+    ("dev-1", "wrong", 401),         # wrong token
+    ("dev-1", "", 401),              # no token
+    ("bad id!", "tok-1", 401),       # not a device id
+    ("off", "tok-off", 403),         # known but disabled
+])
+def test_refused_in_the_upgrade_before_any_data(tmp_path, dev, token, status):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            with pytest.raises(InvalidStatus) as e:
+                async with dev_connect(c.url, dev=dev, token=token):
+                    pass
+            assert e.value.response.status_code == status
+            if status == 401:
+                assert e.value.response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert c.store.devices() == []                 # nothing stored, not even a row
+    run(main())
+
+
+def test_subprotocol_is_required(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            for offered in ((), ("chat",)):
+                with pytest.raises(InvalidStatus) as e:
+                    async with dev_connect(c.url, subprotocols=offered):
+                        pass
+                assert e.value.response.status_code == 400
+            async with dev_connect(c.url, subprotocols=("fieldlink.v2", "fieldlink.v1")) as ws:
+                assert ws.subprotocol == "fieldlink.v1"    # v2 first, v1 fallback
+    run(main())
+
+
+def test_connection_limit_answers_503(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", max_devices=1) as c:
+            async with dev_connect(c.url, "dev-1") as ws:
+                await do_hello(ws)
+                with pytest.raises(InvalidStatus) as e:
+                    async with dev_connect(c.url, "dev-2"):
+                        pass
+                assert e.value.response.status_code == 503
+                async with dev_connect(c.url, "dev-1") as ws2:   # its own device: supersedes
+                    assert await do_hello(ws2) == 0
+    run(main())
+
+
+# -- bad input: error message, close code, and the server lives on ---------------------------
+
+@pytest.mark.parametrize("payload,code,error", [
+    ("{not json", 1007, "bad_json"),
+    ("[1, 2]", 1007, "bad_message"),
+    ('{"t": 5}', 1007, "bad_message"),
+    ('{"v": 1}', 1007, "bad_message"),
+    ('{"t": "hello", "v": 1, "dev": "dev-1"}', 1007, "bad_message"),       # fields missing
+    ('{"t": "batch", "r": []}', 1008, "order"),                            # before hello
+    ('{"t": "health", "heap_free": 1}', 1008, "order"),                    # before hello
+])
+def test_bad_first_message(tmp_path, payload, code, error):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await ws.send(payload)
+                await expect_close(ws, code, error)
+            assert c.store.readings("dev-1") == []
+            async with dev_connect(c.url) as ws:           # the server is still fine
+                assert await do_hello(ws) == 0
+    run(main())
+
+
+@pytest.mark.parametrize("message,code,error", [
+    (hello("dev-1"), 1008, "order"),                                         # hello twice
+    ({"t": "batch", "r": readings([3, 2])}, 1008, "order"),                  # not increasing
+    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "x", "v": "hot", "u": ""}]},
+     1007, "bad_message"),
+    ({"t": "batch", "r": [{"q": True, "ts": None, "up": 0, "n": "x", "v": 1, "u": ""}]},
+     1007, "bad_message"),
+    ({"t": "gap", "from": 5, "to": 4, "why": "dropped"}, 1007, "bad_message"),
+    ({"t": "batch", "r": readings(range(1, 502))}, 1009, "too_big"),         # > 500 readings
+])
+def test_bad_message_after_hello(tmp_path, message, code, error):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, message)
+                await expect_close(ws, code, error)
+            assert c.store.readings("dev-1") == []
+    run(main())
+
+
+def test_nan_and_hello_for_another_device_are_refused(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await ws.send('{"t":"batch","r":[{"q":1,"ts":null,"up":0,"n":"x","v":NaN,'
+                              '"u":"C"}]}')
+                await expect_close(ws, 1007, "bad_json")
+            async with dev_connect(c.url) as ws:
+                await send(ws, hello("dev-2"))
+                await expect_close(ws, 1008, "identity")
+    run(main())
+
+
+def test_unknown_message_types_and_fields_are_ignored(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws, future_field=[1, 2])
+                await send(ws, {"t": "telemetry-v2", "x": 1})
+                rs = readings([1])
+                rs[0]["extra"] = "ignored"
+                await send(ws, {"t": "batch", "r": rs, "more": True})
+                assert (await recv(ws)) == {"t": "ack", "ack": 1}
+    run(main())
+
+
+def test_binary_message_closes_1003(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await ws.send(b'{"t":"batch","r":[]}')
+                await expect_close(ws, 1003, "binary")
+    run(main())
+
+
+def test_oversized_message_closes_1009(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", max_message=2048) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                big = {"t": "batch", "r": readings(range(1, 60))}
+                assert len(json.dumps(big)) > 2048
+                await send(ws, big)
+                # The WebSocket layer fails the connection as soon as the frame header
+                # announces the size (RFC 6455 §7.4.1): no `error` message, the reason says why.
+                with pytest.raises(ConnectionClosed) as e:
+                    await asyncio.wait_for(ws.recv(), T)
+                assert e.value.rcvd.code == 1009
+            assert c.store.readings("dev-1") == []
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                assert await do_batch(ws, range(1, 5)) == 4
+    run(main())
+
+
+# -- one live connection per device ----------------------------------------------------------
+
+def test_new_connection_supersedes_the_old_with_4000(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as old:
+                await do_hello(old)
+                assert await do_batch(old, [1, 2]) == 2
+                async with dev_connect(c.url) as new:
+                    with pytest.raises(ConnectionClosed) as e:
+                        await asyncio.wait_for(old.recv(), T)
+                    assert e.value.rcvd.code == 4000
+                    assert await do_hello(new, next=3) == 2
+                    assert await do_batch(new, [3]) == 3
+                    assert c.connected() == ["dev-1"]
+    run(main())
+
+
+# -- the store fails: 1011, and nothing is acked ---------------------------------------------
+
+class FailingStore(SQLiteStore):
+    fail = True
+
+    def add_readings(self, device, rs, boot=None):
+        if self.fail:
+            raise StoreError("disk I/O error (injected)")
+        return super().add_readings(device, rs, boot)
+
+
+def test_store_failure_closes_1011_without_ack(tmp_path):
+    async def main():
+        store = FailingStore(tmp_path / "c.db")
+        async with Server(tmp_path / "c.db", store=store) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, {"t": "batch", "r": readings([1, 2, 3])})
+                m = await recv(ws)
+                assert m["t"] == "error" and m["code"] == "store"    # not an ack
+                await expect_close(ws, 1011)
+            assert store.readings("dev-1") == [] and store.ack("dev-1") == 0
+            store.fail = False                                     # the disk is back
+            async with dev_connect(c.url) as ws:
+                assert await do_hello(ws, next=4, first=1, held=3) == 0
+                assert await do_batch(ws, [1, 2, 3]) == 3
+    run(main())
+
+
+# -- commands --------------------------------------------------------------------------------
+
+async def answer_commands(ws, results):
+    """Play the device side of commands: reply to each cmd from `results`."""
+    while True:
+        m = await recv(ws)
+        assert m["t"] == "cmd" and isinstance(m["id"], str)
+        res = results.get(m["cmd"])
+        if res is None:
+            await send(ws, {"t": "reply", "id": m["id"], "ok": False, "err": "unknown command"})
+        else:
+            await send(ws, {"t": "reply", "id": m["id"], "ok": True, "result": res(m["args"])})
+
+
+def test_commands_round_trip(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                player = asyncio.ensure_future(answer_commands(ws, {
+                    "set_interval": lambda a: a["interval_s"], "sample_now": lambda a: None,
+                    "reboot": lambda a: None}))
+                try:
+                    r = await c.command("dev-1", "set_interval",
+                                        {"sensor": "*", "interval_s": 2.5})
+                    assert r["ok"] is True and r["result"] == 2.5
+                    r = await c.command("dev-1", "sample_now")
+                    assert r["ok"] is True
+                    r = await c.command("dev-1", "frobnicate")
+                    assert r == {"t": "reply", "id": r["id"], "ok": False,
+                                 "err": "unknown command"}
+                finally:
+                    player.cancel()
+                with pytest.raises(asyncio.TimeoutError):      # nobody answers now
+                    await c.command("dev-1", "reboot", timeout=0.2)
+            from fieldlink_tools.collector import DeviceNotConnected
+            with pytest.raises(DeviceNotConnected):
+                await c.command("dev-2", "reboot")
+    run(main())
+
+
+def test_command_through_admin_endpoint(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", admin_token="adm") as c:
+            admin = c.url[:-3] + "/admin"
+            with pytest.raises(InvalidStatus) as e:
+                async with connect(admin, additional_headers={"Authorization": "Bearer no"}):
+                    pass
+            assert e.value.response.status_code == 401
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                player = asyncio.ensure_future(answer_commands(ws, {"health": lambda a: None}))
+                try:
+                    async with connect(admin, additional_headers={
+                            "Authorization": "Bearer adm"}) as a:
+                        await send(a, {"op": "cmd", "dev": "dev-1", "cmd": "health"})
+                        out = await recv(a)
+                        assert out["ok"] and out["reply"]["ok"] is True
+                        await send(a, {"op": "cmd", "dev": "dev-2", "cmd": "health"})
+                        assert (await recv(a))["error"].startswith("not connected")
+                finally:
+                    player.cancel()
+    run(main())
+
+
+# -- health and the event feed ---------------------------------------------------------------
+
+def test_health_is_stored_and_events_are_published(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            sub = c.subscribe()
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                h = {"t": "health", "heap_free": 50000, "heap_min": 42000, "reconnects": 3,
+                     "dropped": 0, "rssi": -61, "uptime_s": 12.5, "boot": 1, "held": 0}
+                await send(ws, h)
+                assert await do_batch(ws, [1, 2]) == 2
+                assert await do_batch(ws, [1, 2]) == 2             # resend: no new readings
+            kinds = []
+            while "disconnected" not in kinds:
+                e = await sub.get(T)
+                kinds.append(e["t"])
+                if e["t"] == "readings":
+                    assert [r["q"] for r in e["r"]] == [1, 2] and e["ack"] == 2
+            assert kinds == ["connected", "hello", "health", "readings", "ack", "disconnected"]
+            sub.close()
+            dev = c.store.devices()[0]
+            assert dev["health"]["heap_free"] == 50000 and dev["health"]["rssi"] == -61
+            assert dev["hello"]["fw"] == "0.0.0-test"
+    run(main())
+
+
+def test_print_readings_lines(tmp_path):
+    lines = []
+
+    async def main():
+        async with Server(tmp_path / "c.db", print_readings=lines.append) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await do_batch(ws, [1])
+                await do_batch(ws, [1])
+    run(main())
+    assert lines == ["dev-1 #1 env.temperature = 20.01 C [up 1000ms]"]
+
+
+# -- wss:// ----------------------------------------------------------------------------------
+
+def test_wss_with_a_trustme_certificate(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        async with Server(tmp_path / "c.db", ssl_context=server_ctx) as c:
+            assert c.url.startswith("wss://127.0.0.1:")
+            async with dev_connect(c.url, ssl=client_ctx) as ws:
+                assert await do_hello(ws) == 0
+                assert await do_batch(ws, [1, 2]) == 2
+            # A client that verifies against the system CAs refuses our certificate.
+            with pytest.raises(ssl.SSLCertVerificationError):
+                async with dev_connect(c.url, ssl=ssl.create_default_context()):
+                    pass
+    run(main())
+
+
+# -- HTTP routes -----------------------------------------------------------------------------
+
+def test_http_routes(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await do_batch(ws, [1, 2, 3])
+
+                def get(path):
+                    try:
+                        with urllib.request.urlopen(c.http_url + path, timeout=T) as r:
+                            return r.status, r.headers["Content-Type"], r.read()
+                    except urllib.error.HTTPError as e:
+                        return e.code, None, b""
+                loop = asyncio.get_running_loop()
+                st, ctype, body = await loop.run_in_executor(None, get, "")
+                assert st == 200 and ctype.startswith("text/html") and b"app.js" in body
+                st, ctype, body = await loop.run_in_executor(None, get, "app.js")
+                assert st == 200 and "javascript" in ctype and b"WebSocket" in body
+                st, ctype, body = await loop.run_in_executor(None, get, "api/devices")
+                snap = json.loads(body)
+                assert snap["devices"][0]["device"] == "dev-1"
+                assert snap["devices"][0]["connected"] is True
+                assert [r["q"] for r in snap["devices"][0]["latest"]] == [3, 2, 1]
+                assert (await loop.run_in_executor(None, get, "nope"))[0] == 404
+                # Without credentials /ws is refused like any unknown device.
+                assert (await loop.run_in_executor(None, get, "ws"))[0] == 401
+    run(main())
