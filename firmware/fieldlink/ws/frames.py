@@ -78,32 +78,55 @@ class Encoder:
 class Decoder:
     """Incremental parser of server frames. feed(data, on_frame) calls
     on_frame(fin, opcode, payload) for every complete frame; payload is a memoryview that is
-    valid only during the call. Keeps an incomplete frame between feeds. Raises ProtocolError
-    on §5.2/§5.5 violations, and on a data frame longer than `max_size` as soon as its header
-    has arrived (1009), before any of its payload is buffered."""
+    valid only during the call. Frames wholly inside one chunk are parsed in place; a frame
+    split across chunks is collected in one buffer sized from its header. Raises
+    ProtocolError on §5.2/§5.5 violations, and on a data frame longer than `max_size` as soon
+    as its header has arrived (1009), before any of its payload is buffered."""
 
     def __init__(self, max_size):
         self.max_size = max_size
-        self._buf = None
+        self._buf = None   # an incomplete frame
+        self._have = 0     # bytes of it in _buf
+        self._want = 0     # its full size, or 0 while its header is incomplete
+        self._size = 0     # set by _frame when it found a header but not the whole payload
 
     def feed(self, data, on_frame):
         buf = self._buf
         if buf is not None:
-            buf.extend(data)
-            data = buf
+            self._buf = None
+            if not self._want:
+                # Header still incomplete (< 14 bytes kept): rejoin and parse afresh.
+                data = bytes(buf) + bytes(data)
+            else:
+                have = self._have
+                k = min(len(data), self._want - have)
+                memoryview(buf)[have:have + k] = memoryview(data)[:k]
+                have += k
+                if have < self._want:
+                    self._buf, self._have = buf, have
+                    return
+                self._frame(memoryview(buf), 0, have, on_frame)
+                data = memoryview(data)[k:]
         mv = memoryview(data)
-        end = len(data)
+        end = len(mv)
         pos = 0
         while pos < end:
+            self._size = 0
             nxt = self._frame(mv, pos, end, on_frame)
             if nxt < 0:
-                break
+                self._stash(mv, pos, end)
+                return
             pos = nxt
-        if pos >= end:
-            self._buf = None
-        elif pos or buf is None:
-            self._buf = bytearray(mv[pos:end])
-        # else: buf already holds exactly the incomplete frame
+
+    def _stash(self, mv, pos, end):
+        k = end - pos
+        total = self._size
+        if total:
+            buf = bytearray(total)
+            memoryview(buf)[:k] = mv[pos:end]
+        else:
+            buf = bytearray(mv[pos:end])
+        self._buf, self._have, self._want = buf, k, total
 
     def _frame(self, mv, pos, end, on_frame):
         b0 = mv[pos]
@@ -143,6 +166,7 @@ class Decoder:
             raise ProtocolError(1009, "message over %d bytes" % self.max_size)
         stop = pos + h + n
         if stop > end:
+            self._size = h + n
             return -1
         on_frame(fin, op, mv[pos + h:stop])
         return stop

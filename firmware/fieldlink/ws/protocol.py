@@ -59,6 +59,7 @@ class Protocol:
         self.max_message = max_message
         self.close_code = None      # from the server's close frame, or our failure code
         self.close_reason = ""
+        self.sent_code = None       # the code of the close frame we sent
         self.failure = None         # the ProtocolError if we failed the connection
         self.enc = Encoder(randbytes, send_buffer)
         self._dec = Decoder(max_message)
@@ -206,7 +207,7 @@ class Protocol:
             raise ValueError("close reason over 123 bytes")
         self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
         self.state = CLOSING
-        self.close_code, self.close_reason = code, reason
+        self.sent_code = code
 
     def fail(self, code, reason, exc=None):
         """§7.1.7 Fail the WebSocket Connection: send a close frame with `code` (unless one
@@ -214,6 +215,7 @@ class Protocol:
         if self.state == OPEN:
             r = reason.encode()[:123]
             self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
+            self.sent_code = code
         self.state = CLOSED
         self.close_code, self.close_reason = code, reason
         self.failure = exc or ProtocolError(code, reason)
@@ -222,7 +224,11 @@ class Protocol:
         """The exception that tells a caller why the connection is no longer open."""
         if self.failure is not None:
             return self.failure
-        return ConnectionClosed(self.close_code or 1006, self.close_reason)
+        if self.close_code is not None:
+            return ConnectionClosed(self.close_code, self.close_reason)
+        if self.sent_code is not None:
+            return ConnectionClosed(self.sent_code, "closing")
+        return ConnectionClosed(1006, "connection lost")
 
     def _queue(self, op, payload):
         n = self.enc.encode(op, payload, len(payload))

@@ -1,0 +1,456 @@
+"""asyncio WebSocket client: the thin I/O shell around the sans-I/O core (protocol.py).
+connect() opens ws:// or wss://, runs the opening handshake, then one reader task (and one
+keepalive task) drive the connection. See docs/websocket.md for the API and its limits."""
+
+import asyncio
+import os
+
+from . import handshake
+from .errors import (ConnectionClosed, ConnectTimeout, HandshakeError, LinkDead,
+                     ProtocolError, WSError)
+from .protocol import OPEN, Message, Pong, Protocol
+
+try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
+    from asyncio import core as _core
+except ImportError:  # CPython: asyncio streams
+    _core = None
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+_READ_BUF = 1024       # bytes read from the socket at once (one preallocated buffer)
+_CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
+_KA_PAYLOAD = b"ka"
+
+
+class _Ready:
+    """An awaitable that is already done. send() returns it when the frame went out in one
+    write, so `await ws.send(...)` allocates nothing on MicroPython (an exhausted iterator,
+    unlike a coroutine, needs no new object)."""
+
+    def __iter__(self):  # MicroPython awaits through __iter__
+        return _DONE_ITER
+
+    def __await__(self):  # CPython
+        return iter(())
+
+
+_DONE_ITER = iter(range(0))
+_READY = _Ready()
+
+
+def _tls_context(ca_file):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # verify the server by default; hostname checked too
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+    elif hasattr(ctx, "load_default_certs"):
+        ctx.load_default_certs()
+    else:
+        raise WSError("wss:// needs ca_file: this port has no system CA store")
+    return ctx
+
+
+def _errno(e):
+    n = getattr(e, "errno", None)
+    if n is None and e.args and isinstance(e.args[0], int):
+        n = e.args[0]
+    return n
+
+
+class _SocketIO:
+    """MicroPython: the socket itself, non-blocking; waits go through asyncio's IOQueue. A
+    write goes straight to the socket; only when the kernel takes less than all of it is the
+    rest kept and awaited (the hot path costs one write() call and no allocation)."""
+
+    def __init__(self):
+        self.s = None
+        self._backlog = None   # bytes a short write left, written before anything newer
+        self._retry = 0        # length to pass on the retry (TLS wants the same length again)
+        self._wlock = asyncio.Lock()
+
+    def open(self, host, port, secure, ca_file):
+        import socket
+        from errno import EINPROGRESS
+        if handshake.is_ip_literal(host) and ":" not in host:
+            family, addr = socket.AF_INET, None  # no DNS for an IP literal
+        else:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            family, addr = ai[0], ai[-1]
+        s = self.s = socket.socket(family, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            if addr is not None:
+                s.connect(addr)
+            else:
+                try:
+                    s.connect((host, port))  # ports whose sockets take (ip, port) tuples
+                except TypeError:  # the unix port wants a raw struct sockaddr_in
+                    s.connect(_raw_sockaddr(socket, host, port))
+        except OSError as e:
+            if e.errno != EINPROGRESS:
+                raise
+        yield _core._io_queue.queue_write(s)
+        if secure:
+            # The TLS handshake runs on the first write (the HTTP request), so it counts
+            # against handshake_timeout_s.
+            s = _tls_context(ca_file).wrap_socket(
+                s, server_hostname=host, do_handshake_on_connect=False)
+            s.setblocking(False)
+            self.s = s
+
+    def write(self, buf, n):
+        """Write buf[0:n]; returns an awaitable that completes once it is all written."""
+        if self._backlog is None:
+            w = self.s.write(buf, 0, n)
+            if w == n:
+                return _READY
+            if w is None:
+                self._retry = n
+                w = 0
+            else:
+                self._retry = n - w
+            self._backlog = bytearray(memoryview(buf)[w:n])
+        else:
+            self._backlog.extend(memoryview(buf)[:n])
+        return self._drain()
+
+    async def _drain(self):
+        async with self._wlock:  # one task at a time waits for the socket to take more
+            while self._backlog is not None:
+                await _wait_writable(self.s)
+                bl = self._backlog
+                w = self.s.write(bl, 0, self._retry)
+                if w is None:
+                    continue
+                if w >= len(bl):
+                    self._backlog = None
+                else:
+                    self._backlog = bl = bl[w:]
+                    self._retry = len(bl)
+
+    def readinto(self, buf):
+        s = self.s
+        while True:
+            n = s.readinto(buf)
+            if n is not None:
+                return n
+            yield _core._io_queue.queue_read(s)
+
+    def close(self):
+        if self.s is not None:
+            try:
+                self.s.close()
+            except OSError:
+                pass
+
+
+def _wait_writable(s):
+    yield _core._io_queue.queue_write(s)
+
+
+def _raw_sockaddr(socket, host, port):
+    import sys
+    fam = socket.AF_INET.to_bytes(2, sys.byteorder)
+    return fam + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
+
+
+class _StreamIO:
+    """CPython: asyncio streams (the TLS handshake happens inside open())."""
+
+    def __init__(self):
+        self.r = self.w = None
+
+    async def open(self, host, port, secure, ca_file):
+        ctx = _tls_context(ca_file) if secure else None
+        self.r, self.w = await asyncio.open_connection(
+            host, port, ssl=ctx, server_hostname=host if secure else None)
+
+    def write(self, buf, n):
+        self.w.write(bytes(memoryview(buf)[:n]))
+        return self.w.drain()
+
+    async def readinto(self, buf):
+        data = await self.r.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    def close(self):
+        if self.w is not None:
+            self.w.close()
+
+
+_IO = _SocketIO if _core is not None else _StreamIO
+
+
+async def _timed(aw, timeout_s, what):
+    if not timeout_s:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except asyncio.TimeoutError:
+        raise ConnectTimeout("%s: no answer within %s s" % (what, timeout_s))
+
+
+async def _handshake(io, rbuf, host, port, path, secure, headers, subprotocols):
+    key = handshake.make_key(os.urandom)
+    req = handshake.build_request(host, port, path, key, secure, headers, subprotocols)
+    await io.write(req, len(req))
+    head = bytearray()
+    while True:
+        n = await io.readinto(rbuf)
+        if not n:
+            raise HandshakeError(None, "connection closed during the handshake")
+        head.extend(memoryview(rbuf)[:n])
+        k = handshake.split_response(head)
+        if k >= 0:
+            break
+    sub = handshake.check_response(memoryview(head)[:k], key, subprotocols)
+    return sub, bytes(head[k:])
+
+
+async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_timeout_s=10,
+                  handshake_timeout_s=10, ping_interval_s=20, ping_timeout_s=10,
+                  max_message=16384):
+    """Open a WebSocket connection; returns a WebSocket. Raises WSError subclasses only."""
+    secure, host, port, path = handshake.parse_url(url)
+    io = _IO()
+    rbuf = bytearray(_READ_BUF)
+    stage = "connect"
+    try:
+        await _timed(io.open(host, port, secure, ca_file), connect_timeout_s,
+                     "TCP connect to %s:%d" % (host, port))
+        stage = "handshake"
+        sub, rest = await _timed(
+            _handshake(io, rbuf, host, port, path, secure, headers, subprotocols),
+            handshake_timeout_s, "opening handshake with %s:%d" % (host, port))
+    except WSError:
+        io.close()
+        raise
+    except OSError as e:
+        io.close()
+        n = _errno(e)
+        if secure and (_is_tls_error(e) or (n is not None and n < 0)):
+            err = HandshakeError(None, "TLS: %s" % (e,))
+            err.errno = n
+            raise err
+        raise WSError("%s %s:%d failed: %s" % (stage, host, port, e), errno=n)
+    except BaseException:
+        io.close()  # cancelled: leave no socket behind
+        raise
+    return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s, max_message)
+
+
+def _is_tls_error(e):
+    try:
+        import ssl
+        return isinstance(e, getattr(ssl, "SSLError", ()))
+    except ImportError:
+        return False
+
+
+class WebSocket:
+    """An open connection. send()/recv()/close(); `subprotocol`, `closed`."""
+
+    def __init__(self, io, rbuf, subprotocol, early, ping_interval_s, ping_timeout_s,
+                 max_message):
+        self.subprotocol = subprotocol
+        self._io = io
+        self._p = Protocol(max_message)
+        self._rbuf = rbuf
+        self._max = max_message
+        self._msgs = []          # messages received and not yet taken by recv()
+        self._queued = 0         # their size; the reader pauses once it reaches max_message
+        self._exc = None         # why the connection ended, raised once the queue is empty
+        self._got = asyncio.Event()    # a message arrived or the connection ended
+        self._room = asyncio.Event()   # recv() took a message
+        self._done = asyncio.Event()   # the reader finished and closed the socket
+        self._pings = {}         # payload -> Event, for ping()
+        self._last_rx = ticks_ms()
+        self._reader = asyncio.create_task(self._read_loop(early))
+        self._keeper = None
+        if ping_interval_s:
+            self._keeper = asyncio.create_task(self._keepalive(ping_interval_s, ping_timeout_s))
+
+    @property
+    def closed(self):
+        """True once the closing handshake started or the connection is gone."""
+        return self._exc is not None or self._p.state != OPEN
+
+    # --- public API ----------------------------------------------------------------------
+    def send(self, data):
+        """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
+        The frame is built in a reused buffer and written with one write; the await only
+        waits when the socket could not take it all."""
+        if self._exc is not None:
+            raise self._exc
+        n = self._p.send_message(data)  # raises ConnectionClosed once closing/closed
+        try:
+            return self._io.write(self._p.enc.out, n)
+        except OSError as e:
+            raise self._lost(e)
+
+    async def recv(self):
+        """The next message (str or bytes). Raises ConnectionClosed (or ProtocolError /
+        LinkDead) once the connection has ended and every received message was taken."""
+        while True:
+            if self._msgs:
+                m = self._msgs.pop(0)
+                self._queued -= len(m)
+                self._room.set()
+                return m
+            if self._exc is not None:
+                raise self._exc
+            self._got.clear()
+            await self._got.wait()
+
+    async def ping(self, payload=b""):
+        """Send a ping and wait for its pong (wrap in asyncio.wait_for to bound it)."""
+        payload = bytes(payload)
+        ev = self._pings.get(payload)
+        if ev is None:
+            ev = self._pings[payload] = asyncio.Event()
+        await self._send_control(lambda: self._p.send_ping(payload))
+        await ev.wait()
+        if self._pings.get(payload) is ev:  # woken by the end of the connection, not a pong
+            raise self._exc
+
+    async def close(self, code=1000, reason=""):
+        """Closing handshake (§7.1.2): send our close frame, wait (at most 5 s) for the
+        server's and for it to close TCP. Never raises for a connection already gone."""
+        if self._done.is_set():
+            return
+        if self._p.state == OPEN:
+            try:
+                await self._send_control(lambda: self._p.send_close(code, reason))
+            except WSError:
+                pass
+        try:
+            await asyncio.wait_for(self._done.wait(), _CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            self._reader.cancel()
+            await self._done.wait()
+
+    # --- internals -----------------------------------------------------------------------
+    async def _send_control(self, queue_it):
+        if self._exc is not None:
+            raise self._exc
+        queue_it()
+        out = self._p.data_to_send()
+        if out:
+            try:
+                await self._io.write(out, len(out))
+            except OSError as e:
+                raise self._lost(e)
+
+    def _lost(self, e):
+        if self._exc is None:
+            self._exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
+            self._reader.cancel()
+        return self._exc
+
+    def _deliver(self):
+        for ev in self._p.events_received():
+            if isinstance(ev, Message):
+                self._msgs.append(ev.data)
+                self._queued += len(ev.data)
+                self._got.set()
+            elif isinstance(ev, Pong):
+                w = self._pings.pop(ev.payload, None)
+                if w is not None:
+                    w.set()
+
+    async def _read_loop(self, early):
+        p = self._p
+        io = self._io
+        rbuf = self._rbuf
+        mv = memoryview(rbuf)
+        exc = None
+        try:
+            data = early
+            while True:
+                if data:
+                    try:
+                        p.receive_data(data)
+                    finally:
+                        self._deliver()
+                    out = p.data_to_send()
+                    if out:
+                        await io.write(out, len(out))
+                if p.state != OPEN and p.close_code is not None:
+                    # The server's close frame arrived (and ours went out): §7.1.1 says the
+                    # server closes TCP first; give it a moment, then close ourselves.
+                    try:
+                        while await asyncio.wait_for(io.readinto(rbuf), _CLOSE_WAIT_S):
+                            pass
+                    except asyncio.TimeoutError:
+                        pass
+                    break
+                while self._queued >= self._max:
+                    self._room.clear()  # backpressure: the app has not taken its messages
+                    await self._room.wait()
+                n = await io.readinto(rbuf)
+                if not n:
+                    break
+                self._last_rx = ticks_ms()
+                data = mv[:n]
+        except ProtocolError as e:
+            exc = e
+            out = p.data_to_send()  # §7.1.7: our close frame with the failure code
+            if out:
+                try:
+                    await asyncio.wait_for(io.write(out, len(out)), _CLOSE_WAIT_S)
+                except (OSError, asyncio.TimeoutError):
+                    pass
+        except OSError as e:
+            exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
+        finally:
+            io.close()
+            if self._exc is None:
+                if exc is not None:
+                    self._exc = exc
+                elif p.close_code is not None:
+                    self._exc = p.closed_error()  # the server's close code and reason
+                else:
+                    self._exc = ConnectionClosed(1006, "connection lost")
+            for ev in self._pings.values():
+                ev.set()  # wake ping() callers; they see their payload still unanswered
+            self._got.set()
+            self._done.set()
+            if self._keeper is not None:
+                self._keeper.cancel()
+
+    async def _keepalive(self, interval_s, timeout_s):
+        iv = int(interval_s * 1000)
+        to = int(timeout_s * 1000) if timeout_s else 0
+        while self._exc is None:
+            idle = ticks_diff(ticks_ms(), self._last_rx)
+            if idle < iv:
+                await asyncio.sleep((iv - idle) / 1000)
+                continue
+            if self._queued >= self._max:
+                self._last_rx = ticks_ms()  # paused by backpressure: nothing to judge
+                continue
+            sent_at = ticks_ms()
+            try:
+                await self._send_control(lambda: self._p.send_ping(_KA_PAYLOAD))
+            except WSError:
+                return
+            if not to:
+                self._last_rx = sent_at  # no deadline: just ping again after the interval
+                continue
+            await asyncio.sleep(to / 1000)
+            if ticks_diff(self._last_rx, sent_at) < 0 and self._exc is None:
+                # Nothing at all (pong or data) since the ping: the link is dead.
+                self._exc = LinkDead("no pong or data within %s s of a ping" % timeout_s)
+                self._reader.cancel()
+                return
