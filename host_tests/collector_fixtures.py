@@ -1,6 +1,7 @@
 """Fixtures for tests that need a real collector: `fieldlink server` as a subprocess on a free
 port, and a small protocol client that plays a device. Reuse them from any test directory with
-`from collector_fixtures import collector_proc, fake_device  # noqa: F401` in its conftest.py.
+`from collector_fixtures import collector_proc, fake_device, tls_files  # noqa: F401`
+in its conftest.py.
 
     def test_x(collector_proc):
         c = collector_proc({"dev-1": "tok"})        # started; stopped at teardown
@@ -128,3 +129,33 @@ def fake_device():
             d.close()
         except Exception:
             pass
+
+
+class TLSFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost, as PEM files:
+    `.ca` (what a client trusts), `.cert` and `.key` (for `fieldlink server --cert --key`)."""
+
+    def __init__(self, directory):
+        import trustme
+        ca = trustme.CA()
+        issued = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca = directory / "ca.pem"
+        self.cert = directory / "server-cert.pem"
+        self.key = directory / "server-key.pem"
+        ca.cert_pem.write_to_path(str(self.ca))
+        issued.cert_chain_pems[0].write_to_path(str(self.cert))
+        for extra in issued.cert_chain_pems[1:]:
+            extra.write_to_path(str(self.cert), append=True)
+        issued.private_key_pem.write_to_path(str(self.key))
+
+    def client_context(self):
+        import ssl
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    """TLSFiles in tmp_path: collector_proc(devices, cert=tls_files.cert, key=tls_files.key)."""
+    d = tmp_path / "tls"
+    d.mkdir()
+    return TLSFiles(d)

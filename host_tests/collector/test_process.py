@@ -1,4 +1,14 @@
-"""`fieldlink server` as a subprocess: the fixture other suites use starts, stores, restarts."""
+"""`fieldlink server` as a real subprocess (the fixture other suites use): the CLI, restarts on
+the same port, clean shutdown with 1001, the devices file, wss:// from --cert/--key."""
+import json
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from collector_fixtures import FakeDevice
 
 
@@ -16,3 +26,78 @@ def test_subprocess_stores_and_keeps_ack_across_restart(collector_proc):
     c.restart(kill=True)                    # a crash loses nothing acked either
     assert c.ack("dev-1") == 10
     assert c.stop() == 0                    # SIGTERM is a clean exit
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_closes_devices_with_1001(collector_proc, sig):
+    c = collector_proc({"dev-1": "tok-1"})
+    with FakeDevice(c.url, "dev-1", "tok-1") as d:
+        d.hello()
+        c.proc.send_signal(sig)
+        with pytest.raises(ConnectionClosed) as e:
+            d.ws.recv(30)
+        assert e.value.rcvd.code == 1001
+    assert c.proc.wait(30) == 0
+
+
+def test_devices_file_tokens_and_disabled(collector_proc):
+    c = collector_proc({"a": "tok-a", "b": {"token": "tok-b", "disabled": True}})
+    for dev, tok, status in (("a", "nope", 401), ("b", "tok-b", 403), ("zz", "tok-a", 401)):
+        with pytest.raises(InvalidStatus) as e:
+            FakeDevice(c.url, dev, tok)
+        assert e.value.response.status_code == status
+    with FakeDevice(c.url, "a", "tok-a") as d:
+        assert d.hello() == 0
+
+
+def test_print_readings_and_commands_through_the_subprocess(collector_proc):
+    c = collector_proc({"dev-1": "tok-1"}, print_readings=True)
+    with FakeDevice(c.url, "dev-1", "tok-1") as d:
+        d.hello()
+        d.batch([1])
+        assert c.lines.get(timeout=30).startswith("fieldlink server: dashboard at http://")
+        assert c.lines.get(timeout=30) == "dev-1 #1 env.temperature = 20.01 C [up 1000ms]"
+        assert c.connected() == ["dev-1"]
+        out = {}
+
+        def play():   # the device answers one command while the test waits for the reply
+            m = d.recv()
+            out["cmd"] = m
+            d.send({"t": "reply", "id": m["id"], "ok": True, "result": 7})
+        t = threading.Thread(target=play)
+        t.start()
+        reply = c.command("dev-1", "set_interval", {"sensor": "*", "interval_s": 7})
+        t.join(30)
+        assert out["cmd"]["cmd"] == "set_interval" and out["cmd"]["args"]["interval_s"] == 7
+        assert reply["ok"] is True and reply["result"] == 7
+    with pytest.raises(RuntimeError, match="not connected"):
+        c.command("dev-1", "reboot")
+
+
+def test_wss_from_cert_and_key(collector_proc, tls_files):
+    c = collector_proc({"dev-1": "tok-1"}, cert=tls_files.cert, key=tls_files.key)
+    assert c.url.startswith("wss://127.0.0.1:")
+    with FakeDevice(c.url, "dev-1", "tok-1", ssl=tls_files.client_context()) as d:
+        assert d.hello() == 0
+        assert d.batch([1, 2]) == 2
+
+
+def test_help_documents_every_option():
+    out = subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "server", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for opt in ("--host", "--port", "--db", "--devices", "--device", "--cert", "--key",
+                "--max-message", "--max-batch", "--max-devices", "--print-readings",
+                "--admin-token", "--sync", "Bearer", "401", "403", "/live"):
+        assert opt in out.stdout, opt
+
+
+def test_bad_arguments_fail_with_a_message(tmp_path):
+    bad = tmp_path / "devices.json"
+    bad.write_text(json.dumps(["not", "an", "object"]))
+    for args in (["--devices", str(bad)], ["--device", "no-token"],
+                 ["--cert", str(bad)]):
+        out = subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "server",
+                              "--port", "0", "--db", str(tmp_path / "x.db"), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode != 0 and "fieldlink server:" in out.stderr, (args, out.stderr)

@@ -277,6 +277,14 @@ class Collector:
     async def _db(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._db_exec, fn, *args)
 
+    def _print(self, line):
+        if self.print_readings is not None:
+            try:
+                self.print_readings(line)
+            except Exception:   # a closed stdout must not cost a device its connection
+                log.exception("print_readings failed; turning it off")
+                self.print_readings = None
+
     def _publish(self, event):
         for sub in list(self._subs):
             sub._put(event)
@@ -484,9 +492,8 @@ class Collector:
         if new:
             self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
                            "time": time.time()})
-            if self.print_readings:
-                for r in new:
-                    self.print_readings(format_reading(dev, r))
+            for r in new:
+                self._print(format_reading(dev, r))
         else:
             self._publish({"t": "ack", "dev": dev, "ack": ack})
 
@@ -498,8 +505,7 @@ class Collector:
         s.ack = await self._db(self.store.add_gap, s.dev, a, b, why)
         self._publish({"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why,
                        "ack": s.ack, "time": time.time()})
-        if self.print_readings:
-            self.print_readings("%s gap %d..%d (%s)" % (s.dev, a, b, why))
+        self._print("%s gap %d..%d (%s)" % (s.dev, a, b, why))
 
     # -- dashboard and admin -------------------------------------------------------------
 

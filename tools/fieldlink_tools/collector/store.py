@@ -185,11 +185,13 @@ class SQLiteStore(Store):
             ack = self._ensure_device(db, device, now)
             new = []
             for r in readings:
-                # INSERT OR IGNORE + PRIMARY KEY (device, seq): a resent reading changes
-                # nothing; rowcount tells which ones are new (for the live feed).
+                # PRIMARY KEY (device, seq) + ON CONFLICT DO NOTHING: a resent reading
+                # changes nothing (unlike INSERT OR IGNORE, other constraint failures still
+                # raise and roll the batch back); rowcount tells which ones are new.
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO readings (device, seq, boot, ts, up, name, value,"
-                    " unit, err, received) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
+                    " received) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT (device, seq) DO NOTHING",
                     (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
                      r.get("u"), r.get("e"), now))
                 if cur.rowcount == 1:
@@ -209,8 +211,9 @@ class SQLiteStore(Store):
 
         def tx(db):
             ack = self._ensure_device(db, device, now)
-            db.execute("INSERT OR IGNORE INTO gaps (device, seq_from, seq_to, why, received)"
-                       " VALUES (?,?,?,?,?)", (device, seq_from, seq_to, why, now))
+            db.execute("INSERT INTO gaps (device, seq_from, seq_to, why, received)"
+                       " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                       (device, seq_from, seq_to, why, now))
             new_ack = self._advance(db, device, ack)
             if new_ack != ack:
                 db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))

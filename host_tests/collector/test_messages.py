@@ -1,0 +1,75 @@
+"""Checking device messages (collector/messages.py): what is accepted, and which close code and
+error code each kind of bad input earns (docs/protocol.md "Errors and close codes")."""
+import json
+
+import pytest
+
+from collector_fixtures import hello, readings
+from fieldlink_tools.collector import messages as M
+
+
+def health(**kw):
+    m = {"t": "health", "heap_free": 1, "heap_min": 1, "reconnects": 0, "dropped": 0,
+         "rssi": None, "uptime_s": 1.5, "boot": 1, "held": 0}
+    m.update(kw)
+    return m
+
+
+GOOD = [
+    hello("dev-1"), hello("a.b_c-D", next=9, first=3, held=6, synced=True),
+    {"t": "batch", "r": []}, {"t": "batch", "r": readings([1, 5, 9])},
+    {"t": "batch", "r": [{"q": 1, "ts": 1.5, "up": 0, "n": "x", "v": None, "u": "", "e": "crc"}]},
+    {"t": "gap", "from": 1, "to": 1, "why": "dropped"}, {"t": "gap", "from": 2, "to": 9,
+                                                         "why": "reboot"},
+    {"t": "reply", "id": "c1", "ok": True, "result": {"a": 1}},
+    {"t": "reply", "id": "c1", "ok": False, "err": "unknown command"},
+    health(), health(rssi=-70), {"t": "something-new", "x": 1},
+]
+
+
+@pytest.mark.parametrize("m", GOOD, ids=lambda m: m["t"])
+def test_accepted(m):
+    assert M.parse(json.dumps(m)) == m
+
+
+BAD = [
+    ("", 1007, "bad_json"), ("{", 1007, "bad_json"), ("null", 1007, "bad_message"),
+    ('"hello"', 1007, "bad_message"), ('{"t": null}', 1007, "bad_message"),
+    ('{"t":"batch","r":[{"q":1,"ts":Infinity,"up":0,"n":"x","v":1,"u":""}]}', 1007, "bad_json"),
+    (hello("dev-1", v=2), 1008, "version"),
+    (hello("dev-1", next=0), 1007, "bad_message"),
+    (hello("dev-1", next=3, first=4), 1007, "bad_message"),
+    (hello("dev-1", synced=1), 1007, "bad_message"),
+    (hello("x" * 33), 1007, "bad_message"),
+    (hello("dev-1", boot="1"), 1007, "bad_message"),
+    ({"t": "batch"}, 1007, "bad_message"),
+    ({"t": "batch", "r": readings([0])}, 1007, "bad_message"),
+    ({"t": "batch", "r": readings([1, 1])}, 1008, "order"),
+    ({"t": "batch", "r": [{"q": 1, "up": 0, "n": "x", "v": 1, "u": ""}]}, 1007, "bad_message"),
+    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "", "v": 1, "u": ""}]},
+     1007, "bad_message"),
+    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "x", "v": False, "u": ""}]},
+     1007, "bad_message"),
+    ({"t": "batch", "r": readings(range(1, 502))}, 1009, "too_big"),
+    ({"t": "gap", "from": 0, "to": 1, "why": "dropped"}, 1007, "bad_message"),
+    ({"t": "gap", "from": 1, "to": 2, "why": ""}, 1007, "bad_message"),
+    ({"t": "reply", "id": 3, "ok": True}, 1007, "bad_message"),
+    ({"t": "reply", "id": "c1", "ok": False}, 1007, "bad_message"),
+    (health(heap_free=-1), 1007, "bad_message"),
+    (health(uptime_s=None), 1007, "bad_message"),
+    (health(rssi="weak"), 1007, "bad_message"),
+]
+
+
+@pytest.mark.parametrize("m,close,code", BAD)
+def test_refused(m, close, code):
+    with pytest.raises(M.ProtocolError) as e:
+        M.parse(m if isinstance(m, str) else json.dumps(m))
+    assert (e.value.close_code, e.value.code) == (close, code)
+    assert e.value.msg
+
+
+def test_batch_limit_is_configurable():
+    M.parse(json.dumps({"t": "batch", "r": readings(range(1, 11))}), max_batch=10)
+    with pytest.raises(M.ProtocolError):
+        M.parse(json.dumps({"t": "batch", "r": readings(range(1, 12))}), max_batch=10)

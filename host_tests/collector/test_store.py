@@ -1,0 +1,130 @@
+"""SQLiteStore: each (device, seq) stored once, the cumulative ack as docs/protocol.md defines
+it (checked against a brute-force model), durability across reopen, read-only access."""
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from collector_fixtures import readings
+from fieldlink_tools.collector.store import SQLiteStore, StoreError, open_readonly
+
+
+def model_ack(stored, gaps):
+    """The definition: the largest N with every seq <= N stored or inside a gap."""
+    covered = set(stored)
+    for a, b in gaps:
+        covered.update(range(a, b + 1))
+    n = 0
+    while n + 1 in covered:
+        n += 1
+    return n
+
+
+def test_resends_are_stored_once_and_new_ones_reported(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    ack, new = s.add_readings("d", readings([1, 2, 3]), boot=2)
+    assert ack == 3 and [r["q"] for r in new] == [1, 2, 3] and new[0]["boot"] == 2
+    ack, new = s.add_readings("d", readings([2, 3, 4]))
+    assert ack == 4 and [r["q"] for r in new] == [4]
+    ack, new = s.add_readings("d", readings([1, 2, 3, 4]))
+    assert ack == 4 and new == []
+    assert [r["q"] for r in s.readings("d")] == [1, 2, 3, 4]
+    assert s.devices()[0]["readings"] == 4 and s.devices()[0]["last_seq"] == 4
+    assert s.ack("other") == 0 and s.readings("other") == []
+    s.close()
+
+
+def test_values_keep_their_types_and_missing_values_say_why(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    s.add_readings("d", [
+        {"q": 1, "ts": 1700000000.125, "up": 5, "n": "a.count", "v": 7, "u": ""},
+        {"q": 2, "ts": None, "up": 6, "n": "env.temperature", "v": 21.5, "u": "C"},
+        {"q": 3, "ts": None, "up": 7, "n": "env.humidity", "v": None, "u": "%RH", "e": "crc"},
+    ])
+    r1, r2, r3 = s.readings("d")
+    assert r1["v"] == 7 and isinstance(r1["v"], int) and r1["ts"] == 1700000000.125
+    assert r2["v"] == 21.5 and r2["ts"] is None and "e" not in r2
+    assert r3["v"] is None and r3["e"] == "crc"
+    assert [r["q"] for r in s.latest("d", 2)] == [3, 2]
+    assert [r["q"] for r in s.readings("d", since=1, limit=1)] == [2]
+    s.close()
+
+
+def test_ack_waits_for_holes_and_gaps_fill_them(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    assert s.add_readings("d", readings([1, 2, 6, 7]))[0] == 2
+    assert s.add_gap("d", 3, 4, "dropped") == 4
+    assert s.add_readings("d", readings([5]))[0] == 7
+    assert s.add_gap("d", 8, 10, "reboot") == 10
+    assert s.add_readings("d", readings([9]))[0] == 10   # inside a reboot gap: still stored
+    assert [r["q"] for r in s.readings("d")] == [1, 2, 5, 6, 7, 9]
+    assert s.add_gap("d", 3, 4, "dropped") == 10          # resent gap: stored once
+    assert len(s.gaps("d")) == 2 and s.devices()[0]["dropped_gaps"] == 2
+    s.close()
+
+
+def test_everything_survives_reopen(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    s.add_readings("d", readings([1, 2, 3, 5]))
+    s.add_gap("d", 7, 8, "dropped")
+    s.record_hello("d", {"fw": "1.2.3", "boot": 4})
+    s.record_health("d", {"heap_free": 1000, "rssi": None})
+    s.close()
+    s = SQLiteStore(tmp_path / "s.db")
+    assert s.ack("d") == 3
+    assert s.add_readings("d", readings([4, 6]))[0] == 8
+    dev = s.devices()[0]
+    assert dev["hello"]["fw"] == "1.2.3" and dev["health"]["heap_free"] == 1000
+    assert s.health_history("d")[0]["rssi"] is None
+    s.close()
+
+
+def test_readonly_view_beside_a_writer(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    s.add_readings("d", readings([1, 2]))
+    ro = open_readonly(tmp_path / "s.db")
+    assert [r["q"] for r in ro.readings("d")] == [1, 2] and ro.ack("d") == 2
+    s.add_readings("d", readings([3]))
+    assert ro.ack("d") == 3                     # sees the writer's commits
+    with pytest.raises(StoreError):
+        ro.add_readings("d", readings([4]))
+    ro.close()
+    s.close()
+    with pytest.raises(StoreError):
+        open_readonly(tmp_path / "missing.db")
+
+
+def test_a_failed_batch_leaves_nothing_behind(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    bad = readings([1, 2]) + [{"q": 3, "up": 0, "v": 1, "u": "C"}]   # no name: NOT NULL fails
+    bad[2]["n"] = None
+    with pytest.raises(StoreError):
+        s.add_readings("d", bad)
+    assert s.readings("d") == [] and s.ack("d") == 0
+    assert s.add_readings("d", readings([1, 2, 3]))[0] == 3
+    s.close()
+    with pytest.raises(StoreError):
+        s.ack("d")                                # closed
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("r"), st.integers(1, 40), st.integers(0, 8)),     # readings a..a+n
+    st.tuples(st.just("g"), st.integers(1, 40), st.integers(0, 5)),     # gap a..a+n
+), max_size=25), st.integers(0, 2**32))
+def test_ack_matches_the_definition(tmp_path_factory, ops, seed):
+    rnd = random.Random(seed)
+    s = SQLiteStore(tmp_path_factory.mktemp("h") / "s.db", synchronous="NORMAL")
+    stored, gaps = set(), []
+    for kind, a, n in ops:
+        if kind == "r":
+            seqs = sorted(rnd.sample(range(a, a + n + 1), rnd.randint(0, n + 1)))
+            ack, new = s.add_readings("d", readings(seqs))
+            assert {r["q"] for r in new} == set(seqs) - stored
+            stored.update(seqs)
+        else:
+            ack = s.add_gap("d", a, a + n, rnd.choice(["dropped", "reboot"]))
+            gaps.append((a, a + n))
+        assert ack == model_ack(stored, gaps)
+    assert [r["q"] for r in s.readings("d")] == sorted(stored)
+    s.close()
