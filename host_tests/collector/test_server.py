@@ -529,3 +529,45 @@ def test_http_routes(tmp_path):
                 # Without credentials /ws is refused like any unknown device.
                 assert (await loop.run_in_executor(None, get, "ws"))[0] == 401
     run(main())
+
+
+# -- never crashes ---------------------------------------------------------------------------
+
+def test_garbage_on_the_socket_and_silent_devices_do_not_hurt(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", hello_timeout=0.5, open_timeout=1) as c:
+            for junk in (b"\x16\x03\x01\x02\x00garbage-tls-hello", b"POST /ws HTTP/1.1\r\n\r\n",
+                         b"GET /ws HTTP/1.1\r\nHost: x\r\n" + b"A" * 70000 + b"\r\n\r\n",
+                         b"\x00" * 100):
+                r, w = await asyncio.open_connection("127.0.0.1", c.port)
+                w.write(junk)
+                await w.drain()
+                await asyncio.wait_for(r.read(), T)          # the server hangs up
+                w.close()
+            async with dev_connect(c.url) as ws:            # authenticated, then silent
+                await expect_close(ws, 1008, "order")
+            async with dev_connect(c.url) as ws:
+                assert await do_hello(ws) == 0
+                assert await do_batch(ws, [1]) == 1
+    run(main())
+
+
+def test_live_feed_refuses_other_origins(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            live = c.url[:-3] + "/live"
+            with pytest.raises(InvalidStatus) as e:
+                async with connect(live, origin="http://evil.example"):
+                    pass
+            assert e.value.response.status_code == 403
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+                snap = await recv(ws)
+                assert snap["t"] == "snapshot" and snap["devices"] == []
+                async with dev_connect(c.url) as d:
+                    await do_hello(d)
+                    await do_batch(d, [1])
+                kinds = []
+                while "readings" not in kinds:
+                    kinds.append((await recv(ws))["t"])
+                assert kinds == ["connected", "hello", "readings"]
+    run(main())

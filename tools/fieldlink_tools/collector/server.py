@@ -146,7 +146,8 @@ class Collector:
     def __init__(self, store, devices, host="127.0.0.1", port=0, ssl_context=None,
                  max_message=DEFAULT_MAX_MESSAGE, max_batch=DEFAULT_MAX_BATCH,
                  max_devices=DEFAULT_MAX_DEVICES, admin_token=None,
-                 ping_interval=20, ping_timeout=20, print_readings=None):
+                 ping_interval=20, ping_timeout=20, print_readings=None, hello_timeout=30,
+                 open_timeout=10):
         self.store = store
         self.devices = devices if isinstance(devices, Devices) else Devices(devices)
         self.host = host
@@ -159,6 +160,8 @@ class Collector:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.print_readings = print_readings   # a callable(line) or None
+        self.hello_timeout = hello_timeout     # s an authenticated device may stay silent
+        self.open_timeout = open_timeout       # s for TLS + HTTP upgrade (slowloris bound)
         self._server = None
         self._live = {}                        # device -> _Session
         self._subs = set()
@@ -179,6 +182,7 @@ class Collector:
             max_size=self.max_message,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_timeout,
+            open_timeout=self.open_timeout,
             # Devices are small: no permessage-deflate (inflating is costly and a decompression
             # bomb would slip past max_size accounting of the wire bytes).
             compression=None,
@@ -303,6 +307,13 @@ class Collector:
             if path == "/ws":
                 return self._auth_device(conn, request)
             if path == "/live":
+                # Read-only, but not for any web page the user happens to visit: a browser
+                # always sends Origin, and it must be this server (cross-site WebSocket
+                # hijacking). Non-browser clients send none.
+                origin = request.headers.get("Origin")
+                if origin is not None and origin.split("://", 1)[-1] != request.headers.get(
+                        "Host", ""):
+                    return _text(conn, 403, "cross-origin access to /live refused\n")
                 conn.fl_route = "live"
                 return None
             if path == "/admin":
@@ -406,7 +417,17 @@ class Collector:
 
     async def _device_loop(self, s):
         ws, dev = s.ws, s.dev
-        async for raw in ws:
+        while True:
+            if s.hello is None:
+                # A device that authenticates and then says nothing must not hold its slot.
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), self.hello_timeout)
+                except (TimeoutError, asyncio.TimeoutError):
+                    await self._fail(ws, M.POLICY, "order", "no hello within %ss"
+                                     % self.hello_timeout)
+                    return "no hello"
+            else:
+                raw = await ws.recv()
             if isinstance(raw, bytes):
                 await self._fail(ws, M.UNSUPPORTED_DATA, "binary",
                                  "binary messages are refused; send JSON text")
@@ -456,7 +477,6 @@ class Collector:
                 log.error("%s: store failed: %s", dev, e)
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
-        return "closed by device"
 
     async def _on_hello(self, s, m):
         dev = s.dev
@@ -515,12 +535,11 @@ class Collector:
         sub = self.subscribe(maxsize=2000)
         try:
             await ws.send(json.dumps(await self.snapshot()))
-            drain = asyncio.ensure_future(_discard_incoming(ws))
+            # When the browser goes away, end the subscription too (not at the next event).
+            drain = asyncio.ensure_future(_discard_incoming(ws, sub.close))
             try:
                 async for event in sub:
                     await ws.send(json.dumps(event))
-                    if drain.done():
-                        break
             finally:
                 drain.cancel()
             if sub.overflowed:
@@ -572,9 +591,14 @@ async def _close_quietly(ws, code, reason):
         pass
 
 
-async def _discard_incoming(ws):
-    async for _ in ws:
+async def _discard_incoming(ws, then):
+    try:
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
         pass
+    finally:
+        then()
 
 
 def _without_t(m):
