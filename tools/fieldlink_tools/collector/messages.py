@@ -149,7 +149,7 @@ def _check_reply(m):
     if not isinstance(m.get("ok"), bool):
         raise _bad("reply.ok: expected a boolean")
     if not m["ok"]:
-        _str(m, "err", 200)
+        _str(m, "err", 1000)
 
 
 def _check_health(m):
