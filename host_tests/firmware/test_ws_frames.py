@@ -50,7 +50,7 @@ def test_encode_vectors():
         else:
             src = wire(v["payload"])
             n = len(src)
-        size = enc.encode(v["opcode"], src, n, v["fin"])
+        size = enc.encode_frame(v["opcode"], src, n, v["fin"])
         got = bytes(memoryview(enc.out)[:size])
         assert got == wire(v["wire"]), v["name"]
 
@@ -114,3 +114,40 @@ def test_text_payload_byte_length():
     for s in ("", "a", "h\u00e9", "\u20ac\u20ac", "\U0001F600x", "a\x00b"):
         src, n = text_payload(s)
         assert n == len(s.encode("utf-8")), s
+
+
+def test_micropython_uses_the_viper_loops():
+    # The speed and zero-allocation claims rest on these; a silent fallback would hide.
+    from fieldlink.ws import mask, utf8
+    if sys.implementation.name == "micropython":
+        from fieldlink.ws import _viper
+        assert mask.mask_copy is _viper.mask_copy
+        assert utf8.check is _viper.utf8_check
+    else:
+        assert mask.mask_copy.__module__ == "fieldlink.ws.mask"
+
+
+def test_fast_encode_equals_general_encode():
+    # encode() (viper on MicroPython) and encode_frame() build the same final frames
+    for n in (0, 1, 3, 125, 126, 200, 1000, 65535, 65536):
+        if n > BIG and SMALL_HEAP:
+            continue
+        key = b"\x11\x22\x33\x44"
+        a = frames.Encoder(keyed(key))
+        b = frames.Encoder(keyed(key))
+        src = (bytes(range(256)) * (n // 256 + 1))[:n]
+        la = a.encode(frames.OP_BINARY, src, n)
+        lb = b.encode_frame(frames.OP_BINARY, src, n, True)
+        assert bytes(memoryview(a.out)[:la]) == bytes(memoryview(b.out)[:lb]), n
+
+
+def test_encode_text_equals_encoding_the_utf8():
+    # encode_text() frames a str without encoding it first (viper on MicroPython)
+    for s in ("", "a", "h\u00e9\u20ac\U0001F600!", "m" * 100, "\u00e9" * 60, "x" * 300):
+        key = b"\x01\x02\x03\x04"
+        a = frames.Encoder(keyed(key))
+        b = frames.Encoder(keyed(key))
+        la = a.encode_text(s)
+        u = s.encode("utf-8")
+        lb = b.encode_frame(frames.OP_TEXT, u, len(u), True)
+        assert bytes(memoryview(a.out)[:la]) == bytes(memoryview(b.out)[:lb]), s

@@ -12,8 +12,12 @@ from .protocol import OPEN, Message, Pong, Protocol
 
 try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
     from asyncio import core as _core
-except ImportError:  # CPython: asyncio streams
+    import micropython
+except ImportError:  # CPython: asyncio streams; the emitter decorator is a no-op
     _core = None
+
+    class micropython:  # noqa: N801
+        native = staticmethod(lambda f: f)
 
 try:
     from time import ticks_diff, ticks_ms
@@ -44,7 +48,8 @@ class _Ready:
 
 
 _DONE_ITER = iter(range(0))
-_READY = _Ready()
+# On MicroPython `await` takes the exhausted iterator itself: no method call at all.
+_READY = _DONE_ITER if _core is not None else _Ready()
 
 
 def _tls_context(ca_file):
@@ -108,20 +113,30 @@ class _SocketIO:
             s.setblocking(False)
             self.s = s
 
+    @micropython.native
+    def write_frame(self, enc, n):
+        return self.write(enc.out, n)
+
+    @micropython.native
     def write(self, buf, n):
         """Write buf[0:n]; returns an awaitable that completes once it is all written."""
         if self._backlog is None:
             w = self.s.write(buf, 0, n)
             if w == n:
                 return _READY
-            if w is None:
-                self._retry = n
-                w = 0
-            else:
-                self._retry = n - w
-            self._backlog = bytearray(memoryview(buf)[w:n])
+            return self._keep(buf, w, n)
+        self._backlog.extend(memoryview(buf)[:n])
+        return self._drain()
+
+    def _keep(self, buf, w, n):
+        # The kernel took w bytes (None: none). Keep the rest; a TLS socket must be offered
+        # the same length again after it would have blocked.
+        if w is None:
+            self._retry = n
+            w = 0
         else:
-            self._backlog.extend(memoryview(buf)[:n])
+            self._retry = n - w
+        self._backlog = bytearray(memoryview(buf)[w:n])
         return self._drain()
 
     async def _drain(self):
@@ -174,6 +189,9 @@ class _StreamIO:
         ctx = _tls_context(ca_file) if secure else None
         self.r, self.w = await asyncio.open_connection(
             host, port, ssl=ctx, server_hostname=host if secure else None)
+
+    def write_frame(self, enc, n):
+        return self.write(enc.out, n)
 
     def write(self, buf, n):
         self.w.write(bytes(memoryview(buf)[:n]))
@@ -287,17 +305,20 @@ class WebSocket:
         return self._exc is not None or self._p.state != OPEN
 
     # --- public API ----------------------------------------------------------------------
+    @micropython.native
     def send(self, data):
         """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
         The frame is built in a reused buffer and written with one write; the await only
         waits when the socket could not take it all."""
         if self._exc is not None:
             raise self._exc
-        n = self._p.send_message(data)  # raises ConnectionClosed once closing/closed
+        # Native code, and no `except ... as e`: a bytecode frame over 11 slots would be
+        # heap-allocated on every call.
         try:
+            n = self._p.send_message(data)
             return self._io.write(self._p.enc.out, n)
-        except OSError as e:
-            raise self._lost(e)
+        except OSError:
+            raise self._lost("send failed")
 
     async def recv(self):
         """The next message (str or bytes). Raises ConnectionClosed (or ProtocolError /

@@ -2,12 +2,15 @@
 incremental decoder for server frames that accepts data split at any byte boundary."""
 
 try:
+    import micropython
     from micropython import const
-except ImportError:
+except ImportError:  # CPython: the emitter decorators are no-ops
+    class micropython:  # noqa: N801
+        native = staticmethod(lambda f: f)
     const = lambda x: x  # noqa: E731
 
 from .errors import ProtocolError
-from .mask import mask_copy
+from .mask import frame_into, mask_copy, nbytes, str_nbytes, text_src
 
 OP_CONT = const(0x0)
 OP_TEXT = const(0x1)
@@ -17,7 +20,10 @@ OP_PING = const(0x9)
 OP_PONG = const(0xA)
 
 _KEEP_MAX = const(2048)   # the send buffer grows up to this and stays; bigger frames are one-off
-_POOL = const(256)        # random bytes fetched at once: 64 masking keys per os.urandom call
+_KEYS = const(64)         # masking keys fetched at once: one os.urandom(256) per 64 frames
+_IDX = const(4 * _KEYS)   # index of the pool's "keys used" byte
+_VIPER_MAX = const(1 << 24)  # the viper path packs the length into a small int
+_NOT_FIN = const(0x10)    # viper header flag: not the final fragment
 _MAX_CONTROL = const(125)  # §5.5
 
 
@@ -29,50 +35,82 @@ class Encoder:
         self.buf = bytearray(size)
         self.out = self.buf
         self._rand = randbytes
-        self._pool = b""
-        self._pi = _POOL
+        # §5.3 / §10.3: a fresh, unpredictable key for every frame, drawn from os.urandom in
+        # batches so that a frame costs no allocation. Byte 4*_KEYS counts the keys used.
+        self._pool = bytearray(_IDX + 1)
+        self._pool[_IDX] = _KEYS
 
-    def encode(self, opcode, src, n, fin=True):
-        """Frame n bytes of src (a buffer, or a str on MicroPython); return the frame's length."""
+    # The two methods below run once per message: native code, few locals and a shallow
+    # stack (MicroPython puts a bytecode frame of more than 11 slots on the heap).
+    @micropython.native
+    def encode(self, opcode, src, n):
+        """Frame n bytes of buffer src as one final frame; return the frame's length."""
+        if self._pool[_IDX] >= _KEYS:
+            self._refill()
+        if n + 14 > len(self.buf) or frame_into is None or n >= _VIPER_MAX:
+            return self.encode_frame(opcode, src, n, True)
+        self.out = self.buf
+        return frame_into(self.buf, (n << 5) | opcode, src, self._pool)
+
+    @micropython.native
+    def encode_text(self, s):
+        """Frame str s as one final text frame; return the frame's length."""
+        if self._pool[_IDX] >= _KEYS:
+            self._refill()
+        if frame_into is None:  # no viper: frame the encoded bytes
+            s = text_src(s)
+            return self.encode_frame(OP_TEXT, s, nbytes(s), True)
+        n = str_nbytes(s, len(s))  # viper reads the str's UTF-8 in place: no copy
+        if n + 14 > len(self.buf) or n >= _VIPER_MAX:
+            return self.encode_frame(OP_TEXT, s, n, True)
+        self.out = self.buf
+        return frame_into(self.buf, (n << 5) | OP_TEXT, s, self._pool)
+
+    def encode_frame(self, opcode, src, n, fin):
+        """Any frame, fragments included (fin False); may allocate."""
+        if self._pool[_IDX] >= _KEYS:
+            self._refill()
         need = n + 14
         buf = self.buf
         if need > len(buf):
             if need <= _KEEP_MAX:
-                buf = self.buf = bytearray(need + 64)
+                buf = self.buf = bytearray(need + 64)  # grows and stays
             else:
-                buf = bytearray(need)
+                buf = bytearray(need)  # one-off: a big frame does not pin its buffer
         self.out = buf
-        buf[0] = (0x80 if fin else 0) | opcode
-        # §5.2: the minimal number of bytes for the length; the mask bit is always set.
-        if n < 126:
-            buf[1] = 0x80 | n
-            p = 2
-        elif n < 0x10000:
-            buf[1] = 0xFE
-            buf[2] = n >> 8
-            buf[3] = n & 0xFF
-            p = 4
-        else:
-            buf[1] = 0xFF
-            for i in range(8):
-                buf[2 + i] = (n >> (56 - 8 * i)) & 0xFF
-            p = 10
-        # §5.3 / §10.3: a fresh, unpredictable key for every frame, taken from os.urandom in
-        # batches so that a frame costs no allocation.
-        pi = self._pi
-        if pi >= _POOL:
-            self._pool = self._rand(_POOL)
-            pi = 0
-        pool = self._pool
-        buf[p] = pool[pi]
-        buf[p + 1] = pool[pi + 1]
-        buf[p + 2] = pool[pi + 2]
-        buf[p + 3] = pool[pi + 3]
-        self._pi = pi + 4
-        p += 4
-        if n:
-            mask_copy(buf, p, src, n)
-        return p + n
+        if frame_into is not None and n < _VIPER_MAX:
+            return frame_into(buf, (n << 5) | (0 if fin else _NOT_FIN) | opcode, src,
+                              self._pool)
+        return _encode_py(buf, opcode, src, n, fin, self._pool)
+
+    def _refill(self):
+        self._pool[0:_IDX] = self._rand(_IDX)
+        self._pool[_IDX] = 0
+
+
+def _encode_py(buf, opcode, src, n, fin, pool):
+    buf[0] = (0x80 if fin else 0) | opcode
+    # §5.2: the minimal number of bytes for the length; the mask bit is always set.
+    if n < 126:
+        buf[1] = 0x80 | n
+        p = 2
+    elif n < 0x10000:
+        buf[1] = 0xFE
+        buf[2] = n >> 8
+        buf[3] = n & 0xFF
+        p = 4
+    else:
+        buf[1] = 0xFF
+        for i in range(8):
+            buf[2 + i] = (n >> (56 - 8 * i)) & 0xFF
+        p = 10
+    k = pool[_IDX] * 4
+    pool[_IDX] += 1
+    buf[p:p + 4] = pool[k:k + 4]
+    p += 4
+    if n:
+        mask_copy(buf, p, src, n)
+    return p + n
 
 
 class Decoder:

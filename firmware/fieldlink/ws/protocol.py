@@ -6,17 +6,20 @@ fails the connection (§7.1.7) with the right close code on any violation."""
 import os
 
 try:
+    import micropython
     from micropython import const
-except ImportError:
+except ImportError:  # CPython: the emitter decorators are no-ops
+    class micropython:  # noqa: N801
+        native = staticmethod(lambda f: f)
     const = lambda x: x  # noqa: E731
 
 from . import utf8
 from .errors import ConnectionClosed, ProtocolError
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Decoder,
                      Encoder)
-from .mask import text_payload
 
 # Connection states (§4.1 -> OPEN after the handshake; §7 closing).
+_BINARY = const(0x2)  # OP_BINARY, folded into send_message
 OPEN = const(1)
 CLOSING = const(2)   # we sent a close frame and wait for the server's
 CLOSED = const(3)    # close frames exchanged, or the connection failed
@@ -180,14 +183,14 @@ class Protocol:
         self._events.append(Close(code, reason))
 
     # --- sending ---------------------------------------------------------------------------
+    @micropython.native  # once per message: keep it fast and allocation-free
     def send_message(self, data):
         """Frame a message into enc.out; return its length. str -> text, else binary."""
         if self.state != OPEN:
             raise self.closed_error()
         if isinstance(data, str):
-            src, n = text_payload(data)
-            return self.enc.encode(OP_TEXT, src, n)
-        return self.enc.encode(OP_BINARY, data, len(data))
+            return self.enc.encode_text(data)  # MicroPython: no encoded copy of the str
+        return self.enc.encode(_BINARY, data, len(data))
 
     def send_ping(self, payload=b""):
         if self.state != OPEN:

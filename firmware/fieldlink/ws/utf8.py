@@ -7,57 +7,12 @@ middle of a character is fine, an invalid byte fails as soon as it arrives.
 any other value carries (bytes still needed << 16 | lowest allowed << 8 | highest allowed).
 """
 
-try:
-    import micropython
-
-    _viper = micropython.viper
-except (ImportError, AttributeError):
-    _viper = None
-
 OK = 0
 BAD = -1
 
-if _viper:
-    @micropython.viper
-    def check(state: int, buf: ptr8, n: int) -> int:
-        if state < 0:
-            return -1
-        need = state >> 16
-        lo = (state >> 8) & 0xFF
-        hi = state & 0xFF
-        i = 0
-        while i < n:
-            b = buf[i]
-            i += 1
-            if need:
-                if b < lo or b > hi:
-                    return -1
-                need -= 1
-                lo = 0x80
-                hi = 0xBF
-            elif b < 0x80:
-                pass
-            elif b < 0xC2:
-                return -1
-            elif b < 0xE0:
-                need = 1
-                lo = 0x80
-                hi = 0xBF
-            elif b < 0xF0:
-                need = 2
-                lo = 0xA0 if b == 0xE0 else 0x80
-                hi = 0x9F if b == 0xED else 0xBF
-            elif b < 0xF5:
-                need = 3
-                lo = 0x90 if b == 0xF0 else 0x80
-                hi = 0x8F if b == 0xF4 else 0xBF
-            else:
-                return -1
-        if need:
-            return (need << 16) | (lo << 8) | hi
-        return 0
-
-else:
+try:
+    from ._viper import utf8_check as check
+except (ImportError, SyntaxError, NameError):  # CPython, or no viper emitter
     def check(state, buf, n):
         if state < 0:
             return -1
