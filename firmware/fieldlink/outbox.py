@@ -78,7 +78,12 @@ class DirStore:
 
     def write_segment(self, first, last, lines):
         name = "s%010d_%010d_%d" % (first, last, len(lines))
-        self._put(name, "\n".join(lines) + "\n")
+        tmp = self._p(name + ".tmp")
+        with open(tmp, "w") as f:
+            for ln in lines:  # line by line: no segment-sized string on the heap
+                f.write(ln)
+                f.write("\n")
+        os.rename(tmp, self._p(name))
         return name
 
     def read_segment(self, name):

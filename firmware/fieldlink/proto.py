@@ -1,5 +1,6 @@
-"""The fieldlink app protocol v1 (docs/protocol.md): build device messages, parse and validate
-server messages (and device messages, for tests and tools). Pure: text in, values out."""
+"""The fieldlink app protocol v1 (docs/protocol.md), device side: build device messages, parse
+and validate server messages. Pure: text in, values out. (Validating device messages, which
+only the collector and tests need, is in proto_check.py.)"""
 import json
 
 try:
@@ -233,77 +234,3 @@ def health(heap_free, heap_min, reconnects, dropped, rssi, uptime_s, boot, held)
     return json.dumps({"t": "health", "heap_free": heap_free, "heap_min": heap_min,
                        "reconnects": reconnects, "dropped": dropped, "rssi": rssi,
                        "uptime_s": uptime_s, "boot": boot, "held": held})
-
-
-# ---- device -> server validation (tests, tools; the collector may share the rules) ----
-
-def _opt_num(x):
-    return x is None or _is_num(x)
-
-
-def _str(x):
-    return isinstance(x, str)
-
-
-def _check_reading(r):
-    if not isinstance(r, dict):
-        raise ProtoError(CLOSE_BAD_DATA, "batch: reading must be an object")
-    lb = "reading"
-    _need(r, "q", lambda x: _is_int(x) and x >= 1, "an integer >= 1", lb)
-    _need(r, "ts", _opt_num, "a number or null", lb)
-    _need(r, "up", lambda x: _is_int(x) and x >= 0, "an integer >= 0", lb)
-    _need(r, "n", lambda x: _str(x) and 0 < len(x) <= 64, "a non-empty string", lb)
-    _need(r, "v", _opt_num, "a number or null", lb)
-    _need(r, "u", _str, "a string", lb)
-    if "e" in r and not _str(r["e"]):
-        raise ProtoError(CLOSE_BAD_DATA, "reading: e must be a string")
-
-
-def _dev_id(x):
-    if not _str(x) or not 1 <= len(x) <= 32:
-        return False
-    for c in x:
-        if not (c.isalpha() or c.isdigit() or c in "_.-") or ord(c) > 127:
-            return False
-    return True
-
-
-def parse_device(text):
-    """Validate one device message; returns the decoded dict (unknown `t` passes through)."""
-    obj = _decode(text)
-    t = obj["t"]
-    if t == "hello":
-        _need(obj, "v", _is_int, "an integer")
-        _need(obj, "dev", _dev_id, "a device id")
-        _need(obj, "fw", _str, "a string")
-        _need(obj, "board", _str, "a string")
-        _need(obj, "boot", _seq, "an integer >= 0")
-        nxt = _need(obj, "next", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
-        first = _need(obj, "first", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
-        if first > nxt:
-            raise ProtoError(CLOSE_BAD_DATA, "hello: first > next")
-        _need(obj, "held", _seq, "an integer >= 0")
-        _need(obj, "dropped", _seq, "an integer >= 0")
-        _need(obj, "synced", lambda x: isinstance(x, bool), "a boolean")
-    elif t == "batch":
-        rs = _need(obj, "r", lambda x: isinstance(x, list), "a list")
-        last = 0
-        for r in rs:
-            _check_reading(r)
-            if r["q"] <= last:
-                raise ProtoError(CLOSE_BAD_DATA, "batch: seqs must increase")
-            last = r["q"]
-    elif t == "gap":
-        f = _need(obj, "from", lambda x: _is_int(x) and x >= 1, "an integer >= 1")
-        _need(obj, "to", lambda x: _is_int(x) and x >= f, "an integer >= from")
-        _need(obj, "why", lambda x: x in (WHY_DROPPED, WHY_REBOOT), "dropped or reboot")
-    elif t == "reply":
-        _need(obj, "id", _str, "a string")
-        ok = _need(obj, "ok", lambda x: isinstance(x, bool), "a boolean")
-        if not ok:
-            _need(obj, "err", _str, "a string")
-    elif t == "health":
-        for k in ("heap_free", "heap_min", "reconnects", "dropped", "uptime_s", "boot", "held"):
-            _need(obj, k, _is_num, "a number")
-        _need(obj, "rssi", _opt_num, "a number or null")
-    return obj

@@ -1,0 +1,69 @@
+"""A small leveled logger. One stable line format that `fieldlink monitor` parses:
+
+    LEVEL tag: message          e.g.  INFO link: streaming to ws://10.0.0.2:8765/ws
+
+LEVEL is one of DEBUG, INFO, WARN, ERROR; tag is one word naming the part of the firmware.
+"""
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+DEBUG = const(10)
+INFO = const(20)
+WARN = const(30)
+ERROR = const(40)
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERROR: "ERROR"}
+_BY_NAME = {"debug": DEBUG, "info": INFO, "warn": WARN, "error": ERROR}
+
+_level = INFO
+_sink = print
+
+
+def set_level(name_or_number):
+    global _level
+    _level = _BY_NAME.get(name_or_number, name_or_number) if isinstance(name_or_number, str) \
+        else name_or_number
+
+
+def set_sink(fn):
+    """Where lines go (print by default); tests capture them."""
+    global _sink
+    _sink = fn
+
+
+def enabled(level):
+    return level >= _level
+
+
+def log(level, tag, msg, *args):
+    if level < _level:
+        return
+    if args:
+        msg = msg % args
+    _sink("%s %s: %s" % (_NAMES.get(level, "INFO"), tag, msg))
+
+
+class Logger:
+    """log.Logger("link").info("connected in %d ms", ms)"""
+
+    def __init__(self, tag):
+        self.tag = tag
+
+    def debug(self, msg, *args):
+        if DEBUG >= _level:
+            log(DEBUG, self.tag, msg, *args)
+
+    def info(self, msg, *args):
+        log(INFO, self.tag, msg, *args)
+
+    def warn(self, msg, *args):
+        log(WARN, self.tag, msg, *args)
+
+    def error(self, msg, *args):
+        log(ERROR, self.tag, msg, *args)
+
+    def __call__(self, msg):
+        # lets a Logger be passed where a print-like callable is expected (Sampler's log=)
+        log(INFO, self.tag, msg)

@@ -1,0 +1,455 @@
+"""The link supervisor: one state machine for the link's whole life.
+
+    WIFI -> CONNECT (DNS, TCP, TLS, WebSocket handshake) -> HELLO -> STREAM
+      ^                                                                 |
+      +---------------- BACKOFF <-------- any failure ------------------+
+
+Every transition is in `_TABLE`; every failure goes through `_failed()`, the one place that
+decides what it means and how long to wait (backoff.py decides the number). While streaming,
+four tasks run (reader, sender, health, monitor); the first to fail ends the connection and
+all of them are cancelled before the next attempt.
+"""
+import asyncio
+import gc
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    import time
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+from fieldlink import log, proto
+from fieldlink.ws import client as wsclient
+from fieldlink.ws.errors import HandshakeError
+
+# states
+S_WIFI = const(0)      # associate with the access point
+S_CONNECT = const(1)   # DNS + TCP + TLS + WebSocket opening handshake, each with a deadline
+S_HELLO = const(2)     # hello sent, waiting for welcome (resume point)
+S_STREAM = const(3)    # readings flow, acks come back
+S_BACKOFF = const(4)   # waiting before the next attempt
+STATE_NAMES = ("wifi", "connect", "hello", "stream", "backoff")
+
+# events
+E_OK = const(0)        # the state's step succeeded
+E_FAIL = const(1)      # failed: retry after an ordinary backoff delay
+E_REFUSED = const(2)   # 401/403: retry only after backoff_max_s
+E_TIMER = const(3)     # the backoff delay is over
+
+# (state << 2) | event -> next state. Anything not listed is a bug: logged, then BACKOFF.
+_TABLE = {
+    (S_WIFI << 2) | E_OK: S_CONNECT,
+    (S_WIFI << 2) | E_FAIL: S_BACKOFF,
+    (S_CONNECT << 2) | E_OK: S_HELLO,
+    (S_CONNECT << 2) | E_FAIL: S_BACKOFF,
+    (S_CONNECT << 2) | E_REFUSED: S_BACKOFF,
+    (S_HELLO << 2) | E_OK: S_STREAM,
+    (S_HELLO << 2) | E_FAIL: S_BACKOFF,
+    (S_STREAM << 2) | E_FAIL: S_BACKOFF,
+    (S_BACKOFF << 2) | E_TIMER: S_WIFI,
+}
+
+_log = log.Logger("link")
+
+
+class LinkFailure(Exception):
+    """A failure the supervisor detected itself (Wi-Fi lost, send stalled, bad order)."""
+
+
+def _heap_free():
+    try:
+        return gc.mem_free()
+    except AttributeError:  # CPython
+        return 0
+
+
+class Supervisor:
+    def __init__(self, cfg, outbox, clock, backoff, wlan=None, sampler=None, board="",
+                 fw="", reset=None):
+        self.cfg = cfg
+        self.outbox = outbox
+        self.clock = clock
+        self.backoff = backoff
+        self.wlan = wlan
+        self.sampler = sampler
+        self.board = board
+        self.fw = fw
+        self._reset = reset
+        self.state = S_WIFI
+        self.ws = None
+        self.reconnects = 0     # connections lost after streaming
+        self.connects = 0       # welcomes received
+        self.heap_min = _heap_free()
+        self.progress_ms = ticks_ms()   # last time the loop provably moved on
+        self.down_since = ticks_ms()    # when the link was last lost (None while streaming)
+        self._delay = 0
+        self._why = None
+        self._dead = None
+        self._kick = asyncio.Event()
+        self._tasks = []        # every task of the current connection, cancelled on failure
+        self._stream_start = None
+        self._sending = None    # ticks when a send started that has not finished
+        self._ntp_at = None
+
+    # ---- the state machine ----
+
+    def _go(self, ev):
+        nxt = _TABLE.get((self.state << 2) | ev)
+        if nxt is None:
+            _log.error("no transition from %s on event %d", STATE_NAMES[self.state], ev)
+            nxt = S_BACKOFF
+        _log.debug("%s -> %s", STATE_NAMES[self.state], STATE_NAMES[nxt])
+        self.state = nxt
+
+    async def run(self):
+        while True:
+            self.mark()
+            st = self.state
+            if st == S_WIFI:
+                ev = await self._wifi()
+            elif st == S_CONNECT:
+                ev = await self._connect()
+            elif st == S_HELLO:
+                ev = await self._hello()
+            elif st == S_STREAM:
+                ev = await self._stream()
+            else:
+                ev = await self._backoff()
+            self._go(ev)
+
+    def mark(self):
+        """The loop made progress (the watchdog is fed only while this keeps happening)."""
+        self.progress_ms = ticks_ms()
+
+    def kick(self):
+        """Something to send (a new reading): wake the sender."""
+        self._kick.set()
+
+    @property
+    def streaming(self):
+        return self.state == S_STREAM
+
+    # ---- the one place that decides what a failure means ----
+
+    def _failed(self, e, where):
+        up_for = None
+        if self._stream_start is not None:
+            up_for = ticks_diff(ticks_ms(), self._stream_start) / 1000
+            self._stream_start = None
+            self.reconnects += 1
+        if self.down_since is None:
+            self.down_since = ticks_ms()
+        if isinstance(e, HandshakeError) and e.status in (401, 403):
+            # the server knows us and says no: a retry will not fix it soon
+            self._delay = self.backoff.penalty()
+            _log.error("%s: refused (%d): check device_id and token; retry in %d s",
+                       where, e.status, self._delay)
+            return E_REFUSED
+        self._delay = self.backoff.link_lost(up_for)
+        _log.warn("%s: %s: %s; retry in %.1f s", where, type(e).__name__, e, self._delay)
+        return E_FAIL
+
+    # ---- states ----
+
+    async def _wifi(self):
+        w = self.wlan
+        if w is None or w.isconnected():
+            return await self._after_wifi()
+        try:
+            w.active(True)
+            w.connect(self.cfg.wifi_ssid, self.cfg.wifi_password)
+        except OSError as e:
+            return self._failed(e, "wifi")
+        t0 = ticks_ms()
+        limit = int(self.cfg.wifi_timeout_s * 1000)
+        while not w.isconnected():
+            if ticks_diff(ticks_ms(), t0) > limit:
+                try:
+                    w.disconnect()
+                except (OSError, AttributeError):
+                    pass
+                return self._failed(LinkFailure("no Wi-Fi within %s s (status %s)" % (
+                    self.cfg.wifi_timeout_s, _status(w))), "wifi")
+            self.mark()
+            await asyncio.sleep(0.1)
+        _log.info("wifi up: %s", _ip(w))
+        return await self._after_wifi()
+
+    async def _after_wifi(self):
+        host = self.cfg.ntp_host
+        if host and (self._ntp_at is None or ticks_diff(ticks_ms(), self._ntp_at) > 6 * 3600000):
+            from fieldlink.clock import sntp_sync
+            ms = await sntp_sync(host)
+            self._ntp_at = ticks_ms()
+            if ms is not None:
+                self.clock.set_unix_ms(ms, "ntp")
+                _log.info("clock synced from %s", host)
+        return E_OK
+
+    async def _connect(self):
+        c = self.cfg
+        headers = {"Authorization": "Bearer " + c.token, "X-Fieldlink-Device": c.device_id}
+        try:
+            # the client bounds TCP connect and TLS+handshake; this outer deadline also
+            # covers DNS on ports where getaddrinfo yields
+            ws = await asyncio.wait_for(wsclient.connect(
+                c.url, headers=headers, subprotocols=[proto.SUBPROTOCOL], ca_file=c.ca_file,
+                connect_timeout_s=c.connect_timeout_s, handshake_timeout_s=c.connect_timeout_s,
+                ping_interval_s=c.ping_interval_s, ping_timeout_s=c.ping_timeout_s,
+                max_message=16384), 2 * c.connect_timeout_s + 1)
+        except asyncio.TimeoutError:
+            return self._failed(LinkFailure("connect: no answer"), "connect")
+        except Exception as e:
+            return self._failed(e, "connect")
+        if ws.subprotocol != proto.SUBPROTOCOL:
+            await self._close(ws, proto.CLOSE_PROTOCOL, "subprotocol")
+            return self._failed(LinkFailure("server selected subprotocol %r, need %s"
+                                            % (ws.subprotocol, proto.SUBPROTOCOL)), "connect")
+        self.ws = ws
+        return E_OK
+
+    async def _hello(self):
+        ob = self.outbox
+        ob.on_connect()
+        try:
+            await self._send(proto.hello(self.cfg.device_id, self.fw, self.board, ob.boot,
+                                         ob.next_seq, ob.first(), ob.held(), ob.dropped,
+                                         self.clock.synced))
+            m = await asyncio.wait_for(self.ws.recv(), self.cfg.connect_timeout_s)
+            ev = proto.parse_server(m)
+            if isinstance(ev, proto.ServerError):
+                raise LinkFailure("server error %s: %s" % (ev.code, ev.msg))
+            if not isinstance(ev, proto.Welcome):
+                raise proto.ProtoError(proto.CLOSE_POLICY, "expected welcome")
+            if ev.v != proto.VERSION:
+                raise proto.ProtoError(proto.CLOSE_POLICY, "welcome v%s" % ev.v)
+        except Exception as e:
+            if isinstance(e, asyncio.TimeoutError):
+                e = LinkFailure("no welcome within %s s" % self.cfg.connect_timeout_s)
+            await self._close(self.ws, getattr(e, "code", proto.CLOSE_GOING_AWAY), str(e))
+            self.ws = None
+            return self._failed(e, "hello")
+        ob.welcome(ev.ack)
+        if ev.time_ms is not None and self.clock.set_unix_ms(ev.time_ms, "server") and \
+                self.clock.source == "server":
+            _log.debug("clock set from the collector's welcome")
+        self.connects += 1
+        _log.info("streaming to %s (ack %d, next %d, held %d)", self.cfg.url, ev.ack,
+                  ob.next_seq, ob.held())
+        return E_OK
+
+    async def _stream(self):
+        self._stream_start = ticks_ms()
+        self.down_since = None
+        self._why = None
+        self._dead = asyncio.Event()
+        self._kick.set()
+        self._tasks = [asyncio.create_task(self._guard(f())) for f in
+                       (self._reader, self._sender, self._health_loop, self._monitor)]
+        try:
+            await self._dead.wait()
+        finally:
+            await self._teardown()
+        return self._failed(self._why, "stream")
+
+    async def _teardown(self):
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except BaseException:  # CancelledError (a BaseException on both interpreters)
+                pass
+        self._tasks = []
+        ws = self.ws
+        self.ws = None
+        self._sending = None
+        if ws is not None:
+            await self._close(ws, getattr(self._why, "code", proto.CLOSE_GOING_AWAY),
+                              str(self._why))
+
+    async def _close(self, ws, code, reason):
+        if ws is None:
+            return
+        if not isinstance(code, int) or code < 1000 or code in (1005, 1006, 1015):
+            code = proto.CLOSE_GOING_AWAY
+        try:
+            await asyncio.wait_for(ws.close(code, reason[:60]), 3)
+        except Exception:
+            pass
+        # A blackholed link can leave the closing handshake waiting: stop the client's
+        # reader for sure, which closes the socket. (The client has no public abort.)
+        r = getattr(ws, "_reader", None)
+        if r is not None:
+            r.cancel()
+
+    async def _backoff(self):
+        t0 = ticks_ms()
+        limit = int(self._delay * 1000)
+        while True:
+            left = limit - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                return E_TIMER
+            self.mark()
+            await asyncio.sleep(min(left, 1000) / 1000)
+
+    # ---- streaming tasks ----
+
+    async def _guard(self, coro):
+        try:
+            await coro
+            self._end(LinkFailure("task ended"))
+        except Exception as e:
+            self._end(e)
+
+    def _end(self, e):
+        if self._why is None:
+            self._why = e
+        if self._dead is not None:
+            self._dead.set()
+
+    async def _send(self, text):
+        self._sending = ticks_ms()
+        await self.ws.send(text)
+        self._sending = None
+        self.mark()
+
+    async def _reader(self):
+        ws = self.ws
+        ob = self.outbox
+        while True:
+            m = await ws.recv()
+            self.mark()
+            ev = proto.parse_server(m)  # ProtoError: closed with its code in _teardown
+            if isinstance(ev, proto.Ack):
+                ob.ack(ev.ack)
+                self._kick.set()
+            elif isinstance(ev, proto.Cmd):
+                await self._command(ev)
+            elif isinstance(ev, proto.ServerError):
+                _log.warn("server error %s: %s", ev.code, ev.msg)
+            elif isinstance(ev, proto.Welcome):
+                raise proto.ProtoError(proto.CLOSE_POLICY, "welcome twice")
+            else:
+                _log.debug("ignored message type %s", ev.t)
+
+    async def _sender(self):
+        ob = self.outbox
+        n = self.cfg.batch_max
+        window = self.cfg.window
+        while True:
+            for g in ob.pending_gaps():
+                _log.info("gap %d-%d %s", g[0], g[1], g[2])
+                await self._send(proto.gap(g[0], g[1], g[2]))
+            b = ob.next_batch(n, window)
+            if b:
+                m = proto.batch(b)
+                b = None
+                await self._send(m)
+                continue
+            self._kick.clear()
+            await self._kick.wait()
+
+    async def _health_loop(self):
+        while True:
+            await self.send_health()
+            await asyncio.sleep(self.cfg.health_interval_s)
+
+    async def send_health(self):
+        ob = self.outbox
+        self.note_heap()
+        await self._send(proto.health(_heap_free(), self.heap_min, self.reconnects,
+                                      ob.dropped, self.rssi(), self.clock.uptime_ms() // 1000,
+                                      ob.boot, ob.held()))
+
+    async def _monitor(self):
+        # Dead-link checks the WebSocket keepalive cannot see: Wi-Fi gone (on the board the
+        # socket would hang until TCP gives up), and a send that cannot complete because the
+        # peer stopped reading (the keepalive's own ping would be stuck behind it).
+        stall = int((self.cfg.ping_interval_s + self.cfg.ping_timeout_s) * 1000)
+        while True:
+            await asyncio.sleep(1)
+            if self.wlan is not None and not self.wlan.isconnected():
+                raise LinkFailure("Wi-Fi lost")
+            s = self._sending
+            if s is not None and ticks_diff(ticks_ms(), s) > stall:
+                raise LinkFailure("send stalled for %d s (peer not reading)" % (stall // 1000))
+            self.note_heap()
+            self.mark()
+
+    def note_heap(self):
+        f = _heap_free()
+        if f < self.heap_min or not self.heap_min:
+            self.heap_min = f
+
+    def rssi(self):
+        try:
+            return self.wlan.status("rssi")
+        except Exception:
+            return None
+
+    # ---- commands (docs/protocol.md) ----
+
+    async def _command(self, c):
+        ok = True
+        result = None
+        err = None
+        try:
+            if c.cmd == "set_interval":
+                if self.sampler is None:
+                    raise ValueError("no sampler")
+                result = self.sampler.set_interval(c.args.get("sensor", "*"),
+                                                   c.args.get("interval_s"))
+            elif c.cmd == "sample_now":
+                if self.sampler is not None:
+                    self.sampler.sample_now()
+            elif c.cmd == "health":
+                await self.send_health()
+            elif c.cmd == "reboot":
+                await self._send(proto.reply(c.id, True, None))
+                await self.reboot()
+                return
+            else:
+                ok, err = False, "unknown command"
+        except (ValueError, TypeError, KeyError) as e:
+            ok, err = False, str(e) or type(e).__name__
+        _log.info("command %s %s: %s", c.cmd, "ok" if ok else "failed", result if ok else err)
+        await self._send(proto.reply(c.id, ok, result, err))
+
+    async def reboot(self):
+        """Clean reboot: close the link, everything to flash (no reboot gap), reset."""
+        _log.info("rebooting")
+        ws = self.ws
+        self.ws = None
+        await self._close(ws, proto.CLOSE_NORMAL, "reboot")
+        self.outbox.flush()
+        if self._reset is not None:
+            self._reset()
+        else:
+            import machine
+            machine.reset()
+
+
+def _status(w):
+    try:
+        return w.status()
+    except Exception:
+        return "?"
+
+
+def _ip(w):
+    try:
+        return w.ifconfig()[0]
+    except Exception:
+        return "?"

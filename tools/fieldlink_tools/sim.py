@@ -1,0 +1,322 @@
+"""Run the fieldlink firmware from firmware/ unmodified on the virtual board: the MicroPython
+unix port, with tools/vboard's machine/network/esp32 stand-ins first on its path, a directory
+as its flash (config.json, board.json, the outbox) and an ESP32-sized heap.
+
+    fieldlink sim --url ws://127.0.0.1:8765/ws [--device-id ID] [--token T] [--set key=value]
+
+config.json is written from the arguments on every start; the outbox in the flash directory
+survives, so a restart is a reboot. When the firmware resets (machine.reset: exit status 75;
+watchdog: 76) the interpreter is started again, like a board rebooting.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from . import paths, upy
+
+EXIT_RESET = 75      # machine.reset() on the virtual board
+EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
+DEFAULT_HEAP = "96k"
+
+# Defaults that differ from the firmware's: the virtual board has no real NTP need (the
+# collector's welcome time is used), samples faster, and retries sooner.
+SIM_DEFAULTS = {
+    "wifi_ssid": "fieldlink-sim",
+    "wifi_password": "sim-password",
+    "ntp_host": None,
+    "sample_interval_s": 2,
+    "backoff_base_s": 0.5,
+    "backoff_max_s": 10,
+    "health_interval_s": 30,
+}
+
+
+def parse_set(items):
+    """["key=value", ...] -> dict; values are JSON when they parse (numbers, null, objects)."""
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise SystemExit("fieldlink sim: --set needs key=value, got %r" % item)
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except ValueError:
+            out[k.strip()] = v
+    return out
+
+
+def make_config(url, device_id="sim-1", token="sim-token", sets=None):
+    cfg = dict(SIM_DEFAULTS)
+    cfg.update({"device_id": device_id, "token": token, "url": url})
+    cfg.update(sets or {})
+    return cfg
+
+
+def prepare_flash(flash, cfg, board="virtual"):
+    """Write config.json and the board file into the flash directory."""
+    os.makedirs(flash, exist_ok=True)
+    with open(os.path.join(flash, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    src = paths.BOARDS / board / "board.json"
+    if not src.exists():
+        raise SystemExit("fieldlink sim: no board file %s" % src)
+    shutil.copyfile(src, os.path.join(flash, "board.json"))
+
+
+def compile_firmware():
+    """The `fieldlink` package compiled with mpy-cross, as `fieldlink deploy` puts it on a
+    board (boot.py and main.py stay source, as on a board). Compiling from source on the
+    board itself needs more heap than an ESP32 has to spare. Cached under var/mpy/ by a hash
+    of the sources and the compiler's version; returns the directory to put on the path."""
+    import hashlib
+    src = paths.FIRMWARE / "fieldlink"
+    files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+    exe = shutil.which("mpy-cross", path=os.path.dirname(sys.executable)) or \
+        shutil.which("mpy-cross")
+    if exe is None:
+        return None
+    ver = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    h = hashlib.sha1(ver.encode())
+    for f in files:
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
+    dest = paths.VAR / "mpy" / h.hexdigest()[:16]
+    if dest.exists():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp%d" % os.getpid())
+    shutil.rmtree(tmp, ignore_errors=True)
+    for f in files:
+        rel = f.relative_to(src)
+        out = tmp / "fieldlink" / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([exe] + _march() + ["-o", str(out), "-s", "fieldlink/%s" % rel,
+                                               str(f)], capture_output=True, text=True)
+        if r.returncode:
+            # e.g. viper code on a host arch mpy-cross cannot target: ship that one as source
+            shutil.copyfile(f, out.with_suffix(".py"))
+    try:
+        os.rename(tmp, dest)
+    except OSError:  # another process (xdist worker) finished first: same content
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _march():
+    """mpy-cross -march for the unix port on this host (native/viper code needs one)."""
+    import platform
+    m = platform.machine().lower()
+    arch = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}.get(m)
+    return ["-march=" + arch] if arch else []
+
+
+def mp_dirs(compiled=True):
+    """The board's sys.path after .frozen: the compiled firmware package (unless running
+    from source), the firmware (boot.py, main.py), then the virtual-board modules."""
+    dirs = [paths.FIRMWARE, paths.VBOARD_MP]
+    if compiled:
+        c = compile_firmware()
+        if c is not None:
+            dirs.insert(0, c)
+    return tuple(dirs)
+
+
+class SimBoard:
+    """One virtual board process at a time, restarted on reset, output appended to a log.
+
+    For tests and tools: start(), power_cut() (kill -9, no restart), stop(), lines(),
+    wait_for_line(substring).
+    """
+
+    BOOT = "import boot\nimport main\n"
+
+    def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
+                 echo=False, env=None, compiled=True):
+        self.flash = str(flash)
+        self.cfg = cfg
+        self.board = board
+        self.heapsize = heapsize
+        self.log_path = str(log_path or os.path.join(self.flash, "..", os.path.basename(
+            self.flash.rstrip("/")) + ".log"))
+        self.echo = echo
+        self.env = dict(env or {})
+        self.compiled = compiled
+        self.path = None
+        self.proc = None
+        self.boots = 0
+        self.exits = []          # exit statuses seen
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    # ---- life ----
+
+    def start(self):
+        prepare_flash(self.flash, self.cfg, self.board)
+        self.path = mp_dirs(self.compiled)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _spawn(self, cause):
+        env = dict(self.env)
+        env["FIELDLINK_VBOARD_RESET_CAUSE"] = cause
+        env["FIELDLINK_BOARD"] = self.board
+        p = upy.popen(code=self.BOOT, path=self.path, heapsize=self.heapsize,
+                      cwd=self.flash, env=env, stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.boots += 1
+        return p
+
+    def _loop(self):
+        cause = "power_on"
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                self.proc = p = self._spawn(cause)
+            with open(self.log_path, "ab", buffering=0) as log:
+                for line in p.stdout:
+                    log.write(line)
+                    if self.echo:
+                        sys.stdout.write(line.decode("utf-8", "replace"))
+                        sys.stdout.flush()
+            rc = p.wait()
+            self.exits.append(rc)
+            if rc == EXIT_RESET:
+                cause = "hard"
+            elif rc == EXIT_WATCHDOG:
+                cause = "wdt"
+            else:
+                return  # the firmware ended (config error, Ctrl-C, crash of the port)
+
+    def power_cut(self):
+        """kill -9: what a power cut does to a board. The board stays off until start()."""
+        self._stop.set()
+        with self._lock:
+            p = self.proc
+        if p is not None and p.poll() is None:
+            p.kill()
+        self._join()
+
+    def stop(self, timeout=5):
+        """Ctrl-C, then kill if it does not end."""
+        self._stop.set()
+        with self._lock:
+            p = self.proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self._join()
+
+    def _join(self):
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self):
+        """Until the firmware ends for good; returns the last exit status."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+        return self.exits[-1] if self.exits else None
+
+    # ---- looking inside ----
+
+    def text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def lines(self, contains=None):
+        return [ln for ln in self.text().splitlines() if contains is None or contains in ln]
+
+    def wait_for_line(self, contains, timeout=30, count=1):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.lines(contains)
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError("board log has no %r after %ss; tail:\n%s"
+                                   % (contains, timeout, "\n".join(self.lines()[-30:])))
+            time.sleep(0.05)
+
+    def set_knobs(self, **knobs):
+        """Fault knobs for tools/vboard (vboard.json in the flash dir), e.g. wifi="down"."""
+        path = os.path.join(self.flash, "vboard.json")
+        try:
+            with open(path) as f:
+                cur = json.load(f)
+        except (OSError, ValueError):
+            cur = {}
+        cur.update(knobs)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(cur, f)
+        os.replace(tmp, path)   # atomic: the board never reads half a file
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def add_arguments(p):
+    p.add_argument("--url", required=True, help="collector URL, e.g. ws://127.0.0.1:8765/ws")
+    p.add_argument("--device-id", default="sim-1", help="device id (default sim-1)")
+    p.add_argument("--token", default="sim-token", help="device token (default sim-token)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config key (JSON value or plain string), repeatable; "
+                        "e.g. --set sample_interval_s=0.5 --set log_level=debug")
+    p.add_argument("--flash", default=None,
+                   help="directory standing in for flash (default var/sim/DEVICE_ID)")
+    p.add_argument("--board", default="virtual", help="board under boards/ (default virtual)")
+    p.add_argument("--heapsize", default=DEFAULT_HEAP,
+                   help="MicroPython heap, like an ESP32's free heap (default %s)" % DEFAULT_HEAP)
+    p.add_argument("--source", action="store_true",
+                   help="run the fieldlink package from .py source instead of mpy-cross "
+                        "output (needs a bigger --heapsize)")
+    p.add_argument("--pty", action="store_true",
+                   help="serve the board on a pseudo-terminal (raw REPL) for mpremote/ampy "
+                        "instead of running main.py here")
+
+
+def run(args):
+    flash = args.flash or str(paths.VAR / "sim" / args.device_id)
+    cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
+    if args.pty:
+        from .vboard_pty import run_pty
+        prepare_flash(flash, cfg, args.board)
+        return run_pty(flash, board=args.board, heapsize=args.heapsize,
+                       extra_path=(paths.FIRMWARE,))
+    upy.find_micropython()
+    print("fieldlink sim: device %s -> %s, flash %s, heap %s" % (
+        args.device_id, args.url, flash, args.heapsize), flush=True)
+    b = SimBoard(flash, cfg, args.board, args.heapsize, echo=True, compiled=not args.source)
+    b.start()
+    try:
+        rc = b.wait()
+    except KeyboardInterrupt:
+        b.stop()
+        return 130
+    return rc or 0
