@@ -1,0 +1,119 @@
+"""Runs fieldlink's WebSocket client on MicroPython for the integration tests: one scenario
+per run, each step printed as a JSON line the pytest side asserts on.
+
+Usage: micropython mp_ws_client.py SCENARIO JSON_CONFIG
+(also runs on CPython: the tests run a subset there too)
+"""
+import asyncio
+import binascii
+import json
+import sys
+
+from fieldlink.ws import client, errors
+
+SCENARIO = sys.argv[1]
+CFG = json.loads(sys.argv[2])
+
+
+def out(**kw):
+    print(json.dumps(kw))
+
+
+def exc_info(e):
+    d = {"exc": type(e).__name__}
+    for k in ("code", "status", "errno"):
+        v = getattr(e, k, None)
+        if v is not None:
+            d[k] = v
+    r = getattr(e, "reason", None)
+    if r is not None:
+        d["reason"] = r
+    return d
+
+
+def pattern(n):
+    return (bytes(range(256)) * (n // 256 + 1))[:n]
+
+
+async def connect(url=None, **kw):
+    opts = {"ping_interval_s": 0}
+    opts.update(CFG.get("opts", {}))
+    opts.update(kw)
+    return await client.connect(url or CFG["url"], **opts)
+
+
+async def echo_sizes():
+    ws = await connect(max_message=70000)
+    for n in CFG["sizes"]:
+        for kind in ("text", "binary"):
+            msg = "\u00e9" * (n // 2) + "a" * (n % 2) if kind == "text" else pattern(n)
+            await ws.send(msg)
+            got = await ws.recv()
+            out(step="echo", kind=kind, size=n, ok=got == msg, type=type(got).__name__)
+    await ws.close()
+    out(step="closed", closed=ws.closed)
+
+
+async def receive_all():
+    # receive messages until the connection ends; report each and the ending
+    ws = await connect()
+    out(step="open", subprotocol=ws.subprotocol)
+    for m in CFG.get("send", []):
+        await ws.send(m)
+    try:
+        while True:
+            m = await ws.recv()
+            if isinstance(m, str):
+                out(step="msg", type="str", text=m)
+            else:
+                out(step="msg", type="bytes", hex=binascii.hexlify(m).decode())
+            if CFG.get("close_after") == m:
+                await ws.close(CFG.get("close_code", 1000), CFG.get("close_reason", ""))
+    except errors.WSError as e:
+        out(step="end", closed=ws.closed, **exc_info(e))
+
+
+async def client_ping():
+    ws = await connect()
+    await asyncio.wait_for(ws.ping(b"xyz"), 5)
+    out(step="pong")
+    await ws.close()
+
+
+async def connect_only():
+    try:
+        ws = await connect()
+    except errors.WSError as e:
+        out(step="connect", **exc_info(e))
+        return
+    out(step="connect", exc=None, subprotocol=ws.subprotocol)
+    await ws.send("hi")
+    out(step="echo", text=await ws.recv())
+    await ws.close()
+
+
+async def hostile():
+    # one connection per case; report how each ended
+    for i, url in enumerate(CFG["urls"]):
+        try:
+            ws = await connect(url)
+        except errors.WSError as e:
+            out(step="case", case=i, where="connect", **exc_info(e))
+            continue
+        try:
+            while True:
+                m = await ws.recv()
+                out(step="msg", case=i, text=m if isinstance(m, str) else None)
+        except errors.WSError as e:
+            out(step="case", case=i, where="recv", closed=ws.closed, **exc_info(e))
+            try:
+                await ws.send("after")
+                out(step="send_after", case=i, exc=None)
+            except errors.WSError as e2:
+                out(step="send_after", case=i, **exc_info(e2))
+
+
+SCENARIOS = {"echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+             "connect_only": connect_only, "hostile": hostile}
+asyncio.run(SCENARIOS[SCENARIO]())
+out(step="done")
