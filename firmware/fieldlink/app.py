@@ -185,8 +185,9 @@ def main(config_path="config.json"):
     _unload("fieldlink.board")
     gc.collect()
     wlan = network.WLAN(network.STA_IF)
-    wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s else None
-    app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=machine.reset)
+    wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
+        else None
+    app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
     _log.info("board %s, %d sensors, boot %d, next seq %d, held %d, heap free %d", name,
               len(sensors), app.outbox.boot, app.outbox.next_seq, app.outbox.held(),
               gc.mem_free())

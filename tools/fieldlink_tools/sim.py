@@ -21,7 +21,10 @@ from . import paths, upy
 
 EXIT_RESET = 75      # machine.reset() on the virtual board
 EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
-DEFAULT_HEAP = "96k"
+# The issue asks for 96k; the firmware's code alone (bytecode + qstrs of the .mpy files, with
+# the unix port's 64-bit objects) takes about 105 KiB of heap before any data, so 96k cannot
+# boot. 192k leaves room like an ESP32 has. See docs/architecture.md (Memory).
+DEFAULT_HEAP = "192k"
 
 # Defaults that differ from the firmware's: the virtual board has no real NTP need (the
 # collector's welcome time is used), samples faster, and retries sooner.
@@ -57,11 +60,15 @@ def make_config(url, device_id="sim-1", token="sim-token", sets=None):
     return cfg
 
 
-def prepare_flash(flash, cfg, board="virtual"):
-    """Write config.json and the board file into the flash directory."""
+def prepare_flash(flash, cfg, board="virtual", board_data=None):
+    """Write config.json and the board file (boards/BOARD/board.json, or board_data)."""
     os.makedirs(flash, exist_ok=True)
     with open(os.path.join(flash, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
+    if board_data is not None:
+        with open(os.path.join(flash, "board.json"), "w") as f:
+            json.dump(board_data, f)
+        return
     src = paths.BOARDS / board / "board.json"
     if not src.exists():
         raise SystemExit("fieldlink sim: no board file %s" % src)
@@ -134,7 +141,7 @@ class SimBoard:
     BOOT = "import boot\nimport main\n"
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
-                 echo=False, env=None, compiled=True):
+                 echo=False, env=None, compiled=True, board_data=None):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -144,6 +151,7 @@ class SimBoard:
         self.echo = echo
         self.env = dict(env or {})
         self.compiled = compiled
+        self.board_data = board_data
         self.path = None
         self.proc = None
         self.boots = 0
@@ -155,7 +163,7 @@ class SimBoard:
     # ---- life ----
 
     def start(self):
-        prepare_flash(self.flash, self.cfg, self.board)
+        prepare_flash(self.flash, self.cfg, self.board, self.board_data)
         self.path = mp_dirs(self.compiled)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)

@@ -1,0 +1,105 @@
+"""The real firmware on the virtual board streams to the real collector: assert on what the
+collector stored, on the commands' replies, and on how the board treats a refusal."""
+import time
+
+import pytest
+
+from fieldlink_tools import paths
+
+# machine.reset() on the virtual board comes from tools/vboard/machine.py (engineer "sensors")
+needs_vboard_machine = pytest.mark.skipif(
+    not (paths.VBOARD_MP / "machine.py").exists(),
+    reason="tools/vboard/machine.py (virtual machine.reset/WDT) not in the tree yet")
+
+
+
+def board_log_on_failure(board):
+    return "\n--- board log tail ---\n" + "\n".join(board.lines()[-40:])
+
+
+def wait(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.1)
+
+
+def test_streams_every_reading_once_in_order(collector_proc, sim_board):
+    c = collector_proc({"dev-1": "tok-1"})
+    b = sim_board(c.url)
+    try:
+        seqs = c.wait_seqs("dev-1", 60, timeout=60)
+    except TimeoutError:
+        raise AssertionError("no readings" + board_log_on_failure(b))
+    assert seqs == list(range(1, len(seqs) + 1))
+    st = c.store()
+    try:
+        rs = st.readings("dev-1")
+        names = {r["n"] for r in rs}
+        assert names == {"sim.temperature", "sim.humidity", "sim.pressure"}
+        assert [r for r in rs if r["ts"] is not None]  # clock set from welcome.time
+        dev = [d for d in st.devices() if d["device"] == "dev-1"][0]
+        assert dev["hello"]["fw"] and dev["hello"]["board"] == "virtual"
+        assert dev["hello"]["boot"] == 1
+    finally:
+        st.close()
+    assert b.lines("INFO link: streaming to")
+    assert not b.lines("Traceback")
+
+
+def test_commands_are_answered(collector_proc, sim_board):
+    c = collector_proc({"dev-1": "tok-1"})
+    b = sim_board(c.url, sample_interval_s=5)
+    c.wait_seqs("dev-1", 3, timeout=60)
+    r = c.command("dev-1", "set_interval", {"sensor": "*", "interval_s": 0.2})
+    assert r["ok"] is True and r["result"] == 0.2
+    n = len(c.seqs("dev-1"))
+    c.wait_seqs("dev-1", n + 15, timeout=30)      # faster now
+    r = c.command("dev-1", "set_interval", {"sensor": "nope", "interval_s": 1})
+    assert r["ok"] is False and "nope" in r["err"]
+    assert c.command("dev-1", "sample_now")["ok"] is True
+    assert c.command("dev-1", "health")["ok"] is True
+    r = c.command("dev-1", "selfdestruct")
+    assert r["ok"] is False and r["err"] == "unknown command"
+    assert not b.lines("Traceback")
+
+
+@needs_vboard_machine
+def test_reboot_command_resumes_without_gap(collector_proc, sim_board):
+    c = collector_proc({"dev-1": "tok-1"})
+    b = sim_board(c.url)
+    c.wait_seqs("dev-1", 20, timeout=60)
+    assert c.command("dev-1", "reboot")["ok"] is True
+    b.wait_for_line("reset_cause", count=2, timeout=30)
+    n = len(c.seqs("dev-1"))
+    seqs = c.wait_seqs("dev-1", n + 20, timeout=60)
+    assert seqs == list(range(1, len(seqs) + 1))   # clean reboot: nothing lost, no reboot gap
+    st = c.store()
+    try:
+        assert st.gaps("dev-1") == []
+    finally:
+        st.close()
+    assert b.boots == 2 and b.exits[0] == 75
+
+
+def test_wrong_token_is_not_retried_at_full_speed(collector_proc, sim_board):
+    c = collector_proc({"dev-1": "tok-1"})
+    b = sim_board(c.url, token="wrong", backoff_base_s=0.05, backoff_max_s=3)
+    b.wait_for_line("refused (401)", timeout=30)
+    t0 = time.monotonic()
+    time.sleep(4)   # observation window, not synchronisation: count tries within it
+    tries = len(b.lines("refused (401)"))
+    # at full speed (0.05 s base) it would be dozens; waiting backoff_max_s allows ~2-3
+    assert tries <= 1 + (time.monotonic() - t0) / 3 + 1
+    assert c.seqs("dev-1") == []
+
+
+def test_malformed_config_names_the_key(sim_board):
+    b = sim_board("ws://127.0.0.1:9/ws", ping_interval_s="abc")
+    assert b.wait() == 0
+    assert b.lines('ERROR config: config.ping_interval_s: expected a number >= 1, got "abc"')
+    assert not b.lines("Traceback")
