@@ -1,7 +1,7 @@
 """Runs fieldlink's WebSocket client on MicroPython for the integration tests: one scenario
 per run, each step printed as a JSON line the pytest side asserts on.
 
-Usage: micropython mp_ws_client.py SCENARIO JSON_CONFIG
+Usage: micropython mp_ws_client.py SCENARIO CONFIG.json
 (also runs on CPython: the tests run a subset there too)
 """
 import asyncio
@@ -12,7 +12,8 @@ import sys
 from fieldlink.ws import client, errors
 
 SCENARIO = sys.argv[1]
-CFG = json.loads(sys.argv[2])
+with open(sys.argv[2]) as _f:
+    CFG = json.load(_f)
 
 
 def out(**kw):

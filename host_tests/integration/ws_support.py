@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -170,7 +171,19 @@ class Hostile:
 
 def run_client(scenario, cfg, interp="micropython", heapsize="512k", timeout=120):
     """Run the scenario script; return its JSON lines as dicts (asserting it ended well)."""
-    args = [scenario, json.dumps(cfg)]
+    # The config travels in a file: this MicroPython build aborts ("FATAL: uncaught NLR")
+    # when a command-line argument is longer than 255 bytes.
+    fd, cfg_path = tempfile.mkstemp(suffix=".json", prefix="ws-client-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)
+    try:
+        return _run_client(scenario, cfg_path, interp, heapsize, timeout)
+    finally:
+        os.unlink(cfg_path)
+
+
+def _run_client(scenario, cfg_path, interp, heapsize, timeout):
+    args = [scenario, cfg_path]
     if interp == "micropython":
         r = upy.run(script=CLIENT, path=(paths.FIRMWARE,), heapsize=heapsize, args=args,
                     timeout=timeout)

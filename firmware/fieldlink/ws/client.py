@@ -429,7 +429,9 @@ class WebSocket:
             out = p.data_to_send()  # §7.1.7: our close frame with the failure code
             if out:
                 try:
-                    await asyncio.wait_for(io.write(out, len(out)), _CLOSE_WAIT_S)
+                    w = io.write(out, len(out))
+                    if w is not _READY:  # the socket is backed up: wait, but not forever
+                        await asyncio.wait_for(w, _CLOSE_WAIT_S)
                 except (OSError, asyncio.TimeoutError):
                     pass
         except OSError as e:
