@@ -26,6 +26,8 @@ def exc_info(e):
         v = getattr(e, k, None)
         if v is not None:
             d[k] = v
+    if type(e) is errors.WSError:
+        d["msg"] = str(e)
     r = getattr(e, "reason", None)
     if r is not None:
         d["reason"] = r

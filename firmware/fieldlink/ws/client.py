@@ -57,12 +57,37 @@ def _tls_context(ca_file):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.verify_mode = ssl.CERT_REQUIRED  # verify the server by default; hostname checked too
     if ca_file:
-        ctx.load_verify_locations(cafile=ca_file)
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except ValueError:
+            # mbedTLS built without PEM parsing (the unix port): load each certificate as DER
+            for der in _pem_certs(ca_file):
+                ctx.load_verify_locations(cadata=der)
     elif hasattr(ctx, "load_default_certs"):
         ctx.load_default_certs()
     else:
         raise WSError("wss:// needs ca_file: this port has no system CA store")
     return ctx
+
+
+def _pem_certs(path):
+    import binascii
+    with open(path, "rb") as f:
+        pem = f.read()
+    certs = []
+    b64 = None
+    for line in pem.split(b"\n"):
+        line = line.strip()
+        if line == b"-----BEGIN CERTIFICATE-----":
+            b64 = []
+        elif line == b"-----END CERTIFICATE-----" and b64 is not None:
+            certs.append(binascii.a2b_base64(b"".join(b64)))
+            b64 = None
+        elif b64 is not None:
+            b64.append(line)
+    if not certs:
+        raise WSError("no PEM certificate in %s" % path)
+    return certs
 
 
 def _errno(e):
@@ -262,6 +287,12 @@ async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_ti
             err.errno = n
             raise err
         raise WSError("%s %s:%d failed: %s" % (stage, host, port, e), errno=n)
+    except ValueError as e:
+        io.close()
+        if not secure:
+            raise
+        # MicroPython's mbedTLS reports a failed verification (CA, hostname) as ValueError
+        raise HandshakeError(None, "TLS: %s" % " ".join(str(e).split()))
     except BaseException:
         io.close()  # cancelled: leave no socket behind
         raise
