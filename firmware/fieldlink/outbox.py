@@ -87,8 +87,13 @@ class DirStore:
         return name
 
     def read_segment(self, name):
+        out = []
         with open(self._p(name)) as f:
-            return [ln for ln in f.read().split("\n") if ln]
+            for ln in f:  # line by line: no segment-sized string on a fragmented heap
+                ln = ln.rstrip("\n")
+                if ln:
+                    out.append(ln)
+        return out
 
     def remove(self, name):
         try:
@@ -140,6 +145,7 @@ class Outbox:
         self._sent_hi = 0
         self._mark = 0
         self.spills = 0      # flash segment writes, for tests and health
+        self._meta_dirty = False
         if store is not None:
             self._open()
 
@@ -180,6 +186,14 @@ class Outbox:
     def save_meta(self):
         if self.store is None:
             return
+        try:
+            self._save_meta()
+            self._meta_dirty = False
+        except MemoryError:
+            # a fragmented heap must not lose a reading: the state is saved at the next push
+            self._meta_dirty = True
+
+    def _save_meta(self):
         self.store.save_meta({"v": 1, "boot": self.boot, "mark": self._mark,
                               "dropped": self.dropped, "acked": self.acked,
                               "gaps": [g[:3] for g in self.gaps]})
@@ -200,7 +214,7 @@ class Outbox:
         if seq != self.next_seq:
             raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
         self.next_seq = seq + 1
-        if self.store is not None and self.next_seq > self._mark:
+        if self.store is not None and (self.next_seq > self._mark or self._meta_dirty):
             self._mark = self.next_seq + self.seq_block
             self.save_meta()
         self._rq.append(seq)

@@ -36,6 +36,7 @@ SIM_DEFAULTS = {
     "backoff_base_s": 0.5,
     "backoff_max_s": 10,
     "health_interval_s": 30,
+    "batch_max": 10,   # smaller messages: a fragmented small heap still finds room for them
 }
 
 

@@ -1,0 +1,130 @@
+"""The short fault campaign (the long one is `fieldlink soak`): the real firmware on the
+virtual board streams through the fault-injecting proxy to a real collector while the proxy
+resets, blackholes, delays, injects garbage and reads slowly, the collector restarts and the
+board loses power. At the end the store holds every seq the board produced exactly once, or
+the seq lies in a gap the board declared, and the dropped count is exact."""
+import time
+
+DEV = "dev-1"
+
+
+def stored_count(c):
+    st = c.store()
+    try:
+        return len(st.readings(DEV))
+    finally:
+        st.close()
+
+
+def progress(c, b, more=15, timeout=45, what="progress"):
+    """Wait until the collector stored `more` new readings (the link works again)."""
+    n = stored_count(c)
+    try:
+        c.wait_seqs(DEV, n + more, timeout=timeout)
+    except TimeoutError:
+        raise AssertionError("no %s; board log tail:\n%s" % (what, "\n".join(b.lines()[-40:])))
+
+
+def failures(b):
+    return len(b.lines("WARN link:"))
+
+
+def wait_more_failures(b, n, timeout=20, what="a detected failure"):
+    deadline = time.monotonic() + timeout
+    while failures(b) <= n:
+        if time.monotonic() > deadline:
+            raise AssertionError("board did not report %s; tail:\n%s"
+                                 % (what, "\n".join(b.lines()[-30:])))
+        time.sleep(0.05)
+
+
+def check_store(c, b):
+    """Every seq up to the ack is stored once or declared; dropped counts are exact."""
+    st = c.store()
+    try:
+        rs = st.readings(DEV)
+        gaps = st.gaps(DEV)
+        ack = st.ack(DEV)
+        health = st.health_history(DEV, limit=1)
+    finally:
+        st.close()
+    seqs = [r["q"] for r in rs]
+    assert len(seqs) == len(set(seqs)), "a seq stored twice"
+    stored = set(seqs)
+    declared = set()
+    dropped = 0
+    for g in gaps:
+        span = set(range(g["from"], g["to"] + 1))
+        if g["why"] == "dropped":
+            dropped += len(span)
+            assert not (span & stored), "a reading declared dropped was stored: %r" % g
+        declared |= span
+    assert ack >= max(seqs)
+    missing = [q for q in range(1, ack + 1) if q not in stored and q not in declared]
+    assert not missing, "lost without a gap: %r...; gaps %r" % (missing[:10], gaps)
+    assert health and health[0]["dropped"] == dropped
+    return len(stored), gaps
+
+
+def test_short_fault_campaign(collector_proc, sim_board, fault_proxy):
+    c = collector_proc({DEV: "tok-1"})
+    fp = fault_proxy(c.port)
+    b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, sample_interval_s=0.05)
+    progress(c, b, what="first readings")
+
+    n = failures(b)                       # 1. connection reset
+    fp.reset()
+    wait_more_failures(b, n, what="the reset")
+    progress(c, b, what="recovery after reset")
+
+    n = failures(b)                       # 2. blackhole: half-open link, keepalive finds it
+    fp.set_mode("blackhole")
+    wait_more_failures(b, n, what="the blackhole (keepalive)")
+    assert b.lines("LinkDead") or b.lines("stalled") or b.lines("TimeoutError")
+    fp.set_mode("pass")
+    progress(c, b, what="recovery after blackhole")
+
+    fp.set_mode("delay", delay_s=0.3)     # 3. a slow network still delivers
+    progress(c, b, more=10, what="progress under delay")
+    fp.set_mode("pass")
+
+    n = failures(b)                       # 4. garbage bytes: WebSocket protocol error
+    fp.garbage(b"\xff\xfe\x00garbage")
+    wait_more_failures(b, n, what="garbage bytes")
+    progress(c, b, what="recovery after garbage bytes")
+
+    n = failures(b)                       # 5. a server that answers garbage: close 1007
+    fp.garbage_text("this is not json {")
+    wait_more_failures(b, n, what="garbage text")
+    progress(c, b, what="recovery after garbage text")
+
+    fp.set_mode("slow")                   # 6. slow reader: the board backs up, then catches up
+    time.sleep(2)                         # let the backlog build (a fault's duration)
+    fp.set_mode("pass")
+    progress(c, b, what="recovery after slow reader")
+
+    c.restart()                           # 7. collector restart (same port behind the proxy)
+    progress(c, b, what="recovery after collector restart")
+
+    b.power_cut()                         # 8. power cut: kill -9, restart from the same flash
+    b.start()
+    progress(c, b, what="recovery after power cut")
+
+    # Stop sampling and let everything drain, then audit the store.
+    c.command(DEV, "set_interval", {"sensor": "*", "interval_s": 3600})
+    c.command(DEV, "health")
+    last = -1
+    deadline = time.monotonic() + 30
+    while True:
+        a = c.ack(DEV)
+        if a == last and a == max(c.seqs(DEV)):
+            break
+        last = a
+        assert time.monotonic() < deadline, "the board did not drain"
+        time.sleep(1)
+    c.command(DEV, "health")  # the latest health carries the final dropped count
+    stored, gaps = check_store(c, b)
+    assert stored > 100
+    assert [g for g in gaps if g["why"] == "reboot"]   # the power cut was declared
+    assert not b.lines("Traceback")
+    assert b.lines("gap ")
