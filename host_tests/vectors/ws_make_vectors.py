@@ -126,6 +126,8 @@ rx("close_1012_registered", [f(8, b"\x03\xf4")], [["close", 1012, ""]],
    sent=frame(8, b"\x03\xf4", key=Z), state="closed")
 rx("data_after_close_ignored", [f(8, b"\x03\xe8") + f(1, b"late")], [["close", 1000, ""]],
    sent=frame(8, b"\x03\xe8", key=Z), state="closed")
+rx("bad_frame_after_close_ignored", [f(8, b"\x03\xe8") + f(1, b"", rsv=0x40)],
+   [["close", 1000, ""]], sent=frame(8, b"\x03\xe8", key=Z), state="closed")
 rx("utf8_split_across_fragments", [f(1, b"\xc3", False), f(0, b"\xa9")], [["text", "\u00e9"]])
 rx("emoji_split_in_three", [f(1, b"\xf0\x9f", False), f(0, b"\x98", False), f(0, b"\x80")],
    [["text", "\U0001F600"]])

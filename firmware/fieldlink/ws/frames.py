@@ -127,8 +127,15 @@ class Decoder:
         self._have = 0     # bytes of it in _buf
         self._want = 0     # its full size, or 0 while its header is incomplete
         self._size = 0     # set by _frame when it found a header but not the whole payload
+        self.stopped = False  # set once the connection is closed: parse nothing more
+
+    def stop(self):
+        self.stopped = True
+        self._buf = None
 
     def feed(self, data, on_frame):
+        if self.stopped:
+            return
         buf = self._buf
         if buf is not None:
             self._buf = None
@@ -144,6 +151,8 @@ class Decoder:
                     self._buf, self._have = buf, have
                     return
                 self._frame(memoryview(buf), 0, have, on_frame)
+                if self.stopped:
+                    return
                 data = memoryview(data)[k:]
         mv = memoryview(data)
         end = len(mv)
@@ -151,6 +160,8 @@ class Decoder:
         while pos < end:
             self._size = 0
             nxt = self._frame(mv, pos, end, on_frame)
+            if self.stopped:
+                return
             if nxt < 0:
                 self._stash(mv, pos, end)
                 return

@@ -179,6 +179,7 @@ class Protocol:
             # §5.5.1: echo the status code we received.
             self._queue(OP_CLOSE, payload[:2])
         self.state = CLOSED
+        self._dec.stop()  # §7.1.1: nothing after the close frame counts
         self.close_code, self.close_reason = code, reason
         self._events.append(Close(code, reason))
 
@@ -220,6 +221,7 @@ class Protocol:
             self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
             self.sent_code = code
         self.state = CLOSED
+        self._dec.stop()
         self.close_code, self.close_reason = code, reason
         self.failure = exc or ProtocolError(code, reason)
 
