@@ -82,7 +82,7 @@ class _Slot:
         self.interval_ms = 0
         self.due = 0          # sampler time (ms) of the next read
         self.last = None      # sampler time of the last read
-        self.error = None     # last error text, to log changes only
+        self.error = None     # kind of the last error, to log changes only
         self.force = False
 
 
@@ -190,10 +190,11 @@ class Sampler:
                 sl.last = sl.due
             sl.due = sl.last + sl.interval_ms
             if e is not None:
-                msg = "%s: %s" % (type(e).__name__, e)
-                if msg != sl.error:
+                kind = type(e).__name__
+                msg = "%s: %s" % (kind, e)
+                if kind != sl.error:  # log changes, not every read (CRCs differ each time)
                     self._log("sampling: %s missing: %s" % (sl.sensor.name, msg))
-                sl.error = msg
+                sl.error = kind
                 for i in range(len(sl.names)):
                     out.append(emit(sl.names[i], None, sl.units[i], msg))
                 continue
