@@ -1,0 +1,46 @@
+"""fieldlink demo (make demo): a local collector and one simulated board running the real
+firmware; readings are printed as the collector stores them, until Ctrl-C."""
+import os
+import queue
+import tempfile
+
+from . import paths, sim
+from .collector.process import CollectorProcess
+
+DEV, TOKEN = "demo-1", "demo-token"
+
+
+def add_arguments(p):
+    p.add_argument("--interval", type=float, default=2.0, help="sampling interval, seconds")
+    p.add_argument("--board", default="virtual", help="board under boards/ (default virtual)")
+    p.add_argument("--heapsize", default=sim.DEFAULT_HEAP)
+
+
+def run(args):
+    work = paths.VAR / "demo"
+    os.makedirs(work, exist_ok=True)
+    c = CollectorProcess(work / "collector.db", {DEV: TOKEN}, print_readings=True)
+    c.start()
+    print("fieldlink demo: collector at %s (dashboard %s)" % (c.url, c.http_url), flush=True)
+    cfg = sim.make_config(c.url, DEV, TOKEN, {"sample_interval_s": args.interval})
+    b = sim.SimBoard(work / "flash", cfg, args.board, args.heapsize,
+                     log_path=work / "board.log")
+    b.start()
+    print("fieldlink demo: board %s running the firmware (log %s); Ctrl-C to stop"
+          % (DEV, b.log_path), flush=True)
+    try:
+        while True:
+            try:
+                line = c.lines.get(timeout=1)
+            except queue.Empty:
+                if not b.running:
+                    print("fieldlink demo: the board stopped; log tail:\n" +
+                          "\n".join(b.lines()[-20:]))
+                    return 1
+                continue
+            print(line, flush=True)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        b.stop()
+        c.stop()
