@@ -16,8 +16,10 @@ if hasattr(time, "ticks_ms"):
     _ticks_ms = time.ticks_ms
     _ticks_diff = time.ticks_diff
 else:  # CPython
+    _monotonic = getattr(time, "monotonic")  # not in MicroPython's time (nor its stubs)
+
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(_monotonic() * 1000)
 
     def _ticks_diff(a, b):
         return a - b
@@ -175,7 +177,7 @@ class Sampler:
         out = []
         for sl in slots:
             e = errs.get(sl)
-            values = None
+            values = ()
             if e is None:
                 try:
                     values = sl.sensor.read()

@@ -4,7 +4,7 @@ functions below, the I2C binding at the end. Calibration is read once, on first 
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 from fieldlink.drivers import SensorError, DeviceMissing, bus_error
@@ -168,10 +168,10 @@ class BME280:
         self.i2c = i2c
         self.address = address
         self.humidity = humidity
+        ch = [("temperature", "C"), ("pressure", "Pa")]
         if humidity:
-            self.channels = (("temperature", "C"), ("pressure", "Pa"), ("humidity", "%RH"))
-        else:
-            self.channels = (("temperature", "C"), ("pressure", "Pa"))
+            ch.append(("humidity", "%RH"))
+        self.channels = tuple(ch)
         self._cal = None
         self._buf = bytearray(26)
         self._one = bytearray(1)

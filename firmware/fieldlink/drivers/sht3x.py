@@ -3,7 +3,7 @@ measurements; every 16-bit word carries a CRC-8 (see crc.py) that is checked bef
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 from fieldlink.drivers import CRCError, bus_error, sleep_ms
