@@ -116,7 +116,22 @@ async def hostile():
                 out(step="send_after", case=i, **exc_info(e2))
 
 
-SCENARIOS = {"echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+async def burst():
+    # many messages at once, text (fast path) and binary (general path) interleaved, so the
+    # kernel buffer fills and sends queue behind each other; the server checks the order
+    ws = await connect()
+    pad = "p" * CFG["size"]
+    for i in range(CFG["count"]):
+        if i % 7 == 3:
+            await ws.send(b"%d:" % i + pad.encode())
+        else:
+            await ws.send("%d:" % i + pad)
+    await ws.send("DONE")
+    out(step="verdict", text=await ws.recv())
+    await ws.close()
+
+
+SCENARIOS = {"burst": burst, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

@@ -46,6 +46,19 @@ def make_server():
             finally:
                 await ws.wait_closed()
                 seen["client_close"] = (ws.close_code, ws.close_reason)
+        elif path == "/slow_reader":
+            await asyncio.sleep(1)  # let the client's writes back up into its own queue
+            i = 0
+            async for m in ws:
+                if m == "DONE":
+                    await ws.send("ok %d" % i)
+                    break
+                got = int((m if isinstance(m, str) else m.decode()).split(":", 1)[0])
+                if got != i or isinstance(m, str) == (i % 7 == 3):
+                    await ws.send("out of order at %d: got %d" % (i, got))
+                    break
+                i += 1
+            await ws.wait_closed()
         elif path == "/auth":
             await ws.send("welcome " + ws.request.headers["Authorization"])
             async for m in ws:
@@ -167,3 +180,11 @@ def test_refused_upgrade_reports_http_status(server, interp):
         interp=interp)
     assert lines == [{"step": "connect", "exc": "HandshakeError", "status": 401,
                       "reason": "Unauthorized"}]
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_burst_keeps_order_when_the_socket_backs_up(server, interp):
+    n = 3000
+    lines = S.run_client("burst", {"url": url(server, "/slow_reader"), "count": n,
+                                   "size": 2000}, interp=interp)
+    assert lines == [{"step": "verdict", "text": "ok %d" % n}]

@@ -90,9 +90,28 @@ def utf8_check(state: int, buf: ptr8, n: int) -> int:
 @micropython.viper
 def frame_into(dst: ptr8, hdr: int, src: ptr8, pool: ptr8) -> int:
     # One masked client frame (RFC 6455 §5.2) into dst: header, the pool's next key, payload.
-    # hdr = n << 5 | not_fin << 4 | opcode. Returns the frame's length. Native code: the
-    # call allocates nothing, whatever the payload size.
-    n = hdr >> 5
+    # hdr = count << 6 | is_str << 5 | not_fin << 4 | opcode. For a str, count is its length
+    # in characters and its UTF-8 bytes are counted here (the caller made sure 4 * count bytes
+    # fit); otherwise count is the payload's length. Returns the frame's length, or 0 when the
+    # key pool is used up. Native code: the call allocates nothing, whatever the payload size.
+    if pool[_KEYS * 4] >= _KEYS:
+        return 0  # no key left: the caller refills the pool and calls again
+    n = hdr >> 6
+    if hdr & 0x20:
+        nch = n
+        n = 0
+        c = 0
+        while c < nch:
+            b = src[n]
+            if b < 0x80:
+                n += 1
+            elif b < 0xE0:
+                n += 2
+            elif b < 0xF0:
+                n += 3
+            else:
+                n += 4
+            c += 1
     dst[0] = (0 if hdr & 0x10 else 0x80) | (hdr & 0x0F)
     p = 2
     if n < 126:

@@ -8,6 +8,7 @@ import os
 from . import handshake
 from .errors import (ConnectionClosed, ConnectTimeout, HandshakeError, LinkDead,
                      ProtocolError, WSError)
+from .mask import frame_into
 from .protocol import OPEN, Message, Pong, Protocol
 
 try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
@@ -33,6 +34,7 @@ except ImportError:
 _READ_BUF = 1024       # bytes read from the socket at once (one preallocated buffer)
 _CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
+_TEXT_STR = 0x21         # frame_into header flags: a str payload, opcode 1 (text)
 
 
 class _Ready:
@@ -102,8 +104,11 @@ class _SocketIO:
     write goes straight to the socket; only when the kernel takes less than all of it is the
     rest kept and awaited (the hot path costs one write() call and no allocation)."""
 
+    direct = True  # WebSocket.send may write to .s itself while .idle
+
     def __init__(self):
         self.s = None
+        self.idle = True       # no backlog: a new frame may go straight to the socket
         self._backlog = None   # bytes a short write left, written before anything newer
         self._retry = 0        # length to pass on the retry (TLS wants the same length again)
         self._wlock = asyncio.Lock()
@@ -139,21 +144,17 @@ class _SocketIO:
             self.s = s
 
     @micropython.native
-    def write_frame(self, enc, n):
-        return self.write(enc.out, n)
-
-    @micropython.native
     def write(self, buf, n):
         """Write buf[0:n]; returns an awaitable that completes once it is all written."""
         if self._backlog is None:
             w = self.s.write(buf, 0, n)
             if w == n:
                 return _READY
-            return self._keep(buf, w, n)
+            return self.keep(buf, w, n)
         self._backlog.extend(memoryview(buf)[:n])
         return self._drain()
 
-    def _keep(self, buf, w, n):
+    def keep(self, buf, w, n):
         # The kernel took w bytes (None: none). Keep the rest; a TLS socket must be offered
         # the same length again after it would have blocked.
         if w is None:
@@ -162,6 +163,7 @@ class _SocketIO:
         else:
             self._retry = n - w
         self._backlog = bytearray(memoryview(buf)[w:n])
+        self.idle = False
         return self._drain()
 
     async def _drain(self):
@@ -174,6 +176,7 @@ class _SocketIO:
                     continue
                 if w >= len(bl):
                     self._backlog = None
+                    self.idle = True
                 else:
                     self._backlog = bl = bl[w:]
                     self._retry = len(bl)
@@ -207,6 +210,8 @@ def _raw_sockaddr(socket, host, port):
 class _StreamIO:
     """CPython: asyncio streams (the TLS handshake happens inside open())."""
 
+    direct = False
+
     def __init__(self):
         self.r = self.w = None
 
@@ -214,9 +219,6 @@ class _StreamIO:
         ctx = _tls_context(ca_file) if secure else None
         self.r, self.w = await asyncio.open_connection(
             host, port, ssl=ctx, server_hostname=host if secure else None)
-
-    def write_frame(self, enc, n):
-        return self.write(enc.out, n)
 
     def write(self, buf, n):
         self.w.write(bytes(memoryview(buf)[:n]))
@@ -326,6 +328,9 @@ class WebSocket:
         self._pings = {}         # payload -> Event, for ping()
         self._last_rx = ticks_ms()
         self._reader = asyncio.create_task(self._read_loop(early))
+        self._sock = io.s if io.direct else None
+        self._fast = None       # the Encoder while send() may take its fast path
+        self._update_fast()
         self._keeper = None
         if ping_interval_s:
             self._keeper = asyncio.create_task(self._keepalive(ping_interval_s, ping_timeout_s))
@@ -341,15 +346,61 @@ class WebSocket:
         """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
         The frame is built in a reused buffer and written with one write; the await only
         waits when the socket could not take it all."""
+        # The hot path (MicroPython, a str that fits, connection open, nothing queued) is
+        # flattened: each call level or attribute lookup costs about as much as the masking.
+        # Native code, and no `except ... as e` (that would heap-allocate a frame per call).
+        e = self._fast
+        if e is not None and type(data) is str:
+            n = len(data)
+            if n <= e.room4:
+                buf = e.buf
+                try:
+                    k = frame_into(buf, (n << 6) | _TEXT_STR, data, e._pool)
+                    if not k:  # the key pool is used up (every 64 frames)
+                        e._refill()
+                        k = frame_into(buf, (n << 6) | _TEXT_STR, data, e._pool)
+                    n = k
+                    if n:
+                        w = self._sock.write(buf, 0, n)
+                        if w == n:
+                            return _READY
+                        return self._short(buf, w, n)
+                except OSError:
+                    raise self._lost("send failed")
+        return self._send(data)
+
+    def _send(self, data):
+        # everything else: binary, big frames, no viper, CPython, closed, a backlog
         if self._exc is not None:
             raise self._exc
-        # Native code, and no `except ... as e`: a bytecode frame over 11 slots would be
-        # heap-allocated on every call.
+        p = self._p
         try:
-            n = self._p.send_message(data)
-            return self._io.write(self._p.enc.out, n)
+            n = p.send_message(data)  # raises once closing/closed
+            aw = self._io.write(p.enc.out, n)
         except OSError:
             raise self._lost("send failed")
+        if aw is _READY:
+            self._update_fast()
+            return aw
+        self._fast = None
+        return self._wait_sent(aw)
+
+    def _short(self, buf, w, n):
+        self._fast = None
+        return self._wait_sent(self._io.keep(buf, w, n))
+
+    async def _wait_sent(self, aw):
+        try:
+            await aw
+        except OSError:
+            raise self._lost("send failed")
+        self._update_fast()
+
+    def _update_fast(self):
+        # The fast path may run only while nothing it skips could matter.
+        ok = (self._sock is not None and frame_into is not None and self._exc is None
+              and self._p.state == OPEN and self._io.idle)
+        self._fast = self._p.enc if ok else None
 
     async def recv(self):
         """The next message (str or bytes). Raises ConnectionClosed (or ProtocolError /
@@ -397,14 +448,24 @@ class WebSocket:
         if self._exc is not None:
             raise self._exc
         queue_it()
+        self._update_fast()  # a close frame ends the fast path
         out = self._p.data_to_send()
         if out:
             try:
-                await self._io.write(out, len(out))
+                await self._write_out(out)
             except OSError as e:
                 raise self._lost(e)
 
+    async def _write_out(self, out):
+        # control frames go through the same ordered path as messages
+        aw = self._io.write(out, len(out))
+        if aw is not _READY:
+            self._fast = None  # bytes are queued: send() must queue behind them
+            await aw
+            self._update_fast()
+
     def _lost(self, e):
+        self._fast = None
         if self._exc is None:
             self._exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
             self._reader.cancel()
@@ -435,9 +496,10 @@ class WebSocket:
                         p.receive_data(data)
                     finally:
                         self._deliver()
+                        self._update_fast()  # a close frame or a failure ends it
                     out = p.data_to_send()
                     if out:
-                        await io.write(out, len(out))
+                        await self._write_out(out)
                 if p.state != OPEN and p.close_code is not None:
                     # The server's close frame arrived (and ours went out): §7.1.1 says the
                     # server closes TCP first; give it a moment, then close ourselves.
@@ -468,6 +530,7 @@ class WebSocket:
         except OSError as e:
             exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
         finally:
+            self._fast = None
             io.close()
             if self._exc is None:
                 if exc is not None:
@@ -505,6 +568,7 @@ class WebSocket:
             await asyncio.sleep(to / 1000)
             if ticks_diff(self._last_rx, sent_at) < 0 and self._exc is None:
                 # Nothing at all (pong or data) since the ping: the link is dead.
+                self._fast = None
                 self._exc = LinkDead("no pong or data within %s s of a ping" % timeout_s)
                 self._reader.cancel()
                 return

@@ -22,8 +22,9 @@ OP_PONG = const(0xA)
 _KEEP_MAX = const(2048)   # the send buffer grows up to this and stays; bigger frames are one-off
 _KEYS = const(64)         # masking keys fetched at once: one os.urandom(256) per 64 frames
 _IDX = const(4 * _KEYS)   # index of the pool's "keys used" byte
-_VIPER_MAX = const(1 << 24)  # the viper path packs the length into a small int
+_VIPER_MAX = const(1 << 23)  # the viper path packs the length into a small int
 _NOT_FIN = const(0x10)    # viper header flag: not the final fragment
+_IS_STR = const(0x20)     # viper header flag: the payload is a str, count is in characters
 _MAX_CONTROL = const(125)  # §5.5
 
 
@@ -31,7 +32,7 @@ class Encoder:
     """Builds masked client frames: header, key and payload in ONE buffer, so the shell writes
     each frame with a single write. After encode(), the frame is out[0:n]."""
 
-    def __init__(self, randbytes, size=256):
+    def __init__(self, randbytes, size=512):
         self.buf = bytearray(size)
         self.out = self.buf
         self._rand = randbytes
@@ -39,6 +40,7 @@ class Encoder:
         # batches so that a frame costs no allocation. Byte 4*_KEYS counts the keys used.
         self._pool = bytearray(_IDX + 1)
         self._pool[_IDX] = _KEYS
+        self.room4 = (size - 14) // 4  # a str of up to this many characters fits in buf
 
     # The two methods below run once per message: native code, few locals and a shallow
     # stack (MicroPython puts a bytecode frame of more than 11 slots on the heap).
@@ -50,7 +52,7 @@ class Encoder:
         if n + 14 > len(self.buf) or frame_into is None or n >= _VIPER_MAX:
             return self.encode_frame(opcode, src, n, True)
         self.out = self.buf
-        return frame_into(self.buf, (n << 5) | opcode, src, self._pool)
+        return frame_into(self.buf, (n << 6) | opcode, src, self._pool)
 
     @micropython.native
     def encode_text(self, s):
@@ -60,11 +62,12 @@ class Encoder:
         if frame_into is None:  # no viper: frame the encoded bytes
             s = text_src(s)
             return self.encode_frame(OP_TEXT, s, nbytes(s), True)
-        n = str_nbytes(s, len(s))  # viper reads the str's UTF-8 in place: no copy
-        if n + 14 > len(self.buf) or n >= _VIPER_MAX:
-            return self.encode_frame(OP_TEXT, s, n, True)
+        n = len(s)
+        if 4 * n + 14 > len(self.buf) or n >= _VIPER_MAX:
+            return self.encode_frame(OP_TEXT, s, str_nbytes(s, n), True)
+        # viper reads the str's UTF-8 in place (no encoded copy) and counts its bytes
         self.out = self.buf
-        return frame_into(self.buf, (n << 5) | OP_TEXT, s, self._pool)
+        return frame_into(self.buf, (n << 6) | _IS_STR | OP_TEXT, s, self._pool)
 
     def encode_frame(self, opcode, src, n, fin):
         """Any frame, fragments included (fin False); may allocate."""
@@ -75,11 +78,12 @@ class Encoder:
         if need > len(buf):
             if need <= _KEEP_MAX:
                 buf = self.buf = bytearray(need + 64)  # grows and stays
+                self.room4 = (need + 50) // 4
             else:
                 buf = bytearray(need)  # one-off: a big frame does not pin its buffer
         self.out = buf
         if frame_into is not None and n < _VIPER_MAX:
-            return frame_into(buf, (n << 5) | (0 if fin else _NOT_FIN) | opcode, src,
+            return frame_into(buf, (n << 6) | (0 if fin else _NOT_FIN) | opcode, src,
                               self._pool)
         return _encode_py(buf, opcode, src, n, fin, self._pool)
 

@@ -57,7 +57,7 @@ def close_code_ok(code):
 
 
 class Protocol:
-    def __init__(self, max_message=16384, randbytes=os.urandom, send_buffer=256):
+    def __init__(self, max_message=16384, randbytes=os.urandom, send_buffer=512):
         self.state = OPEN
         self.max_message = max_message
         self.close_code = None      # from the server's close frame, or our failure code
