@@ -30,17 +30,20 @@ BENCH_CLIENT = paths.TOOLS / "bench" / "ws_client.py"
 def add_arguments(parser):
     sub = parser.add_subparsers(dest="target", metavar="TARGET", required=True)
     for name, (help_, where) in TARGETS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
-        if where == "bench_ws":
-            p.add_argument("--messages", type=int, default=10000,
-                           help="text messages of 100 bytes per throughput run (10000)")
-            p.add_argument("--echo", type=int, default=500, help="echo round trips per run (500)")
-            p.add_argument("--rounds", type=int, default=3,
-                           help="runs of each measurement; medians are reported (3)")
-            p.add_argument("--heapsize", default=upy.DEFAULT_HEAP,
-                           help="MicroPython heap (-X heapsize), default %s" % upy.DEFAULT_HEAP)
-        else:
+        if where != "bench_ws":
+            # its own options pass through untouched ("+" so argparse claims none of them)
+            p = sub.add_parser(name, help=help_, description=help_, prefix_chars="+",
+                               add_help=False)
             p.add_argument("rest", nargs=argparse.REMAINDER, help="the target's own options")
+            continue
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--messages", type=int, default=10000,
+                       help="text messages of 100 bytes per throughput run (10000)")
+        p.add_argument("--echo", type=int, default=500, help="echo round trips per run (500)")
+        p.add_argument("--rounds", type=int, default=3,
+                       help="runs of each measurement; medians are reported (3)")
+        p.add_argument("--heapsize", default=upy.DEFAULT_HEAP,
+                       help="MicroPython heap (-X heapsize), default %s" % upy.DEFAULT_HEAP)
 
 
 def run(args):
