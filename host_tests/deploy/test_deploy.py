@@ -38,6 +38,13 @@ def expected_files(root=FIRMWARE, compiled=True):
     return out
 
 
+def assert_rebooted_after_deploy(vb):
+    """The deploy's last raw-REPL session is followed by a reboot (the reset is sent as the
+    deploy ends, so it may still be under way)."""
+    vb.wait_log(r"MPY: soft reboot|rst:0x", timeout=60,
+                start=vb.log().rfind("raw REPL; CTRL-B to exit"))
+
+
 def test_fresh_board_via_mpremote_gets_firmware_board_file_and_config(vboard, tmp_path):
     cfg = make_config(tmp_path / "config.json")
     r = deploy(vboard, "--config", cfg, tmp_path=tmp_path)
@@ -53,9 +60,7 @@ def test_fresh_board_via_mpremote_gets_firmware_board_file_and_config(vboard, tm
     assert json.loads((vboard.flash / "board.json").read_text()) == VIRTUAL_BOARD
     assert json.loads((vboard.flash / "config.json").read_text()) == json.loads(cfg.read_text())
     # the board was reset afterwards: a reboot shows in its output after the deploy's session
-    log = vboard.log()
-    last_session = log.rfind("raw REPL; CTRL-B to exit")
-    assert re.search(r"MPY: soft reboot|rst:0x", log[last_session:]), log[-2000:]
+    assert_rebooted_after_deploy(vboard)
     # and the deployed package imports on the board, compiled (.mpy)
     r = mpremote(vboard.port, "exec", "import fieldlink.config as c; print(c.__file__, "
                  "c.load_file().device_id)")
@@ -122,8 +127,7 @@ def test_fresh_board_via_ampy(vboard, tmp_path):
     assert (vboard.flash / "fieldlink" / "config.mpy").read_bytes()[:2] == b"M\x06"
     assert json.loads((vboard.flash / "config.json").read_text())["device_id"] == "dev-ampy"
     assert json.loads((vboard.flash / "board.json").read_text()) == VIRTUAL_BOARD
-    log = vboard.log()
-    assert re.search(r"MPY: soft reboot|rst:0x", log[log.rfind("raw REPL; CTRL-B"):])
+    assert_rebooted_after_deploy(vboard)
 
 
 # ---- bad input: a clear error, and the board's flash untouched -----------------------------

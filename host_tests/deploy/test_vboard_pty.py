@@ -36,7 +36,6 @@ def test_mpremote_copies_files_into_the_flash_directory(vboard, tmp_path):
 
 
 def test_ctrl_c_interrupts_running_firmware_and_soft_reset_runs_main_again(vboard):
-    vboard.wait_log(r">>> ")   # first boot (empty flash) is over
     (vboard.flash / "boot.py").write_text("print('boot: ran')\n")
     (vboard.flash / "main.py").write_text(ASYNC_MAIN)
     # boot.py and main.py run only on a (re)boot: reboot the board into them from the
@@ -72,7 +71,6 @@ def test_watchdog_exit_76_from_main_py_reboots(vboard):
         "try:\n    os.stat('rebooted')\nexcept OSError:\n"
         "    open('rebooted', 'w').close()\n    import sys\n    sys.exit(76)\n"
         "print('main: second boot')\n")
-    vboard.wait_log(r">>> ")
     with serial.Serial(vboard.port, 115200, timeout=1) as s:
         s.write(b"\r\x03\r\x04")
     vboard.wait_log(r"rst:0x7 \(TG0WDT_SYS_RESET\).*\r\nmain: second boot")

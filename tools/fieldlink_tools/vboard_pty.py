@@ -41,6 +41,13 @@ from . import paths, upy
 # Exit statuses the virtual board's machine module uses for resets (tools/vboard/machine.py).
 EXIT_MACHINE_RESET = 75
 EXIT_WATCHDOG = 76
+# What machine.reset_cause() reports after each kind of restart (names in tools/vboard/
+# machine.py, read from $FIELDLINK_VBOARD_RESET_CAUSE; the same choices as fieldlink sim).
+# A soft reboot keeps the cause of the last hard one, as on an ESP32.
+_CAUSES = {EXIT_MACHINE_RESET: "HARD_RESET", EXIT_WATCHDOG: "WDT_RESET"}
+# Heap of the full firmware on the virtual board: see fieldlink_tools.sim.DEFAULT_HEAP (the
+# unix port's 64-bit objects need more than an ESP32's ~100 KiB).
+DEFAULT_HEAP = "256k"
 
 SOFT_REBOOT = b"MPY: soft reboot\r\n"
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
@@ -151,6 +158,7 @@ class _Board:
         self.pending_in = bytearray()   # host input while no child runs
         self.exit_status = None         # from the bootstrap's sentinel
         self.started = 0.0
+        self.cause = "PWRON_RESET"
 
     # -- child lifecycle -------------------------------------------------------------------
     def start(self, mode):
@@ -161,9 +169,10 @@ class _Board:
         code = _BOOTSTRAP.replace("FILES", repr(files))
         cmd = upy.command(code=code, heapsize=self.heapsize)
         cmd.insert(1, "-i")
+        env = dict(self.env, FIELDLINK_VBOARD_RESET_CAUSE=self.cause)
         self.proc = subprocess.Popen(
             cmd, stdin=self.child_slave, stdout=self.child_slave, stderr=self.child_slave,
-            cwd=self.flash_dir, env=self.env, start_new_session=True, close_fds=True)
+            cwd=self.flash_dir, env=env, start_new_session=True, close_fds=True)
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
         except (AttributeError, OSError):
@@ -200,6 +209,7 @@ class _Board:
         self.stop()
         if status in _RESET_LINES:
             self.emit(b"\r\n" + _RESET_LINES[status])
+            self.cause = _CAUSES[status]
             mode = "friendly"
         elif status == 0:
             self.emit(SOFT_REBOOT)
@@ -207,6 +217,7 @@ class _Board:
         else:
             self.emit(b"\r\nvboard: interpreter exited with status %d; rebooting\r\n" % status)
             self.emit(SOFT_REBOOT)
+            self.cause = "HARD_RESET"
             mode = "friendly"
         if lived < 0.5:
             time.sleep(0.2)   # a boot loop should not eat a CPU
@@ -390,7 +401,7 @@ class _Board:
                 pass
 
 
-def run_pty(flash_dir, board=None, heapsize=upy.DEFAULT_HEAP, *, extra_path=(), log=None,
+def run_pty(flash_dir, board=None, heapsize=DEFAULT_HEAP, *, extra_path=(), log=None,
             announce=None, stop=None):
     """Serve a virtual board on a new pseudo-terminal until interrupted; return an exit code.
 
@@ -430,8 +441,8 @@ def add_arguments(parser):
     parser.add_argument("--flash", default=str(paths.VAR / "vboard-flash"),
                         help="directory that is the board's flash (default: var/vboard-flash)")
     parser.add_argument("--board", default=None, help="board name (boards/NAME)")
-    parser.add_argument("--heapsize", default=upy.DEFAULT_HEAP,
-                        help="MicroPython heap size (default %s)" % upy.DEFAULT_HEAP)
+    parser.add_argument("--heapsize", default=DEFAULT_HEAP,
+                        help="MicroPython heap size (default %s)" % DEFAULT_HEAP)
     parser.add_argument("--log", default=None, help="also append everything the board prints "
                         "to this file")
 
