@@ -646,3 +646,37 @@ def _deploy_on(link, args, board, board_name, want, config, sources, t0):
     _say("deployed %s to %s: %d file(s) copied in %.1fs"
          % (board_name, args.port, copied, time.monotonic() - t0))
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# firmware/package.json (for `mpremote mip install`), generated from the tree
+# --------------------------------------------------------------------------------------------
+
+def package_json(root=None):
+    """The mip package description of the firmware: every file deploy copies, as source."""
+    root = Path(root or paths.FIRMWARE)
+    version = "0.0.0"
+    init = root / PACKAGE / "__init__.py"
+    if init.is_file():
+        for line in init.read_text().splitlines():
+            if line.startswith("__version__"):
+                version = line.split("=", 1)[1].strip().strip("\"'")
+    return {"urls": [[rel, rel] for rel in firmware_sources(root)], "version": version}
+
+
+def package_json_text(root=None):
+    """package.json with one [target, source] pair a line, so a diff shows the file added."""
+    pkg = package_json(root)
+    urls = ",\n".join("  " + json.dumps(u) for u in pkg["urls"])
+    return '{\n "urls": [\n%s\n ],\n "version": %s\n}\n' % (urls, json.dumps(pkg["version"]))
+
+
+if __name__ == "__main__":
+    # python -m fieldlink_tools.deploy --write-package-json: refresh firmware/package.json
+    if sys.argv[1:] == ["--write-package-json"]:
+        (paths.FIRMWARE / "package.json").write_text(package_json_text())
+        print("wrote %s" % (paths.FIRMWARE / "package.json"))
+    else:
+        print("usage: python -m fieldlink_tools.deploy --write-package-json "
+              "(the command itself is `fieldlink deploy`)", file=sys.stderr)
+        sys.exit(2)
