@@ -68,8 +68,14 @@ class App:
         """Sampler callback: one reading into the outbox, wake the sender."""
         ob = self.outbox
         q = ob.next_seq
-        ob.push(q, self._reading(q, self.clock.unix_ms(), self.clock.uptime_ms(), name, value,
-                                 unit, err))
+        try:
+            ob.push(q, self._reading(q, self.clock.unix_ms(), self.clock.uptime_ms(), name,
+                                     value, unit, err))
+        except MemoryError:
+            # The reading got no seq, so nothing is lost from the protocol's view; say so.
+            gc.collect()
+            _log.warn("no memory for reading %s: skipped", name)
+            return
         self.sup.kick()
         self.readings += 1
         if self.readings % _MEM_EVERY == 0:

@@ -213,13 +213,19 @@ class Outbox:
         """Add one reading (JSON text from proto.reading with q == seq)."""
         if seq != self.next_seq:
             raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
+        # Both lists change or neither: a MemoryError between the two appends would leave
+        # them out of step for good.
+        self._rd.append(text)
+        try:
+            self._rq.append(seq)
+        except MemoryError:
+            self._rd.pop()
+            raise
         self.next_seq = seq + 1
+        self.ram_used += len(text) + 1
         if self.store is not None and (self.next_seq > self._mark or self._meta_dirty):
             self._mark = self.next_seq + self.seq_block
             self.save_meta()
-        self._rq.append(seq)
-        self._rd.append(text)
-        self.ram_used += len(text) + 1
         while self.ram_used > self.ram_limit:
             if not (self.flash_limit and self._spill_chunk()):
                 if not self._drop_ram():
@@ -312,22 +318,28 @@ class Outbox:
         return True
 
     def _load_segment(self):
-        s = self._segs.pop(0)
+        s = self._segs[0]
         try:
-            lines = self.store.read_segment(s[4])
+            lines = self.store.read_segment(s[4])  # a MemoryError here changes nothing
             qs = [_seq_of(t) for t in lines]
         except (OSError, ValueError):
+            self._segs.pop(0)
             # unreadable: these seqs can never be sent, so declare them rather than leave a
             # hole that would stop the server's cumulative ack for good
             self.store.remove(s[4])
             self.flash_used -= s[3]
             self._add_gap(max(s[0], self.acked + 1), s[1], "reboot")
             return
+        keep_q = []
+        keep_d = []
         for i in range(len(qs)):
             if qs[i] > self.acked:
-                self._hq.append(qs[i])
-                self._hd.append(lines[i])
+                keep_q.append(qs[i])
+                keep_d.append(lines[i])
         self._hsegs.append([s[1], s[4], s[3]])
+        self._segs.pop(0)
+        self._hq.extend(keep_q)
+        self._hd.extend(keep_d)
 
     # ---- link side ----
 

@@ -10,7 +10,7 @@ from fieldlink_tools.faultproxy import FaultProxy
 # device models. One test also runs the full boards/virtual board.
 SIM_ONLY = {"name": "virtual", "chip": "unix", "buses": {},
             "sensors": [{"name": "sim", "driver": "simulated", "seed": 7}]}
-HEAP = "192k"  # enough for SIM_ONLY; see sim.DEFAULT_HEAP
+HEAP = sim.DEFAULT_HEAP
 
 # Quick link settings for tests: small intervals so faults are detected in seconds.
 FAST = {"ping_interval_s": 1, "ping_timeout_s": 1, "backoff_base_s": 0.2, "backoff_max_s": 1,

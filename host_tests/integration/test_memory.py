@@ -9,7 +9,7 @@ MEM = re.compile(r"INFO app: mem readings=(\d+) seq=\d+ alloc=(\d+) free=(\d+) "
 
 def test_10000_readings_no_growth(collector_proc, sim_board):
     c = collector_proc({"dev-1": "tok-1"})
-    b = sim_board(c.url, heapsize="192k", sample_interval_s=0.005)
+    b = sim_board(c.url, sample_interval_s=0.005)   # heap: sim.DEFAULT_HEAP (see docs)
     b.wait_for_line("INFO app: mem readings=10000", timeout=150)
     c.wait_seqs("dev-1", 10000, timeout=60)
     assert not b.lines("MemoryError"), "\n".join(b.lines("MemoryError")[:5])
