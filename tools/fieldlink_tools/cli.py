@@ -1,4 +1,4 @@
-"""The `fieldlink` command: one subcommand per module, loaded only when used.
+"""The `fieldlink` command: the host-side tools of fieldlink, one subcommand per module.
 
 Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`.
 """
@@ -6,8 +6,8 @@ import argparse
 import importlib
 import sys
 
-# name -> (module, one-line help). Modules are imported lazily so that `fieldlink --help`
-# stays fast and a broken optional part does not break the others.
+# name -> (module, one-line help). A module that does not exist yet is left out of the CLI
+# rather than faked.
 COMMANDS = {
     "demo": ("fieldlink_tools.demo", "run the collector and one simulated board; show readings"),
     "server": ("fieldlink_tools.collector.cli", "run the collector (WebSocket server + dashboard)"),
