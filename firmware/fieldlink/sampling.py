@@ -10,6 +10,9 @@ import time
 from fieldlink import filters
 
 DEFAULT_INTERVAL_S = 5
+# The longest error text a missing reading carries: the collector keeps "e" to 64 chars, and
+# drivers' messages (with ROM codes, CRC bytes) run longer. The log line keeps the full text.
+ERR_MAX = 64
 _ENTRY_KEYS = ("interval_s", "filters")
 
 if hasattr(time, "ticks_ms"):
@@ -197,6 +200,8 @@ class Sampler:
                 if kind != sl.error:  # log changes, not every read (CRCs differ each time)
                     self._log("sampling: %s missing: %s" % (sl.sensor.name, msg))
                 sl.error = kind
+                if len(msg) > ERR_MAX:
+                    msg = msg[:ERR_MAX - 3] + "..."
                 for i in range(len(sl.names)):
                     out.append(emit(sl.names[i], None, sl.units[i], msg))
                 continue

@@ -96,6 +96,21 @@ def test_missing_reading_is_marked_and_logged_once_then_recovery_logged():
     assert "reading again" in r.logs[-1]
 
 
+def test_long_error_text_is_cut_to_what_the_collector_stores():
+    # A real driver message: 70 chars. The collector refused "e" over 64 chars with 1007, so
+    # the reading stayed in the outbox and was resent (and refused) forever.
+    from fieldlink.drivers import CRCError
+    text = "ds18b20 28ff4c6a711603eb: scratchpad crc 0xec, computed 0x49"
+    env = Fake("water", [20.0])
+    env.fail = CRCError(text)
+    r = Rec()
+    sampling.Sampler([env], {}, r.log).tick(0, r.emit)
+    err = r.got[0][3]
+    assert len(err) <= 64 and sampling.ERR_MAX == 64, err
+    assert err.startswith("CRCError: ds18b20 28ff4c6a711603eb: scratchpad") and err.endswith("...")
+    assert text in r.logs[0]  # the log line keeps all of it
+
+
 def test_error_in_start_is_missing_too_and_other_sensors_continue():
     class Bad(Fake):
         def start(self):
