@@ -73,3 +73,39 @@ def test_batch_limit_is_configurable():
     M.parse(json.dumps({"t": "batch", "r": readings(range(1, 11))}), max_batch=10)
     with pytest.raises(M.ProtocolError):
         M.parse(json.dumps({"t": "batch", "r": readings(range(1, 12))}), max_batch=10)
+
+
+def _one(**kw):
+    r = {"q": 1, "ts": None, "up": 0, "n": "water.temperature", "v": None, "u": "C"}
+    r.update(kw)
+    return {"t": "batch", "r": [r]}
+
+
+def test_long_missing_reason_is_cut_not_refused():
+    # A refused reading stays in the device's outbox and is resent, and refused, forever:
+    # the firmware's driver messages ran to 70-83 chars against a limit of 64.
+    text = "CRCError: ds18b20 28ff4c6a711603eb: scratchpad crc 0xec, computed 0x49"
+    m = M.parse(json.dumps(_one(e=text)))
+    assert m["r"][0]["e"] == text[:64] and M.E_MAX == 64
+    with pytest.raises(M.ProtocolError) as e:
+        M.parse(json.dumps(_one(e=5)))
+    assert e.value.close_code == 1007
+
+
+@pytest.mark.parametrize("m", [
+    _one(q=2 ** 63), _one(up=2 ** 63), _one(ts=2 ** 64), _one(v=10 ** 400),
+    {"t": "gap", "from": 1, "to": 2 ** 63, "why": "dropped"},
+    hello("dev-1", boot=2 ** 63),
+], ids=["q", "up", "ts", "v", "gap.to", "hello.boot"])
+def test_integers_beyond_64_bits_are_refused_as_malformed(m):
+    # They used to pass the checks and make sqlite3 raise OverflowError in the store: a
+    # 1011 "internal error" with a traceback, on every resend.
+    with pytest.raises(M.ProtocolError) as e:
+        M.parse(json.dumps(m))
+    assert (e.value.close_code, e.value.code) == (1007, "bad_message")
+
+
+def test_a_huge_integer_value_is_kept_as_a_float():
+    m = M.parse(json.dumps(_one(v=10 ** 20)))
+    assert m["r"][0]["v"] == 1e20 and isinstance(m["r"][0]["v"], float)
+    assert M.parse(json.dumps(_one(v=2 ** 63 - 1)))["r"][0]["v"] == 2 ** 63 - 1

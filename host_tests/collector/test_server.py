@@ -121,6 +121,26 @@ def test_exactly_once_under_resends_and_overlapping_batches(tmp_path):
     run(main())
 
 
+def test_readings_with_long_reasons_and_huge_values_are_stored_and_acked(tmp_path):
+    # Both used to cost the connection (1007 for "e" over 64 chars; 1011 from sqlite3's
+    # OverflowError for an int beyond 64 bits), and the device resent them forever.
+    long_e = "DeviceMissing: ds18b20 28ff4c6a711603eb: bus stuck (config byte 0x00 is impossible)"
+    rs = [{"q": 1, "ts": None, "up": 0, "n": "water.temperature", "v": None, "u": "C",
+           "e": long_e},
+          {"q": 2, "ts": None, "up": 5, "n": "count.events", "v": 10 ** 20, "u": ""}]
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, {"t": "batch", "r": rs})
+                assert (await recv(ws)) == {"t": "ack", "ack": 2}
+            got = c.store.readings("dev-1")
+            assert got[0]["v"] is None and got[0]["e"] == long_e[:64]
+            assert got[1]["v"] == 1e20
+    run(main())
+
+
 def test_gaps_advance_the_ack_and_holes_hold_it(tmp_path):
     async def main():
         async with Server(tmp_path / "c.db") as c:

@@ -9,6 +9,8 @@ import re
 VERSION = 1
 SUBPROTOCOL = "fieldlink.v1"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+E_MAX = 64                # a reading's `e` (why it is missing) is stored cut to this length
+INT_MAX = 2 ** 63 - 1     # JSON integers are unbounded; SQLite's INTEGER is 64-bit signed
 
 # Close codes (docs/protocol.md "Errors and close codes"; RFC 6455 §7.4.1).
 NORMAL = 1000
@@ -34,11 +36,12 @@ def _bad(msg):
 
 
 def _is_int(x):
-    return isinstance(x, int) and not isinstance(x, bool)
+    """An integer the store can hold (a bigger one made sqlite3 raise OverflowError)."""
+    return isinstance(x, int) and not isinstance(x, bool) and -INT_MAX - 1 <= x <= INT_MAX
 
 
 def _is_num(x):
-    return (isinstance(x, (int, float)) and not isinstance(x, bool))
+    return _is_int(x) or isinstance(x, float)
 
 
 def _reject_constant(name):
@@ -108,14 +111,23 @@ def check_reading(r):
     if not isinstance(n, str) or not 0 < len(n) <= 64:
         raise _bad("reading %d: n must be a string of 1-64 chars" % q)
     v = r.get("v", ...)
+    if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
+        try:
+            v = r["v"] = float(v)  # a measurement beyond 64 bits: keep it, as the number it is
+        except OverflowError:
+            raise _bad("reading %d: v is out of range" % q) from None
     if v is ... or not (v is None or _is_num(v)):
         raise _bad("reading %d: v must be a number or null" % q)
     u = r.get("u")
     if not isinstance(u, str) or len(u) > 16:
         raise _bad("reading %d: u must be a string of at most 16 chars" % q)
     e = r.get("e")
-    if e is not None and (not isinstance(e, str) or len(e) > 64):
-        raise _bad("reading %d: e must be a string of at most 64 chars" % q)
+    if e is not None and not isinstance(e, str):
+        raise _bad("reading %d: e must be a string" % q)
+    if e is not None and len(e) > E_MAX:
+        # Why a value is missing is free text (driver messages run long). Refusing it would
+        # make the device resend the same reading forever; keep the first E_MAX chars.
+        r["e"] = e[:E_MAX]
 
 
 def _check_batch(m, max_batch):
