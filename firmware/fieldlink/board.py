@@ -16,6 +16,11 @@ DRIVERS = {
     "simulated": ("simulated", "Simulated", None),
 }
 BUS_TYPES = ("i2c", "onewire")
+# Readings are named "<sensor>.<quantity>" with a unit; the collector refuses names over 64
+# chars and units over 16 (every resend of such a reading would be refused again).
+NAME_MAX = 32
+QUANTITY_MAX = 31
+UNIT_MAX = 16
 _ATTN = {0: "ATTN_0DB", 2.5: "ATTN_2_5DB", 6: "ATTN_6DB", 11: "ATTN_11DB"}
 
 
@@ -62,9 +67,9 @@ def check(data):
         if not isinstance(s, dict):
             raise ValueError("board.json: sensors[%d]: expected an object" % i)
         name = _need(s, "name", p, (str,), "a name without dots")
-        if not name or "." in name or name == "*" or name in seen:
-            raise ValueError("board.json: %sname: %r is empty, has a dot or is taken"
-                             % (p, name))
+        if not name or "." in name or name == "*" or name in seen or len(name) > NAME_MAX:
+            raise ValueError("board.json: %sname: %r is empty, has a dot, is taken or is "
+                             "longer than %d chars" % (p, name, NAME_MAX))
         seen.append(name)
         drv = _need(s, "driver", p, (str,), "a driver name")
         if drv not in DRIVERS:
@@ -80,6 +85,13 @@ def check(data):
                 _need(s, "address", p, (int,), "a 7-bit I2C address")
         elif kind == "pin":
             _pin(s, "pin", p)
+        for key, most in (("quantity", QUANTITY_MAX), ("unit", UNIT_MAX)):
+            if key in s:
+                v = _need(s, key, p, (str,), "a string")
+                if not v or len(v) > most or (key == "quantity" and "." in v):
+                    raise ValueError("board.json: %s%s: expected 1-%d chars%s, got %r"
+                                     % (p, key, most, " without dots" if key == "quantity"
+                                        else "", v))
     led = data.get("led")
     if led is not None:
         if not isinstance(led, dict):

@@ -67,6 +67,11 @@ BAD = [
     ("esp32_devkitc", "micropython.flash_offset", "0x0", "micropython.flash_offset: esp32 images are written at 0x1000"),
     ("esp32_devkitc", "chip", "esp8266", "chip: unknown chip 'esp8266'"),
     ("esp32_devkitc", "buses.i2c0.freq", 5000000, "buses.i2c0.freq: expected 1000..1000000 Hz"),
+    # reading names "<sensor>.<quantity>" over 64 chars / units over 16 were refused by the
+    # collector on every resend
+    ("esp32_devkitc", "sensors.0.name", "n" * 33, "sensors[0].name: expected a name of 1-32"),
+    ("esp32_devkitc", "sensors.2.unit", "volts-through-a-divider", "sensors[2].unit: expected a unit of 1-16 chars"),
+    ("esp32_devkitc", "sensors.2.quantity", "q" * 32, "sensors[2].quantity: expected 1-31"),
     ("esp32s3_devkitc1", "buses.i2c0.scl", 30, "GPIO 30 is connected to the SPI flash/PSRAM (ESP32-S3 GPIO 26-32)"),
     ("esp32s3_devkitc1", "buses.ow0.pin", 35, "GPIO 35 is used by the octal PSRAM/flash on this module"),
     ("esp32s3_devkitc1", "buses.ow0.pin", 22, "GPIO 22 does not exist on the esp32s3"),
@@ -154,12 +159,25 @@ def test_cli_list_and_validate_all(capsys):
     (lambda d: d["sensors"][0].update(driver="x"), "board.json: sensors[0].driver: unknown 'x'"),
     (lambda d: d["sensors"][1].update(name="env"), "board.json: sensors[1].name: 'env'"),
     (lambda d: d["sensors"][0].pop("address"), "board.json: sensors[0].address: required"),
+    (lambda d: d["sensors"][0].update(name="n" * 33), "board.json: sensors[0].name: 'nnn"),
+    (lambda d: d["sensors"][2].update(unit="u" * 17), "board.json: sensors[2].unit: expected 1-16 chars"),
+    (lambda d: d["sensors"][2].update(quantity="a.b"), "board.json: sensors[2].quantity: expected 1-31 chars without dots"),
 ])
 def test_firmware_board_check_names_the_key(mutate, expect):
     d = _board()
     mutate(d)
     with pytest.raises(ValueError, match=re.escape(expect)):
         fw_board.load(d)
+
+
+def test_longest_names_fit_what_the_collector_stores():
+    from fieldlink_tools.collector import messages
+    d = _board()
+    d["sensors"][2].update(name="n" * 32, quantity="q" * 31, unit="u" * 16)
+    assert not _errors(d)
+    fw_board.load(d)
+    n = "%s.%s" % (d["sensors"][2]["name"], d["sensors"][2]["quantity"])
+    messages.check_reading({"q": 1, "ts": None, "up": 0, "n": n, "v": 1.0, "u": "u" * 16})
 
 
 def test_no_gpio_numbers_in_firmware():

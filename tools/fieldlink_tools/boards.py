@@ -204,8 +204,8 @@ def validate(board):
             err(w, "expected an object")
             continue
         name = s.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            err(w + ".name", "expected a name of letters, digits and _, got %r" % (name,))
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,31}", name):
+            err(w + ".name", "expected a name of 1-32 letters, digits and _, got %r" % (name,))
         elif name in names:
             err(w + ".name", "%r is used twice" % name)
         names.add(name)
@@ -240,6 +240,12 @@ def validate(board):
             pin(w + ".pin", s.get("pin"), output=False, adc=True)
             if s.get("atten", 11) not in ATTENS:
                 err(w + ".atten", "expected one of %s (dB), got %r" % (ATTENS, s.get("atten")))
+            # readings are "<name>.<quantity>" (the collector takes 64 chars) in a unit (16)
+            q, u = s.get("quantity", "voltage"), s.get("unit", "V")
+            if not isinstance(q, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,31}", q):
+                err(w + ".quantity", "expected 1-31 letters, digits or _, got %r" % (q,))
+            if not isinstance(u, str) or not 0 < len(u) <= 16:
+                err(w + ".unit", "expected a unit of 1-16 chars, got %r" % (u,))
         elif drv == "chip_temp" and rules is not None and not rules["chip_temp"]:
             err(w + ".driver", "the %s has no temperature sensor" % chip)
     out.sort(key=lambda p: p.level != "error")
