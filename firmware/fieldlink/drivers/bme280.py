@@ -7,7 +7,7 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-from fieldlink.drivers import SensorError, DeviceMissing, bus_error
+from fieldlink.drivers import SensorError, DeviceMissing, bus_error, sleep_ms
 
 _REG_CALIB_TP = const(0x88)  # 0x88..0xA1: T1..T3, P1..P9, (0xA0 unused), H1
 _REG_CALIB_H = const(0xE1)   # 0xE1..0xE7: H2..H6
@@ -209,7 +209,9 @@ class BME280:
 
     def read(self):
         if self._cal is None:
-            self.start()
+            # Without a start() first (or after a bus error): trigger a measurement and wait
+            # for it; reading at once returns the previous one, or 'skipped' after power-on.
+            sleep_ms(self.start())
         d = self._data
         try:
             self.i2c.readfrom_mem_into(self.address, _REG_DATA, d)

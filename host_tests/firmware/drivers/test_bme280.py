@@ -92,17 +92,20 @@ class FakeI2C:
         self.regs = regs
         self.present = present
         self.writes = []
+        self.events = []
 
     def readfrom_mem_into(self, addr, reg, buf):
         if not self.present or addr != 0x76:
             raise OSError(19)
         for i in range(len(buf)):
             buf[i] = self.regs.get(reg + i, 0)
+        self.events.append("read 0x%02x" % reg)
 
     def writeto_mem(self, addr, reg, buf):
         if not self.present or addr != 0x76:
             raise OSError(19)
         self.writes.append((reg, bytes(buf)))
+        self.events.append("write 0x%02x" % reg)
 
 
 def _regs():
@@ -149,3 +152,19 @@ def test_driver_skipped_measurement_is_an_error():
     s = bme280.BME280(FakeI2C(regs), 0x76)
     s.start()
     raises(SensorError, s.read)
+
+
+def test_read_without_start_triggers_and_waits_for_the_conversion():
+    # read() alone used to trigger a measurement and read the result registers at once:
+    # the previous measurement, or 'skipped' (0x80000) right after power-on.
+    bus = FakeI2C(_regs())
+    s = bme280.BME280(bus, 0x76)
+    real = bme280.sleep_ms
+    bme280.sleep_ms = lambda ms: bus.events.append("sleep %d" % ms)
+    try:
+        t, p, h = s.read()
+    finally:
+        bme280.sleep_ms = real
+    ev = bus.events
+    assert ev.index("write 0xf4") < ev.index("sleep 10") < ev.index("read 0xf7"), ev
+    assert t == 25.08
