@@ -192,8 +192,11 @@ def test_run_loop_emits_waits_for_conversion_and_reacts_to_set_interval():
 
     async def main():
         task = asyncio.create_task(s.run(emit))
-        while not got:
+        for _ in range(4000):      # a deadline (about 20 s), not a bare wait
+            if got:
+                break
             await asyncio.sleep(0.005)
+        assert got, "the loop emitted nothing"
         s.set_interval("a", 0.02)    # without this the next read is 30 s away
         await asyncio.wait_for(enough.wait(), 20)
         task.cancel()

@@ -95,7 +95,7 @@ def test_every_driver_reads_the_simulated_physical_values(tmp_path):
     assert val["porch.temperature"] == -10.1 and val["porch.humidity"] == 65.2
     assert abs(val["battery.voltage"] - 3.8) < 0.001   # 1.9 V through a 2:1 divider
     assert val["chip.temperature"] == 47.5
-    assert len(val["sim.temperature"] and r["sim.pressure"]) == 1
+    assert len(r["sim.temperature"]) == 1 and len(r["sim.pressure"]) == 1
     units = {k: v[0][1] for k, v in r.items()}
     assert units["env.pressure"] == "Pa" and units["env.humidity"] == "%RH"
     assert units["water.temperature"] == "C" and units["battery.voltage"] == "V"
