@@ -170,6 +170,16 @@ def test_firmware_board_check_names_the_key(mutate, expect):
         fw_board.load(d)
 
 
+def test_several_ds18b20_on_one_bus_need_their_roms():
+    d = _board()
+    d["sensors"].append({"name": "water2", "driver": "ds18b20", "bus": "ow0",
+                         "rom": "28ff4c6a711603eb"})
+    assert _errors(d) == ["error: sensors[1].rom: required: 2 DS18B20s share ow0, so each "
+                          "needs its ROM code (OneWire.scan() on the board lists them)"]
+    d["sensors"][1]["rom"] = "021cb801000000a2"
+    assert not _errors(d)
+
+
 def test_longest_names_fit_what_the_collector_stores():
     from fieldlink_tools.collector import messages
     d = _board()

@@ -248,6 +248,18 @@ def validate(board):
                 err(w + ".unit", "expected a unit of 1-16 chars, got %r" % (u,))
         elif drv == "chip_temp" and rules is not None and not rules["chip_temp"]:
             err(w + ".driver", "the %s has no temperature sensor" % chip)
+    # Skip ROM addresses every device on a 1-Wire bus: with two or more, their answers
+    # collide, so each needs its ROM code.
+    ow = {}
+    for i, s in enumerate(sensors):
+        if isinstance(s, dict) and s.get("driver") == "ds18b20":
+            ow.setdefault(s.get("bus"), []).append((i, s))
+    for b, entries in ow.items():
+        if len(entries) > 1:
+            for i, s in entries:
+                if "rom" not in s:
+                    err("sensors[%d].rom" % i, "required: %d DS18B20s share %s, so each needs "
+                        "its ROM code (OneWire.scan() on the board lists them)" % (len(entries), b))
     out.sort(key=lambda p: p.level != "error")
     return out
 
