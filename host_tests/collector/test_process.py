@@ -52,6 +52,9 @@ def test_devices_file_tokens_and_disabled(collector_proc):
 
 def test_print_readings_and_commands_through_the_subprocess(collector_proc):
     c = collector_proc({"dev-1": "tok-1"}, print_readings=True)
+    # the admin token reaches the server through its environment, not its command line
+    with open("/proc/%d/cmdline" % c.proc.pid, "rb") as f:
+        assert c.admin_token.encode() not in f.read()
     with FakeDevice(c.url, "dev-1", "tok-1") as d:
         d.hello()
         d.batch([1])

@@ -46,9 +46,10 @@ class CollectorProcess:
         devfile = self.db_path + ".devices.json"
         with open(devfile, "w") as f:
             json.dump(self.devices, f)
+        # The admin token goes in the environment ($FIELDLINK_ADMIN_TOKEN), not on the
+        # command line, where every local user can read it (ps, /proc/PID/cmdline).
         argv = [sys.executable, "-m", "fieldlink_tools.cli", "server", "--host", self.host,
-                "--port", str(self.port), "--db", self.db_path, "--devices", devfile,
-                "--admin-token", self.admin_token]
+                "--port", str(self.port), "--db", self.db_path, "--devices", devfile]
         if self.cert:
             argv += ["--cert", str(self.cert), "--key", str(self.key)]
         if self.print_readings:
@@ -60,7 +61,8 @@ class CollectorProcess:
         reconnect to the same URL)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.log_path, "ab")
-        env = dict(os.environ if self.env is None else self.env, PYTHONUNBUFFERED="1")
+        env = dict(os.environ if self.env is None else self.env, PYTHONUNBUFFERED="1",
+                   FIELDLINK_ADMIN_TOKEN=self.admin_token)
         self.proc = subprocess.Popen(self.argv(), stdout=subprocess.PIPE, stderr=log,
                                      stdin=subprocess.DEVNULL, env=env, text=True)
         log.close()
@@ -193,6 +195,18 @@ class CollectorProcess:
     def command(self, device, cmd, args=None, timeout=10):
         """Send a command to a connected device through /admin; return its reply dict.
         Raises RuntimeError with the server's reason when it fails."""
+        out = self._admin({"op": "cmd", "dev": device, "cmd": cmd, "args": args or {},
+                           "timeout": timeout}, timeout, timeout + 5)
+        if not out.get("ok"):
+            raise RuntimeError("command %s to %s failed: %s" % (cmd, device, out.get("error")))
+        return out["reply"]
+
+    def connected(self, timeout=10):
+        """Device ids connected right now (through /admin)."""
+        return self._admin({"op": "connected"}, timeout, timeout)["devices"]
+
+    def _admin(self, request, open_timeout, reply_timeout):
+        """One request to /admin with the admin token; the answer as a dict."""
         from websockets.sync.client import connect
         url = self.url[:-3] + "/admin"
         ssl_ctx = None
@@ -202,25 +216,6 @@ class CollectorProcess:
             ssl_ctx.check_hostname = False
             ssl_ctx.verify_mode = ssl.CERT_NONE   # our own test server; only commands go here
         with connect(url, additional_headers={"Authorization": "Bearer " + self.admin_token},
-                     ssl=ssl_ctx, open_timeout=timeout) as ws:
-            ws.send(json.dumps({"op": "cmd", "dev": device, "cmd": cmd, "args": args or {},
-                                "timeout": timeout}))
-            out = json.loads(ws.recv(timeout + 5))
-        if not out.get("ok"):
-            raise RuntimeError("command %s to %s failed: %s" % (cmd, device, out.get("error")))
-        return out["reply"]
-
-    def connected(self, timeout=10):
-        """Device ids connected right now (through /admin)."""
-        from websockets.sync.client import connect
-        url = self.url[:-3] + "/admin"
-        ssl_ctx = None
-        if url.startswith("wss://"):
-            import ssl
-            ssl_ctx = ssl.create_default_context()
-            ssl_ctx.check_hostname = False
-            ssl_ctx.verify_mode = ssl.CERT_NONE
-        with connect(url, additional_headers={"Authorization": "Bearer " + self.admin_token},
-                     ssl=ssl_ctx, open_timeout=timeout) as ws:
-            ws.send(json.dumps({"op": "connected"}))
-            return json.loads(ws.recv(timeout))["devices"]
+                     ssl=ssl_ctx, open_timeout=open_timeout) as ws:
+            ws.send(json.dumps(request))
+            return json.loads(ws.recv(reply_timeout))
