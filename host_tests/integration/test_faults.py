@@ -5,6 +5,8 @@ board loses power. At the end the store holds every seq the board produced exact
 the seq lies in a gap the board declared, and the dropped count is exact."""
 import time
 
+from fieldlink_tools.soak import final_audit
+
 DEV = "dev-1"
 
 
@@ -36,34 +38,6 @@ def wait_more_failures(b, n, timeout=20, what="a detected failure"):
             raise AssertionError("board did not report %s; tail:\n%s"
                                  % (what, "\n".join(b.lines()[-30:])))
         time.sleep(0.05)
-
-
-def check_store(c, b):
-    """Every seq up to the ack is stored once or declared; dropped counts are exact."""
-    st = c.store()
-    try:
-        rs = st.readings(DEV)
-        gaps = st.gaps(DEV)
-        ack = st.ack(DEV)
-        health = st.health_history(DEV, limit=1)
-    finally:
-        st.close()
-    seqs = [r["q"] for r in rs]
-    assert len(seqs) == len(set(seqs)), "a seq stored twice"
-    stored = set(seqs)
-    declared = set()
-    dropped = 0
-    for g in gaps:
-        span = set(range(g["from"], g["to"] + 1))
-        if g["why"] == "dropped":
-            dropped += len(span)
-            assert not (span & stored), "a reading declared dropped was stored: %r" % g
-        declared |= span
-    assert ack >= max(seqs)
-    missing = [q for q in range(1, ack + 1) if q not in stored and q not in declared]
-    assert not missing, "lost without a gap: %r...; gaps %r" % (missing[:10], gaps)
-    assert health and health[0]["dropped"] == dropped
-    return len(stored), gaps
 
 
 def test_short_fault_campaign(collector_proc, sim_board, fault_proxy):
@@ -110,21 +84,11 @@ def test_short_fault_campaign(collector_proc, sim_board, fault_proxy):
     b.start()
     progress(c, b, what="recovery after power cut")
 
-    # Stop sampling and let everything drain, then audit the store.
-    c.command(DEV, "set_interval", {"sensor": "*", "interval_s": 3600})
-    c.command(DEV, "health")
-    last = -1
-    deadline = time.monotonic() + 30
-    while True:
-        a = c.ack(DEV)
-        if a == last and a == max(c.seqs(DEV)):
-            break
-        last = a
-        assert time.monotonic() < deadline, "the board did not drain"
-        time.sleep(1)
-    c.command(DEV, "health")  # the latest health carries the final dropped count
-    stored, gaps = check_store(c, b)
-    assert stored > 100
-    assert [g for g in gaps if g["why"] == "reboot"]   # the power cut was declared
+    # Stop sampling, drain, read the board's own counters, audit the store (the same audit
+    # as `fieldlink soak`).
+    a = final_audit(c, fp, {DEV: b}, timeout=45)[DEV]
+    assert a.ok, "%r\nboard log tail:\n%s" % (a, "\n".join(b.lines()[-40:]))
+    assert a.stored > 100 and a.duplicates == 0 and a.lost_undeclared == 0
+    assert [g for g in a.gaps if g["why"] == "reboot"]   # the power cut was declared
     assert not b.lines("Traceback")
     assert b.lines("gap ")
