@@ -168,6 +168,25 @@ s.tick(10000, emit)
     assert "air reading again" in r.stdout
 
 
+def test_same_size_knob_rewrite_within_a_second_is_seen(tmp_path):
+    # The knobs were cached by (size, mtime); mtime has 1 s resolution on the unix port, so
+    # moving a fault from one sensor to another (same length) was not seen until later.
+    code = SAMPLE.replace("for i in range(ROUNDS):\n    s.tick(i * 5000, emit)\n", """
+for i, who in enumerate(("env", "air", "env")):
+    with open("vboard.json", "w") as f:
+        f.write('{"sensors": {"%s": {"fault": "absent"}}}' % who)
+    s.tick(i * 5000, emit)
+""")
+    r = run_board(tmp_path, code, knobs={})
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = [l for l in r.stdout.splitlines() if l.startswith("READINGS ")][0]
+    got = json.loads(line[9:])
+    ok = {n: [x[1] is not None for x in got if x[0] == n]
+          for n in ("env.temperature", "air.temperature")}
+    assert ok == {"env.temperature": [False, True, False],
+                  "air.temperature": [True, False, True]}, ok
+
+
 def test_sampler_run_loop_on_the_virtual_board(tmp_path):
     code = """
 import asyncio

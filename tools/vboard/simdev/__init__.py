@@ -9,6 +9,7 @@ env var FIELDLINK_VBOARD (JSON, wins over the file). Knobs:
 The file is re-read when it changes, so a test can inject and clear faults at run time."""
 import json
 import os
+import time
 
 _DEFAULTS = {"temperature": 21.0, "humidity": 45.0, "pressure": 101325.0, "voltage": 1.65}
 _STEP = {"temperature": 0.05, "humidity": 0.2, "pressure": 5.0, "voltage": 0.005}
@@ -27,7 +28,10 @@ def _stat(path):
 
 def knobs():
     stamp = (_stat("vboard.json"), os.getenv("FIELDLINK_VBOARD"))
-    if stamp != _cache["stamp"]:
+    # The unix port's mtime has 1 s resolution, so a same-size rewrite within that second
+    # keeps the stamp: a file changed in the last 2 s is re-read on every call.
+    fresh = stamp[0] is not None and time.time() - stamp[0][1] < 2
+    if stamp != _cache["stamp"] or fresh:
         k = {}
         if stamp[0] is not None:
             try:
