@@ -25,42 +25,40 @@ def _num(spec, key, path, default=None, low=None, integer=False, positive=False)
     return v
 
 
-class MovingAverage:
-    """Mean of the last `window` values (fewer while the window fills)."""
+class _Window:
+    """The last `window` values in a ring preallocated once; the first _n slots are filled."""
 
     def __init__(self, window):
         self._buf = [0.0] * window
         self._n = 0
         self._i = 0
 
-    def push(self, v, now_ms):
+    def _add(self, v):
         buf = self._buf
         buf[self._i] = v
         self._i = (self._i + 1) % len(buf)
         if self._n < len(buf):
             self._n += 1
+        return buf
+
+
+class MovingAverage(_Window):
+    """Mean of the last `window` values (fewer while the window fills)."""
+
+    def push(self, v, now_ms):
+        buf = self._add(v)
         s = 0.0
         for j in range(self._n):
             s += buf[j]
         return s / self._n
 
 
-class Median:
+class Median(_Window):
     """Median of the last `window` values (mean of the middle two for an even count):
     removes single spikes a moving average would smear."""
 
-    def __init__(self, window):
-        self._buf = [0.0] * window
-        self._n = 0
-        self._i = 0
-
     def push(self, v, now_ms):
-        buf = self._buf
-        buf[self._i] = v
-        self._i = (self._i + 1) % len(buf)
-        if self._n < len(buf):
-            self._n += 1
-        s = sorted(buf[:self._n])
+        s = sorted(self._add(v)[:self._n])
         m = self._n // 2
         if self._n % 2:
             return s[m]
