@@ -198,8 +198,9 @@ class BME280:
         try:
             if self._cal is None:
                 self._setup()
-            self._one[0] = 0x01                       # osrs_h = x1 (must precede ctrl_meas)
-            self.i2c.writeto_mem(self.address, _REG_CTRL_HUM, self._one)
+            if self.humidity:                         # a BMP280 has no ctrl_hum register
+                self._one[0] = 0x01                   # osrs_h = x1 (must precede ctrl_meas)
+                self.i2c.writeto_mem(self.address, _REG_CTRL_HUM, self._one)
             self._one[0] = 0x25                       # osrs_t x1, osrs_p x1, forced mode
             self.i2c.writeto_mem(self.address, _REG_CTRL_MEAS, self._one)
         except OSError as e:

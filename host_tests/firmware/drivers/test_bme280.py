@@ -168,3 +168,15 @@ def test_read_without_start_triggers_and_waits_for_the_conversion():
     ev = bus.events
     assert ev.index("write 0xf4") < ev.index("sleep 10") < ev.index("read 0xf7"), ev
     assert t == 25.08
+
+
+def test_bmp280_reads_t_and_p_and_leaves_ctrl_hum_alone():
+    regs = _regs()
+    regs[0xD0] = 0x58
+    bus = FakeI2C(regs)
+    s = bme280.BME280(bus, 0x76, "env", humidity=False)
+    assert [c[0] for c in s.channels] == ["temperature", "pressure"]
+    s.start()
+    t, p = s.read()
+    assert t == 25.08 and abs(p - 100653.27) < 1
+    assert [w[0] for w in bus.writes] == [0xF4]  # 0xF2 is reserved on the BMP280
