@@ -8,17 +8,19 @@ import os
 from . import handshake
 from .errors import (ConnectionClosed, ConnectTimeout, HandshakeError, LinkDead,
                      ProtocolError, WSError)
-from .mask import frame_into
 from .protocol import OPEN, Message, Pong, Protocol
 
 try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
     from asyncio import core as _core
     import micropython
+    from micropython import const
 except ImportError:  # CPython: asyncio streams; the emitter decorator is a no-op
     _core = None
 
     class micropython:  # noqa: N801
         native = staticmethod(lambda f: f)
+
+    const = lambda x: x  # noqa: E731
 
 try:
     from time import ticks_diff, ticks_ms
@@ -34,7 +36,9 @@ except ImportError:
 _READ_BUF = 1024       # bytes read from the socket at once (one preallocated buffer)
 _CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
-_TEXT_STR = 0x21         # frame_into header flags: a str payload, opcode 1 (text)
+_FAST_MAX = const(496)   # send()'s fast path: text payloads up to this many bytes
+_KEYS = const(64)        # the Encoder's key pool: 64 keys, then the "keys used" byte
+_KEYS4 = const(256)
 
 
 class _Ready:
@@ -154,15 +158,15 @@ class _SocketIO:
         self._backlog.extend(memoryview(buf)[:n])
         return self._drain()
 
-    def keep(self, buf, w, n):
-        # The kernel took w bytes (None: none). Keep the rest; a TLS socket must be offered
-        # the same length again after it would have blocked.
+    def keep(self, buf, w, n, off=0):
+        # Of buf[off:off + n] the kernel took w bytes (None: none). Keep the rest; a TLS
+        # socket must be offered the same length again after it would have blocked.
         if w is None:
             self._retry = n
             w = 0
         else:
             self._retry = n - w
-        self._backlog = bytearray(memoryview(buf)[w:n])
+        self._backlog = bytearray(memoryview(buf)[off + w:off + n])
         self.idle = False
         return self._drain()
 
@@ -329,7 +333,8 @@ class WebSocket:
         self._last_rx = ticks_ms()
         self._reader = asyncio.create_task(self._read_loop(early))
         self._sock = io.s if io.direct else None
-        self._fast = None       # the Encoder while send() may take its fast path
+        self._fast = None       # the Encoder's key pool while send() may take its fast path
+        self._fbuf = None       # the Encoder's buffer, where the fast path builds frames
         self._update_fast()
         self._keeper = None
         if ping_interval_s:
@@ -341,33 +346,92 @@ class WebSocket:
         return self._exc is not None or self._p.state != OPEN
 
     # --- public API ----------------------------------------------------------------------
-    @micropython.native
-    def send(self, data):
-        """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
-        The frame is built in a reused buffer and written with one write; the await only
-        waits when the socket could not take it all."""
-        # The hot path (MicroPython, a str that fits, connection open, nothing queued) is
-        # flattened: each call level or attribute lookup costs about as much as the masking.
-        # Native code, and no `except ... as e` (that would heap-allocate a frame per call).
-        e = self._fast
-        if e is not None and type(data) is str:
-            n = len(data)
-            if n <= e.room4:
-                buf = e.buf
-                try:
-                    k = frame_into(buf, (n << 6) | _TEXT_STR, data, e._pool)
-                    if not k:  # the key pool is used up (every 64 frames)
-                        e._refill()
-                        k = frame_into(buf, (n << 6) | _TEXT_STR, data, e._pool)
-                    n = k
-                    if n:
-                        w = self._sock.write(buf, 0, n)
-                        if w == n:
-                            return _READY
-                        return self._short(buf, w, n)
-                except OSError:
-                    raise self._lost("send failed")
-        return self._send(data)
+    if _core is not None:  # MicroPython: send() is one viper function on its hot path
+        @micropython.viper
+        def send(self, data):
+            """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
+            The frame is built in a reused buffer and written with one write; the await only
+            waits when the socket could not take it all."""
+            # Hot path: a str of up to _FAST_MAX bytes while the connection is open and
+            # nothing is queued (self._fast is then the key pool). Everything (UTF-8 byte
+            # count, header, key, masking, the socket write) happens here: on MicroPython a
+            # call level or an attribute lookup costs as much as masking 100 bytes, and viper
+            # keeps the integer work in machine words (no int objects, no allocation).
+            pool = self._fast
+            if pool and type(data) is str:
+                nch = int(len(data))
+                s = ptr8(data)
+                # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
+                # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
+                n = 0
+                c = 0
+                if not (int(s) & 3):
+                    sw = ptr32(s)
+                    while nch - c >= 4 and not ((sw[n >> 2] >> 7) & 0x01010101):
+                        n += 4
+                        c += 4
+                while c < nch:
+                    b = s[n]
+                    if b < 0x80:
+                        n += 1
+                    elif b < 0xE0:
+                        n += 2
+                    elif b < 0xF0:
+                        n += 3
+                    else:
+                        n += 4
+                    c += 1
+                if n <= _FAST_MAX:
+                    bo = self._fbuf
+                    buf = ptr8(bo)
+                    # The payload starts at buf[16] (word-aligned); key and header go right
+                    # before it, so the frame is buf[off:16 + n].
+                    if n < 126:
+                        off = 10
+                        buf[11] = 0x80 | n
+                    else:
+                        off = 8
+                        buf[9] = 0xFE
+                        buf[10] = n >> 8
+                        buf[11] = n & 0xFF
+                    buf[off] = 0x81  # FIN, text
+                    # §5.3: a fresh key per frame, from the os.urandom pool (see frames.py)
+                    kp = ptr8(pool)
+                    i = kp[_KEYS4]
+                    if i >= _KEYS:
+                        self._p.enc._refill()
+                        i = 0
+                    kp[_KEYS4] = i + 1
+                    k = ptr32(int(kp) + (i << 2))[0]
+                    kw = ptr32(int(buf) + 12)
+                    kw[0] = k
+                    kb = ptr8(int(buf) + 12)
+                    d = ptr8(int(buf) + 16)
+                    j = 0
+                    if not (int(s) & 3):
+                        dw = ptr32(int(buf) + 16)
+                        sw = ptr32(s)
+                        nw = n >> 2
+                        while j < nw:
+                            dw[j] = sw[j] ^ k
+                            j += 1
+                        j = nw << 2
+                    while j < n:
+                        d[j] = s[j] ^ kb[j & 3]
+                        j += 1
+                    tot = n + 16 - off
+                    try:
+                        w = self._sock.write(bo, off, tot)
+                    except OSError:
+                        raise self._lost("send failed")
+                    if w and int(w) == tot:
+                        return _READY
+                    return self._short(bo, w, off, tot)
+            return self._send(data)
+    else:
+        def send(self, data):
+            """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`."""
+            return self._send(data)
 
     def _send(self, data):
         # everything else: binary, big frames, no viper, CPython, closed, a backlog
@@ -385,9 +449,9 @@ class WebSocket:
         self._fast = None
         return self._wait_sent(aw)
 
-    def _short(self, buf, w, n):
+    def _short(self, buf, w, off, n):
         self._fast = None
-        return self._wait_sent(self._io.keep(buf, w, n))
+        return self._wait_sent(self._io.keep(buf, w, n, off))
 
     async def _wait_sent(self, aw):
         try:
@@ -398,9 +462,11 @@ class WebSocket:
 
     def _update_fast(self):
         # The fast path may run only while nothing it skips could matter.
-        ok = (self._sock is not None and frame_into is not None and self._exc is None
-              and self._p.state == OPEN and self._io.idle)
-        self._fast = self._p.enc if ok else None
+        e = self._p.enc
+        ok = (self._sock is not None and self._exc is None and self._p.state == OPEN
+              and self._io.idle and len(e.buf) >= _FAST_MAX + 16)
+        self._fbuf = e.buf
+        self._fast = e._pool if ok else None
 
     async def recv(self):
         """The next message (str or bytes). Raises ConnectionClosed (or ProtocolError /

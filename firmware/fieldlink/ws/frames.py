@@ -40,7 +40,6 @@ class Encoder:
         # batches so that a frame costs no allocation. Byte 4*_KEYS counts the keys used.
         self._pool = bytearray(_IDX + 1)
         self._pool[_IDX] = _KEYS
-        self.room4 = (size - 14) // 4  # a str of up to this many characters fits in buf
 
     # The two methods below run once per message: native code, few locals and a shallow
     # stack (MicroPython puts a bytecode frame of more than 11 slots on the heap).
@@ -78,7 +77,6 @@ class Encoder:
         if need > len(buf):
             if need <= _KEEP_MAX:
                 buf = self.buf = bytearray(need + 64)  # grows and stays
-                self.room4 = (need + 50) // 4
             else:
                 buf = bytearray(need)  # one-off: a big frame does not pin its buffer
         self.out = buf
