@@ -54,6 +54,11 @@ class _Ready:
 
 
 _DONE_ITER = iter(range(0))
+# Module-level names for builtins used by send(): a builtin is found only after a miss in
+# the module's globals and a search of the builtins table (~60 ns on the unix port).
+_type = type
+_str = str
+_len = len
 # On MicroPython `await` takes the exhausted iterator itself: no method call at all.
 _READY = _DONE_ITER if _core is not None else _Ready()
 
@@ -358,8 +363,8 @@ class WebSocket:
             # call level or an attribute lookup costs as much as masking 100 bytes, and viper
             # keeps the integer work in machine words (no int objects, no allocation).
             pool = self._fast
-            if pool and type(data) is str:
-                nch = int(len(data))
+            if pool and _type(data) is _str:
+                nch = int(_len(data))
                 s = ptr8(data)
                 # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
                 # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
