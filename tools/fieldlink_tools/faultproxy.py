@@ -11,11 +11,17 @@ drive it with plain calls:
         fp.garbage(b"\\xff\\x00junk")   # bytes to the board, mid-stream
         fp.garbage_text("not json")  # a well-formed WebSocket text frame holding garbage
         fp.set_mode("pass")
+        fp.retarget(port2)         # new connections go elsewhere (e.g. from a bad server to
+                                   # the real collector); open ones are left alone
+
+Counters: `accepted` (connections from boards), `accept_times` (time.monotonic() of each:
+the server-side view of how often a board tries), `bytes_up`, `bytes_down`.
 """
 import asyncio
 import socket
 import struct
 import threading
+import time
 
 MODES = ("pass", "blackhole", "delay", "slow")
 
@@ -36,6 +42,7 @@ class FaultProxy:
         self.slow_bytes = 64        # per slow read
         self.slow_interval_s = 0.2
         self.accepted = 0
+        self.accept_times = []      # time.monotonic() of every accepted connection
         self.bytes_up = 0           # board -> server, forwarded
         self.bytes_down = 0         # server -> board, forwarded
         self._conns = set()
@@ -70,6 +77,10 @@ class FaultProxy:
         if delay_s is not None:
             self.delay_s = delay_s
         self.mode = mode
+
+    def retarget(self, target_port, target_host=None):
+        """Forward new connections to another server (open connections keep their peer)."""
+        self.target = (target_host or self.target[0], target_port)
 
     def reset(self):
         """Abort every connection with a TCP RST (SO_LINGER 0)."""
@@ -120,6 +131,7 @@ class FaultProxy:
 
     async def _accept(self, cr, cw):
         self.accepted += 1
+        self.accept_times.append(time.monotonic())
         try:
             sr, sw = await asyncio.open_connection(*self.target)
         except OSError:
