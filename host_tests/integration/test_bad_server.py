@@ -1,9 +1,10 @@
 """A server that answers garbage: the firmware on the virtual board meets, one connection
 after another, HTTP servers that answer the upgrade wrongly, then a `websockets` server that
 sends bad JSON, an ill-typed field, a binary message, an unknown message type and an invalid
-frame (an oversized message has its own test: its close code does not reach the server yet). Each time the board closes with the code docs/protocol.md names
-(observed on the server side), backs off and reconnects; in the end the fault proxy points it
-at the real collector and it streams. The board process never dies."""
+frame (an oversized message has its own test: its close code does not reach the server yet).
+Each time the board closes with the code docs/protocol.md names (observed on the server side),
+backs off and reconnects; in the end the fault proxy points it at the real collector and it
+streams. The board process never dies."""
 import asyncio
 import json
 import sys
