@@ -26,6 +26,7 @@ Ctrl-A). What a board does that the unix port does not, and this bridge adds:
 """
 import argparse
 import errno
+import fcntl
 import os
 import pty
 import select
@@ -116,6 +117,14 @@ def _child_termios(fd):
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
+def _own_session():
+    """In the child: a session of its own whose controlling terminal is the board's pty, so that
+    if the bridge dies (even by SIGKILL) the kernel hangs up the terminal and SIGHUP ends the
+    interpreter instead of leaving it running unattended."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _sigint_caught(pid):
     """True while the unix port has its SIGINT handler installed, i.e. runs Python code."""
     try:
@@ -172,7 +181,7 @@ class _Board:
         env = dict(self.env, FIELDLINK_VBOARD_RESET_CAUSE=self.cause)
         self.proc = subprocess.Popen(
             cmd, stdin=self.child_slave, stdout=self.child_slave, stderr=self.child_slave,
-            cwd=self.flash_dir, env=env, start_new_session=True, close_fds=True)
+            cwd=self.flash_dir, env=env, preexec_fn=_own_session, close_fds=True)
         try:
             self.pidfd = os.pidfd_open(self.proc.pid)
         except (AttributeError, OSError):
