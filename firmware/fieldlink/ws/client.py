@@ -120,6 +120,8 @@ class _SocketIO:
         self.idle = True       # no backlog: a new frame may go straight to the socket
         self._backlog = None   # bytes a short write left, written before anything newer
         self._retry = 0        # length to pass on the retry (TLS wants the same length again)
+        self.plain = True      # not TLS
+        self.poll_first = False  # readinto() waits for data before reading
         self._wlock = asyncio.Lock()
 
     def open(self, host, port, secure, ca_file):
@@ -151,6 +153,7 @@ class _SocketIO:
                 s, server_hostname=host, do_handshake_on_connect=False)
             s.setblocking(False)
             self.s = s
+            self.plain = False
 
     @micropython.native
     def write(self, buf, n):
@@ -192,9 +195,15 @@ class _SocketIO:
 
     def readinto(self, buf):
         s = self.s
+        if self.poll_first:
+            # The last read did not fill buf: the kernel buffer is most likely empty, so wait
+            # for data before reading (saves a read() that would fail with EAGAIN).
+            yield _core._io_queue.queue_read(s)
         while True:
             n = s.readinto(buf)
             if n is not None:
+                # Not with TLS: decrypted bytes may wait inside mbedTLS, where poll cannot see.
+                self.poll_first = n < len(buf) and self.plain
                 return n
             yield _core._io_queue.queue_read(s)
 
@@ -329,6 +338,7 @@ class WebSocket:
         self._rbuf = rbuf
         self._max = max_message
         self._msgs = []          # messages received and not yet taken by recv()
+        self._waiting = 0        # recv() calls waiting for a message
         self._queued = 0         # their size; the reader pauses once it reaches max_message
         self._exc = None         # why the connection ended, raised once the queue is empty
         self._got = asyncio.Event()    # a message arrived or the connection ended
@@ -485,7 +495,11 @@ class WebSocket:
             if self._exc is not None:
                 raise self._exc
             self._got.clear()
-            await self._got.wait()
+            self._waiting += 1
+            try:
+                await self._got.wait()
+            finally:
+                self._waiting -= 1
 
     async def ping(self, payload=b""):
         """Send a ping and wait for its pong (wrap in asyncio.wait_for to bound it)."""
@@ -542,6 +556,7 @@ class WebSocket:
             self._reader.cancel()
         return self._exc
 
+    @micropython.native
     def _deliver(self):
         for ev in self._p.events_received():
             if isinstance(ev, Message):
@@ -563,14 +578,20 @@ class WebSocket:
             data = early
             while True:
                 if data:
+                    woke = self._waiting and not self._msgs
                     try:
                         p.receive_data(data)
                     finally:
                         self._deliver()
-                        self._update_fast()  # a close frame or a failure ends it
+                        if p.state != OPEN:
+                            self._fast = None  # a close frame or a failure ends it
                     out = p.data_to_send()
                     if out:
                         await self._write_out(out)
+                    if woke and self._msgs:
+                        # A recv() was waiting and now has its message: let it run first (the
+                        # app's reply goes out sooner); we read again after it.
+                        await asyncio.sleep(0)
                 if p.state != OPEN and p.close_code is not None:
                     # The server's close frame arrived (and ours went out): §7.1.1 says the
                     # server closes TCP first; give it a moment, then close ourselves.

@@ -135,6 +135,7 @@ class Decoder:
         self.stopped = True
         self._buf = None
 
+    @micropython.native  # runs once per chunk read from the socket
     def feed(self, data, on_frame):
         if self.stopped:
             return
@@ -179,6 +180,7 @@ class Decoder:
             buf = bytearray(mv[pos:end])
         self._buf, self._have, self._want = buf, k, total
 
+    @micropython.native  # runs once per frame
     def _frame(self, mv, pos, end, on_frame):
         b0 = mv[pos]
         if b0 & 0x70:

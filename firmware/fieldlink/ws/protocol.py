@@ -74,16 +74,40 @@ class Protocol:
         self._u8 = 0                # UTF-8 validator state across text fragments
 
     # --- receiving -------------------------------------------------------------------------
+    @micropython.native  # once per chunk read from the socket
     def receive_data(self, data):
         """Feed bytes from the server. Raises ProtocolError after failing the connection (the
         close frame to send is then in data_to_send())."""
         if self.state == CLOSED:
             return  # §7.1.1: nothing after the closing handshake or a failure matters
+        # Fast path: the chunk is exactly one whole, final, unmasked text or binary frame
+        # (7- or 16-bit length, within max_message), with nothing half-parsed before it, as
+        # in a request/response exchange. Anything else, including text that is not valid
+        # UTF-8, takes the general path below, which checks every rule.
+        n = len(data)
+        if n >= 2 and self._op is None and self._dec._buf is None and self.state == OPEN:
+            b0 = data[0]
+            if b0 == 0x81 or b0 == 0x82:
+                m = data[1]
+                h = 2
+                if m == 126 and n >= 4:
+                    m = (data[2] << 8) | data[3]
+                    h = 4
+                elif m > 126:
+                    m = -1  # masked (§5.1) or a 64-bit length: the general path decides
+                if h + m == n and m <= self.max_message:
+                    pay = memoryview(data)[h:]
+                    if b0 == 0x82:
+                        self._events.append(Message(bytes(pay)))
+                        return
+                    if utf8.check(0, pay, m) == 0:
+                        self._events.append(Message(str(pay, "utf-8")))
+                        return
         try:
             self._dec.feed(data, self._on_frame)
         except ProtocolError as e:
             self.fail(e.code, e.reason, e)
-            raise
+            raise e  # (native code cannot re-raise with a bare `raise`)
 
     def events_received(self):
         ev = self._events
@@ -97,6 +121,7 @@ class Protocol:
             self._out = bytearray()
         return out
 
+    @micropython.native  # once per frame
     def _on_frame(self, fin, op, payload):
         if self.state == CLOSED:
             return
