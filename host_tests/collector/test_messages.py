@@ -17,6 +17,8 @@ def health(**kw):
 
 GOOD = [
     hello("dev-1"), hello("a.b_c-D", next=9, first=3, held=6, synced=True),
+    hello("dev-1", epoch="0"), hello("dev-1", epoch="0123456789abcdef"),
+    {"t": "gap", "from": 1, "to": 1, "why": "future-kind"},
     {"t": "batch", "r": []}, {"t": "batch", "r": readings([1, 5, 9])},
     {"t": "batch", "r": [{"q": 1, "ts": 1.5, "up": 0, "n": "x", "v": None, "u": "", "e": "crc"}]},
     {"t": "gap", "from": 1, "to": 1, "why": "dropped"}, {"t": "gap", "from": 2, "to": 9,
@@ -45,11 +47,17 @@ BAD = [
     ({"t": "batch"}, 1007, "bad_message"),
     ({"t": "batch", "r": readings([0])}, 1007, "bad_message"),
     ({"t": "batch", "r": readings([1, 1])}, 1008, "order"),
-    ({"t": "batch", "r": [{"q": 1, "up": 0, "n": "x", "v": 1, "u": ""}]}, 1007, "bad_message"),
-    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "", "v": 1, "u": ""}]},
+    ({"t": "batch", "r": [1]}, 1007, "bad_message"),
+    ({"t": "batch", "r": [{"ts": None, "up": 0, "n": "x", "v": 1, "u": ""}]}, 1007, "bad_message"),
+    ({"t": "batch", "r": [{"q": "1", "ts": None, "up": 0, "n": "x", "v": 1, "u": ""}]},
      1007, "bad_message"),
-    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "x", "v": False, "u": ""}]},
-     1007, "bad_message"),
+    ({"t": "batch", "r": readings([1]) + [{"q": 1.5}]}, 1007, "bad_message"),
+    ({"t": "gap", "from": 1, "to": 2, "why": "lost"}, 1007, "bad_message"),
+    ({"t": "gap", "from": 1, "to": 2, "why": "rejected"}, 1007, "bad_message"),
+    (hello("dev-1", epoch=""), 1007, "bad_message"),
+    (hello("dev-1", epoch="ABCD"), 1007, "bad_message"),
+    (hello("dev-1", epoch="0123456789abcdef0"), 1007, "bad_message"),
+    (hello("dev-1", epoch=12), 1007, "bad_message"),
     ({"t": "batch", "r": readings(range(1, 502))}, 1009, "too_big"),
     ({"t": "gap", "from": 0, "to": 1, "why": "dropped"}, 1007, "bad_message"),
     ({"t": "gap", "from": 1, "to": 2, "why": ""}, 1007, "bad_message"),
@@ -81,22 +89,59 @@ def _one(**kw):
     return {"t": "batch", "r": [r]}
 
 
+def split(m):
+    """parse() then split_batch(): (stored seqs, {seq: reason} refused)."""
+    good, rejected = M.split_batch(M.parse(json.dumps(m)))
+    return [r["q"] for r in good], dict(rejected)
+
+
 def test_long_missing_reason_is_cut_not_refused():
     # A refused reading stays in the device's outbox and is resent, and refused, forever:
     # the firmware's driver messages ran to 70-83 chars against a limit of 64.
     text = "CRCError: ds18b20 28ff4c6a711603eb: scratchpad crc 0xec, computed 0x49"
-    m = M.parse(json.dumps(_one(e=text)))
-    assert m["r"][0]["e"] == text[:64] and M.E_MAX == 64
-    with pytest.raises(M.ProtocolError) as e:
-        M.parse(json.dumps(_one(e=5)))
-    assert e.value.close_code == 1007
+    good, _ = M.split_batch(M.parse(json.dumps(_one(e=text))))
+    assert good[0]["e"] == text[:64] and M.E_MAX == 64
+    assert split(_one(e=5)) == ([], {1: "reading 1: e must be a string"})
+
+
+@pytest.mark.parametrize("bad,why", [
+    ({"ts": "now"}, "ts must be a number or null"),
+    ({"ts": ...}, "ts must be a number or null"),
+    ({"up": -1}, "up must be an integer >= 0"),
+    ({"up": 2 ** 63}, "up must be an integer >= 0"),
+    ({"n": ""}, "n must be a string of 1-64 chars"),
+    ({"n": "x" * 65}, "n must be a string of 1-64 chars"),
+    ({"n": 3}, "n must be a string of 1-64 chars"),
+    ({"v": "hot"}, "v must be a number or null"),
+    ({"v": False}, "v must be a number or null"),
+    ({"v": ...}, "v must be a number or null"),
+    ({"v": 10 ** 400}, "v is out of range"),
+    ({"u": "x" * 17}, "u must be a string of at most 16 chars"),
+    ({"u": None}, "u must be a string of at most 16 chars"),
+])
+def test_ill_typed_reading_fields_reject_that_reading_only(bad, why):
+    # docs/protocol.md "Rejected readings": the batch is well formed, so the good readings are
+    # stored and the bad one becomes a gap `rejected`; the message itself is not refused.
+    rs = readings([1, 2, 3])
+    for k, v in bad.items():
+        if v is ...:
+            del rs[1][k]
+        else:
+            rs[1][k] = v
+    assert split({"t": "batch", "r": rs}) == ([1, 3], {2: "reading 2: " + why})
+
+
+def test_limits_at_the_edge_are_accepted():
+    r = {"q": 1, "ts": None, "up": 0, "n": "x" * M.NAME_MAX, "v": 1, "u": "u" * M.UNIT_MAX}
+    assert split({"t": "batch", "r": [r]}) == ([1], {})
+    assert (M.NAME_MAX, M.UNIT_MAX, M.E_MAX) == (64, 16, 64)   # as docs/protocol.md says
 
 
 @pytest.mark.parametrize("m", [
-    _one(q=2 ** 63), _one(up=2 ** 63), _one(ts=2 ** 64), _one(v=10 ** 400),
+    _one(q=2 ** 63),
     {"t": "gap", "from": 1, "to": 2 ** 63, "why": "dropped"},
     hello("dev-1", boot=2 ** 63),
-], ids=["q", "up", "ts", "v", "gap.to", "hello.boot"])
+], ids=["q", "gap.to", "hello.boot"])
 def test_integers_beyond_64_bits_are_refused_as_malformed(m):
     # They used to pass the checks and make sqlite3 raise OverflowError in the store: a
     # 1011 "internal error" with a traceback, on every resend.
@@ -105,7 +150,14 @@ def test_integers_beyond_64_bits_are_refused_as_malformed(m):
     assert (e.value.close_code, e.value.code) == (1007, "bad_message")
 
 
+@pytest.mark.parametrize("m", [_one(up=2 ** 63), _one(ts=2 ** 64), _one(v=10 ** 400)],
+                         ids=["up", "ts", "v"])
+def test_integers_beyond_64_bits_in_a_reading_reject_that_reading(m):
+    assert split(m) == ([], {1: split(m)[1][1]}) and split(m)[1][1].startswith("reading 1:")
+
+
 def test_a_huge_integer_value_is_kept_as_a_float():
-    m = M.parse(json.dumps(_one(v=10 ** 20)))
-    assert m["r"][0]["v"] == 1e20 and isinstance(m["r"][0]["v"], float)
-    assert M.parse(json.dumps(_one(v=2 ** 63 - 1)))["r"][0]["v"] == 2 ** 63 - 1
+    good, _ = M.split_batch(M.parse(json.dumps(_one(v=10 ** 20))))
+    assert good[0]["v"] == 1e20 and isinstance(good[0]["v"], float)
+    good, _ = M.split_batch(M.parse(json.dumps(_one(v=2 ** 63 - 1))))
+    assert good[0]["v"] == 2 ** 63 - 1

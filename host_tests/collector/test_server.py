@@ -266,8 +266,11 @@ def test_bad_first_message(tmp_path, payload, code, error):
 @pytest.mark.parametrize("message,code,error", [
     (hello("dev-1"), 1008, "order"),                                         # hello twice
     ({"t": "batch", "r": readings([3, 2])}, 1008, "order"),                  # not increasing
-    ({"t": "batch", "r": [{"q": 1, "ts": None, "up": 0, "n": "x", "v": "hot", "u": ""}]},
-     1007, "bad_message"),
+    ({"t": "batch", "r": {"q": 1}}, 1007, "bad_message"),                 # r not a list
+    ({"t": "batch", "r": readings([1]) + [{"ts": None, "up": 0, "n": "x", "v": 1, "u": ""}]},
+     1007, "bad_message"),                                                  # a reading without q
+    ({"t": "gap", "from": 1, "to": 2, "why": "lost"}, 1007, "bad_message"),     # server's own
+    ({"t": "gap", "from": 1, "to": 2, "why": "rejected"}, 1007, "bad_message"),
     ({"t": "batch", "r": [{"q": True, "ts": None, "up": 0, "n": "x", "v": 1, "u": ""}]},
      1007, "bad_message"),
     ({"t": "gap", "from": 5, "to": 4, "why": "dropped"}, 1007, "bad_message"),
@@ -364,10 +367,10 @@ def test_new_connection_supersedes_the_old_with_4000(tmp_path):
 class FailingStore(SQLiteStore):
     fail = True
 
-    def add_readings(self, device, rs, boot=None):
+    def add_readings(self, device, rs, *args, **kw):
         if self.fail:
             raise StoreError("disk I/O error (injected)")
-        return super().add_readings(device, rs, boot)
+        return super().add_readings(device, rs, *args, **kw)
 
 
 def test_store_failure_closes_1011_without_ack(tmp_path):

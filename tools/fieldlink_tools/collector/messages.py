@@ -9,6 +9,9 @@ import re
 VERSION = 1
 SUBPROTOCOL = "fieldlink.v1"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+EPOCH = re.compile(r"^[0-9a-f]{1,16}$")   # hello.epoch: the device's persistent-state id
+NAME_MAX = 64             # a reading's `n`
+UNIT_MAX = 16             # a reading's `u`
 E_MAX = 64                # a reading's `e` (why it is missing) is stored cut to this length
 INT_MAX = 2 ** 63 - 1     # JSON integers are unbounded; SQLite's INTEGER is 64-bit signed
 
@@ -93,44 +96,75 @@ def _check_hello(m):
     _int(m, "dropped", 0)
     if not isinstance(m.get("synced"), bool):
         raise _bad("hello.synced: expected a boolean")
+    if "epoch" in m:
+        ep = m["epoch"]
+        if not isinstance(ep, str) or not EPOCH.match(ep):
+            raise _bad("hello.epoch: expected 1-16 chars of [0-9a-f], got %r" % (ep,))
 
 
-def check_reading(r):
+def reading_seq(r):
+    """The seq of one entry of `batch.r`, or ProtocolError 1007: without a usable integer `q`
+    nothing can be acknowledged for the entry, so the whole message is refused."""
     if not isinstance(r, dict):
         raise _bad("batch.r: each reading must be an object")
     q = r.get("q")
     if not _is_int(q) or q < 1:
         raise _bad("reading.q: expected an integer >= 1, got %r" % (q,))
+    return q
+
+
+def check_reading(r):
+    """Why a reading (an object with a usable `q`, see reading_seq) cannot be stored, or None.
+    Normalises what it keeps: a long `e` is cut to E_MAX, an int `v` beyond 64 bits becomes
+    a float."""
+    q = r["q"]
     ts = r.get("ts", ...)
     if ts is ... or not (ts is None or _is_num(ts)):
-        raise _bad("reading %d: ts must be a number or null" % q)
+        return "reading %d: ts must be a number or null" % q
     up = r.get("up")
     if not _is_int(up) or up < 0:
-        raise _bad("reading %d: up must be an integer >= 0" % q)
+        return "reading %d: up must be an integer >= 0" % q
     n = r.get("n")
-    if not isinstance(n, str) or not 0 < len(n) <= 64:
-        raise _bad("reading %d: n must be a string of 1-64 chars" % q)
+    if not isinstance(n, str) or not 0 < len(n) <= NAME_MAX:
+        return "reading %d: n must be a string of 1-%d chars" % (q, NAME_MAX)
     v = r.get("v", ...)
     if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
         try:
             v = r["v"] = float(v)  # a measurement beyond 64 bits: keep it, as the number it is
         except OverflowError:
-            raise _bad("reading %d: v is out of range" % q) from None
+            return "reading %d: v is out of range" % q
     if v is ... or not (v is None or _is_num(v)):
-        raise _bad("reading %d: v must be a number or null" % q)
+        return "reading %d: v must be a number or null" % q
     u = r.get("u")
-    if not isinstance(u, str) or len(u) > 16:
-        raise _bad("reading %d: u must be a string of at most 16 chars" % q)
+    if not isinstance(u, str) or len(u) > UNIT_MAX:
+        return "reading %d: u must be a string of at most %d chars" % (q, UNIT_MAX)
     e = r.get("e")
     if e is not None and not isinstance(e, str):
-        raise _bad("reading %d: e must be a string" % q)
+        return "reading %d: e must be a string" % q
     if e is not None and len(e) > E_MAX:
         # Why a value is missing is free text (driver messages run long). Refusing it would
         # make the device resend the same reading forever; keep the first E_MAX chars.
         r["e"] = e[:E_MAX]
+    return None
+
+
+def split_batch(m):
+    """A checked batch -> (readings to store, [(seq, reason), ...] refused). A refused reading
+    becomes a server-side gap `rejected` (docs/protocol.md "Rejected readings"): the device
+    would otherwise resend it, and be refused again, forever."""
+    good, rejected = [], []
+    for r in m["r"]:
+        why = check_reading(r)
+        if why is None:
+            good.append(r)
+        else:
+            rejected.append((r["q"], why))
+    return good, rejected
 
 
 def _check_batch(m, max_batch):
+    """The batch as a whole: a list, within the limit, every entry an object with a usable
+    `q`, seqs increasing. The readings' other fields are judged one by one (split_batch)."""
     r = m.get("r")
     if not isinstance(r, list):
         raise _bad("batch.r: expected a list of readings")
@@ -139,11 +173,14 @@ def _check_batch(m, max_batch):
             len(r), max_batch))
     last = 0
     for reading in r:
-        check_reading(reading)
-        if reading["q"] <= last:
+        q = reading_seq(reading)
+        if q <= last:
             raise ProtocolError(POLICY, "order", "batch.r: seqs must increase (%d after %d)" % (
-                reading["q"], last))
-        last = reading["q"]
+                q, last))
+        last = q
+
+
+SERVER_GAPS = ("lost", "rejected")   # gap.why values only the server records
 
 
 def _check_gap(m):
@@ -154,6 +191,8 @@ def _check_gap(m):
     why = _str(m, "why", 32)
     if not why:
         raise _bad("gap.why: empty")
+    if why in SERVER_GAPS:
+        raise _bad("gap.why %r is reserved for the server" % why)
 
 
 def _check_reply(m):

@@ -133,7 +133,10 @@ class _Session:
         self.ws = ws
         self.dev = dev
         self.hello = None
-        self.ack = 0
+        self.ack = 0               # the store's ack (store seq space)
+        self.epoch = ""            # the device's epoch on this connection
+        self.offset = 0            # store seq = device seq + offset (docs/protocol.md "Epochs")
+        self.first = 1             # hello.first, in store seqs
         self.superseded = False
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
@@ -478,24 +481,43 @@ class Collector:
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
 
+    def _dev_ack(self, s):
+        """The ack in the device's numbering (docs/protocol.md "Epochs"): never below 0."""
+        return max(0, s.ack - s.offset)
+
     async def _on_hello(self, s, m):
         dev = s.dev
         await self._db(self.store.record_hello, dev, _without_t(m))
-        s.ack = await self._db(self.store.ack, dev)
+        ep = await self._db(self.store.enter_epoch, dev, m.get("epoch", ""), m["next"])
+        s.epoch, s.offset, s.ack = ep["epoch"], ep["offset"], ep["ack"]
+        s.first = m["first"] + s.offset
         s.hello = m
-        if m["next"] <= s.ack:
-            # The device's counter went backwards (flash wiped?): it would take our ack as
-            # covering readings it has not sent yet. Say so loudly; the data is still safe.
-            log.warning("%s: hello.next=%d is not above the stored ack %d (seq reset?)",
-                        dev, m["next"], s.ack)
-        await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": s.ack,
-                                 "time": time.time()}))
+        now = time.time()
+        if ep["started"]:
+            log.info("%s: new epoch %s (was %s): device seq N is stored as N+%d",
+                     dev, ep["epoch"], ep["previous"] or '""', s.offset)
+            self._publish({"t": "epoch", "dev": dev, "epoch": ep["epoch"],
+                           "previous": ep["previous"], "offset": s.offset, "time": now})
+            if ep["lost"]:
+                a, b = ep["lost"]
+                log.warning("%s: seqs %d..%d of epoch %s were never delivered: gap 'lost'",
+                            dev, a, b, ep["previous"] or '""')
+                self._publish({"t": "gap", "dev": dev, "from": a, "to": b, "why": "lost",
+                               "ack": s.ack, "time": now})
+                self._print("%s gap %d..%d (lost)" % (dev, a, b))
+        elif m["next"] + s.offset <= s.ack:
+            # The device's counter went backwards (flash wiped?) and it sent no epoch that
+            # would say so: it would take our ack as covering readings it has not sent yet.
+            log.warning("%s: hello.next=%d is not above the stored ack %d (seq reset?"
+                        " firmware without hello.epoch)", dev, m["next"], s.ack - s.offset)
+        await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": self._dev_ack(s),
+                                 "time": now}))
         self._publish({"t": "hello", "dev": dev, "hello": _without_t(m), "ack": s.ack,
-                       "time": time.time()})
+                       "epoch": s.epoch, "offset": s.offset, "time": now})
 
     async def _on_batch(self, s, m):
-        dev = s.dev
-        first = s.hello["first"]
+        dev, off = s.dev, s.offset
+        first = s.first
         if first - 1 > s.ack:
             # The device no longer holds seqs ack+1..first-1 and we do not have them: our
             # store lost them (restored or wiped database). Its pending gaps came before this
@@ -503,11 +525,31 @@ class Collector:
             # or the ack could never pass it and the device would stall.
             log.warning("%s: seqs %d..%d neither stored nor held: recording gap 'lost'",
                         dev, s.ack + 1, first - 1)
-            await self._gap(s, s.ack + 1, first - 1, "lost")
-        ack, new = await self._db(self.store.add_readings, dev, m["r"], s.hello["boot"])
+            await self._gap(s, s.ack + 1, first - 1, "lost",
+                            "neither stored nor held by the device (hello.first %d)"
+                            % (first - s.offset))
+        good, rejected = M.split_batch(m)
+        if off:
+            good = [dict(r, q=r["q"] + off) for r in good]
+        rejected = [(q + off, why) for q, why in rejected]
+        ack, new = await self._db(self.store.add_readings, dev, good, s.hello["boot"],
+                                  s.epoch, rejected)
         s.ack = ack
+        if rejected:
+            # Refused readings become gaps `rejected` (stored in the same transaction): the
+            # ack passes them, so the device forgets them instead of resending them forever.
+            seqs = [q - off for q, _ in rejected]
+            log.warning("%s: rejected %d reading(s), seqs %s: %s", dev, len(rejected),
+                        seqs, "; ".join(why for _, why in rejected))
+            for q, why in rejected:
+                self._publish({"t": "gap", "dev": dev, "from": q, "to": q, "why": "rejected",
+                               "reason": why, "ack": ack, "time": time.time()})
+                self._print("%s gap %d..%d (rejected: %s)" % (dev, q, q, why))
+            await s.ws.send(M.dumps({"t": "error", "code": "rejected",
+                                     "msg": "; ".join(why for _, why in rejected)[:1000],
+                                     "seqs": seqs}))
         # The ack goes out only now: the transaction above has committed.
-        await s.ws.send(M.dumps({"t": "ack", "ack": ack}))
+        await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
         self.stats["readings"] += len(new)
         if new:
             self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
@@ -518,11 +560,11 @@ class Collector:
             self._publish({"t": "ack", "dev": dev, "ack": ack})
 
     async def _on_gap(self, s, m):
-        await self._gap(s, m["from"], m["to"], m["why"])
-        await s.ws.send(M.dumps({"t": "ack", "ack": s.ack}))
+        await self._gap(s, m["from"] + s.offset, m["to"] + s.offset, m["why"])
+        await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
 
-    async def _gap(self, s, a, b, why):
-        s.ack = await self._db(self.store.add_gap, s.dev, a, b, why)
+    async def _gap(self, s, a, b, why, reason=None):
+        s.ack = await self._db(self.store.add_gap, s.dev, a, b, why, reason)
         self._publish({"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why,
                        "ack": s.ack, "time": time.time()})
         self._print("%s gap %d..%d (%s)" % (s.dev, a, b, why))

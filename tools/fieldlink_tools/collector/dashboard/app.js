@@ -148,7 +148,13 @@ const handlers = {
     const d = device(m.dev);
     d.ack = m.ack; d.gaps += 1;
     if (m.why === "dropped") d.dropped_gaps += m.to - m.from + 1;
-    logEvent(m.dev + " gap " + m.from + ".." + m.to + " (" + m.why + ")", "gap");
+    logEvent(m.dev + " gap " + m.from + ".." + m.to + " (" + m.why +
+             (m.reason ? ": " + m.reason : "") + ")", "gap");
+  },
+  epoch(m) {
+    // The device's persistent state was wiped (e.g. reflashed): its numbering restarted.
+    logEvent(m.dev + " new epoch " + m.epoch + " (was " + (m.previous || "none") +
+             "): device seq N stored as N+" + m.offset, "gap");
   },
   health(m) { device(m.dev).health = m.health; },
   reply(m) { logEvent(m.dev + " reply " + m.reply.id + ": " + (m.reply.ok ? "ok" : m.reply.err)); },
