@@ -1,6 +1,9 @@
 """The outbox: every reading is kept until the server acknowledges it (docs/protocol.md).
 
-Bounded in bytes. New readings go to RAM; when RAM is full or the link is down long, the
+Bounded in bytes. New readings go to RAM: one bytearray of `ram_bytes`, allocated once, the
+readings in it back to back as `text,` (so a run of them is already the body of a batch), a
+sliding buffer compacted in place when its end is reached. No per-reading string stays on the
+heap, so the heap does not fragment under load. When RAM is full or the link is down long, the
 oldest RAM readings are spilled to flash in batched segment writes (a few KB each: flash wears
 out). Flash segments are always older than RAM, so the queue is: loaded head, flash segments,
 RAM. When everything is full the oldest readings are dropped, counted, and declared with a
@@ -128,10 +131,15 @@ class Outbox:
         self.dropped = 0     # cumulative since first boot
         self.acked = 0       # highest cumulative ack seen
         self.gaps = []       # [from, to, why, sent_on_this_connection]
-        # RAM tail (newest): parallel lists, small ints cost no heap
+        # RAM tail (newest): the readings are bytes in _buf; per reading its seq, offset and
+        # length (with the "," after it) in parallel lists (small ints cost no heap)
+        self._buf = bytearray(ram_bytes)
+        self._mv = memoryview(self._buf)
+        self._tail = 0       # where the next reading is written
         self._rq = []
-        self._rd = []
-        self.ram_used = 0
+        self._ro = []
+        self._rn = []
+        self.ram_used = 0    # bytes of the readings held (holes left by drops not counted)
         # head: readings loaded from the oldest flash segments for sending
         self._hq = []
         self._hd = []
@@ -210,26 +218,86 @@ class Outbox:
     # ---- sampling side ----
 
     def push(self, seq, text):
-        """Add one reading (JSON text from proto.reading with q == seq)."""
+        """Add one reading (JSON text or UTF-8 bytes from proto.reading with q == seq)."""
         if seq != self.next_seq:
             raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
-        # Both lists change or neither: a MemoryError between the two appends would leave
-        # them out of step for good.
-        self._rd.append(text)
-        try:
-            self._rq.append(seq)
-        except MemoryError:
-            self._rd.pop()
-            raise
+        data = text.encode() if isinstance(text, str) else text
+        n = len(data) + 1
+        if n > self.ram_limit:
+            raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
+        # Room first (spill or drop the oldest), so the new reading always fits in the buffer.
+        # A MemoryError while spilling leaves everything as it was: the reading got no seq.
+        while self.ram_used + n > self.ram_limit:
+            if not (self.flash_limit and self._spill_chunk()):
+                if not self._drop_ram():
+                    break
         self.next_seq = seq + 1
-        self.ram_used += len(text) + 1
+        if self.ram_used + n > self.ram_limit:
+            # only readings the server may hold are left (at most `window` of them): this one
+            # cannot be kept, and is declared like any other dropped reading
+            self._add_gap(seq, seq, "dropped")
+        else:
+            self._append(seq, data, n)
         if self.store is not None and (self.next_seq > self._mark or self._meta_dirty):
             self._mark = self.next_seq + self.seq_block
             self.save_meta()
-        while self.ram_used > self.ram_limit:
-            if not (self.flash_limit and self._spill_chunk()):
-                if not self._drop_ram():
-                    break  # only in-flight readings left: bounded by the window
+
+    def _append(self, seq, data, n):
+        t = self._tail
+        if t + n > len(self._buf):
+            self._compact()
+            t = self._tail
+        # The three lists change together or not at all (a MemoryError while one grows).
+        rq = self._rq
+        rq.append(seq)
+        try:
+            self._ro.append(t)
+            try:
+                self._rn.append(n)
+            except MemoryError:
+                self._ro.pop()
+                raise
+        except MemoryError:
+            rq.pop()
+            self.next_seq = seq
+            raise
+        mv = self._mv
+        mv[t:t + n - 1] = data
+        mv[t + n - 1] = 44  # ","
+        self._tail = t + n
+        self.ram_used += n
+
+    def _compact(self):
+        """Slide the held readings to the front of the buffer, in order, over the holes of
+        dropped/spilled ones (memmove within the buffer: no allocation)."""
+        mv = self._mv
+        ro = self._ro
+        rn = self._rn
+        w = 0
+        for i in range(len(ro)):
+            o = ro[i]
+            n = rn[i]
+            if o != w:
+                mv[w:w + n] = mv[o:o + n]
+                ro[i] = w
+            w += n
+        self._tail = w
+
+    def _text(self, i):
+        """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
+        o = self._ro[i]
+        return str(self._mv[o:o + self._rn[i] - 1], "utf-8")
+
+    def _ram_forget(self, k):
+        """Forget the first k RAM readings."""
+        rn = self._rn
+        for i in range(k):
+            self.ram_used -= rn[i]
+        del self._rq[:k]
+        del self._ro[:k]
+        del rn[:k]
+        if not self._rq:
+            self._tail = 0
 
     def _drop_ram(self):
         """Drop the oldest RAM reading the server cannot hold yet (see _sent_hi)."""
@@ -239,7 +307,10 @@ class Outbox:
         if i >= len(self._rq):
             return False
         q = self._rq.pop(i)
-        self.ram_used -= len(self._rd.pop(i)) + 1
+        self._ro.pop(i)
+        self.ram_used -= self._rn.pop(i)
+        if not self._rq:
+            self._tail = 0
         self._add_gap(q, q, "dropped")
         return True
 
@@ -266,8 +337,9 @@ class Outbox:
     def _spill_chunk(self):
         n = 0
         size = 0
-        while n < len(self._rq) and (n == 0 or size + len(self._rd[n]) + 1 <= self.seg_bytes):
-            size += len(self._rd[n]) + 1
+        rn = self._rn
+        while n < len(rn) and (n == 0 or size + rn[n] <= self.seg_bytes):
+            size += rn[n]
             n += 1
         if n == 0 or size > self.flash_limit:
             return False
@@ -275,14 +347,12 @@ class Outbox:
             if not self._drop_segment():
                 return False  # flash holds only what the server may have: keep it
         qs = self._rq[:n]
-        lines = self._rd[:n]
+        lines = [self._text(i) for i in range(n)]
         name = self.store.write_segment(qs[0], qs[-1], lines)
         self.spills += 1
         nbytes = size
         self.flash_used += nbytes
-        del self._rq[:n]
-        del self._rd[:n]
-        self.ram_used -= size
+        self._ram_forget(n)
         if self._inflight > len(self._hq):
             # part of the chunk is in flight: it must stay at the front of the queue, so it
             # becomes a loaded head segment (no unloaded segment can exist here)
@@ -375,7 +445,7 @@ class Outbox:
             elif self._segs:
                 self._load_segment()
             elif i - len(self._hq) < len(self._rq):
-                out.append(self._rd[i - len(self._hq)])
+                out.append(self._text(i - len(self._hq)))
                 i += 1
             else:
                 break
@@ -386,6 +456,35 @@ class Outbox:
             if q > self._sent_hi:
                 self._sent_hi = q
         return out
+
+    def next_batch_text(self, max_n, window):
+        """Like next_batch, but the readings already joined with "," (the body of a batch
+        message), or "" when there is nothing to send. From RAM this is one string cut from
+        the buffer, where the readings lie back to back with their commas."""
+        i = self._inflight
+        hq = len(self._hq)
+        if i < hq or self._segs:
+            return ",".join(self.next_batch(max_n, window))
+        room = window - i
+        if room > max_n:
+            room = max_n
+        j = i - hq
+        ro = self._ro
+        rn = self._rn
+        end = len(ro)
+        if room <= 0 or j >= end:
+            return ""
+        o = ro[j]
+        e = o + rn[j]
+        k = j + 1
+        while k < end and k - j < room and ro[k] == e:  # contiguous: no hole in between
+            e += rn[k]
+            k += 1
+        self._inflight = i + k - j
+        q = self._rq[k - 1]
+        if q > self._sent_hi:
+            self._sent_hi = q
+        return str(self._mv[o:e - 1], "utf-8")
 
     def welcome(self, n):
         """The server's ack in `welcome`: it holds nothing above n (it stores in order)."""
@@ -417,11 +516,9 @@ class Outbox:
         if not self._hq:
             k = 0
             while k < len(self._rq) and self._rq[k] <= n:
-                self.ram_used -= len(self._rd[k]) + 1
                 k += 1
             if k:
-                del self._rq[:k]
-                del self._rd[:k]
+                self._ram_forget(k)
             removed += k
         self._inflight = self._inflight - removed if self._inflight > removed else 0
         if n >= self.next_seq:

@@ -208,7 +208,12 @@ def reading_seq(text):
 
 def batch(readings):
     """A batch message from already-encoded readings (list of JSON texts)."""
-    return '{"t":"batch","r":[' + ",".join(readings) + "]}"
+    return batch_text(",".join(readings))
+
+
+def batch_text(joined):
+    """A batch message from readings already joined with "," (Outbox.next_batch_text)."""
+    return '{"t":"batch","r":[%s]}' % joined
 
 
 def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced):

@@ -352,9 +352,10 @@ class Supervisor:
             for g in ob.pending_gaps():
                 _log.info("gap %d-%d %s", g[0], g[1], g[2])
                 await self._send(proto.gap(g[0], g[1], g[2]))
-            b = ob.next_batch(n, window)
+            b = ob.next_batch_text(n, window)
             if b:
-                m = proto.batch(b)
+                # the readings come already joined, cut from the outbox's buffer in one piece
+                m = proto.batch_text(b)
                 b = None
                 await self._send(m)
                 continue

@@ -85,7 +85,7 @@ class Server:
 
 
 def test_order_window_and_acks():
-    ob = Outbox(ram_bytes=64 * 1024)
+    ob = Outbox(ram_bytes=4096)
     fill(ob, 10)
     assert ob.held() == 10 and ob.first() == 1 and ob.next_seq == 11
     assert seqs(ob.next_batch(4, 6)) == [1, 2, 3, 4]
@@ -210,8 +210,9 @@ def test_reload_after_power_cut_declares_reboot_gap():
         on_flash = ob.held() - len(ob._rq)
         assert on_flash > 0
         boot = ob.boot
+        ob = None                                      # power cut: RAM is gone
         ob2 = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
-                     seq_block=50)                     # power cut: RAM is gone
+                     seq_block=50)
         assert ob2.boot == boot + 1
         assert ob2.held() == on_flash
         assert ob2.next_seq > 120                      # never reuses a seq
@@ -365,3 +366,45 @@ def test_model_no_loss_exact_drops():
 def test_model_with_power_cuts():
     for seed in range(11, 16):
         run_model(seed, 1500, True)
+
+
+def test_ram_is_one_buffer_compacted_in_place():
+    ob = Outbox(ram_bytes=1024)
+    buf = ob._buf
+    for round_ in range(30):                          # far more bytes than the buffer holds
+        fill(ob, 7, pad=round_ % 5)
+        b = ob.next_batch(7, 64)
+        ob.ack(seqs(b)[-1])
+    assert ob._buf is buf and len(buf) == 1024 and ob.held() == 0 and ob.ram_used == 0
+    s0 = ob.next_seq                                  # 211
+    fill(ob, 5)
+    ob.next_batch(2, 64)                              # s0, s0+1 in flight
+    ob._drop_ram()                                    # drops s0+2: a hole in the buffer
+    assert ob.dropped == 1 and ob.pending_gaps() == [(s0 + 2, s0 + 2, "dropped")]
+    used = ob.ram_used
+    fill(ob, (1024 - used) // len(rd(9)))             # fills the buffer: slides over the hole
+    assert ob.dropped == 1 and ob.ram_used <= 1024
+    got = seqs(ob.next_batch(50, 64))
+    assert got == list(range(s0 + 3, ob.next_seq))
+
+
+def test_next_batch_text_is_the_joined_readings():
+    ob = Outbox(ram_bytes=2048)
+    fill(ob, 6)
+    t = ob.next_batch_text(4, 64)
+    assert t == ",".join([rd(q) for q in (1, 2, 3, 4)])
+    assert ob.in_flight() == 4
+    assert ob.next_batch_text(4, 5) == rd(5)          # the window stops it
+    ob.ack(5)
+    assert ob.next_batch_text(4, 64) == rd(6) and ob.next_batch_text(4, 64) == ""
+
+
+def test_full_of_in_flight_readings_drops_the_new_one_counted():
+    ob = Outbox(ram_bytes=1024)
+    fill(ob, 100)
+    n = len(seqs(ob.next_batch(100, 100)))            # all of RAM in flight
+    before = ob.dropped
+    fill(ob, 3)                                       # no room, nothing droppable
+    assert ob.dropped == before + 3 and ob.next_seq == 104
+    assert ob.pending_gaps()[-1] == (101, 103, "dropped")
+    assert ob.held() == n
