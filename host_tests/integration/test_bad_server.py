@@ -100,7 +100,7 @@ class BadWS:
             elif kind == "invalid_frame":
                 ws.transport.write(b"\x83\x00")   # reserved opcode 3 (RFC 6455 section 5.2)
         if kind == "oversized":   # not in EXPECT: see the xfail test below
-            await ws.send(json.dumps({"t": "ack", "ack": 0, "pad": "x" * 20000}))
+            await ws.send(json.dumps({"t": "ack", "ack": 0, "pad": "x" * 60000}))
         got_batch = False
         try:
             async with asyncio.timeout(20):
@@ -160,18 +160,21 @@ def test_board_survives_servers_that_answer_garbage(collector_proc, sim_board, f
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "firmware/fieldlink/ws/client.py _read_loop: after failing the connection (here 1009, "
-    "message over max_message) it writes its close frame and closes the socket at once while "
-    "the rest of the oversized message is still unread; Linux then sends RST instead of FIN "
-    "and the server loses the close frame: it sees 1006, not 1009. Fix: after the failure "
-    "close frame, keep reading and discarding (bounded, e.g. until EOF or 1-5 s) before "
-    "io.close(), as the normal close path already does"))
-def test_oversized_message_close_code_reaches_the_server(sim_board):
-    bad_ws = BadWS(["oversized"] * 2)
+    "firmware/fieldlink/ws/client.py WebSocket._read_loop, `except ProtocolError`: after "
+    "failing the connection it writes its close frame and closes the socket at once, with the "
+    "rest of the oversized message unread, so the kernel sends RST, not FIN; the peer may "
+    "discard the close frame with it (the server then sees 1006, about half the time). Fix: "
+    "after the failure close frame, read and discard until EOF (bounded, like the normal "
+    "close path's _CLOSE_WAIT_S) before io.close() (RFC 6455 section 7.1.1)"))
+def test_oversized_message_close_is_orderly(sim_board, fault_proxy):
+    bad_ws = BadWS(["oversized"])
     with S.websockets_server(bad_ws.handler, subprotocols=["fieldlink.v1"]) as ws:
-        b = sim_board("ws://127.0.0.1:%d/ws" % ws.port, backoff_base_s=0.1, backoff_max_s=0.5)
-        wait_until(lambda: "oversized" in bad_ws.results and bad_ws.n >= 2, 60,
-                   "the oversized scenario and a reconnect", b)
+        fp = fault_proxy(ws.port)
+        b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, backoff_base_s=0.1, backoff_max_s=0.5)
+        wait_until(lambda: "oversized" in bad_ws.results and fp.board_ends, 60,
+                   "the oversized scenario", b)
     assert b.lines("protocol error 1009: message over 16384 bytes")   # the board did fail it
     assert b.running and not b.lines("Traceback")
+    # the board closed TCP in order (FIN), so its 1009 close frame cannot be lost to an RST
+    assert fp.board_ends[0] == "eof", (fp.board_ends, bad_ws.results)
     assert bad_ws.results["oversized"] == 1009

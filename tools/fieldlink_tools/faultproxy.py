@@ -15,7 +15,8 @@ drive it with plain calls:
                                    # the real collector); open ones are left alone
 
 Counters: `accepted` (connections from boards), `accept_times` (time.monotonic() of each:
-the server-side view of how often a board tries), `bytes_up`, `bytes_down`.
+the server-side view of how often a board tries), `board_ends` ("eof" or "reset": how the
+board closed each connection it closed itself), `bytes_up`, `bytes_down`.
 """
 import asyncio
 import socket
@@ -43,6 +44,7 @@ class FaultProxy:
         self.slow_interval_s = 0.2
         self.accepted = 0
         self.accept_times = []      # time.monotonic() of every accepted connection
+        self.board_ends = []        # how each board connection ended: "eof" or "reset"
         self.bytes_up = 0           # board -> server, forwarded
         self.bytes_down = 0         # server -> board, forwarded
         self._conns = set()
@@ -151,6 +153,8 @@ class FaultProxy:
                 else:
                     data = await r.read(65536)
                 if not data:
+                    if up:
+                        self.board_ends.append("eof")
                     break
                 if self.mode == "blackhole":
                     continue  # swallowed: the peer's TCP sees nothing wrong
@@ -162,6 +166,9 @@ class FaultProxy:
                     self.bytes_up += len(data)
                 else:
                     self.bytes_down += len(data)
+        except ConnectionResetError:
+            if up:
+                self.board_ends.append("reset")
         except (OSError, asyncio.CancelledError):
             pass
         finally:
