@@ -5,7 +5,7 @@ board loses power. At the end the store holds every seq the board produced exact
 the seq lies in a gap the board declared, and the dropped count is exact."""
 import time
 
-from fieldlink_tools.soak import final_audit
+from fieldlink_tools.soak import audit_device, final_audit
 
 DEV = "dev-1"
 
@@ -92,3 +92,40 @@ def test_short_fault_campaign(collector_proc, sim_board, fault_proxy):
     assert [g for g in a.gaps if g["why"] == "reboot"]   # the power cut was declared
     assert not b.lines("Traceback")
     assert b.lines("gap ")
+
+
+class _FakeStore:
+    """The four Store methods the audit reads, over plain lists."""
+
+    def __init__(self, seqs, gaps, ack):
+        self._seqs, self._gaps, self._ack = seqs, gaps, ack
+
+    def readings(self, device):
+        return [{"q": q} for q in self._seqs]
+
+    def gaps(self, device):
+        return [{"from": a, "to": b, "why": w} for a, b, w in self._gaps]
+
+    def ack(self, device):
+        return self._ack
+
+
+def test_audit_passes_a_complete_store_and_names_each_kind_of_failure():
+    good = _FakeStore([1, 2, 5, 6, 9], [(3, 4, "dropped"), (7, 8, "reboot")], 9)
+    a = audit_device(good, DEV, produced=9, dropped_reported=2)
+    assert a.ok, a.problems
+    assert (a.stored, a.dropped, a.reboot_gap, a.lost_undeclared) == (5, 2, 2, 0)
+
+    def problems(seqs, gaps, ack, produced=9, dropped=0):
+        return audit_device(_FakeStore(seqs, gaps, ack), DEV, produced, dropped).problems
+
+    assert problems([1, 2, 2, 3, 4, 5, 6, 7, 8, 9], [], 9) == ["stored twice: 1 rows"]
+    assert problems([1, 2, 4, 5, 6, 7, 8, 9], [], 9) == ["lost without a gap: 3"]
+    assert "declared dropped but stored: 3" in problems(list(range(1, 10)), [(3, 3, "dropped")],
+                                                        9, dropped=1)
+    assert "board says 2 dropped, gaps declare 1" in problems(
+        [1, 2, 4, 5, 6, 7, 8, 9], [(3, 3, "dropped")], 9, dropped=2)
+    assert "not drained: ack 7 < produced 9" in problems(list(range(1, 8)), [], 7)
+    assert "stored seqs the board never produced: 10" in problems(list(range(1, 11)), [], 10)
+    assert "in server-side lost gaps: 1 seqs" in problems(
+        [1, 2, 4, 5, 6, 7, 8, 9], [(3, 3, "lost")], 9)

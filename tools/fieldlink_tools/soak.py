@@ -106,11 +106,11 @@ def audit_device(store, device, produced=None, dropped_reported=None):
     missing = [q for q in range(1, top + 1) if q not in stored and q not in declared]
     a.lost_undeclared = len(missing)
     if a.duplicates:
-        a.problems.append("%d seqs stored twice" % a.duplicates)
+        a.problems.append("stored twice: %d rows" % a.duplicates)
     if missing:
         a.problems.append("lost without a gap: %s" % _ranges(missing))
     if a.lost_server:
-        a.problems.append("%d seqs in server-side 'lost' gaps" % a.lost_server)
+        a.problems.append("in server-side lost gaps: %d seqs" % a.lost_server)
     if produced is not None:
         beyond = [q for q in stored if q > produced]
         if beyond:
