@@ -34,7 +34,8 @@ def test_streams_and_stores_over_wss(collector_proc, sim_board, tls_files, tmp_p
     try:
         seqs = c.wait_seqs(DEV, 20, timeout=60)
     except TimeoutError:
-        raise AssertionError("nothing stored over wss://; board log:\n" + "\n".join(b.lines()[-30:]))
+        raise AssertionError("nothing stored over wss://; board log:\n"
+                             + "\n".join(b.lines()[-30:]))
     assert seqs == list(range(1, len(seqs) + 1))
     assert b.lines("INFO link: streaming to wss://")
     assert not b.lines("Traceback")
