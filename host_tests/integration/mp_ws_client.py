@@ -116,6 +116,30 @@ async def hostile():
                 out(step="send_after", case=i, **exc_info(e2))
 
 
+async def exchange():
+    # per case: receive one message, answer it, receive again. The second recv() is called
+    # while the reader task is between reads, so it reads the socket itself (_read_here):
+    # whatever ends the connection then must end it exactly as when the reader reads it.
+    for i, url in enumerate(CFG["urls"]):
+        ws = await connect(url)
+        try:
+            m = await ws.recv()
+            out(step="msg", case=i, text=m if isinstance(m, str) else None)
+            await ws.send("go")
+            here = not (ws._rd_busy or ws._here)  # recv() will read the socket itself
+            while True:
+                m = await ws.recv()
+                out(step="msg", case=i, text=m if isinstance(m, str) else None, here=here)
+        except errors.WSError as e:
+            out(step="case", case=i, where="recv", closed=ws.closed, here=here, **exc_info(e))
+            try:
+                await ws.send("after")
+                out(step="send_after", case=i, exc=None)
+            except errors.WSError as e2:
+                out(step="send_after", case=i, **exc_info(e2))
+        await ws.close()
+
+
 async def burst():
     # many messages at once, text (fast path) and binary (general path) interleaved, so the
     # kernel buffer fills and sends queue behind each other; the server checks the order
@@ -131,7 +155,7 @@ async def burst():
     await ws.close()
 
 
-SCENARIOS = {"burst": burst, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+SCENARIOS = {"burst": burst, "exchange": exchange, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

@@ -70,6 +70,52 @@ def test_client_fails_connection_with_right_code(failures, i):
                        "reason": end["reason"]}
 
 
+@pytest.fixture(scope="module")
+def failures_in_exchange():
+    # the same bad frames, sent only after the client answered a first message: its next
+    # recv() reads the socket itself instead of the reader task (see client._read_here)
+    cases = [{"send": F(1, b"before"), "later": F(1, b"second") + data}
+             for _, data, _ in FAILURES]
+    with S.Hostile(cases) as h:
+        lines = S.run_client("exchange", {"urls": [h.url(i) for i in range(len(cases))],
+                                          "opts": {"max_message": MAX_MESSAGE}})
+        yield h, lines
+
+
+@pytest.mark.parametrize("i", range(len(FAILURES)), ids=[f[0] for f in FAILURES])
+def test_recv_reading_the_socket_fails_connection_with_right_code(failures_in_exchange, i):
+    h, lines = failures_in_exchange
+    name, _, code = FAILURES[i]
+    mine = [l for l in lines if l.get("case") == i]
+    assert mine[0] == {"step": "msg", "case": i, "text": "before"}, mine
+    assert mine[1] == {"step": "msg", "case": i, "text": "second", "here": True}, mine
+    end = mine[2]
+    assert end["exc"] == "ProtocolError" and end["code"] == code and end["here"], (name, end)
+    assert end["closed"] is True
+    frames = S.parse_client_frames(bytes(h.received[i]))
+    assert frames[0] == (1, b"go"), (name, frames)
+    assert frames[-1][0] == 8 and int.from_bytes(frames[-1][1][:2], "big") == code, (
+        name, frames)
+    assert mine[3] == {"step": "send_after", "case": i, "exc": "ProtocolError", "code": code,
+                       "reason": end["reason"]}
+
+
+def test_recv_reading_the_socket_sees_eof_and_close():
+    cases = [{"send": F(1, b"before"), "later": F(1, b"second"), "eof_later": True},
+             {"send": F(1, b"before"), "later": F(1, b"second") + F(8, b"\x0f\xa1bye")}]
+    with S.Hostile(cases) as h:
+        lines = S.run_client("exchange", {"urls": [h.url(0), h.url(1)]})
+    ends = {l["case"]: l for l in lines if l["step"] == "case"}
+    assert {"step": "msg", "case": 0, "text": "second", "here": True} in lines
+    assert ends[0]["exc"] == "ConnectionClosed" and ends[0]["code"] == 1006, ends
+    assert {"step": "msg", "case": 1, "text": "second", "here": True} in lines
+    assert ends[1]["exc"] == "ConnectionClosed" and ends[1]["code"] == 4001, ends
+    assert ends[1]["reason"] == "bye"
+    # §5.5.1: our close frame echoed the server's code
+    frames = S.parse_client_frames(bytes(h.received[1]))
+    assert frames[-1] == (8, b"\x0f\xa1"), frames
+
+
 HANDSHAKES = [
     ("wrong_accept", {"head": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                               "Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n"},

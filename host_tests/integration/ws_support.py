@@ -107,8 +107,9 @@ def parse_client_frames(data):
 class Hostile:
     """A raw TCP server speaking just enough HTTP: for connection path /case/N it plays
     cases[N] = {"head": raw response or None (a valid 101), "send": bytes after the
-    handshake, "silent": True (never answer), "eof": True (close right after sending)}
-    and records everything the client sent afterwards in .received[N]."""
+    handshake, "silent": True (never answer), "eof": True (close right after sending),
+    "later": bytes sent once the client's first frame arrived, "eof_later": True (close
+    right after those)} and records everything the client sent afterwards in .received[N]."""
 
     def __init__(self, cases):
         self.cases = cases
@@ -153,6 +154,7 @@ class Hostile:
                 return
             got = bytearray()
             self.received[i] = got
+            later = case.get("later")
             while True:
                 try:
                     chunk = await asyncio.wait_for(reader.read(65536), 20)
@@ -161,6 +163,12 @@ class Hostile:
                 if not chunk:
                     break
                 got.extend(chunk)
+                if later is not None and parse_client_frames(bytes(got)):
+                    writer.write(later)
+                    await writer.drain()
+                    later = None
+                    if case.get("eof_later"):
+                        return
                 if any(op == 8 for op, _ in parse_client_frames(bytes(got))):
                     break  # the client's close frame: end TCP as a server should (§7.1.1)
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -36,6 +36,7 @@ except ImportError:
 _READ_BUF = 1024       # bytes read from the socket at once (one preallocated buffer)
 _CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
+_EOF = "eof"             # handed from recv() to the reader: the server closed TCP
 _FAST_MAX = const(496)   # send()'s fast path: text payloads up to this many bytes
 _KEYS = const(64)        # the Encoder's key pool: 64 keys, then the "keys used" byte
 _KEYS4 = const(256)
@@ -339,6 +340,11 @@ class WebSocket:
         self._max = max_message
         self._msgs = []          # messages received and not yet taken by recv()
         self._waiting = 0        # recv() calls waiting for a message
+        self._rmv = memoryview(rbuf)
+        self._rd_busy = True     # the reader task waits on the socket (or has not started)
+        self._here = False       # a recv() reads the socket itself (_read_here)
+        self._turn = asyncio.Event()  # set when that recv() is done: the reader reads again
+        self._handoff = None     # what ended that recv()'s reading: _EOF or an exception
         self._queued = 0         # their size; the reader pauses once it reaches max_message
         self._exc = None         # why the connection ended, raised once the queue is empty
         self._got = asyncio.Event()    # a message arrived or the connection ended
@@ -494,12 +500,39 @@ class WebSocket:
                 return m
             if self._exc is not None:
                 raise self._exc
+            if not (self._rd_busy or self._here) and self._handoff is None \
+                    and self._p.state == OPEN:
+                await self._read_here()
+                continue
             self._got.clear()
             self._waiting += 1
             try:
                 await self._got.wait()
             finally:
                 self._waiting -= 1
+
+    async def _read_here(self):
+        # The reader task is not waiting on the socket (it is between reads): read it here
+        # instead, so a message reaches this recv() without a round through the scheduler.
+        # The reader waits for its turn meanwhile; what ends the connection here (EOF, a
+        # socket error, a protocol error) is handed to it to handle as if it had read it.
+        self._here = True
+        p = self._p
+        try:
+            while not self._msgs and self._exc is None and p.state == OPEN:
+                n = await self._io.readinto(self._rbuf)
+                if not n:
+                    self._handoff = _EOF
+                    return
+                self._last_rx = ticks_ms()
+                out = self._process(self._rmv[:n])
+                if out:
+                    await self._write_out(out)
+        except (ProtocolError, OSError) as e:
+            self._handoff = e
+        finally:
+            self._here = False
+            self._turn.set()
 
     async def ping(self, payload=b""):
         """Send a ping and wait for its pong (wrap in asyncio.wait_for to bound it)."""
@@ -568,30 +601,45 @@ class WebSocket:
                 if w is not None:
                     w.set()
 
+    def _process(self, data):
+        # Feed bytes read from the socket to the protocol; returns the frames to send back.
+        p = self._p
+        try:
+            p.receive_data(data)
+        finally:
+            self._deliver()
+            if p.state != OPEN:
+                self._fast = None  # a close frame or a failure ends it
+        return p.data_to_send()
+
     async def _read_loop(self, early):
         p = self._p
         io = self._io
         rbuf = self._rbuf
-        mv = memoryview(rbuf)
+        mv = self._rmv
         exc = None
         try:
             data = early
             while True:
+                h = self._handoff
+                if h is not None:  # what a recv() reading the socket ran into
+                    self._handoff = None
+                    if h is _EOF:
+                        break
+                    raise h
                 if data:
                     woke = self._waiting and not self._msgs
-                    try:
-                        p.receive_data(data)
-                    finally:
-                        self._deliver()
-                        if p.state != OPEN:
-                            self._fast = None  # a close frame or a failure ends it
-                    out = p.data_to_send()
+                    out = self._process(data)
+                    data = None
+                    self._rd_busy = False  # (the early bytes too: a recv() may read next)
                     if out:
                         await self._write_out(out)
                     if woke and self._msgs:
                         # A recv() was waiting and now has its message: let it run first (the
-                        # app's reply goes out sooner); we read again after it.
+                        # app's reply goes out sooner; its next recv() may read the socket
+                        # itself); we read again after it.
                         await asyncio.sleep(0)
+                    continue
                 if p.state != OPEN and p.close_code is not None:
                     # The server's close frame arrived (and ours went out): §7.1.1 says the
                     # server closes TCP first; give it a moment, then close ourselves.
@@ -604,7 +652,13 @@ class WebSocket:
                 while self._queued >= self._max:
                     self._room.clear()  # backpressure: the app has not taken its messages
                     await self._room.wait()
+                if self._here:  # a recv() is reading the socket: wait until it is done
+                    self._turn.clear()
+                    await self._turn.wait()
+                    continue
+                self._rd_busy = True
                 n = await io.readinto(rbuf)
+                self._rd_busy = False
                 if not n:
                     break
                 self._last_rx = ticks_ms()
