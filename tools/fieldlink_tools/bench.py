@@ -20,6 +20,8 @@ from . import paths, upy
 # name -> (help, where): where is a local function name, or a module with main(argv)
 TARGETS = {
     "ws": ("WebSocket client: msgs/s vs raw socket, echo RTT, heap bytes/msg", "bench_ws"),
+    "link": ("link end to end: readings/s, restart/dead-link times, heap, smallest heapsize",
+             "fieldlink_tools.bench_link"),
     "collector": ("collector ingest rate (options: see --help of the module)",
                   "fieldlink_tools.bench_collector"),
 }
