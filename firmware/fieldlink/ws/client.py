@@ -502,7 +502,9 @@ class WebSocket:
                 raise self._exc
             if not (self._rd_busy or self._here) and self._handoff is None \
                     and self._p.state == OPEN:
-                await self._read_here()
+                m = await self._read_here()
+                if m is not None:
+                    return m
                 continue
             self._got.clear()
             self._waiting += 1
@@ -516,6 +518,8 @@ class WebSocket:
         # instead, so a message reaches this recv() without a round through the scheduler.
         # The reader waits for its turn meanwhile; what ends the connection here (EOF, a
         # socket error, a protocol error) is handed to it to handle as if it had read it.
+        # Returns a message that arrived alone in one read (straight to the caller, never
+        # queued), or None when what was read went the usual way (see _msgs).
         self._here = True
         p = self._p
         try:
@@ -523,9 +527,17 @@ class WebSocket:
                 n = await self._io.readinto(self._rbuf)
                 if not n:
                     self._handoff = _EOF
-                    return
+                    return None
                 self._last_rx = ticks_ms()
-                out = self._process(self._rmv[:n])
+                try:
+                    m = p.receive_message(self._rmv[:n])
+                finally:
+                    self._deliver()
+                    if p.state != OPEN:
+                        self._fast = None  # a close frame or a failure ends it
+                if m is not None:
+                    return m
+                out = p.data_to_send()
                 if out:
                     await self._write_out(out)
         except (ProtocolError, OSError) as e:
@@ -533,6 +545,7 @@ class WebSocket:
         finally:
             self._here = False
             self._turn.set()
+        return None
 
     async def ping(self, payload=b""):
         """Send a ping and wait for its pong (wrap in asyncio.wait_for to bound it)."""

@@ -14,6 +14,7 @@ except ImportError:  # CPython: the emitter decorators are no-ops
     const = lambda x: x  # noqa: E731
 
 from . import utf8
+_utf8_check = utf8.check
 from .errors import ConnectionClosed, ProtocolError
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Decoder,
                      Encoder)
@@ -74,16 +75,23 @@ class Protocol:
         self._u8 = 0                # UTF-8 validator state across text fragments
 
     # --- receiving -------------------------------------------------------------------------
-    @micropython.native  # once per chunk read from the socket
     def receive_data(self, data):
         """Feed bytes from the server. Raises ProtocolError after failing the connection (the
         close frame to send is then in data_to_send())."""
+        m = self.receive_message(data)
+        if m is not None:
+            self._events.append(Message(m))
+
+    @micropython.native  # once per chunk read from the socket
+    def receive_message(self, data):
+        """receive_data(), except that when data is exactly one whole message (one final
+        text or binary frame, nothing half-parsed before it) that message is returned (str
+        or bytes) instead of queued as an event. Otherwise returns None."""
         if self.state == CLOSED:
-            return  # §7.1.1: nothing after the closing handshake or a failure matters
-        # Fast path: the chunk is exactly one whole, final, unmasked text or binary frame
-        # (7- or 16-bit length, within max_message), with nothing half-parsed before it, as
-        # in a request/response exchange. Anything else, including text that is not valid
-        # UTF-8, takes the general path below, which checks every rule.
+            return None  # §7.1.1: nothing after the closing handshake or a failure matters
+        # Fast path, as in a request/response exchange: one whole unmasked frame, 7- or
+        # 16-bit length, within max_message. Anything else, including text that is not
+        # valid UTF-8, takes the general path below, which checks every rule.
         n = len(data)
         if n >= 2 and self._op is None and self._dec._buf is None and self.state == OPEN:
             b0 = data[0]
@@ -98,16 +106,15 @@ class Protocol:
                 if h + m == n and m <= self.max_message:
                     pay = memoryview(data)[h:]
                     if b0 == 0x82:
-                        self._events.append(Message(bytes(pay)))
-                        return
-                    if utf8.check(0, pay, m) == 0:
-                        self._events.append(Message(str(pay, "utf-8")))
-                        return
+                        return bytes(pay)
+                    if _utf8_check(0, pay, m) == 0:
+                        return str(pay, "utf-8")
         try:
             self._dec.feed(data, self._on_frame)
         except ProtocolError as e:
             self.fail(e.code, e.reason, e)
             raise e  # (native code cannot re-raise with a bare `raise`)
+        return None
 
     def events_received(self):
         ev = self._events
