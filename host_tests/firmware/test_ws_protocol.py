@@ -102,6 +102,48 @@ def test_receive_vectors_whole():
         check(v, [wire(c) for c in v["chunks"]], "whole")
 
 
+def feed_message(v, chunks):
+    """feed() through receive_message(): a returned message counts as an event."""
+    p = protocol.Protocol(max_message=v.get("max_message", 16384), randbytes=ZERO)
+    events = []
+    err = None
+    direct = 0
+    try:
+        for c in chunks:
+            m = p.receive_message(c)
+            if m is not None:
+                direct += 1
+                events.append(as_list(protocol.Message(m)))
+            events.extend(as_list(e) for e in p.events_received())
+    except ProtocolError as e:
+        err = e
+        events.extend(as_list(e) for e in p.events_received())
+    return events, bytes(p.data_to_send()), err, direct
+
+
+def test_receive_message_equals_receive_data():
+    # receive_message() (recv()'s own read) returns a message that fills a chunk exactly
+    # instead of queuing it; events, failures and replies must be the same as receive_data()
+    direct = 0
+    for v in V["receive"]:
+        if too_big(v, "chunks"):
+            continue
+        for how in ("as chunked", "joined"):
+            data = b"".join(wire(c) for c in v["chunks"])
+            chunks = [wire(c) for c in v["chunks"]] if how == "as chunked" else [data]
+            ev, sent, err, d = feed_message(v, chunks)
+            ev2, sent2, err2, _ = feed(v, chunks)
+            assert ev == ev2 and sent == sent2, (v["name"], how)
+            assert (err and err.code) == (err2 and err2.code), (v["name"], how)
+            direct += d
+    assert direct >= 5  # the fast path was taken, not only the general one
+    # one whole frame: returned, not queued; invalid UTF-8 still fails with 1007
+    p = protocol.Protocol(randbytes=ZERO)
+    assert p.receive_message(b"\x81\x02hi") == "hi" and p.events_received() == []
+    assert p.receive_message(b"\x82\x7e\x00\x7e" + bytes(126)) == bytes(126)
+    assert raises(ProtocolError, p.receive_message, b"\x81\x01\xff").code == 1007
+
+
 def test_receive_vectors_split_at_every_byte_boundary():
     for v in V["receive"]:
         if too_big(v, "chunks"):
