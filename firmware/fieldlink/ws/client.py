@@ -379,8 +379,10 @@ class WebSocket:
             # call level or an attribute lookup costs as much as masking 100 bytes, and viper
             # keeps the integer work in machine words (no int objects, no allocation).
             pool = self._fast
+            nch = 0
             if pool and _type(data) is _str:
                 nch = int(_len(data))
+            if nch and nch <= _FAST_MAX:  # (an empty str takes the general path)
                 s = ptr8(data)
                 # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
                 # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
@@ -402,9 +404,11 @@ class WebSocket:
                     else:
                         n += 4
                     c += 1
-                if n <= _FAST_MAX:
-                    bo = self._fbuf
-                    buf = ptr8(bo)
+                bo = self._fbuf
+                buf = ptr8(bo)
+                # (a bytearray's data is heap-allocated, so word-aligned; checked because
+                # word stores must be aligned on the ESP32)
+                if n <= _FAST_MAX and not (int(buf) & 3):
                     # The payload starts at buf[16] (word-aligned); key and header go right
                     # before it, so the frame is buf[off:16 + n].
                     if n < 126:
