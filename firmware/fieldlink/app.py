@@ -51,6 +51,8 @@ class App:
         self.sampler = Sampler(sensors, sampling, log=log.Logger("sampling"))
         store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
         self.outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
+        if self.outbox.notice:
+            _log.warn("outbox: %s", self.outbox.notice)
         self.clock = Clock()
         self.sup = Supervisor(
             cfg, self.outbox, self.clock,
@@ -194,7 +196,7 @@ def main(config_path="config.json"):
     wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
         else None
     app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
-    _log.info("board %s, %d sensors, boot %d, next seq %d, held %d, heap free %d", name,
-              len(sensors), app.outbox.boot, app.outbox.next_seq, app.outbox.held(),
-              gc.mem_free())
+    _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
+              name, len(sensors), app.outbox.boot, app.outbox.epoch, app.outbox.next_seq,
+              app.outbox.held(), gc.mem_free())
     asyncio.run(app.run())

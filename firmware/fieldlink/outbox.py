@@ -8,11 +8,13 @@ oldest RAM readings are spilled to flash in batched segment writes (a few KB eac
 out). Flash segments are always older than RAM, so the queue is: loaded head, flash segments,
 RAM. When everything is full the oldest readings are dropped, counted, and declared with a
 `gap dropped`. The seq high-water mark is persisted in blocks; after a power cut the seqs that
-may have died with RAM are declared with a `gap reboot`.
+may have died with RAM are declared with a `gap reboot`. The epoch (docs/protocol.md "Epochs")
+names this numbering: made when the flash holds no state, written once to its own file.
 
 `Outbox` is bookkeeping only; all flash I/O goes through the small `DirStore` shell (or any
 object with the same methods), so tests can drive it on CPython and MicroPython alike.
 """
+import binascii
 import json
 
 try:
@@ -29,6 +31,23 @@ except ImportError:  # pragma: no cover
 SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 SEG_BYTES = const(2048)  # target size of one flash write
 _META = "meta.json"
+_EPOCH = "epoch"
+_META_V = const(2)        # meta v2: an epoch file was written with this state (v1: before epochs)
+
+
+def new_epoch(urandom=None):
+    """A fresh epoch: 16 hex chars from 64 random bits (docs/protocol.md "Epochs")."""
+    return binascii.hexlify((urandom or os.urandom)(8)).decode()
+
+
+def valid_epoch(e):
+    """1-16 chars of [0-9a-f] (the protocol's limits)."""
+    if not isinstance(e, str) or not 1 <= len(e) <= 16:
+        return False
+    for c in e:
+        if c not in "0123456789abcdef":
+            return False
+    return True
 
 
 def _seq_of(text):
@@ -114,13 +133,37 @@ class DirStore:
     def save_meta(self, meta):
         self._put(_META, json.dumps(meta))
 
+    def load_epoch(self):
+        """The epoch text; None if there is no epoch file; "" if it is there but unreadable
+        or not an epoch (corrupt)."""
+        try:
+            with open(self._p(_EPOCH)) as f:
+                e = f.read().strip()
+        except OSError:
+            return None
+        except (ValueError, UnicodeError):
+            return ""
+        return e if valid_epoch(e) else ""
+
+    def save_epoch(self, epoch):
+        self._put(_EPOCH, epoch)
+
+    def wipe(self):
+        """Forget the numbering's state: segments, then meta (a power cut in between still
+        finds meta v2 without an epoch, and the next boot finishes the job). The caller then
+        writes the new epoch file."""
+        for n in os.listdir(self.path):
+            if n != _EPOCH and n != _META:
+                os.remove(self._p(n))
+        self.remove(_META)
+
 
 class Outbox:
     """Readings in seq order until acked. Sending: `on_connect()`, `pending_gaps()`,
     `next_batch()`, `ack()`. Sampling: `push(seq, text)` with seq == `next_seq`."""
 
     def __init__(self, ram_bytes, flash_bytes=0, store=None, seg_bytes=SEG_BYTES,
-                 seq_block=SEQ_BLOCK):
+                 seq_block=SEQ_BLOCK, urandom=None):
         self.ram_limit = ram_bytes
         self.flash_limit = flash_bytes if store is not None else 0
         self.store = store
@@ -154,10 +197,36 @@ class Outbox:
         self._mark = 0
         self.spills = 0      # flash segment writes, for tests and health
         self._meta_dirty = False
+        # Without a store nothing survives a reboot: every boot is a new numbering, so a new
+        # epoch. With one, _open reads it (or makes it with new state).
+        self.epoch = new_epoch(urandom)
+        self.notice = None   # what the app should log (WARN) about the state found at boot
         if store is not None:
+            self._open_epoch()
             self._open()
 
     # ---- persistence ----
+
+    def _open_epoch(self):
+        """Keep the stored epoch, or store self.epoch (a fresh one) when there is none:
+        - no state at all (first boot, wiped flash): a new numbering;
+        - state from firmware before epochs (meta v1, or segments without meta): it keeps its
+          numbering, the server adopts the epoch unchanged;
+        - an epoch-era state (meta v2) whose epoch file is gone, or a corrupt epoch file: the
+          state's numbering cannot be named any more, so it is discarded (its segments belong
+          to an unknown epoch; declaring them would be declaring someone else's seqs)."""
+        st = self.store
+        e = st.load_epoch()
+        if e:
+            self.epoch = e
+            return
+        meta = st.load_meta()
+        if e == "" or (meta is not None and meta.get("v", 1) >= _META_V):
+            n = len(st.segments())
+            st.wipe()
+            self.notice = "epoch file %s: new epoch %s, %d flash segments discarded" % (
+                "corrupt" if e == "" else "lost", self.epoch, n)
+        st.save_epoch(self.epoch)
 
     def _open(self):
         meta = self.store.load_meta()
@@ -202,7 +271,7 @@ class Outbox:
             self._meta_dirty = True
 
     def _save_meta(self):
-        self.store.save_meta({"v": 1, "boot": self.boot, "mark": self._mark,
+        self.store.save_meta({"v": _META_V, "boot": self.boot, "mark": self._mark,
                               "dropped": self.dropped, "acked": self.acked,
                               "gaps": [g[:3] for g in self.gaps]})
 

@@ -216,10 +216,14 @@ def batch_text(joined):
     return '{"t":"batch","r":[%s]}' % joined
 
 
-def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced):
-    return json.dumps({"t": "hello", "v": VERSION, "dev": dev, "fw": fw, "board": board,
-                       "boot": boot, "next": next_seq, "first": first, "held": held,
-                       "dropped": dropped, "synced": bool(synced)})
+def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced, epoch=None):
+    """`epoch` names the device's numbering (docs/protocol.md "Epochs"); None: not sent."""
+    m = {"t": "hello", "v": VERSION, "dev": dev, "fw": fw, "board": board, "boot": boot,
+         "next": next_seq, "first": first, "held": held, "dropped": dropped,
+         "synced": bool(synced)}
+    if epoch:
+        m["epoch"] = epoch
+    return json.dumps(m)
 
 
 def gap(frm, to, why):

@@ -35,6 +35,15 @@ def _dev_id(x):
     return True
 
 
+def _epoch(x):
+    if not _str(x) or not 1 <= len(x) <= 16:
+        return False
+    for c in x:
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
 def parse_device(text):
     """Validate one device message; returns the decoded dict (unknown `t` passes through)."""
     obj = _decode(text)
@@ -52,6 +61,8 @@ def parse_device(text):
         _need(obj, "held", _seq, "an integer >= 0")
         _need(obj, "dropped", _seq, "an integer >= 0")
         _need(obj, "synced", lambda x: isinstance(x, bool), "a boolean")
+        if "epoch" in obj:
+            _need(obj, "epoch", _epoch, "1-16 chars of 0-9a-f")
     elif t == "batch":
         rs = _need(obj, "r", lambda x: isinstance(x, list), "a list")
         last = 0

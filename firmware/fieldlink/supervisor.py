@@ -225,7 +225,7 @@ class Supervisor:
         try:
             await self._send(proto.hello(self.cfg.device_id, self.fw, self.board, ob.boot,
                                          ob.next_seq, ob.first(), ob.held(), ob.dropped,
-                                         self.clock.synced))
+                                         self.clock.synced, ob.epoch))
             m = await asyncio.wait_for(self.ws.recv(), self.cfg.connect_timeout_s)
             ev = proto.parse_server(m)
             if isinstance(ev, proto.ServerError):

@@ -408,3 +408,132 @@ def test_full_of_in_flight_readings_drops_the_new_one_counted():
     assert ob.dropped == before + 3 and ob.next_seq == 104
     assert ob.pending_gaps()[-1] == (101, 103, "dropped")
     assert ob.held() == n
+
+
+# ---- epochs (docs/protocol.md "Epochs") ----
+
+def counter_urandom(start):
+    """A deterministic os.urandom stand-in: 8 bytes counting up from start."""
+    state = [start]
+
+    def urandom(n):
+        state[0] += 1
+        return bytes([(state[0] >> (8 * (n - 1 - i))) & 0xFF for i in range(n)])
+    return urandom
+
+
+def read_file(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_epoch_is_made_once_for_new_state_and_kept_across_boots():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d), seg_bytes=512,
+                    seq_block=20)
+        e = ob.epoch
+        assert len(e) == 16 and int(e, 16) >= 0 and e == e.lower()
+        assert ob.notice is None
+        assert read_file(d + "/epoch") == e            # its own file, not meta.json
+        assert "epoch" not in read_file(d + "/meta.json")
+        fill(ob, 100)                                  # spills, meta rewritten many times
+        assert ob.spills > 0
+        assert read_file(d + "/epoch") == e
+        ob = None                                      # power cut
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d), seg_bytes=512,
+                     seq_block=20, urandom=counter_urandom(99))
+        assert ob2.epoch == e and ob2.notice is None   # the same numbering continues
+        assert ob2.next_seq > 100 and ob2.held() > 0
+    finally:
+        rmtree(d)
+
+
+def test_epoch_from_urandom_and_new_one_per_wipe():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d),
+                    urandom=counter_urandom(0))
+        assert ob.epoch == "0000000000000001"
+        fill(ob, 10)
+        ob.flush()
+        rmtree(d)                                      # reflash: the flash is erased
+        os.mkdir(d)
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d),
+                     urandom=counter_urandom(0x0102))
+        assert ob2.epoch == "0000000000000103" and ob2.next_seq == 1 and ob2.boot == 1
+        assert ob2.notice is None                      # nothing there: nothing to warn about
+    finally:
+        rmtree(d)
+
+
+def test_ram_only_outbox_has_a_new_epoch_every_boot():
+    # nothing persists, so every boot restarts the numbering at 1: a new epoch each time
+    a = Outbox(ram_bytes=1024, urandom=counter_urandom(5))
+    b = Outbox(ram_bytes=1024, urandom=counter_urandom(6))
+    assert a.next_seq == b.next_seq == 1
+    assert a.epoch != b.epoch and len(a.epoch) == 16
+    assert len(Outbox(ram_bytes=1024).epoch) == 16      # os.urandom by default
+
+
+def write_pre_epoch_state(d):
+    """What firmware before epochs left on flash: meta v1 and a segment, no epoch file."""
+    st = DirStore(d)
+    st.write_segment(41, 43, [rd(41), rd(42), rd(43)])
+    st.save_meta({"v": 1, "boot": 4, "mark": 300, "dropped": 2, "acked": 40, "gaps": []})
+
+
+def test_pre_epoch_state_gets_an_epoch_and_keeps_its_numbering():
+    d = tmpdir()
+    try:
+        write_pre_epoch_state(d)
+        ob = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d),
+                    urandom=counter_urandom(7))
+        assert ob.epoch == "0000000000000008" and ob.notice is None
+        assert read_file(d + "/epoch") == ob.epoch
+        assert ob.boot == 5 and ob.next_seq == 300 and ob.dropped == 2
+        assert ob.held() == 3 and ob.first() == 41
+        assert seqs(ob.next_batch(10, 64)) == [41, 42, 43]
+        ob = None
+        ob2 = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d),
+                     urandom=counter_urandom(70))
+        assert ob2.epoch == "0000000000000008"         # written once, then only read
+    finally:
+        rmtree(d)
+
+
+def check_state_discarded(d, why):
+    ob = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d),
+                urandom=counter_urandom(0x33))
+    assert ob.epoch == "0000000000000034"
+    assert ob.notice is not None and why in ob.notice and "1 flash segments" in ob.notice
+    # the old segments belong to a numbering nobody can name: gone, and nothing declared
+    assert ob.held() == 0 and ob.next_seq == 1 and ob.boot == 1 and ob.dropped == 0
+    assert ob.pending_gaps() == [] and DirStore(d).segments() == []
+    assert read_file(d + "/epoch") == ob.epoch
+    ob2 = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d))
+    assert ob2.epoch == ob.epoch and ob2.notice is None
+
+
+def test_lost_epoch_file_discards_the_state_it_named():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d), seg_bytes=512)
+        fill(ob, 5)
+        ob.flush()                                     # one segment, meta v2
+        assert len(DirStore(d).segments()) == 1
+        os.remove(d + "/epoch")
+        check_state_discarded(d, "lost")
+    finally:
+        rmtree(d)
+
+
+def test_corrupt_epoch_file_discards_the_state():
+    d = tmpdir()
+    try:
+        write_pre_epoch_state(d)
+        with open(d + "/epoch", "w") as f:
+            f.write("not an epoch!")
+        check_state_discarded(d, "corrupt")
+    finally:
+        rmtree(d)

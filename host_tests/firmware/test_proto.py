@@ -88,3 +88,20 @@ def test_constants_match_the_document():
     assert proto.SUBPROTOCOL == "fieldlink.v1"
     assert proto.VERSION == 1
     assert proto.CLOSE_BAD_DATA == 1007 and proto.CLOSE_SUPERSEDED == 4000
+
+
+def test_hello_carries_the_epoch_when_given():
+    h = json.loads(proto.hello("dev-1", "0.1.0", "virtual", 1, 1, 1, 0, 0, True,
+                               "0123456789abcdef"))
+    assert h["epoch"] == "0123456789abcdef"
+    assert proto_check.parse_device(json.dumps(h))["epoch"] == "0123456789abcdef"
+    h = json.loads(proto.hello("dev-1", "0.1.0", "virtual", 1, 1, 1, 0, 0, True))
+    assert "epoch" not in h                           # older firmware's hello, unchanged
+
+
+def test_hello_with_a_bad_epoch_is_refused():
+    for bad in ("", "ABCD", "0123456789abcdef0", 12, "xyz"):
+        h = json.loads(proto.hello("dev-1", "0.1.0", "virtual", 1, 1, 1, 0, 0, True))
+        h["epoch"] = bad
+        e = raises(proto.ProtoError, proto_check.parse_device, json.dumps(h))
+        assert e.code == 1007, bad

@@ -51,6 +51,41 @@ def test_streams_every_reading_once_in_order(collector_proc, sim_board):
     assert not b.lines("Traceback")
 
 
+def test_reflashed_board_starts_a_new_epoch_and_is_stored(collector_proc, sim_board,
+                                                          tmp_path):
+    """A reflash wipes the flash: the board numbers from 1 again under a new epoch, and the
+    collector stores those readings above the old ones instead of dropping them as resends."""
+    import shutil
+    c = collector_proc({"dev-1": "tok-1"})
+    flash = tmp_path / "flash-reflash"
+    b = sim_board(c.url, flash=flash)
+    c.wait_seqs("dev-1", 30, timeout=60)
+    epoch1 = (flash / "outbox" / "epoch").read_text()
+    b.power_cut()
+    before = len(c.seqs("dev-1"))
+    shutil.rmtree(flash)                              # `fieldlink flash` erases the chip
+    b.start()                                         # writes config.json and board.json again
+    st_seqs = c.wait_seqs("dev-1", before + 30, timeout=60)
+    epoch2 = (flash / "outbox" / "epoch").read_text()
+    assert epoch2 != epoch1 and len(epoch2) == 16
+    assert st_seqs == sorted(set(st_seqs)) and len(st_seqs) >= before + 30
+    st = c.store()
+    try:
+        eps = st.epochs("dev-1")
+        assert [e["epoch"] for e in eps] == [epoch1, epoch2], eps
+        assert eps[1]["offset"] >= before and eps[1]["previous"] == epoch1
+        dev = [d for d in st.devices() if d["device"] == "dev-1"][0]
+        assert dev["epoch"] == epoch2 and dev["hello"]["epoch"] == epoch2
+        new = [r for r in st.readings("dev-1") if r["epoch"] == epoch2]
+        # the new epoch's own numbering starts again at 1, stored above the old readings
+        assert [r["dq"] for r in new] == list(range(1, len(new) + 1))
+        assert len(new) == len(st_seqs) - before
+    finally:
+        st.close()
+    assert len(b.lines("reset_cause")) == 2 and b.lines("epoch %s" % epoch2)
+    assert not b.lines("Traceback") and not b.lines("WARN outbox")
+
+
 def test_commands_are_answered(collector_proc, sim_board):
     c = collector_proc({"dev-1": "tok-1"})
     b = sim_board(c.url, sample_interval_s=5)
