@@ -140,6 +140,36 @@ async def exchange():
         await ws.close()
 
 
+async def _cancel_later(task, delay_s):
+    await asyncio.sleep(delay_s)
+    task.cancel()
+
+
+async def timeouts():
+    # recv() cancelled again and again by another task while it reads the socket itself
+    # (it is called right after an exchange, in the same task: see client._read_here)
+    ws = await connect()
+    me = asyncio.current_task()
+    first = await ws.recv()
+    await ws.send("go")
+    n = 0
+    here = []
+    while True:
+        killer = asyncio.create_task(_cancel_later(me, 0.1))
+        here.append(not (ws._rd_busy or ws._here))
+        try:
+            m = await ws.recv()
+            killer.cancel()
+            break
+        except asyncio.CancelledError:
+            if hasattr(me, "uncancel"):
+                me.uncancel()  # CPython: this task goes on
+            n += 1
+    out(step="late", first=first, text=m, timeouts=n, here=all(here))
+    await ws.close()
+    out(step="closed", closed=ws.closed)
+
+
 async def burst():
     # many messages at once, text (fast path) and binary (general path) interleaved, so the
     # kernel buffer fills and sends queue behind each other; the server checks the order
@@ -155,7 +185,7 @@ async def burst():
     await ws.close()
 
 
-SCENARIOS = {"burst": burst, "exchange": exchange, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+SCENARIOS = {"burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

@@ -59,6 +59,15 @@ def make_server():
                     break
                 i += 1
             await ws.wait_closed()
+        elif path == "/slow_reply":
+            # answer late, and only after the client answered a ping sent in the meantime
+            await ws.send("first")
+            await ws.recv()
+            await asyncio.sleep(0.5)
+            waiter = await ws.ping(b"mid")
+            await asyncio.wait_for(waiter, 10)
+            await ws.send("late")
+            await ws.wait_closed()
         elif path == "/auth":
             await ws.send("welcome " + ws.request.headers["Authorization"])
             async for m in ws:
@@ -180,6 +189,20 @@ def test_refused_upgrade_reports_http_status(server, interp):
         interp=interp)
     assert lines == [{"step": "connect", "exc": "HandshakeError", "status": 401,
                       "reason": "Unauthorized"}]
+
+
+@pytest.mark.parametrize("interp", INTERPS)
+def test_recv_cancelled_again_and_again_then_gets_the_late_message(server, interp):
+    # recv() cancelled again and again while it reads the socket itself (after one exchange):
+    # each cancellation must hand the socket back cleanly, the server's ping in between must
+    # be answered, and the late message must arrive.
+    lines = S.run_client("timeouts", {"url": url(server, "/slow_reply")}, interp=interp)
+    late = [l for l in lines if l["step"] == "late"][0]
+    assert late["first"] == "first" and late["text"] == "late", late
+    assert late["timeouts"] >= 2, late
+    if interp == "micropython":
+        assert late["here"], late  # every one of those recv() calls read the socket itself
+    assert lines[-1] == {"step": "closed", "closed": True}
 
 
 @pytest.mark.parametrize("interp", INTERPS)
