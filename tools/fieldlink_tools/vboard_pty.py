@@ -276,27 +276,14 @@ class _Board:
             os.write(self.child_master, bytes(out))
 
     def from_host(self):
-        try:
-            data = os.read(self.host_master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return
-            raise
+        data = _read_ready(self.host_master)
         if data:
             self._to_child(data)
 
     def from_child(self):
-        try:
-            data = os.read(self.child_master, 4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno == errno.EIO:
-                return
-            raise
-        self._process_output(data)
+        data = _read_ready(self.child_master)
+        if data is not None:
+            self._process_output(data)
 
     def _drain_child(self):
         while True:
@@ -474,3 +461,16 @@ def main(argv=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _read_ready(fd):
+    """Read what a pty master has; None when nothing is there or the other side is gone
+    (EIO is how Linux reports a pty whose slave end is closed)."""
+    try:
+        return os.read(fd, 4096)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        if e.errno == errno.EIO:
+            return None
+        raise
