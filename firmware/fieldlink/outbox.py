@@ -247,6 +247,7 @@ class Outbox:
             for g in meta.get("gaps", ()):
                 self.gaps.append([g[0], g[1], g[2], False])
             self.next_seq = max(meta.get("mark", 1), last_flash + 1)
+            self._declare_holes()
             # Everything between what is safe (on flash, acked or already declared) and the
             # mark may have been produced and lost with RAM: an upper bound, per the protocol.
             lo = max(last_flash, self.acked)
@@ -260,6 +261,29 @@ class Outbox:
         self._sent_hi = self.next_seq - 1  # unknown what was sent before the reboot
         self.save_meta()
 
+    def _declare_holes(self):
+        """Seqs above the ack that lie between flash segments (or below the first) and in no
+        declared gap: segments dropped after meta was last saved (drops are persisted with the
+        seq mark, not per dropped segment: flash wear). Declared as `reboot` (may have been
+        produced and lost), or the server's ack could never pass them."""
+        cur = self.acked
+        for s in self._segs:  # oldest first
+            if s[0] > cur + 1:
+                self._gap_uncovered(cur + 1, s[0] - 1)
+            if s[1] > cur:
+                cur = s[1]
+
+    def _gap_uncovered(self, a, b):
+        for g in sorted(self.gaps):
+            if g[1] < a or g[0] > b:
+                continue
+            if g[0] > a:
+                self.gaps.append([a, g[0] - 1, "reboot", False])
+            a = max(a, g[1] + 1)
+        if a <= b:
+            self.gaps.append([a, b, "reboot", False])
+        self.gaps.sort()
+
     def save_meta(self):
         if self.store is None:
             return
@@ -271,9 +295,25 @@ class Outbox:
             self._meta_dirty = True
 
     def _save_meta(self):
+        self._merge_gaps(False)
         self.store.save_meta({"v": _META_V, "boot": self.boot, "mark": self._mark,
                               "dropped": self.dropped, "acked": self.acked,
                               "gaps": [g[:3] for g in self.gaps]})
+
+    def _merge_gaps(self, resend):
+        """Adjacent gaps with the same why become one (sent ones too when `resend`: all are
+        sent again on a new connection). Keeps meta.json and the gap list small when a slow
+        link makes the outbox drop a segment at a time."""
+        gs = self.gaps
+        k = 1
+        while k < len(gs):
+            a = gs[k - 1]
+            b = gs[k]
+            if a[2] == b[2] and a[1] + 1 == b[0] and (resend or a[3] == b[3]):
+                a[1] = b[1]
+                gs.pop(k)
+            else:
+                k += 1
 
     def flush(self):
         """Before a clean reboot: everything to flash, mark = next seq (no reboot gap)."""
@@ -397,11 +437,17 @@ class Outbox:
 
     def spill(self, full_only=True):
         """Write RAM readings to flash in chunks of seg_bytes. full_only: only whole chunks
-        (called while the link is down long, so flash sees few, large writes)."""
+        (called while the link is down long, so flash sees few, large writes). Segments it
+        had to drop are persisted once, at the end."""
+        d = self.dropped
+        ok = True
         while self._rq and (not full_only or self.ram_used >= self.seg_bytes):
             if not self._spill_chunk():
-                return False
-        return True
+                ok = False
+                break
+        if self.dropped != d:
+            self.save_meta()
+        return ok
 
     def _spill_chunk(self):
         n = 0
@@ -453,7 +499,8 @@ class Outbox:
                 self._add_gap(q, q, "dropped")
         self.store.remove(s[4])
         self.flash_used -= s[3]
-        self.save_meta()
+        # No meta write here: the drop is persisted with the next seq mark (or at the end of
+        # spill()); a power cut before that is caught at boot by _declare_holes.
         return True
 
     def _load_segment(self):
@@ -487,6 +534,7 @@ class Outbox:
         self._inflight = 0
         for g in self.gaps:
             g[3] = False
+        self._merge_gaps(True)
 
     def pending_gaps(self):
         """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent."""

@@ -28,6 +28,18 @@ else:  # CPython
         return a - b
 
 
+# a wait shorter than this is a plain sleep (a set_interval/sample_now waits for it to end)
+_POKE_MS = 50
+
+
+# MicroPython's sleep_ms takes no float and allocates nothing (a singleton generator)
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms
+else:  # CPython
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+
 def _is_num(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -231,6 +243,18 @@ class Sampler:
         self._t0 = t
         return self._now
 
+    async def _wait(self, delay):
+        """Until the next sensor is due, or sooner when poked. Short waits are a plain sleep:
+        wait_for() makes a task per call, garbage a fast sampler must not make every ms."""
+        if delay <= _POKE_MS:
+            await _sleep_ms(delay)
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay / 1000)
+        except asyncio.TimeoutError:
+            pass
+
     async def run(self, emit):
         """Sample forever. emit may be a plain function or a coroutine function."""
         self._wake = asyncio.Event()
@@ -239,17 +263,17 @@ class Sampler:
             now = self._clock()
             delay = self.next_due() - now
             if delay > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay / 1000)
-                except asyncio.TimeoutError:
-                    pass
+                await self._wait(delay)
                 continue
             slots = self.due_slots(now)
             wait, errs = self.start_slots(slots)
             if wait:
-                await asyncio.sleep_ms(wait) if hasattr(asyncio, "sleep_ms") \
-                    else await asyncio.sleep(wait / 1000)
+                await _sleep_ms(wait)
             for r in self.finish_slots(slots, errs, self._clock(), emit):
                 if r is not None and hasattr(r, "send"):
                     await r
+            # Always give the loop a turn before the next round. A sampler that is behind
+            # (reading and emitting take longer than the interval) finds the next sensor due
+            # at once and would never reach an await: the link's tasks (keepalive, sender,
+            # monitor) would starve and a dead link would never be declared.
+            await _sleep_ms(0)

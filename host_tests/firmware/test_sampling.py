@@ -206,3 +206,55 @@ def test_run_loop_emits_waits_for_conversion_and_reacts_to_set_interval():
             pass
     asyncio.run(main())
     assert got[:3] == [("a.temperature", 1.0)] * 3
+
+
+class Slow:
+    """A sensor whose read takes longer than its interval (busy, as a bus transfer is)."""
+    name = "slow"
+    channels = (("temperature", "C"),)
+
+    def start(self):
+        return 0
+
+    def read(self):
+        t0 = sampling._ticks_ms()
+        while sampling._ticks_diff(sampling._ticks_ms(), t0) < 2:
+            pass
+        return (1.0,)
+
+
+class _Enough(Exception):
+    pass
+
+
+def test_a_sampler_behind_schedule_still_lets_other_tasks_run():
+    # 1 ms interval, 2 ms per read: the next read is always due at once. Other tasks (the
+    # link's keepalive, sender, monitor) must still get turns between rounds.
+    s = sampling.Sampler([Slow()], {"*": {"interval_s": 0.001}}, Rec().log)
+    got = []
+    turns = [0]
+
+    def emit(name, value, unit, err):  # a plain function: nothing awaited here
+        got.append(value)
+        if len(got) >= 60:
+            raise _Enough()            # ends run() even if it never yields (the bug)
+
+    async def other():
+        while True:
+            turns[0] += 1
+            await asyncio.sleep(0)
+
+    async def main():
+        o = asyncio.create_task(other())
+        try:
+            await s.run(emit)
+        except _Enough:
+            pass
+        o.cancel()
+        try:
+            await o
+        except asyncio.CancelledError:
+            pass
+    asyncio.run(main())
+    assert len(got) == 60
+    assert turns[0] >= 50, turns[0]    # about one turn per round; 0 when starved

@@ -138,3 +138,38 @@ def test_malformed_config_names_the_key(sim_board):
     assert b.wait() == 0
     assert b.lines('ERROR config: config.ping_interval_s: expected a number >= 1, got "abc"')
     assert not b.lines("Traceback")
+
+
+def health_at(c):
+    st = c.store()
+    try:
+        return [d["health_at"] for d in st.devices() if d["device"] == "dev-1"][0]
+    finally:
+        st.close()
+
+
+def test_fast_sampling_does_not_starve_the_link(collector_proc, sim_board, fault_proxy):
+    """Sampling every 1 ms (more than the board can read and emit: the sampler is always
+    behind) with the link blackholed: the sampler must still let the link's tasks run, so the
+    dead link is declared; once the proxy passes again the board reconnects and health
+    arrives. (Before the fix the loop was starved: no LinkDead, no health, ever.)"""
+    c = collector_proc({"dev-1": "tok-1"})
+    fp = fault_proxy(c.port)
+    b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, sample_interval_s=0.001,
+                  ping_interval_s=2, ping_timeout_s=2, outbox_flash_bytes=16384,
+                  spill_after_s=1, health_interval_s=2)
+    b.wait_for_line("INFO link: streaming to", timeout=60)
+    c.wait_seqs("dev-1", 100, timeout=60)
+    wait(lambda: health_at(c), 30, "first health")
+    fp.set_mode("blackhole")
+    t0 = time.monotonic()
+    dead = len(b.lines("WARN link: stream:"))
+    # the keepalive bound is 4 s; generous for a loaded host
+    b.wait_for_line("WARN link: stream:", timeout=60, count=dead + 1)
+    print("blackhole -> link declared dead after %.1f s" % (time.monotonic() - t0))
+    h0 = health_at(c)
+    fp.set_mode("pass")
+    up = len(b.lines("INFO link: streaming to"))
+    b.wait_for_line("INFO link: streaming to", timeout=60, count=up + 1)
+    wait(lambda: health_at(c) > h0, 60, "health after the link came back")
+    assert not b.lines("Traceback")
