@@ -459,10 +459,6 @@ def main(argv=None):
     return run(parser.parse_args(argv))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _read_ready(fd):
     """Read what a pty master has; None when nothing is there or the other side is gone
     (EIO is how Linux reports a pty whose slave end is closed)."""
@@ -474,3 +470,8 @@ def _read_ready(fd):
         if e.errno == errno.EIO:
             return None
         raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
