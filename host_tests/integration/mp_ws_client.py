@@ -140,6 +140,29 @@ async def exchange():
         await ws.close()
 
 
+async def fail_bound():
+    # per case: recv() until the server breaks a rule, then close(). recv() must raise while
+    # the client still waits for the server's TCP close (§7.1.1); close() must return within
+    # that wait's bound even when the server never closes.
+    try:
+        from time import ticks_diff, ticks_ms
+    except ImportError:
+        import time
+        ticks_ms = lambda: int(time.monotonic() * 1000)  # noqa: E731
+        ticks_diff = lambda a, b: a - b  # noqa: E731
+    for i, url in enumerate(CFG["urls"]):
+        ws = await connect(url)
+        try:
+            while True:
+                await ws.recv()
+        except errors.WSError as e:
+            ended = ws._done.is_set()  # the reader has closed the socket already
+            t0 = ticks_ms()
+            await ws.close()
+            out(step="case", case=i, reader_done_at_raise=ended,
+                close_ms=ticks_diff(ticks_ms(), t0), **exc_info(e))
+
+
 async def _cancel_later(task, delay_s):
     await asyncio.sleep(delay_s)
     task.cancel()
@@ -186,6 +209,6 @@ async def burst():
 
 
 SCENARIOS = {"burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
-             "connect_only": connect_only, "hostile": hostile}
+             "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

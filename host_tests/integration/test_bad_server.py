@@ -1,7 +1,8 @@
 """A server that answers garbage: the firmware on the virtual board meets, one connection
 after another, HTTP servers that answer the upgrade wrongly, then a `websockets` server that
 sends bad JSON, an ill-typed field, a binary message, an unknown message type and an invalid
-frame (an oversized message has its own test: its close code does not reach the server yet).
+frame (an oversized message has its own test: the board must read the rest of it after
+failing the connection, or its close frame may be lost to an RST).
 Each time the board closes with the code docs/protocol.md names (observed on the server side),
 backs off and reconnects; in the end the fault proxy points it at the real collector and it
 streams. The board process never dies."""
@@ -12,7 +13,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,7 +99,7 @@ class BadWS:
                 await ws.send('{"t": "weather", "sky": "blue"}')
             elif kind == "invalid_frame":
                 ws.transport.write(b"\x83\x00")   # reserved opcode 3 (RFC 6455 section 5.2)
-        if kind == "oversized":   # not in EXPECT: see the xfail test below
+        if kind == "oversized":   # not in EXPECT: see test_oversized_message_close_is_orderly
             await ws.send(json.dumps({"t": "ack", "ack": 0, "pad": "x" * 60000}))
         got_batch = False
         try:
@@ -159,22 +159,18 @@ def test_board_survives_servers_that_answer_garbage(collector_proc, sim_board, f
     assert b.boots == 1      # never crashed, never reset
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "firmware/fieldlink/ws/client.py WebSocket._read_loop, `except ProtocolError`: after "
-    "failing the connection it writes its close frame and closes the socket at once, with the "
-    "rest of the oversized message unread, so the kernel sends RST, not FIN; the peer may "
-    "discard the close frame with it (the server then sees 1006, about half the time). Fix: "
-    "after the failure close frame, read and discard until EOF (bounded, like the normal "
-    "close path's _CLOSE_WAIT_S) before io.close() (RFC 6455 section 7.1.1)"))
 def test_oversized_message_close_is_orderly(sim_board, fault_proxy):
     bad_ws = BadWS(["oversized"])
     with S.websockets_server(bad_ws.handler, subprotocols=["fieldlink.v1"]) as ws:
         fp = fault_proxy(ws.port)
         b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, backoff_base_s=0.1, backoff_max_s=0.5)
-        wait_until(lambda: "oversized" in bad_ws.results and fp.board_ends, 60,
+        # until the board has reconnected: its first connection is over on both sides
+        wait_until(lambda: "oversized" in bad_ws.results and fp.accepted >= 2, 60,
                    "the oversized scenario", b)
     assert b.lines("protocol error 1009: message over 16384 bytes")   # the board did fail it
     assert b.running and not b.lines("Traceback")
-    # the board closed TCP in order (FIN), so its 1009 close frame cannot be lost to an RST
-    assert fp.board_ends[0] == "eof", (fp.board_ends, bad_ws.results)
+    # §7.1.1: after its 1009 close frame the board read (and dropped) the rest of the message
+    # until the server closed TCP, so it never reset the connection (closing with unread data
+    # sends RST, which may destroy the close frame before the server reads it)
+    assert "reset" not in fp.board_ends, (fp.board_ends, bad_ws.results)
     assert bad_ws.results["oversized"] == 1009

@@ -116,6 +116,32 @@ def test_recv_reading_the_socket_sees_eof_and_close():
     assert frames[-1] == (8, b"\x0f\xa1"), frames
 
 
+def test_failing_reads_the_rest_before_closing_and_is_bounded():
+    # §7.1.7 then §7.1.1: a 1009 header followed by 256 KiB of its payload (more than the
+    # client's whole heap). The client sends its close frame, then reads and drops the rest
+    # (into its one read buffer) until the server closes TCP (case 0:
+    # half-close), or until its 5 s bound (case 1: the server never closes), and only then
+    # closes: all read, so FIN, never the RST that could destroy the close frame.
+    data = bytes.fromhex("827f0000000000040000") + bytes(1 << 18)
+    cases = [{"send": data, "after_close": "half_close"},
+             {"send": data, "after_close": "linger"}]
+    with S.Hostile(cases) as h:
+        lines = S.run_client("fail_bound", {"urls": [h.url(0), h.url(1)],
+                                            "opts": {"max_message": MAX_MESSAGE}},
+                             heapsize="160k")
+        ends = dict(h.ends)
+    got = {l["case"]: l for l in lines if l["step"] == "case"}
+    for i in (0, 1):
+        assert got[i]["exc"] == "ProtocolError" and got[i]["code"] == 1009, got
+        # recv() raised at once, while the client still waited for the server's TCP close
+        assert got[i]["reader_done_at_raise"] is False, got
+        frames = S.parse_client_frames(bytes(h.received[i]))
+        assert frames[-1] == (8, frames[-1][1]) and frames[-1][1][:2] == b"\x03\xf1", frames
+    assert ends == {0: "eof", 1: "eof"}, ends
+    # the server that never closes: close() returned once the bound (5 s) passed, not never
+    assert 4000 <= got[1]["close_ms"] < 30000, got
+
+
 HANDSHAKES = [
     ("wrong_accept", {"head": "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                               "Connection: Upgrade\r\nSec-WebSocket-Accept: AAAA\r\n\r\n"},

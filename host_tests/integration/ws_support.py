@@ -109,11 +109,15 @@ class Hostile:
     cases[N] = {"head": raw response or None (a valid 101), "send": bytes after the
     handshake, "silent": True (never answer), "eof": True (close right after sending),
     "later": bytes sent once the client's first frame arrived, "eof_later": True (close
-    right after those)} and records everything the client sent afterwards in .received[N]."""
+    right after those), "after_close": what to do once the client's close frame arrived
+    instead of closing TCP: "linger" (never close) or "half_close" (send EOF); then read until
+    the client closes, recording "eof" or "reset" in .ends[N]} and records everything the
+    client sent afterwards in .received[N]."""
 
     def __init__(self, cases):
         self.cases = cases
         self.received = {}
+        self.ends = {}
         self.lt = LoopThread(self._serve)
 
     def __enter__(self):
@@ -170,7 +174,18 @@ class Hostile:
                     if case.get("eof_later"):
                         return
                 if any(op == 8 for op, _ in parse_client_frames(bytes(got))):
-                    break  # the client's close frame: end TCP as a server should (§7.1.1)
+                    after = case.get("after_close")
+                    if after is None:
+                        break  # the client's close frame: end TCP as a server should (§7.1.1)
+                    if after == "half_close":
+                        writer.write_eof()
+                    try:
+                        while await asyncio.wait_for(reader.read(65536), 20):
+                            pass
+                        self.ends[i] = "eof"
+                    except ConnectionResetError:
+                        self.ends[i] = "reset"
+                    break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -683,13 +683,18 @@ class WebSocket:
         except ProtocolError as e:
             exc = e
             out = p.data_to_send()  # §7.1.7: our close frame with the failure code
-            if out:
+            try:
+                aw = io.write(out, len(out)) if out else _READY  # (out at once, usually)
+            except OSError:
+                aw = None  # the socket is gone: nothing to wait for
+            if self._exc is None:
+                self._exc = e
+            self._wake()  # recv()/ping()/send() see the failure now, not after the wait below
+            if aw is not None:
                 try:
-                    w = io.write(out, len(out))
-                    if w is not _READY:  # the socket is backed up: wait, but not forever
-                        await asyncio.wait_for(w, _CLOSE_WAIT_S)
-                except (OSError, asyncio.TimeoutError):
-                    pass
+                    await asyncio.wait_for(self._drain_rest(aw), _CLOSE_WAIT_S)
+                except (OSError, ValueError, asyncio.TimeoutError):
+                    pass  # reset, TLS error or deadline: close now
         except OSError as e:
             exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
         finally:
@@ -702,12 +707,28 @@ class WebSocket:
                     self._exc = p.closed_error()  # the server's close code and reason
                 else:
                     self._exc = ConnectionClosed(1006, "connection lost")
-            for ev in self._pings.values():
-                ev.set()  # wake ping() callers; they see their payload still unanswered
-            self._got.set()
+            self._wake()
             self._done.set()
             if self._keeper is not None:
                 self._keeper.cancel()
+
+    def _wake(self):
+        for ev in self._pings.values():
+            ev.set()  # wake ping() callers; they see their payload still unanswered
+        self._got.set()
+
+    async def _drain_rest(self, aw):
+        # After failing the connection: wait until our close frame is written (aw), then
+        # §7.1.1: the server closes TCP first, so read until its EOF (the caller bounds the
+        # time), dropping what arrives into the one read buffer (nothing kept, whatever it
+        # sends). Closing at once would leave unread data (the rest of an oversized message)
+        # and the kernel would send RST, which may destroy our close frame at the server.
+        if aw is not _READY:  # the socket was backed up
+            await aw
+        io = self._io
+        rbuf = self._rbuf
+        while await io.readinto(rbuf):
+            pass
 
     async def _keepalive(self, interval_s, timeout_s):
         iv = int(interval_s * 1000)
