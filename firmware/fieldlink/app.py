@@ -172,6 +172,16 @@ def load_settings(path):
     return s
 
 
+def _build_sensors(path):
+    """(board name, sensor drivers). Its own function so that nothing of the board module
+    outlives it: the VM does not clear the value-stack slots of a running frame, and a
+    stale slot in main()'s frame kept the Board, its class and the whole module (8 KiB)
+    alive after the unload."""
+    from fieldlink import board
+    b = board.load(path)
+    return b.name, b.build_sensors()
+
+
 def main(config_path="config.json"):
     """Boot the app. Returns only if the config is unusable (a broken config will not fix
     itself, so the board stays at the REPL instead of reset-looping)."""
@@ -181,15 +191,11 @@ def main(config_path="config.json"):
     log.set_level(cfg.log_level)
     import machine
     import network
-    from fieldlink import board as boardmod
     cause = machine.reset_cause() if hasattr(machine, "reset_cause") else None
     _log.info("fieldlink %s device %s reset_cause %s", fieldlink.__version__, cfg.device_id,
               cause)
     _log.debug("config %r", cfg)  # repr hides the secrets
-    b = boardmod.load(cfg.board_file)
-    sensors = b.build_sensors()
-    name = b.name
-    b = boardmod = None
+    name, sensors = _build_sensors(cfg.board_file)
     _unload("fieldlink.board")
     gc.collect()
     wlan = network.WLAN(network.STA_IF)

@@ -7,7 +7,7 @@ except ImportError:  # pragma: no cover
     import uasyncio as asyncio  # type: ignore
 import time
 
-from fieldlink import filters
+# fieldlink.filters is imported only when a config names filters (6 KiB of heap otherwise).
 
 DEFAULT_INTERVAL_S = 5
 # The longest error text a missing reading carries: the collector keeps "e" to 64 chars, and
@@ -74,6 +74,8 @@ def check_config(cfg):
             fl = entry["filters"]
             if not isinstance(fl, list):
                 raise ValueError("%s.filters: expected a list, got %r" % (path, fl))
+            if fl:
+                from fieldlink import filters
             for i, spec in enumerate(fl):
                 filters.check(spec, "%s.filters[%d]" % (path, i))
 
@@ -95,7 +97,11 @@ class _Slot:
                 specs = own.get("filters", star.get("filters", ()))
             self.names.append(name)
             self.units.append(unit)
-            self.chains.append(filters.Chain(specs))
+            chain = None  # no filters: the value goes out as read
+            if specs:
+                from fieldlink import filters
+                chain = filters.Chain(specs)
+            self.chains.append(chain)
         self.interval_ms = 0
         self.due = 0          # sampler time (ms) of the next read
         self.last = None      # sampler time of the last read
@@ -221,7 +227,8 @@ class Sampler:
                 self._log("sampling: %s reading again" % sl.sensor.name)
                 sl.error = None
             for i in range(len(sl.names)):
-                v = sl.chains[i].push(values[i], now_ms, force)
+                c = sl.chains[i]
+                v = values[i] if c is None else c.push(values[i], now_ms, force)
                 if v is not None:
                     out.append(emit(sl.names[i], v, sl.units[i], None))
         return out
@@ -246,12 +253,13 @@ class Sampler:
     async def _wait(self, delay):
         """Until the next sensor is due, or sooner when poked. Short waits are a plain sleep:
         wait_for() makes a task per call, garbage a fast sampler must not make every ms."""
-        if delay <= _POKE_MS:
+        w = self._wake
+        if delay <= _POKE_MS or w is None:
             await _sleep_ms(delay)
             return
-        self._wake.clear()
+        w.clear()
         try:
-            await asyncio.wait_for(self._wake.wait(), delay / 1000)
+            await asyncio.wait_for(w.wait(), delay / 1000)
         except asyncio.TimeoutError:
             pass
 

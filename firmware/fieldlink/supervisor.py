@@ -431,15 +431,17 @@ class Supervisor:
     async def reboot(self):
         """Clean reboot: close the link, everything to flash (no reboot gap), reset."""
         _log.info("rebooting")
-        ws = self.ws
-        self.ws = None
-        await self._close(ws, proto.CLOSE_NORMAL, "reboot")
-        self.outbox.flush()
-        if self._reset is not None:
-            self._reset()
-        else:
-            import machine
-            machine.reset()
+        try:
+            # self.ws stays: the sender may still be using it. Closing it can end the stream,
+            # and then _teardown cancels this task mid-await: the finally still reboots.
+            await self._close(self.ws, proto.CLOSE_NORMAL, "reboot")
+        finally:
+            self.outbox.flush()
+            if self._reset is not None:
+                self._reset()
+            else:
+                import machine
+                machine.reset()
 
 
 def _status(w):

@@ -293,3 +293,25 @@ while True:
     r = run_board(tmp_path, starved, timeout=30)
     assert "WDT timeout" in r.stdout
     assert r.returncode == -signal.SIGTERM
+
+
+def test_machine_loads_its_pin_and_bus_models_on_first_use(tmp_path):
+    # the simulated-sensor board never uses Pin/I2C/ADC: their models must not cost it heap
+    code = """
+import sys, gc
+gc.collect(); a0 = gc.mem_alloc()
+import machine
+gc.collect(); a1 = gc.mem_alloc()
+print("BEFORE", "simdev.machine_io" in sys.modules, "simdev" in sys.modules)
+p = machine.Pin(4, machine.Pin.OUT)
+gc.collect(); a2 = gc.mem_alloc()
+print("AFTER", "simdev.machine_io" in sys.modules, machine.Pin is type(p), repr(p))
+print("ADC", machine.ADC(machine.Pin(34)).read_u16() >= 0, hasattr(machine, "Nope"))
+print("HEAP", a1 - a0, a2 - a1)
+"""
+    r = run_board(tmp_path, code)
+    out = r.stdout
+    assert "BEFORE False False" in out and "AFTER True True Pin(4)" in out, out + r.stderr
+    assert "ADC True False" in out, out
+    lazy, io = [int(x) for x in out.split("HEAP ")[1].split()]
+    assert io > lazy, (lazy, io)   # the models are the bigger part, paid only when used
