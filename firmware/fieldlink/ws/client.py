@@ -10,8 +10,12 @@ from .errors import (ConnectionClosed, ConnectTimeout, HandshakeError, LinkDead,
                      ProtocolError, WSError)
 from .protocol import OPEN, Message, Pong, Protocol
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
-    from asyncio import core as _core
+    from asyncio import core as _core  # type: ignore[attr-defined]  # (not in the stubs)
     import micropython
     from micropython import const
 except ImportError:  # CPython: asyncio streams; the emitter decorator is a no-op
@@ -28,7 +32,7 @@ except ImportError:
     import time
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
 
     def ticks_diff(a, b):
         return a - b
@@ -67,7 +71,9 @@ _READY = _DONE_ITER if _core is not None else _Ready()
 def _tls_context(ca_file):
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # verify the server by default; hostname checked too
+    # verify the server by default; hostname checked too (MicroPython's SSLContext has
+    # verify_mode, its stubs do not)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
     if ca_file:
         try:
             ctx.load_verify_locations(cafile=ca_file)
@@ -87,15 +93,17 @@ def _pem_certs(path):
     with open(path, "rb") as f:
         pem = f.read()
     certs = []
-    b64 = None
+    b64 = []  # type: list[bytes]
+    inside = False
     for line in pem.split(b"\n"):
         line = line.strip()
         if line == b"-----BEGIN CERTIFICATE-----":
             b64 = []
-        elif line == b"-----END CERTIFICATE-----" and b64 is not None:
+            inside = True
+        elif line == b"-----END CERTIFICATE-----" and inside:
             certs.append(binascii.a2b_base64(b"".join(b64)))
-            b64 = None
-        elif b64 is not None:
+            inside = False
+        elif inside:
             b64.append(line)
     if not certs:
         raise WSError("no PEM certificate in %s" % path)
@@ -117,7 +125,7 @@ class _SocketIO:
     direct = True  # WebSocket.send may write to .s itself while .idle
 
     def __init__(self):
-        self.s = None
+        self.s = None  # type: Any  # the socket, once open() made it
         self.idle = True       # no backlog: a new frame may go straight to the socket
         self._backlog = None   # bytes a short write left, written before anything newer
         self._retry = 0        # length to pass on the retry (TLS wants the same length again)
@@ -232,7 +240,7 @@ class _StreamIO:
     direct = False
 
     def __init__(self):
-        self.r = self.w = None
+        self.r = self.w = None  # type: Any  # the streams, once open() made them
 
     async def open(self, host, port, secure, ca_file):
         ctx = _tls_context(ca_file) if secure else None
@@ -344,18 +352,21 @@ class WebSocket:
         self._rd_busy = True     # the reader task waits on the socket (or has not started)
         self._here = False       # a recv() reads the socket itself (_read_here)
         self._turn = asyncio.Event()  # set when that recv() is done: the reader reads again
-        self._handoff = None     # what ended that recv()'s reading: _EOF or an exception
+        # what ended that recv()'s reading: _EOF or an exception
+        self._handoff = None  # type: Any
         self._queued = 0         # their size; the reader pauses once it reaches max_message
-        self._exc = None         # why the connection ended, raised once the queue is empty
+        # why the connection ended, raised once the queue is empty
+        self._exc = None  # type: WSError | None
         self._got = asyncio.Event()    # a message arrived or the connection ended
         self._room = asyncio.Event()   # recv() took a message
         self._done = asyncio.Event()   # the reader finished and closed the socket
         self._pings = {}         # payload -> Event, for ping()
         self._last_rx = ticks_ms()
         self._reader = asyncio.create_task(self._read_loop(early))
-        self._sock = io.s if io.direct else None
-        self._fast = None       # the Encoder's key pool while send() may take its fast path
-        self._fbuf = None       # the Encoder's buffer, where the fast path builds frames
+        self._sock = io.s if io.direct else None  # type: Any
+        # the Encoder's key pool while send() may take its fast path, and its buffer, where
+        # the fast path builds frames
+        self._fast = self._fbuf = None  # type: Any
         self._update_fast()
         self._keeper = None
         if ping_interval_s:
@@ -559,8 +570,9 @@ class WebSocket:
             ev = self._pings[payload] = asyncio.Event()
         await self._send_control(lambda: self._p.send_ping(payload))
         await ev.wait()
-        if self._pings.get(payload) is ev:  # woken by the end of the connection, not a pong
-            raise self._exc
+        exc = self._exc
+        if exc is not None and self._pings.get(payload) is ev:
+            raise exc  # woken by the end of the connection, not a pong
 
     async def close(self, code=1000, reason=""):
         """Closing handshake (§7.1.2): send our close frame, wait (at most 5 s) for the
@@ -634,7 +646,7 @@ class WebSocket:
         io = self._io
         rbuf = self._rbuf
         mv = self._rmv
-        exc = None
+        exc = None  # type: WSError | None
         try:
             data = early
             while True:

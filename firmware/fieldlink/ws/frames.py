@@ -51,7 +51,8 @@ class Encoder:
         if n + 14 > len(self.buf) or frame_into is None or n >= _VIPER_MAX:
             return self.encode_frame(opcode, src, n, True)
         self.out = self.buf
-        return frame_into(self.buf, (n << 6) | opcode, src, self._pool)
+        # (viper takes any buffer, or a str, for a ptr8 argument; the stubs say ptr8 only)
+        return frame_into(self.buf, (n << 6) | opcode, src, self._pool)  # type: ignore[arg-type]
 
     @micropython.native
     def encode_text(self, s):
@@ -66,7 +67,8 @@ class Encoder:
             return self.encode_frame(OP_TEXT, s, str_nbytes(s, n), True)
         # viper reads the str's UTF-8 in place (no encoded copy) and counts its bytes
         self.out = self.buf
-        return frame_into(self.buf, (n << 6) | _IS_STR | OP_TEXT, s, self._pool)
+        return frame_into(
+            self.buf, (n << 6) | _IS_STR | OP_TEXT, s, self._pool)  # type: ignore[arg-type]
 
     def encode_frame(self, opcode, src, n, fin):
         """Any frame, fragments included (fin False); may allocate."""
@@ -81,8 +83,8 @@ class Encoder:
                 buf = bytearray(need)  # one-off: a big frame does not pin its buffer
         self.out = buf
         if frame_into is not None and n < _VIPER_MAX:
-            return frame_into(buf, (n << 6) | (0 if fin else _NOT_FIN) | opcode, src,
-                              self._pool)
+            hdr = (n << 6) | (0 if fin else _NOT_FIN) | opcode
+            return frame_into(buf, hdr, src, self._pool)  # type: ignore[arg-type]
         return _encode_py(buf, opcode, src, n, fin, self._pool)
 
     def _refill(self):

@@ -120,7 +120,7 @@ def check_response(head, key, subprotocols=None):
     status = int(status_line[1])
     if status != 101:
         raise HandshakeError(status, status_line[2] if len(status_line) > 2 else "")
-    hdrs = {}
+    hdrs = {}  # type: dict[str, str]
     for line in lines[1:]:
         if not line:
             continue

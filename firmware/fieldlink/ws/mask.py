@@ -15,10 +15,11 @@ try:
 
     def nbytes(b):
         """Byte length of a buffer or (MicroPython) a str's UTF-8, without encoding it."""
-        return str_nbytes(b, len(b)) if isinstance(b, str) else len(b)
+        # (viper takes a str for a ptr8 argument: its UTF-8 bytes; the stubs cannot say so)
+        return str_nbytes(b, len(b)) if isinstance(b, str) else len(b)  # type: ignore[arg-type]
 
     def text_payload(s):
-        return s, str_nbytes(s, len(s))
+        return s, str_nbytes(s, len(s))  # type: ignore[arg-type]  # (as in nbytes)
 
 except (ImportError, SyntaxError, NameError):  # CPython, or no viper emitter
     def mask_copy(dst, off, src, n):
@@ -27,7 +28,9 @@ except (ImportError, SyntaxError, NameError):  # CPython, or no viper emitter
         x = int.from_bytes(bytes(src[:n]), "little") ^ int.from_bytes(whole, "little")
         dst[off:off + n] = x.to_bytes(n, "little")
 
-    frame_into = str_nbytes = None  # frames.Encoder builds frames in Python
+    # frames.Encoder tests `frame_into is None` and builds frames in Python (feature
+    # detection: the names exist either way, typed as the viper functions)
+    frame_into = str_nbytes = None  # type: ignore[assignment]
 
     def text_src(s):
         return s.encode("utf-8")
