@@ -9,6 +9,7 @@ import binascii
 import json
 import sys
 
+import fieldlink.ws as client_pkg
 from fieldlink.ws import client, errors
 
 SCENARIO = sys.argv[1]
@@ -163,6 +164,25 @@ async def fail_bound():
                 close_ms=ticks_diff(ticks_ms(), t0), **exc_info(e))
 
 
+async def opening_dropped():
+    # connect() loads its opening code only while connecting: after it, neither opening nor
+    # handshake is loaded; a second connect() loads them again and works
+    def ws_modules():
+        return sorted(k for k in sys.modules if k.startswith("fieldlink.ws."))
+    before = ws_modules()
+    for n in range(2):
+        ws = await connect()
+        out(step="connected", n=n, before=before, after=ws_modules(),
+            on_package=[k for k in ("opening", "handshake") if hasattr(client_pkg, k)])
+        await ws.send("hi %d" % n)
+        out(step="echo", text=await ws.recv())
+        await ws.close()
+    try:
+        await connect(CFG["refused"])  # the opening code is dropped after a failure too
+    except errors.WSError as e:
+        out(step="refused", after=ws_modules(), **exc_info(e))
+
+
 async def _cancel_later(task, delay_s):
     await asyncio.sleep(delay_s)
     task.cancel()
@@ -209,6 +229,7 @@ async def burst():
 
 
 SCENARIOS = {"burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
-             "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound}
+             "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound,
+             "opening_dropped": opening_dropped}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

@@ -113,14 +113,39 @@ def wait_for(cond, timeout=10):
 
 
 def test_echo_sizes_text_and_binary_on_micropython(server):
+    # 64 KiB both ways: the script's own copies (pattern, message, reply) plus the client's
+    # frame buffers need ~500k of heap, and the default 512k sat at the edge of fragmentation
+    # (failing at 504k before connect() dropped its opening code, at 512k after)
     lines = S.run_client("echo_sizes", {"url": url(server, "/echo"),
-                                        "sizes": [0, 1, 125, 126, 127, 65535, 65536]})
+                                        "sizes": [0, 1, 125, 126, 127, 65535, 65536]},
+                         heapsize="640k")
     echoes = [l for l in lines if l["step"] == "echo"]
     assert len(echoes) == 14
     for l in echoes:
         assert l["ok"], l
         assert l["type"] == ("str" if l["kind"] == "text" else "bytes"), l
     assert lines[-1] == {"step": "closed", "closed": True}
+
+
+@pytest.mark.parametrize("interp", ["micropython", "cpython"])
+def test_connect_drops_its_opening_code(server, interp, port):
+    lines = S.run_client("opening_dropped", {"url": url(server, "/echo"),
+                                             "refused": "ws://127.0.0.1:%d/" % port},
+                         interp=interp)
+    loaded = ["fieldlink.ws.%s" % m for m in ("client", "errors", "frames", "mask",
+                                               "protocol", "utf8")]
+    conns = [l for l in lines if l["step"] == "connected"]
+    assert len(conns) == 2
+    for c in conns:
+        assert not {"fieldlink.ws.opening", "fieldlink.ws.handshake"} & set(c["before"])
+        assert set(loaded) <= set(c["after"]), c
+        assert "fieldlink.ws.opening" not in c["after"], c
+        assert "fieldlink.ws.handshake" not in c["after"], c
+        assert c["on_package"] == [], c
+    assert [l["text"] for l in lines if l["step"] == "echo"] == ["hi 0", "hi 1"]
+    refused = [l for l in lines if l["step"] == "refused"][0]
+    assert refused["exc"] == "WSError" and refused["errno"] == 111, refused
+    assert "fieldlink.ws.opening" not in refused["after"], refused
 
 
 def test_echo_sizes_on_cpython(server):

@@ -3,11 +3,8 @@ connect() opens ws:// or wss://, runs the opening handshake, then one reader tas
 keepalive task) drive the connection. See docs/websocket.md for the API and its limits."""
 
 import asyncio
-import os
 
-from . import handshake
-from .errors import (ConnectionClosed, ConnectTimeout, HandshakeError, LinkDead,
-                     ProtocolError, WSError)
+from .errors import ConnectionClosed, LinkDead, ProtocolError, WSError
 from .protocol import OPEN, Message, Pong, Protocol
 
 TYPE_CHECKING = False
@@ -46,75 +43,23 @@ _KEYS = const(64)        # the Encoder's key pool: 64 keys, then the "keys used"
 _KEYS4 = const(256)
 
 
-class _Ready:
-    """An awaitable that is already done. send() returns it when the frame went out in one
-    write, so `await ws.send(...)` allocates nothing on MicroPython (an exhausted iterator,
-    unlike a coroutine, needs no new object)."""
-
-    def __iter__(self):  # MicroPython awaits through __iter__
-        return _DONE_ITER
-
-    def __await__(self):  # CPython
-        return iter(())
-
-
 _DONE_ITER = iter(range(0))
 # Module-level names for builtins used by send(): a builtin is found only after a miss in
 # the module's globals and a search of the builtins table (~60 ns on the unix port).
 _type = type
 _str = str
 _len = len
-# On MicroPython `await` takes the exhausted iterator itself: no method call at all.
-_READY = _DONE_ITER if _core is not None else _Ready()
+if _core is None:  # CPython (not defined on MicroPython: no heap spent on it)
+    class _Ready:
+        """An awaitable that is already done: what send() returns when the frame went out in
+        one write (on MicroPython, the exhausted iterator itself, which needs no new object)."""
 
+        def __await__(self):
+            return iter(())
 
-def _tls_context(ca_file):
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # verify the server by default; hostname checked too (MicroPython's SSLContext has
-    # verify_mode, its stubs do not)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-    if ca_file:
-        try:
-            ctx.load_verify_locations(cafile=ca_file)
-        except ValueError:
-            # mbedTLS built without PEM parsing (the unix port): load each certificate as DER
-            for der in _pem_certs(ca_file):
-                ctx.load_verify_locations(cadata=der)
-    elif hasattr(ctx, "load_default_certs"):
-        ctx.load_default_certs()
-    else:
-        raise WSError("wss:// needs ca_file: this port has no system CA store")
-    return ctx
-
-
-def _pem_certs(path):
-    import binascii
-    with open(path, "rb") as f:
-        pem = f.read()
-    certs = []
-    b64 = []  # type: list[bytes]
-    inside = False
-    for line in pem.split(b"\n"):
-        line = line.strip()
-        if line == b"-----BEGIN CERTIFICATE-----":
-            b64 = []
-            inside = True
-        elif line == b"-----END CERTIFICATE-----" and inside:
-            certs.append(binascii.a2b_base64(b"".join(b64)))
-            inside = False
-        elif inside:
-            b64.append(line)
-    if not certs:
-        raise WSError("no PEM certificate in %s" % path)
-    return certs
-
-
-def _errno(e):
-    n = getattr(e, "errno", None)
-    if n is None and e.args and isinstance(e.args[0], int):
-        n = e.args[0]
-    return n
+    _READY = _Ready()  # type: Any
+else:  # On MicroPython `await` takes the exhausted iterator itself: no method call at all.
+    _READY = _DONE_ITER
 
 
 class _SocketIO:
@@ -132,37 +77,6 @@ class _SocketIO:
         self.plain = True      # not TLS
         self.poll_first = False  # readinto() waits for data before reading
         self._wlock = asyncio.Lock()
-
-    def open(self, host, port, secure, ca_file):
-        import socket
-        from errno import EINPROGRESS
-        if handshake.is_ip_literal(host) and ":" not in host:
-            family, addr = socket.AF_INET, None  # no DNS for an IP literal
-        else:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            family, addr = ai[0], ai[-1]
-        s = self.s = socket.socket(family, socket.SOCK_STREAM)
-        s.setblocking(False)
-        try:
-            if addr is not None:
-                s.connect(addr)
-            else:
-                try:
-                    s.connect((host, port))  # ports whose sockets take (ip, port) tuples
-                except TypeError:  # the unix port wants a raw struct sockaddr_in
-                    s.connect(_raw_sockaddr(socket, host, port))
-        except OSError as e:
-            if e.errno != EINPROGRESS:
-                raise
-        yield _core._io_queue.queue_write(s)
-        if secure:
-            # The TLS handshake runs on the first write (the HTTP request), so it counts
-            # against handshake_timeout_s.
-            s = _tls_context(ca_file).wrap_socket(
-                s, server_hostname=host, do_handshake_on_connect=False)
-            s.setblocking(False)
-            self.s = s
-            self.plain = False
 
     @micropython.native
     def write(self, buf, n):
@@ -228,112 +142,59 @@ def _wait_writable(s):
     yield _core._io_queue.queue_write(s)
 
 
-def _raw_sockaddr(socket, host, port):
-    import sys
-    fam = socket.AF_INET.to_bytes(2, sys.byteorder)
-    return fam + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
+if _core is None:  # CPython only
+    class _StreamIO:
+        """CPython: asyncio streams (the TLS handshake happens inside open())."""
+
+        direct = False
+
+        def __init__(self):
+            self.r = self.w = None  # type: Any  # the streams, once open() made them
+
+        def write(self, buf, n):
+            self.w.write(bytes(memoryview(buf)[:n]))
+            return self.w.drain()
+
+        async def readinto(self, buf):
+            data = await self.r.read(len(buf))
+            buf[:len(data)] = data
+            return len(data)
+
+        def close(self):
+            if self.w is not None:
+                self.w.close()
+
+    _IO = _StreamIO  # type: Any
+else:
+    _IO = _SocketIO
 
 
-class _StreamIO:
-    """CPython: asyncio streams (the TLS handshake happens inside open())."""
-
-    direct = False
-
-    def __init__(self):
-        self.r = self.w = None  # type: Any  # the streams, once open() made them
-
-    async def open(self, host, port, secure, ca_file):
-        ctx = _tls_context(ca_file) if secure else None
-        self.r, self.w = await asyncio.open_connection(
-            host, port, ssl=ctx, server_hostname=host if secure else None)
-
-    def write(self, buf, n):
-        self.w.write(bytes(memoryview(buf)[:n]))
-        return self.w.drain()
-
-    async def readinto(self, buf):
-        data = await self.r.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-    def close(self):
-        if self.w is not None:
-            self.w.close()
-
-
-_IO = _SocketIO if _core is not None else _StreamIO
-
-
-async def _timed(aw, timeout_s, what):
-    if not timeout_s:
-        return await aw
-    try:
-        return await asyncio.wait_for(aw, timeout_s)
-    except asyncio.TimeoutError:
-        raise ConnectTimeout("%s: no answer within %s s" % (what, timeout_s))
-
-
-async def _handshake(io, rbuf, host, port, path, secure, headers, subprotocols):
-    key = handshake.make_key(os.urandom)
-    req = handshake.build_request(host, port, path, key, secure, headers, subprotocols)
-    await io.write(req, len(req))
-    head = bytearray()
-    while True:
-        n = await io.readinto(rbuf)
-        if not n:
-            raise HandshakeError(None, "connection closed during the handshake")
-        head.extend(memoryview(rbuf)[:n])
-        k = handshake.split_response(head)
-        if k >= 0:
-            break
-    sub = handshake.check_response(memoryview(head)[:k], key, subprotocols)
-    return sub, bytes(head[k:])
+_OPENING = ("opening", "handshake")  # modules loaded only while connect() runs
 
 
 async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_timeout_s=10,
                   handshake_timeout_s=10, ping_interval_s=20, ping_timeout_s=10,
                   max_message=16384):
     """Open a WebSocket connection; returns a WebSocket. Raises WSError subclasses only."""
-    secure, host, port, path = handshake.parse_url(url)
-    io = _IO()
-    rbuf = bytearray(_READ_BUF)
-    stage = "connect"
+    # The opening code (opening.py and handshake.py, ~10 KiB of heap on the unix port) is
+    # loaded only while connecting and dropped after, unless something else had loaded it.
+    import sys
+    pkg = __name__.rsplit(".", 1)[0]
+    drop = [n for n in _OPENING if pkg + "." + n not in sys.modules]
     try:
-        await _timed(io.open(host, port, secure, ca_file), connect_timeout_s,
-                     "TCP connect to %s:%d" % (host, port))
-        stage = "handshake"
-        sub, rest = await _timed(
-            _handshake(io, rbuf, host, port, path, secure, headers, subprotocols),
-            handshake_timeout_s, "opening handshake with %s:%d" % (host, port))
-    except WSError:
-        io.close()
-        raise
-    except OSError as e:
-        io.close()
-        n = _errno(e)
-        if secure and (_is_tls_error(e) or (n is not None and n < 0)):
-            err = HandshakeError(None, "TLS: %s" % (e,))
-            err.errno = n
-            raise err
-        raise WSError("%s %s:%d failed: %s" % (stage, host, port, e), errno=n)
-    except ValueError as e:
-        io.close()
-        if not secure:
-            raise
-        # MicroPython's mbedTLS reports a failed verification (CA, hostname) as ValueError
-        raise HandshakeError(None, "TLS: %s" % " ".join(str(e).split()))
-    except BaseException:
-        io.close()  # cancelled: leave no socket behind
-        raise
+        from . import opening
+        io = _IO()
+        rbuf = bytearray(_READ_BUF)
+        sub, rest = await opening.open_ws(io, rbuf, url, headers, subprotocols, ca_file,
+                                          connect_timeout_s, handshake_timeout_s)
+    finally:
+        for n in drop:
+            sys.modules.pop(pkg + "." + n, None)
+            try:
+                delattr(sys.modules[pkg], n)  # the import also set it on the package
+            except AttributeError:
+                pass
     return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s, max_message)
-
-
-def _is_tls_error(e):
-    try:
-        import ssl
-        return isinstance(e, getattr(ssl, "SSLError", ()))
-    except ImportError:
-        return False
 
 
 class WebSocket:

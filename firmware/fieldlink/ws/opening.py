@@ -1,0 +1,181 @@
+"""Opening a WebSocket connection: DNS, TCP, TLS and the HTTP upgrade (RFC 6455 §4.1), the
+I/O side of client.connect(). connect() loads this module (with the pure handshake module)
+only while connecting and drops both after: an open connection needs neither."""
+
+import asyncio
+import os
+
+from . import handshake
+from .errors import ConnectTimeout, HandshakeError, WSError
+
+try:  # MicroPython: the connect is awaited through asyncio's own poller
+    from asyncio import core as _core  # type: ignore[attr-defined]  # (not in the stubs)
+except ImportError:
+    _core = None
+
+
+async def open_ws(io, rbuf, url, headers, subprotocols, ca_file, connect_timeout_s,
+                  handshake_timeout_s):
+    """Connect io (client._SocketIO or _StreamIO) to url and run the opening handshake,
+    reading into rbuf. Returns (subprotocol, the bytes after the response head: the first
+    frames). On failure closes io and raises WSError subclasses only."""
+    secure, host, port, path = handshake.parse_url(url)
+    stage = "connect"
+    try:
+        opener = _open_socket if io.direct else _open_stream
+        await _timed(opener(io, host, port, secure, ca_file), connect_timeout_s,
+                     "TCP connect to %s:%d" % (host, port))
+        stage = "handshake"
+        sub, rest = await _timed(
+            _handshake(io, rbuf, host, port, path, secure, headers, subprotocols),
+            handshake_timeout_s, "opening handshake with %s:%d" % (host, port))
+    except WSError:
+        io.close()
+        raise
+    except OSError as e:
+        io.close()
+        n = _errno(e)
+        if secure and (_is_tls_error(e) or (n is not None and n < 0)):
+            err = HandshakeError(None, "TLS: %s" % (e,))
+            err.errno = n
+            raise err
+        raise WSError("%s %s:%d failed: %s" % (stage, host, port, e), errno=n)
+    except ValueError as e:
+        io.close()
+        if not secure:
+            raise
+        # MicroPython's mbedTLS reports a failed verification (CA, hostname) as ValueError
+        raise HandshakeError(None, "TLS: %s" % " ".join(str(e).split()))
+    except BaseException:
+        io.close()  # cancelled: leave no socket behind
+        raise
+    return sub, rest
+
+
+async def _timed(aw, timeout_s, what):
+    if not timeout_s:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, timeout_s)
+    except asyncio.TimeoutError:
+        raise ConnectTimeout("%s: no answer within %s s" % (what, timeout_s))
+
+
+async def _handshake(io, rbuf, host, port, path, secure, headers, subprotocols):
+    key = handshake.make_key(os.urandom)
+    req = handshake.build_request(host, port, path, key, secure, headers, subprotocols)
+    await io.write(req, len(req))
+    head = bytearray()
+    while True:
+        n = await io.readinto(rbuf)
+        if not n:
+            raise HandshakeError(None, "connection closed during the handshake")
+        head.extend(memoryview(rbuf)[:n])
+        k = handshake.split_response(head)
+        if k >= 0:
+            break
+    sub = handshake.check_response(memoryview(head)[:k], key, subprotocols)
+    return sub, bytes(head[k:])
+
+
+def _open_socket(io, host, port, secure, ca_file):
+    # MicroPython: a non-blocking socket; the connect is awaited through asyncio's poller
+    import socket
+    from errno import EINPROGRESS
+    if handshake.is_ip_literal(host) and ":" not in host:
+        family, addr = socket.AF_INET, None  # no DNS for an IP literal
+    else:
+        ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+        family, addr = ai[0], ai[-1]
+    s = io.s = socket.socket(family, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        if addr is not None:
+            s.connect(addr)
+        else:
+            try:
+                s.connect((host, port))  # ports whose sockets take (ip, port) tuples
+            except TypeError:  # the unix port wants a raw struct sockaddr_in
+                s.connect(_raw_sockaddr(socket, host, port))
+    except OSError as e:
+        if e.errno != EINPROGRESS:
+            raise
+    yield _core._io_queue.queue_write(s)
+    if secure:
+        # The TLS handshake runs on the first write (the HTTP request), so it counts
+        # against handshake_timeout_s.
+        s = _tls_context(ca_file).wrap_socket(
+            s, server_hostname=host, do_handshake_on_connect=False)
+        s.setblocking(False)
+        io.s = s
+        io.plain = False
+
+
+def _raw_sockaddr(socket, host, port):
+    import sys
+    fam = socket.AF_INET.to_bytes(2, sys.byteorder)
+    return fam + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
+
+
+async def _open_stream(io, host, port, secure, ca_file):
+    # CPython: asyncio streams (the TLS handshake happens in open_connection)
+    ctx = _tls_context(ca_file) if secure else None
+    io.r, io.w = await asyncio.open_connection(
+        host, port, ssl=ctx, server_hostname=host if secure else None)
+
+
+def _tls_context(ca_file):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # verify the server by default; hostname checked too (MicroPython's SSLContext has
+    # verify_mode, its stubs do not)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=ca_file)
+        except ValueError:
+            # mbedTLS built without PEM parsing (the unix port): load each certificate as DER
+            for der in _pem_certs(ca_file):
+                ctx.load_verify_locations(cadata=der)
+    elif hasattr(ctx, "load_default_certs"):
+        ctx.load_default_certs()
+    else:
+        raise WSError("wss:// needs ca_file: this port has no system CA store")
+    return ctx
+
+
+def _pem_certs(path):
+    import binascii
+    with open(path, "rb") as f:
+        pem = f.read()
+    certs = []
+    b64 = []  # type: list[bytes]
+    inside = False
+    for line in pem.split(b"\n"):
+        line = line.strip()
+        if line == b"-----BEGIN CERTIFICATE-----":
+            b64 = []
+            inside = True
+        elif line == b"-----END CERTIFICATE-----" and inside:
+            certs.append(binascii.a2b_base64(b"".join(b64)))
+            inside = False
+        elif inside:
+            b64.append(line)
+    if not certs:
+        raise WSError("no PEM certificate in %s" % path)
+    return certs
+
+
+def _errno(e):
+    n = getattr(e, "errno", None)
+    if n is None and e.args and isinstance(e.args[0], int):
+        n = e.args[0]
+    return n
+
+
+def _is_tls_error(e):
+    try:
+        import ssl
+        return isinstance(e, getattr(ssl, "SSLError", ()))
+    except ImportError:
+        return False
