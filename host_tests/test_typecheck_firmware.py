@@ -1,5 +1,6 @@
 """firmware/ type-checked with mypy against micropython-esp32-stubs (the ESP32 port's
 machine, esp32, onewire, dht, ... and MicroPython's stdlib). Config: host_tests/mypy.ini."""
+import configparser
 import shutil
 import subprocess
 import sys
@@ -56,3 +57,21 @@ def test_the_stubs_are_really_used(tmp_path):
         env={"MYPYPATH": str(stubs), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and '"Pin" has no attribute "no_such_method"' in r.stdout, r.stdout
+
+
+def test_files_cover_all_of_firmware():
+    """Every .py copied to a board is in mypy.ini's `files` (a new module or subpackage
+    must not slip past the check). manifest.py is the build host's, not the board's."""
+    cp = configparser.ConfigParser()
+    cp.read(HERE / "mypy.ini")
+    checked = set()
+    for entry in cp["mypy"]["files"].split(","):
+        entry = entry.strip()
+        p = paths.ROOT / entry
+        found = (list(paths.ROOT.glob(entry)) if "*" in entry
+                 else list(p.rglob("*.py")) if p.is_dir() else [p])
+        assert found and all(f.is_file() for f in found), entry
+        checked |= {f.resolve() for f in found}
+    fw = paths.ROOT / "firmware"
+    want = {f.resolve() for f in fw.rglob("*.py")} - {(fw / "manifest.py").resolve()}
+    assert sorted(str(f) for f in want - checked) == []

@@ -9,7 +9,7 @@ except ImportError:  # CPython
     import time
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
 
     def ticks_diff(a, b):
         return a - b

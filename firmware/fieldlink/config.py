@@ -2,6 +2,10 @@
 An error names the key and what it expected; secrets never appear in repr or logs."""
 import json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any, Callable
+
 SECRETS = ("wifi_password", "token")
 
 
@@ -101,7 +105,7 @@ def _obj(key, v):
 _REQUIRED = object()
 
 # key, default, validator, one-line meaning (docs/architecture.md has the same table)
-SCHEMA = (
+SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
     ("device_id", _REQUIRED, _device_id, "device id, also the X-Fieldlink-Device header"),
     ("token", _REQUIRED, _text(1, 256), "per-device secret token (Authorization: Bearer)"),
     ("url", _REQUIRED, _url, "collector URL, ws:// or wss://"),

@@ -7,7 +7,7 @@ LEVEL is one of DEBUG, INFO, WARN, ERROR; tag is one word naming the part of the
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 DEBUG = const(10)
@@ -22,9 +22,15 @@ _sink = print
 
 
 def set_level(name_or_number):
+    """A name (debug, info, warn, error) or a number. An unknown name is refused here: kept
+    as the level, it made every later log call raise TypeError (str compared with int)."""
     global _level
-    _level = _BY_NAME.get(name_or_number, name_or_number) if isinstance(name_or_number, str) \
-        else name_or_number
+    if isinstance(name_or_number, str):
+        if name_or_number not in _BY_NAME:
+            raise ValueError("log level %r: expected debug, info, warn or error"
+                             % name_or_number)
+        name_or_number = _BY_NAME[name_or_number]
+    _level = name_or_number
 
 
 def set_sink(fn):

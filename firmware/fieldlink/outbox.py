@@ -20,7 +20,7 @@ import json
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 try:
@@ -553,7 +553,7 @@ class Outbox:
         room = window - self._inflight
         if room > max_n:
             room = max_n
-        out = []
+        out = []  # type: list[str]
         i = self._inflight
         while len(out) < room:
             if i < len(self._hq):

@@ -2,7 +2,7 @@
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 NTP_TO_UNIX_S = const(2208988800)  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
@@ -36,7 +36,10 @@ def parse(data):
     if mode != _MODE_SERVER:
         raise SNTPError("mode %d, expected 4 (server)" % mode)
     if data[1] == 0:
-        raise SNTPError("kiss-o'-death %s" % bytes(data[12:16]))
+        # the kiss code is four ASCII characters in the Reference Identifier (section 8);
+        # anything else shows as "?" so a hostile reply cannot break the one-line log format
+        raise SNTPError("kiss-o'-death " + "".join(
+            chr(c) if 32 <= c < 127 else "?" for c in data[12:16]))
     if li == 3:
         raise SNTPError("server clock not synchronised")
     sec = (data[40] << 24) | (data[41] << 16) | (data[42] << 8) | data[43]

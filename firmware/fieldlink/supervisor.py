@@ -12,13 +12,18 @@ all of them are cancelled before the next attempt.
 import asyncio
 import gc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from _mpy_shed.time_mp import _TicksMs  # (the stubs' type of a ticks_ms() value)
+    from typing import Any
+
 try:
     from time import ticks_diff, ticks_ms
 except ImportError:  # CPython
     import time
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
 
     def ticks_diff(a, b):
         return a - b
@@ -26,7 +31,7 @@ except ImportError:  # CPython
 try:
     from micropython import const
 except ImportError:  # CPython
-    def const(x):
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
 from fieldlink import log, proto
@@ -87,12 +92,12 @@ class Supervisor:
         self.fw = fw
         self._reset = reset
         self.state = S_WIFI
-        self.ws = None
+        self.ws = None  # type: Any  # the WebSocket from _connect() until _teardown()
         self.reconnects = 0     # connections lost after streaming
         self.connects = 0       # welcomes received
         self.heap_min = _heap_free()
         self.progress_ms = ticks_ms()   # last time the loop provably moved on
-        self.down_since = ticks_ms()    # when the link was last lost (None while streaming)
+        self.down_since = ticks_ms()  # type: _TicksMs | None  # link last lost; None: streaming
         self._delay = 0
         self._why = None
         self._dead = None
@@ -203,7 +208,7 @@ class Supervisor:
         try:
             # the client bounds TCP connect and TLS+handshake; this outer deadline also
             # covers DNS on ports where getaddrinfo yields
-            ws = await asyncio.wait_for(wsclient.connect(
+            ws = await asyncio.wait_for(wsclient.connect(  # type: wsclient.WebSocket
                 c.url, headers=headers, subprotocols=[proto.SUBPROTOCOL], ca_file=c.ca_file,
                 connect_timeout_s=c.connect_timeout_s, handshake_timeout_s=c.connect_timeout_s,
                 ping_interval_s=c.ping_interval_s, ping_timeout_s=c.ping_timeout_s,
