@@ -594,3 +594,13 @@ def test_live_feed_refuses_other_origins(tmp_path):
                     kinds.append((await recv(ws))["t"])
                 assert kinds == ["connected", "hello", "readings"]
     run(main())
+
+
+def test_printed_values_are_rounded_for_display_only():
+    from fieldlink_tools.collector.server import format_reading
+    r = {"q": 7, "n": "air.temperature", "v": 21.031891355764103, "u": "C", "up": 1000,
+         "ts": None}
+    assert format_reading("d", r) == "d #7 air.temperature = 21.03189 C [up 1000ms]"
+    assert r["v"] == 21.031891355764103   # the reading itself is not touched
+    r.update(v=None, e="absent")
+    assert format_reading("d", r) == "d #7 air.temperature = -- (absent) [up 1000ms]"

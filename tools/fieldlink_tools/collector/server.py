@@ -620,7 +620,10 @@ def format_reading(dev, r):
     if r.get("v") is None:
         value = "-- (%s)" % r.get("e", "missing")
     else:
-        value = "%s %s" % (r["v"], r.get("u") or "")
+        v = r["v"]
+        # display only (the store keeps the exact value): 7 significant digits is finer than
+        # any sensor here resolves, and keeps float noise like 21.031891355764103 off the screen
+        value = "%s %s" % ("%.7g" % v if isinstance(v, float) else v, r.get("u") or "")
     ts = r.get("ts")
     when = (time.strftime("%H:%M:%S", time.gmtime(ts)) + "Z") if ts else "up %dms" % r["up"]
     return "%s #%d %s = %s [%s]" % (dev, r["q"], r["n"], value.strip(), when)
