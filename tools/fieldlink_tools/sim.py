@@ -21,6 +21,7 @@ from . import paths, upy
 
 EXIT_RESET = 75      # machine.reset() on the virtual board
 EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
+_WDT_LINE = b"vboard: WDT timeout"
 # The issue asks for 96k; the firmware's code alone (bytecode + qstrs of the .mpy files, with
 # the unix port's 64-bit objects) takes about 120 KiB of heap before any data, so 96k cannot
 # boot. `fieldlink bench link` finds the smallest working heap: 176k for the simulated-sensor
@@ -191,9 +192,11 @@ class SimBoard:
                 if self._stop.is_set():
                     return
                 self.proc = p = self._spawn(cause)
+            wdt_fired = False
             with open(self.log_path, "ab", buffering=0) as log:
                 for line in p.stdout:
                     log.write(line)
+                    wdt_fired = wdt_fired or line.startswith(_WDT_LINE)
                     if self.echo:
                         sys.stdout.write(line.decode("utf-8", "replace"))
                         sys.stdout.flush()
@@ -201,7 +204,9 @@ class SimBoard:
             self.exits.append(rc)
             if rc == EXIT_RESET:
                 cause = "HARD_RESET"
-            elif rc == EXIT_WATCHDOG:
+            elif rc == EXIT_WATCHDOG or (rc == -signal.SIGTERM and wdt_fired):
+                # the stand-in WDT cannot set an exit status from its thread: it says so on
+                # the console and SIGTERMs the interpreter (tools/vboard/machine.py WDT)
                 cause = "WDT_RESET"
             else:
                 return  # the firmware ended (config error, Ctrl-C, crash of the port)
