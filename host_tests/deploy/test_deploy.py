@@ -231,14 +231,18 @@ def test_mpy_arch_names_follow_the_board():
 @pytest.mark.skipif(not (FIRMWARE / "main.py").exists()
                     or not (ROOT / "tools" / "vboard" / "machine.py").exists(),
                     reason="needs firmware/main.py and the virtual board's machine module")
-def test_deployed_board_streams_to_a_collector(tmp_path):
+# The whole firmware through each deploy path: a fresh board, deploy, reset, readings stored.
+# Through ampy (32 bytes per raw-REPL round trip) this is the suite's slowest test, ~60 s.
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("via", ["mpremote", "ampy"])
+def test_deployed_board_streams_to_a_collector(tmp_path, via):
     from fieldlink_tools.collector.process import CollectorProcess
     with CollectorProcess(tmp_path / "c.db", {"dev-stream": "tok-stream"}) as c:
         vb = VBoard(tmp_path / "flash", tmp_path / "board.log").start()
         try:
             cfg = make_config(tmp_path / "config.json", device_id="dev-stream", url=c.url,
                               token="tok-stream")
-            r = deploy(vb, "--config", cfg, tmp_path=tmp_path)
+            r = deploy(vb, "--via", via, "--config", cfg, tmp_path=tmp_path)
             assert r.returncode == 0, r.stdout + r.stderr
             seqs = c.wait_seqs("dev-stream", 3, timeout=90)
             assert seqs[:3] == [1, 2, 3]
