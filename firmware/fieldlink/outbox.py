@@ -68,9 +68,24 @@ class DirStore:
             os.mkdir(path)
         except OSError:
             pass  # exists
-        for n in os.listdir(path):
+        names = os.listdir(path)
+        for n in names:
             if n.endswith(".tmp"):
+                if n == _META + ".tmp" and _META not in names and self._recover_meta(n):
+                    continue
                 os.remove(self._p(n))
+
+    def _recover_meta(self, tmp):
+        """A power cut between _put's remove and rename (FAT) leaves only meta.json.tmp,
+        written whole: keep it, or the numbering would restart below seqs already used.
+        A tmp cut mid-write does not parse and is dropped."""
+        try:
+            with open(self._p(tmp)) as f:
+                json.loads(f.read())
+            os.rename(self._p(tmp), self._p(_META))
+            return True
+        except (OSError, ValueError):
+            return False
 
     def _p(self, name):
         return self.path + "/" + name
@@ -548,8 +563,18 @@ class Outbox:
     def in_flight(self):
         return self._inflight
 
+    def _meta_unsaved(self):
+        """True while a meta write failed (MemoryError) and retrying it fails too. Nothing is
+        sent then: readings above the last saved seq mark could get their seqs reused after
+        a power cut, and the server would drop the new readings as duplicates."""
+        if self._meta_dirty:
+            self.save_meta()
+        return self._meta_dirty
+
     def next_batch(self, max_n, window):
         """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight."""
+        if self._meta_unsaved():
+            return []
         room = window - self._inflight
         if room > max_n:
             room = max_n
@@ -578,6 +603,8 @@ class Outbox:
         """Like next_batch, but the readings already joined with "," (the body of a batch
         message), or "" when there is nothing to send. From RAM this is one string cut from
         the buffer, where the readings lie back to back with their commas."""
+        if self._meta_unsaved():
+            return ""
         i = self._inflight
         hq = len(self._hq)
         if i < hq or self._segs:

@@ -606,3 +606,95 @@ def test_segments_dropped_before_a_power_cut_are_declared_at_boot():
         assert srv.count(srv.STORED) > 0
     finally:
         rmtree(d)
+
+
+def test_power_cut_between_remove_and_rename_of_meta_keeps_the_numbering():
+    # On FAT rename does not replace, so DirStore._put removes meta.json and then renames
+    # meta.json.tmp. A power cut in between leaves only the (complete) tmp file. If boot
+    # threw it away, the numbering would restart at 1 in the same epoch: new readings would
+    # reuse seqs the server already stored and be acked away unsent.
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=2048, flash_bytes=32768, store=DirStore(d), seq_block=16)
+        fill(ob, 40)
+        ob.welcome(0)
+        ob.ack(40)                                      # the server holds 1-40
+        fill(ob, 1)                                     # meta written again (mark passed)
+        os.rename(d + "/meta.json", d + "/meta.json.tmp")   # the cut: removed, not renamed
+        ob2 = Outbox(ram_bytes=2048, flash_bytes=32768, store=DirStore(d), seq_block=16)
+        assert ob2.boot == 2
+        assert ob2.next_seq > 41, ob2.next_seq
+        assert "meta.json" in os.listdir(d) and "meta.json.tmp" not in os.listdir(d)
+    finally:
+        rmtree(d)
+
+
+def test_partial_meta_tmp_without_meta_is_discarded():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=2048, flash_bytes=32768, store=DirStore(d))
+        fill(ob, 3)
+        os.remove(d + "/meta.json")
+        with open(d + "/meta.json.tmp", "w") as f:
+            f.write('{"v": 2, "boot": 1, "ma')               # cut mid-write
+        st = DirStore(d)
+        assert st.load_meta() is None
+        assert "meta.json.tmp" not in os.listdir(d)
+    finally:
+        rmtree(d)
+
+
+class _FlakyStore(DirStore):
+    """save_meta fails with MemoryError while `fail` is set (a fragmented heap)."""
+    fail = False
+
+    def save_meta(self, meta):
+        if self.fail:
+            raise MemoryError
+        DirStore.save_meta(self, meta)
+
+
+def test_seqs_above_the_saved_mark_are_not_sent_before_the_mark_is_saved():
+    # The seq mark is what keeps seqs unique across a power cut. If saving it failed and
+    # readings above the old mark went out anyway, a power cut would reuse their seqs and
+    # the server would drop the new readings as duplicates: lost silently.
+    d = tmpdir()
+    try:
+        st = _FlakyStore(d)
+        ob = Outbox(ram_bytes=4096, flash_bytes=32768, store=st, seq_block=8)
+        ob.welcome(0)
+        st.fail = True
+        fill(ob, 30)                                     # passes the mark: save fails
+        sent = []
+        while True:
+            b = ob.next_batch(64, 64)
+            if not b:
+                break
+            sent += seqs(b)
+        ob = None                                        # power cut
+        st.fail = False
+        ob2 = Outbox(ram_bytes=4096, flash_bytes=32768, store=DirStore(d), seq_block=8)
+        assert not sent or max(sent) < ob2.next_seq, (sent, ob2.next_seq)
+    finally:
+        rmtree(d)
+
+
+def test_sending_resumes_once_the_mark_is_saved():
+    d = tmpdir()
+    try:
+        st = _FlakyStore(d)
+        ob = Outbox(ram_bytes=4096, flash_bytes=32768, store=st, seq_block=8)
+        ob.welcome(0)
+        st.fail = True
+        fill(ob, 30)
+        ob.next_batch_text(64, 64)
+        st.fail = False
+        sent = []
+        while True:
+            b = ob.next_batch(64, 64)
+            if not b:
+                break
+            sent += seqs(b)
+        assert sorted(sent)[-1] == 30 and len(set(sent)) == len(sent)
+    finally:
+        rmtree(d)
