@@ -121,16 +121,27 @@ class Supervisor:
         while True:
             self.mark()
             st = self.state
-            if st == S_WIFI:
-                ev = await self._wifi()
-            elif st == S_CONNECT:
-                ev = await self._connect()
-            elif st == S_HELLO:
-                ev = await self._hello()
-            elif st == S_STREAM:
-                ev = await self._stream()
-            else:
-                ev = await self._backoff()
+            try:
+                if st == S_WIFI:
+                    ev = await self._wifi()
+                elif st == S_CONNECT:
+                    ev = await self._connect()
+                elif st == S_HELLO:
+                    ev = await self._hello()
+                elif st == S_STREAM:
+                    ev = await self._stream()
+                else:
+                    ev = await self._backoff()
+            except Exception as e:
+                # Not a failure the step expected (e.g. a flash write in the outbox): it
+                # still goes through the one failure path, or this task would end and the
+                # board would sample on without ever sending again.
+                ws = self.ws
+                self.ws = None
+                await self._close(ws, proto.CLOSE_GOING_AWAY, "internal error")
+                ev = self._failed(e, STATE_NAMES[st])
+                if st == S_BACKOFF:
+                    ev = E_TIMER
             self._go(ev)
 
     def mark(self):
@@ -441,7 +452,10 @@ class Supervisor:
             # and then _teardown cancels this task mid-await: the finally still reboots.
             await self._close(self.ws, proto.CLOSE_NORMAL, "reboot")
         finally:
-            self.outbox.flush()
+            try:
+                self.outbox.flush()
+            except Exception as e:  # a flash error must not cancel the reboot promised
+                _log.error("reboot: flush failed: %s", e)  # (a reboot gap covers RAM)
             if self._reset is not None:
                 self._reset()
             else:
