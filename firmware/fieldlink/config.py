@@ -159,7 +159,8 @@ class Config:
 def load(raw):
     """dict (parsed config.json) -> Config, or raise ConfigError naming the first bad key."""
     if not isinstance(raw, dict):
-        raise ConfigError("(top)", "a JSON object", raw)
+        # the type only: the contents may hold a secret
+        raise ConfigError("(top)", "a JSON object, not a %s" % type(raw).__name__, have=False)
     out = {}
     for key, default, check, _ in SCHEMA:
         if key in raw:
@@ -170,7 +171,8 @@ def load(raw):
             out[key] = dict(default) if isinstance(default, dict) else default
     for key in raw:
         if key not in out and not key.startswith("_"):  # "_comment" keys are allowed
-            raise ConfigError(key, "a known key (unknown key; typo?)", raw[key])
+            # no value shown: a misspelt secret key ("wifi_pasword") holds a secret
+            raise ConfigError(key, "a known key (unknown key; typo?)", have=False)
     if out["backoff_max_s"] < out["backoff_base_s"]:
         raise ConfigError("backoff_max_s", "a number >= backoff_base_s (%s)"
                           % out["backoff_base_s"], out["backoff_max_s"])
