@@ -64,8 +64,10 @@ def test_comment_keys_allowed():
 
 
 def test_load_file_errors_name_the_file(tmp=None):
+    import binascii
     import os
-    path = "/tmp/fieldlink-test-config-%d.json" % (id(V) % 100000)
+    # a fresh name each run: id() repeats between runs and interpreters (two xdist workers)
+    path = "/tmp/fieldlink-test-config-%s.json" % binascii.hexlify(os.urandom(6)).decode()
     try:
         with open(path, "w") as f:
             f.write("{not json")

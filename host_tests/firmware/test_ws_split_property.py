@@ -49,7 +49,9 @@ def outcome(chunks):
     return events, code, bytes(p.data_to_send()), p.state
 
 
-@settings(max_examples=300, deadline=None)
+# derandomize: the same 300 examples every run (CI must not fail at random); no example
+# database, so a file left in .hypothesis/ cannot change what runs
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(frames, st.lists(st.integers(0, 10 ** 6), max_size=8), st.randoms(use_true_random=False))
 def test_split_points_do_not_change_the_outcome(fs, cuts, rnd):
     data = b"".join(frame(*f) for f in fs)
