@@ -104,3 +104,33 @@ def test_bad_arguments_fail_with_a_message(tmp_path):
                               "--port", "0", "--db", str(tmp_path / "x.db"), *args],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode != 0 and "fieldlink server:" in out.stderr, (args, out.stderr)
+
+
+@pytest.mark.parametrize("case", ["bad-json", "missing-devices", "not-object", "missing-cert",
+                                  "bad-cert", "db-is-dir", "db-dir-uncreatable"])
+def test_bad_inputs_are_one_line_naming_the_culprit(tmp_path, capsys, case):
+    """In-process (no subprocess start-up): each bad input is a return code and one line on
+    stderr that names the file or option, never a traceback."""
+    from fieldlink_tools import cli
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    db = str(tmp_path / "c.db")
+    args, named = {
+        "bad-json": (["--devices", str(tmp_path / "bad.json")], "not valid JSON"),
+        "missing-devices": (["--devices", str(tmp_path / "nope.json")], "nope.json"),
+        "not-object": (["--devices", str(tmp_path / "list.json")], "expected a JSON object"),
+        "missing-cert": (["--cert", str(tmp_path / "nope.pem"), "--key", str(tmp_path / "k")],
+                         "nope.pem"),
+        "bad-cert": (["--cert", str(tmp_path / "bad.json"), "--key", str(tmp_path / "bad.json")],
+                     "--cert"),
+        "db-is-dir": (["--db", str(tmp_path)], "--db"),
+        "db-dir-uncreatable": (["--db", str(tmp_path / "bad.json" / "c.db")], "--db"),
+    }[case]
+    if "--db" not in args:
+        args = ["--db", db] + args
+    rc = cli.main(["server", "--port", "0", "--device", "d=t"] + args)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("fieldlink server:")]
+    assert len(lines) == 1 and named in lines[0], err
+    assert "Traceback" not in err

@@ -8,6 +8,7 @@ token: bind to 127.0.0.1 or a trusted network). See docs/collector.md.
 """
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import ssl
 import sys
 
 from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES, DEFAULT_MAX_MESSAGE, Collector, Devices
-from .store import SQLiteStore
+from .store import SQLiteStore, StoreError
 
 
 def add_arguments(p):
@@ -78,7 +79,15 @@ def run(args):
         logging.getLogger("fieldlink.collector.ws").setLevel(logging.WARNING)
     try:
         devices = load_devices(args)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        print("fieldlink server: devices file %s: cannot read it (%s)"
+              % (args.devices, e.strerror or e), file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as e:   # a ValueError: before the generic one below
+        print("fieldlink server: devices file %s: not valid JSON (%s)" % (args.devices, e),
+              file=sys.stderr)
+        return 2
+    except ValueError as e:
         print("fieldlink server: %s" % e, file=sys.stderr)
         return 2
     if not devices.tokens:
@@ -90,14 +99,22 @@ def run(args):
             print("fieldlink server: --cert and --key go together", file=sys.stderr)
             return 2
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(args.cert, args.key)
-    db_dir = os.path.dirname(os.path.abspath(args.db))
-    os.makedirs(db_dir, exist_ok=True)
-    return asyncio.run(_main(args, devices, ctx))
+        try:
+            ctx.load_cert_chain(args.cert, args.key)
+        except (OSError, ssl.SSLError) as e:
+            print("fieldlink server: cannot load --cert %s / --key %s: %s"
+                  % (args.cert, args.key, e.strerror or e), file=sys.stderr)
+            return 2
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+        store = SQLiteStore(args.db, synchronous=args.sync.upper())
+    except (OSError, StoreError) as e:
+        print("fieldlink server: --db %s: %s" % (args.db, e), file=sys.stderr)
+        return 2
+    return asyncio.run(_main(args, devices, ctx, store))
 
 
-async def _main(args, devices, ctx):
-    store = SQLiteStore(args.db, synchronous=args.sync.upper())
+async def _main(args, devices, ctx, store):
     printer = None
     if args.print_readings:
         def printer(line):
