@@ -4,7 +4,10 @@ Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`.
 """
 import argparse
 import importlib
+import signal
 import sys
+
+from . import upy
 
 # name -> (module, one-line help). A module that does not exist yet is left out of the CLI
 # rather than faked.
@@ -44,10 +47,22 @@ def main(argv=None):
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    # SIGTERM (kill, systemd, CI timeouts) unwinds like Ctrl-C, so `finally` blocks stop the
+    # collector and board processes a command started instead of leaving them orphaned.
+    old = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args._run(args) or 0
     except KeyboardInterrupt:
         return 130
+    except upy.MicroPythonMissing as e:
+        print("fieldlink %s: %s" % (args.command, e), file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 firmware; readings are printed as the collector stores them, until Ctrl-C."""
 import os
 import queue
-import tempfile
+from pathlib import Path
 
-from . import paths, sim
+from . import paths, sim, upy
 from .collector.process import CollectorProcess
 
 DEV, TOKEN = "demo-1", "demo-token"
@@ -14,10 +14,14 @@ def add_arguments(p):
     p.add_argument("--interval", type=float, default=2.0, help="sampling interval, seconds")
     p.add_argument("--board", default="virtual", help="board under boards/ (default virtual)")
     p.add_argument("--heapsize", default=sim.DEFAULT_HEAP)
+    p.add_argument("--dir", default=str(paths.VAR / "demo"),
+                   help="where the collector's database and the board's flash live "
+                        "(default var/demo; kept between runs)")
 
 
 def run(args):
-    work = paths.VAR / "demo"
+    upy.find_micropython()   # before starting anything: a missing interpreter is one line
+    work = Path(args.dir)
     os.makedirs(work, exist_ok=True)
     c = CollectorProcess(work / "collector.db", {DEV: TOKEN}, print_readings=True)
     c.start()
