@@ -116,11 +116,15 @@ class DirStore:
     def write_segment(self, first, last, lines):
         name = "s%010d_%010d_%d" % (first, last, len(lines))
         tmp = self._p(name + ".tmp")
-        with open(tmp, "w") as f:
-            for ln in lines:  # line by line: no segment-sized string on the heap
-                f.write(ln)
-                f.write("\n")
-        os.rename(tmp, self._p(name))
+        try:
+            with open(tmp, "w") as f:
+                for ln in lines:  # line by line: no segment-sized string on the heap
+                    f.write(ln)
+                    f.write("\n")
+            os.rename(tmp, self._p(name))
+        except OSError:
+            self.remove(name + ".tmp")  # (a full filesystem: give the space back)
+            raise
         return name
 
     def read_segment(self, name):
@@ -478,7 +482,12 @@ class Outbox:
                 return False  # flash holds only what the server may have: keep it
         qs = self._rq[:n]
         lines = [self._text(i) for i in range(n)]
-        name = self.store.write_segment(qs[0], qs[-1], lines)
+        try:
+            name = self.store.write_segment(qs[0], qs[-1], lines)
+        except OSError:
+            # flash full or failing: keep the readings in RAM; the caller drops the oldest
+            # (counted) instead of raising into the sampler
+            return False
         self.spills += 1
         nbytes = size
         self.flash_used += nbytes

@@ -698,3 +698,26 @@ def test_sending_resumes_once_the_mark_is_saved():
         assert sorted(sent)[-1] == 30 and len(set(sent)) == len(sent)
     finally:
         rmtree(d)
+
+
+class _FullStore(DirStore):
+    """The filesystem is full (smaller than outbox_flash_bytes says): every segment write
+    fails with OSError (ENOSPC)."""
+
+    def write_segment(self, first, last, lines):
+        raise OSError(28)
+
+
+def test_flash_write_errors_fall_back_to_counted_drops():
+    # A push must not raise: in the app that ends the sampler, and the board resets with
+    # everything in RAM, again and again while the link is down.
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=_FullStore(d), seg_bytes=256)
+        ob.welcome(0)
+        fill(ob, 100)
+        assert ob.dropped > 0 and ob.held() + ob.dropped == 100
+        assert ob.ram_used <= 1024
+        assert ob.spill() is False                       # says it could not, does not raise
+    finally:
+        rmtree(d)
