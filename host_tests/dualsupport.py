@@ -1,6 +1,7 @@
 """Helpers for dual tests: test modules that run unchanged on CPython (under pytest) and on
 the MicroPython unix port (under mp_dual_runner.py). Plain functions and `assert` only."""
 import json
+import sys
 
 try:
     _HERE = __file__.rsplit("/", 1)[0]
@@ -27,3 +28,30 @@ def unhex(s):
     """Hex string (spaces allowed) -> bytes; vectors write wire bytes this way."""
     import binascii
     return binascii.unhexlify(s.replace(" ", ""))
+
+
+# ws_frames.json writes wire bytes as segments: a hex string, or [hex, count] for a repeat
+# (so a 64 KiB frame is one line). Vectors over BIG bytes run on CPython only: the unix
+# port's test heap is ESP32-sized; the 64 KiB messages run on MicroPython in the interop tests.
+BIG = 4096
+SMALL_HEAP = sys.implementation.name == "micropython"
+
+
+def wire(segs):
+    """The bytes a vector's segments stand for."""
+    out = bytearray()
+    for s in segs:
+        if isinstance(s, str):
+            out.extend(unhex(s))
+        else:
+            out.extend(unhex(s[0]) * s[1])
+    return bytes(out)
+
+
+def too_big(v, key):
+    """True on MicroPython when vector v's `key` (segments, or "chunks" of them) exceeds BIG."""
+    n = 0
+    for segs in (v[key] if key == "chunks" else [v[key]]):
+        for s in segs:
+            n += len(s) // 2 if isinstance(s, str) else s[1]
+    return SMALL_HEAP and n > BIG

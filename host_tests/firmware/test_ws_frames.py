@@ -2,36 +2,12 @@
 """WebSocket framing (fieldlink.ws.frames / mask): encoder wire bytes from shared vectors."""
 import sys
 
-from dualsupport import load_vectors, unhex
+from dualsupport import BIG, SMALL_HEAP, load_vectors, too_big, unhex, wire
 
 from fieldlink.ws import frames
 from fieldlink.ws.mask import mask_copy, text_payload
 
 V = load_vectors("ws_frames")
-
-
-# Vectors over 4 KiB (the 64 KiB frames) run on CPython only: the unix port's test heap is
-# ESP32-sized. The 64 KiB messages are exercised on MicroPython by the interop tests.
-BIG = 4096
-SMALL_HEAP = sys.implementation.name == "micropython"
-
-
-def wire(segs):
-    out = bytearray()
-    for s in segs:
-        if isinstance(s, str):
-            out.extend(unhex(s))
-        else:
-            out.extend(unhex(s[0]) * s[1])
-    return bytes(out)
-
-
-def too_big(v, key):
-    n = 0
-    for segs in (v[key] if key == "chunks" else [v[key]]):
-        for s in segs:
-            n += len(s) // 2 if isinstance(s, str) else s[1]
-    return SMALL_HEAP and n > BIG
 
 
 def keyed(key):

@@ -1,39 +1,13 @@
 # dual: runs on CPython and on MicroPython
 """The connection core (fieldlink.ws.protocol): shared receive vectors fed whole, split at
 every byte boundary and byte by byte; close handshake and failing the connection (§7.1.7)."""
-import sys
-
-from dualsupport import load_vectors, raises, unhex
+from dualsupport import load_vectors, raises, too_big, unhex, wire
 
 from fieldlink.ws import protocol
 from fieldlink.ws.errors import ConnectionClosed, ProtocolError
 
 V = load_vectors("ws_frames")
 ZERO = lambda n: bytes(n)  # noqa: E731  all-zero masking keys: replies are predictable
-
-
-# Vectors over 4 KiB (the 64 KiB frames) run on CPython only: the unix port's test heap is
-# ESP32-sized. The 64 KiB messages are exercised on MicroPython by the interop tests.
-BIG = 4096
-SMALL_HEAP = sys.implementation.name == "micropython"
-
-
-def wire(segs):
-    out = bytearray()
-    for s in segs:
-        if isinstance(s, str):
-            out.extend(unhex(s))
-        else:
-            out.extend(unhex(s[0]) * s[1])
-    return bytes(out)
-
-
-def too_big(v, key):
-    n = 0
-    for segs in (v[key] if key == "chunks" else [v[key]]):
-        for s in segs:
-            n += len(s) // 2 if isinstance(s, str) else s[1]
-    return SMALL_HEAP and n > BIG
 
 
 def as_list(ev):
