@@ -1,6 +1,7 @@
 """The real firmware on the virtual board streams to the real collector: assert on what the
 collector stored, on the commands' replies, and on a malformed config (a refused token's pacing:
 test_supervisor.py)."""
+import time
 
 import pytest
 
