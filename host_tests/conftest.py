@@ -43,6 +43,16 @@ def port():
     return free_port()
 
 
+@pytest.fixture
+def refused_port():
+    """A port nothing listens on, so connecting to it is refused (ECONNREFUSED). The socket
+    stays bound (not listening) for the whole test: a port merely found free and released
+    could be taken by a server in the other xdist worker before the test connects."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
 # Real-board mode: `pytest --port /dev/ttyUSB0 --board esp32_devkitc` runs the tests marked
 # `real_board` against an ESP32 on that port (docs/deploy.md); without --port they skip.
 def pytest_addoption(parser):

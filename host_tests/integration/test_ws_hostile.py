@@ -167,8 +167,8 @@ def test_handshake_failures():
             assert got.get(k) == v, (name, got)
 
 
-def test_connection_refused_is_wserror_with_errno(port):
-    lines = S.run_client("hostile", {"urls": ["ws://127.0.0.1:%d/" % port]})
+def test_connection_refused_is_wserror_with_errno(refused_port):
+    lines = S.run_client("hostile", {"urls": ["ws://127.0.0.1:%d/" % refused_port]})
     end = [l for l in lines if l["step"] == "case"][0]
     assert end["exc"] == "WSError" and end["errno"] == 111, end  # ECONNREFUSED
 

@@ -128,9 +128,9 @@ def test_echo_sizes_text_and_binary_on_micropython(server):
 
 
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
-def test_connect_drops_its_opening_code(server, interp, port):
+def test_connect_drops_its_opening_code(server, interp, refused_port):
     lines = S.run_client("opening_dropped", {"url": url(server, "/echo"),
-                                             "refused": "ws://127.0.0.1:%d/" % port},
+                                             "refused": "ws://127.0.0.1:%d/" % refused_port},
                          interp=interp)
     loaded = ["fieldlink.ws.%s" % m for m in ("client", "errors", "frames", "mask",
                                                "protocol", "utf8")]
