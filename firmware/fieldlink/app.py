@@ -3,16 +3,7 @@ then runs them on one asyncio loop. main.py calls `main()`."""
 import asyncio
 import gc
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
-
-    def ticks_diff(a, b):
-        return a - b
+from fieldlink.clock import ticks_diff, ticks_ms
 
 import fieldlink
 from fieldlink import log

@@ -5,19 +5,21 @@ Synced from SNTP when an `ntp_host` is configured and reachable, else from the c
 """
 import time
 
+# The firmware's one source of ticks (app and supervisor import these): MicroPython's wrap-safe
+# ticks, or a monotonic stand-in on CPython where the pure cores are tested.
 try:
-    _ticks_ms = time.ticks_ms
-    _ticks_diff = time.ticks_diff
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
 except AttributeError:  # CPython
-    def _ticks_ms():
+    def ticks_ms():
         return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
 
-    def _ticks_diff(a, b):
+    def ticks_diff(a, b):
         return a - b
 
 
 class Clock:
-    def __init__(self, ticks_ms=_ticks_ms, ticks_diff=_ticks_diff):
+    def __init__(self, ticks_ms=ticks_ms, ticks_diff=ticks_diff):
         self._ticks = ticks_ms
         self._diff = ticks_diff
         self._t = ticks_ms()

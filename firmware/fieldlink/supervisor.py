@@ -17,16 +17,7 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from _mpy_shed.time_mp import _TicksMs  # (the stubs' type of a ticks_ms() value)
     from typing import Any
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (CPython's time)
-
-    def ticks_diff(a, b):
-        return a - b
+from fieldlink.clock import ticks_diff, ticks_ms
 
 try:
     from micropython import const
