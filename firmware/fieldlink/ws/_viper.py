@@ -1,10 +1,20 @@
 """Viper (native machine code) versions of the WebSocket client's byte loops, for MicroPython.
-Importing this fails on CPython or a port without the viper emitter; mask.py and utf8.py then
-use their pure-Python versions."""
-import micropython
-from micropython import const
 
-_KEYS = const(64)  # masking keys per random pool; the pool's byte 4*_KEYS is the next index
+The viper source is a string compiled on the board at import: viper code in a .py file makes
+mpy-cross demand a target architecture, and a .mpy holding machine code runs on one
+architecture only. This way every firmware file compiles with plain `mpy-cross` (or freezes)
+into portable bytecode, and the board's own compiler emits code for its own CPU. Importing
+this fails (ImportError) on CPython, on a port without the viper emitter or the compiler, or
+when compiling runs out of memory; mask.py and utf8.py then use their pure-Python versions.
+"""
+try:
+    import micropython
+except ImportError:
+    raise ImportError("viper needs MicroPython")
+
+# _KEYS: masking keys per random pool; the pool's byte 4*_KEYS is the next index.
+_SRC = """
+_KEYS = const(64)
 
 
 @micropython.viper
@@ -157,4 +167,17 @@ def frame_into(dst: ptr8, hdr: int, src: ptr8, pool: ptr8) -> int:
         d[j] = src[j] ^ k[j & 3]
         j += 1
     return p + 4 + n
+"""
 
+
+def _compile():
+    ns = {"micropython": micropython, "const": micropython.const}
+    try:
+        exec(_SRC, ns)
+    except (SyntaxError, MemoryError, NotImplementedError) as e:
+        raise ImportError("viper: %s" % e)
+    return ns["mask_copy"], ns["str_nbytes"], ns["utf8_check"], ns["frame_into"]
+
+
+mask_copy, str_nbytes, utf8_check, frame_into = _compile()
+del _SRC, _compile  # the source and the compiler's garbage are not kept

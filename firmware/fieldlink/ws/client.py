@@ -15,12 +15,8 @@ try:  # MicroPython: drive the non-blocking socket through asyncio's own poller
     from asyncio import core as _core  # type: ignore[attr-defined]  # (not in the stubs)
     import micropython
     from micropython import const
-except ImportError:  # CPython: asyncio streams; the emitter decorator is a no-op
+except ImportError:  # CPython: asyncio streams
     _core = None
-
-    class micropython:  # noqa: N801
-        native = staticmethod(lambda f: f)
-
     const = lambda x: x  # noqa: E731
 
 try:
@@ -38,9 +34,7 @@ _READ_BUF = 1024       # bytes read from the socket at once (one preallocated bu
 _CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
 _EOF = "eof"             # handed from recv() to the reader: the server closed TCP
-_FAST_MAX = const(496)   # send()'s fast path: text payloads up to this many bytes
-_KEYS = const(64)        # the Encoder's key pool: 64 keys, then the "keys used" byte
-_KEYS4 = const(256)
+_FAST_MAX = const(496)   # send()'s fast path (_FAST_SEND): text payloads up to this many bytes
 
 
 _DONE_ITER = iter(range(0))
@@ -78,7 +72,6 @@ class _SocketIO:
         self.poll_first = False  # readinto() waits for data before reading
         self._wlock = asyncio.Lock()
 
-    @micropython.native
     def write(self, buf, n):
         """Write buf[0:n]; returns an awaitable that completes once it is all written."""
         if self._backlog is None:
@@ -239,96 +232,12 @@ class WebSocket:
         return self._exc is not None or self._p.state != OPEN
 
     # --- public API ----------------------------------------------------------------------
-    if _core is not None:  # MicroPython: send() is one viper function on its hot path
-        @micropython.viper
-        def send(self, data):
-            """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
-            The frame is built in a reused buffer and written with one write; the await only
-            waits when the socket could not take it all."""
-            # Hot path: a str of up to _FAST_MAX bytes while the connection is open and
-            # nothing is queued (self._fast is then the key pool). Everything (UTF-8 byte
-            # count, header, key, masking, the socket write) happens here: on MicroPython a
-            # call level or an attribute lookup costs as much as masking 100 bytes, and viper
-            # keeps the integer work in machine words (no int objects, no allocation).
-            pool = self._fast
-            nch = 0
-            if pool and _type(data) is _str:
-                nch = int(_len(data))
-            if nch and nch <= _FAST_MAX:  # (an empty str takes the general path)
-                s = ptr8(data)
-                # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
-                # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
-                n = 0
-                c = 0
-                if not (int(s) & 3):
-                    sw = ptr32(s)
-                    while nch - c >= 4 and not ((sw[n >> 2] >> 7) & 0x01010101):
-                        n += 4
-                        c += 4
-                while c < nch:
-                    b = s[n]
-                    if b < 0x80:
-                        n += 1
-                    elif b < 0xE0:
-                        n += 2
-                    elif b < 0xF0:
-                        n += 3
-                    else:
-                        n += 4
-                    c += 1
-                bo = self._fbuf
-                buf = ptr8(bo)
-                # (a bytearray's data is heap-allocated, so word-aligned; checked because
-                # word stores must be aligned on the ESP32)
-                if n <= _FAST_MAX and not (int(buf) & 3):
-                    # The payload starts at buf[16] (word-aligned); key and header go right
-                    # before it, so the frame is buf[off:16 + n].
-                    if n < 126:
-                        off = 10
-                        buf[11] = 0x80 | n
-                    else:
-                        off = 8
-                        buf[9] = 0xFE
-                        buf[10] = n >> 8
-                        buf[11] = n & 0xFF
-                    buf[off] = 0x81  # FIN, text
-                    # §5.3: a fresh key per frame, from the os.urandom pool (see frames.py)
-                    kp = ptr8(pool)
-                    i = kp[_KEYS4]
-                    if i >= _KEYS:
-                        self._p.enc._refill()
-                        i = 0
-                    kp[_KEYS4] = i + 1
-                    k = ptr32(int(kp) + (i << 2))[0]
-                    kw = ptr32(int(buf) + 12)
-                    kw[0] = k
-                    kb = ptr8(int(buf) + 12)
-                    d = ptr8(int(buf) + 16)
-                    j = 0
-                    if not (int(s) & 3):
-                        dw = ptr32(int(buf) + 16)
-                        sw = ptr32(s)
-                        nw = n >> 2
-                        while j < nw:
-                            dw[j] = sw[j] ^ k
-                            j += 1
-                        j = nw << 2
-                    while j < n:
-                        d[j] = s[j] ^ kb[j & 3]
-                        j += 1
-                    tot = n + 16 - off
-                    try:
-                        w = self._sock.write(bo, off, tot)
-                    except OSError:
-                        raise self._lost("send failed")
-                    if w and int(w) == tot:
-                        return _READY
-                    return self._short(bo, w, off, tot)
-            return self._send(data)
-    else:
-        def send(self, data):
-            """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`."""
-            return self._send(data)
+    def send(self, data):
+        """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
+        The frame is built in a reused buffer and written with one write; the await only
+        waits when the socket could not take it all. On MicroPython, short text takes the
+        viper fast path (_FAST_SEND, at the end of this file)."""
+        return self._send(data)
 
     def _send(self, data):
         # everything else: binary, big frames, no viper, CPython, closed, a backlog
@@ -479,7 +388,6 @@ class WebSocket:
             self._reader.cancel()
         return self._exc
 
-    @micropython.native
     def _deliver(self):
         for ev in self._p.events_received():
             if isinstance(ev, Message):
@@ -629,3 +537,105 @@ class WebSocket:
                 self._exc = LinkDead("no pong or data within %s s of a ping" % timeout_s)
                 self._reader.cancel()
                 return
+
+
+# send()'s fast path on MicroPython: one viper function for short text. It is source compiled
+# on the board at import (see _viper.py for why: portable .mpy, plain mpy-cross) and becomes
+# WebSocket.send; if it cannot be compiled, the general send() above serves.
+_FAST_SEND = """
+_FAST_MAX = const(496)
+_KEYS = const(64)    # the Encoder's key pool: 64 keys, then the 'keys used' byte
+_KEYS4 = const(256)
+
+@micropython.viper
+def _fast_send(self, data):
+    # Hot path: a str of up to _FAST_MAX bytes while the connection is open and
+    # nothing is queued (self._fast is then the key pool). Everything (UTF-8 byte
+    # count, header, key, masking, the socket write) happens here: on MicroPython a
+    # call level or an attribute lookup costs as much as masking 100 bytes, and viper
+    # keeps the integer work in machine words (no int objects, no allocation).
+    pool = self._fast
+    nch = 0
+    if pool and _type(data) is _str:
+        nch = int(_len(data))
+    if nch and nch <= _FAST_MAX:  # (an empty str takes the general path)
+        s = ptr8(data)
+        # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
+        # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
+        n = 0
+        c = 0
+        if not (int(s) & 3):
+            sw = ptr32(s)
+            while nch - c >= 4 and not ((sw[n >> 2] >> 7) & 0x01010101):
+                n += 4
+                c += 4
+        while c < nch:
+            b = s[n]
+            if b < 0x80:
+                n += 1
+            elif b < 0xE0:
+                n += 2
+            elif b < 0xF0:
+                n += 3
+            else:
+                n += 4
+            c += 1
+        bo = self._fbuf
+        buf = ptr8(bo)
+        # (a bytearray's data is heap-allocated, so word-aligned; checked because
+        # word stores must be aligned on the ESP32)
+        if n <= _FAST_MAX and not (int(buf) & 3):
+            # The payload starts at buf[16] (word-aligned); key and header go right
+            # before it, so the frame is buf[off:16 + n].
+            if n < 126:
+                off = 10
+                buf[11] = 0x80 | n
+            else:
+                off = 8
+                buf[9] = 0xFE
+                buf[10] = n >> 8
+                buf[11] = n & 0xFF
+            buf[off] = 0x81  # FIN, text
+            # §5.3: a fresh key per frame, from the os.urandom pool (see frames.py)
+            kp = ptr8(pool)
+            i = kp[_KEYS4]
+            if i >= _KEYS:
+                self._p.enc._refill()
+                i = 0
+            kp[_KEYS4] = i + 1
+            k = ptr32(int(kp) + (i << 2))[0]
+            kw = ptr32(int(buf) + 12)
+            kw[0] = k
+            kb = ptr8(int(buf) + 12)
+            d = ptr8(int(buf) + 16)
+            j = 0
+            if not (int(s) & 3):
+                dw = ptr32(int(buf) + 16)
+                sw = ptr32(s)
+                nw = n >> 2
+                while j < nw:
+                    dw[j] = sw[j] ^ k
+                    j += 1
+                j = nw << 2
+            while j < n:
+                d[j] = s[j] ^ kb[j & 3]
+                j += 1
+            tot = n + 16 - off
+            try:
+                w = self._sock.write(bo, off, tot)
+            except OSError:
+                raise self._lost("send failed")
+            if w and int(w) == tot:
+                return _READY
+            return self._short(bo, w, off, tot)
+    return self._send(data)
+"""
+
+if _core is not None:
+    try:
+        exec(_FAST_SEND, globals())  # defines _fast_send with this module's globals
+        WebSocket.send = _fast_send  # type: ignore[name-defined,method-assign]  # noqa: F821
+        del _fast_send  # type: ignore[name-defined]  # noqa: F821
+    except (SyntaxError, MemoryError, NotImplementedError, NameError) as e:
+        print("WARN ws: no viper send path: %s" % e)
+del _FAST_SEND

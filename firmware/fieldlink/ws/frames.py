@@ -2,11 +2,8 @@
 incremental decoder for server frames that accepts data split at any byte boundary."""
 
 try:
-    import micropython
     from micropython import const
-except ImportError:  # CPython: the emitter decorators are no-ops
-    class micropython:  # noqa: N801
-        native = staticmethod(lambda f: f)
+except ImportError:  # CPython
     const = lambda x: x  # noqa: E731
 
 from .errors import ProtocolError
@@ -41,9 +38,8 @@ class Encoder:
         self._pool = bytearray(_IDX + 1)
         self._pool[_IDX] = _KEYS
 
-    # The two methods below run once per message: native code, few locals and a shallow
+    # The two methods below run once per message: few locals and a shallow
     # stack (MicroPython puts a bytecode frame of more than 11 slots on the heap).
-    @micropython.native
     def encode(self, opcode, src, n):
         """Frame n bytes of buffer src as one final frame; return the frame's length."""
         if self._pool[_IDX] >= _KEYS:
@@ -54,7 +50,6 @@ class Encoder:
         # (viper takes any buffer, or a str, for a ptr8 argument; the stubs say ptr8 only)
         return frame_into(self.buf, (n << 6) | opcode, src, self._pool)  # type: ignore[arg-type]
 
-    @micropython.native
     def encode_text(self, s):
         """Frame str s as one final text frame; return the frame's length."""
         if self._pool[_IDX] >= _KEYS:
@@ -137,7 +132,6 @@ class Decoder:
         self.stopped = True
         self._buf = None
 
-    @micropython.native  # runs once per chunk read from the socket
     def feed(self, data, on_frame):
         if self.stopped:
             return
@@ -182,7 +176,6 @@ class Decoder:
             buf = bytearray(mv[pos:end])
         self._buf, self._have, self._want = buf, k, total
 
-    @micropython.native  # runs once per frame
     def _frame(self, mv, pos, end, on_frame):
         b0 = mv[pos]
         if b0 & 0x70:

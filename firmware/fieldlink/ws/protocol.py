@@ -6,11 +6,8 @@ fails the connection (§7.1.7) with the right close code on any violation."""
 import os
 
 try:
-    import micropython
     from micropython import const
-except ImportError:  # CPython: the emitter decorators are no-ops
-    class micropython:  # noqa: N801
-        native = staticmethod(lambda f: f)
+except ImportError:  # CPython
     const = lambda x: x  # noqa: E731
 
 from . import utf8
@@ -82,7 +79,6 @@ class Protocol:
         if m is not None:
             self._events.append(Message(m))
 
-    @micropython.native  # once per chunk read from the socket
     def receive_message(self, data):
         """receive_data(), except that when data is exactly one whole message (one final
         text or binary frame, nothing half-parsed before it) that message is returned (str
@@ -114,7 +110,7 @@ class Protocol:
             self._dec.feed(data, self._on_frame)
         except ProtocolError as e:
             self.fail(e.code, e.reason, e)
-            raise e  # (native code cannot re-raise with a bare `raise`)
+            raise e
         return None
 
     def events_received(self):
@@ -129,7 +125,6 @@ class Protocol:
             self._out = bytearray()
         return out
 
-    @micropython.native  # once per frame
     def _on_frame(self, fin, op, payload):
         if self.state == CLOSED:
             return
@@ -217,7 +212,6 @@ class Protocol:
         self._events.append(Close(code, reason))
 
     # --- sending ---------------------------------------------------------------------------
-    @micropython.native  # once per message: keep it fast and allocation-free
     def send_message(self, data):
         """Frame a message into enc.out; return its length. str -> text, else binary."""
         if self.state != OPEN:
