@@ -105,24 +105,14 @@ def compile_firmware():
         rel = f.relative_to(src)
         out = tmp / "fieldlink" / rel.with_suffix(".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
-        r = subprocess.run([exe] + _march() + ["-o", str(out), "-s", "fieldlink/%s" % rel,
-                                               str(f)], capture_output=True, text=True)
-        if r.returncode:
-            # e.g. viper code on a host arch mpy-cross cannot target: ship that one as source
-            shutil.copyfile(f, out.with_suffix(".py"))
+        # portable bytecode, no -march: the viper code is compiled by the board at import
+        subprocess.run([exe, "-o", str(out), "-s", "fieldlink/%s" % rel, str(f)],
+                       capture_output=True, text=True, check=True)
     try:
         os.rename(tmp, dest)
     except OSError:  # another process (xdist worker) finished first: same content
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
-
-
-def _march():
-    """mpy-cross -march for the unix port on this host (native/viper code needs one)."""
-    import platform
-    m = platform.machine().lower()
-    arch = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}.get(m)
-    return ["-march=" + arch] if arch else []
 
 
 def mp_dirs(compiled=True):
