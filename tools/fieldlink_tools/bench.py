@@ -2,6 +2,8 @@
 
   fieldlink bench ws         the firmware's WebSocket client on the MicroPython unix port
                              against pre-built frames written straight to a socket
+  fieldlink bench link       the link end to end on the virtual board (its own options)
+  fieldlink bench heap       the board's heap per boot step and firmware module
   fieldlink bench collector  the collector's ingest rate (its own options follow)
 
 A target is either a function here taking the parsed args, or a module with main(argv) that
@@ -22,6 +24,8 @@ TARGETS = {
     "ws": ("WebSocket client: msgs/s vs raw socket, echo RTT, heap bytes/msg", "bench_ws"),
     "link": ("link end to end: readings/s, restart/dead-link times, heap, smallest heapsize",
              "fieldlink_tools.bench_link"),
+    "heap": ("where the board's heap goes: live heap per boot step and module",
+             "fieldlink_tools.bench_heap"),
     "collector": ("collector ingest rate (options: see --help of the module)",
                   "fieldlink_tools.bench_collector"),
 }

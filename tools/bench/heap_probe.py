@@ -1,0 +1,35 @@
+# Runs on the MicroPython unix port (fieldlink bench heap): boots the app the way
+# fieldlink.app.main() does, step by step, and prints the live heap after a collection at each
+# step, then what importing each named module costs on top. Run in a prepared flash directory.
+import gc
+import sys
+
+_prev = [0]
+
+
+def step(tag):
+    gc.collect()
+    a = gc.mem_alloc()
+    print("HEAP %s %d %d" % (tag, a, a - _prev[0]))
+    _prev[0] = a
+
+
+step("interpreter")
+import asyncio  # noqa: E402
+step("asyncio")
+from fieldlink import app  # noqa: E402
+step("fieldlink.app")
+cfg = app.load_settings("config.json")
+step("config (checked, unloaded)")
+name, sensors = app._build_sensors(cfg.board_file)
+app._unload("fieldlink.board")
+step("board+sensors (board unloaded)")
+import machine  # noqa: E402
+step("machine (virtual board)")
+import network  # noqa: E402
+step("network (virtual board)")
+for m in sys.argv[1:]:
+    __import__(m)
+    step(m)
+a = app.App(cfg, name, sensors, wlan=network.WLAN(network.STA_IF))
+step("App() data")

@@ -1,0 +1,69 @@
+"""`fieldlink bench heap`: where the board's heap goes. Boots the firmware on the virtual board
+the way `fieldlink.app.main()` does (config checked and unloaded, board built and unloaded,
+App constructed) and prints the live heap after a collection at every step, with the cost of
+each firmware module the app keeps loaded while it streams, in load order. Code compiled with
+mpy-cross as on a board; the unix port's objects are 64-bit. Prints numbers, asserts nothing.
+
+The connect-time modules (handshake, opening) are listed last: they are loaded only while a
+connection is being opened, on top of everything else.
+"""
+import argparse
+import os
+import re
+import shutil
+import tempfile
+
+from . import sim, upy
+from . import paths
+from .bench_link import LINK, SIM_ONLY
+
+# In the order the app loads them (supervisor pulls in the WebSocket client when it is built).
+STREAMING = ("random", "fieldlink.backoff", "fieldlink.proto", "fieldlink.filters",
+             "fieldlink.sampling", "fieldlink.outbox", "fieldlink.ws.errors",
+             "fieldlink.ws._viper", "fieldlink.ws.frames", "fieldlink.ws.protocol",
+             "fieldlink.ws.client", "fieldlink.supervisor")
+CONNECTING = ("fieldlink.ws.handshake", "fieldlink.ws.opening")
+_LINE = re.compile(r"^HEAP (.+) (\d+) (-?\d+)$")
+
+
+def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M"):
+    """[(step, live heap after it, its cost)] from one run of tools/bench/heap_probe.py."""
+    work = tempfile.mkdtemp(prefix="fl-bench-heap-")
+    try:
+        flash = os.path.join(work, "flash")
+        conf = sim.make_config("ws://127.0.0.1:9/ws", "heap-1", "tok", dict(LINK))
+        sim.prepare_flash(flash, conf, "virtual", board_data)
+        r = upy.run(script=paths.TOOLS / "bench" / "heap_probe.py", path=sim.mp_dirs(),
+                    heapsize=heapsize, args=modules, cwd=flash,
+                    env={"FIELDLINK_BOARD": "virtual"}, timeout=60)
+        rows = [(m.group(1), int(m.group(2)), int(m.group(3)))
+                for m in map(_LINE.match, r.stdout.splitlines()) if m]
+        if r.returncode != 0 or not rows:
+            raise RuntimeError("heap probe failed (exit %d):\n%s%s" % (
+                r.returncode, r.stdout[-2000:], r.stderr[-2000:]))
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="fieldlink bench heap",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board", choices=("sim", "full"), default="sim",
+                    help="sim: one simulated sensor (the memory test's board); full: "
+                         "boards/virtual with its device models")
+    args = ap.parse_args(argv)
+    upy.find_micropython()
+    rows = measure(SIM_ONLY if args.board == "sim" else None)
+    print("fieldlink bench heap: board %s, live heap after gc, bytes (unix port, 64-bit)"
+          % args.board)
+    print("%-36s %8s %8s" % ("step", "live", "cost"))
+    connecting = 0
+    for tag, live, cost in rows:
+        print("%-36s %8d %8d" % (tag, live, cost))
+        if tag in CONNECTING:
+            connecting += cost
+    streaming = rows[-1][1] - connecting
+    print("resident_streaming_b=%d connect_extra_b=%d board=%s" % (
+        streaming, connecting, args.board))
+    return 0
