@@ -32,17 +32,9 @@ def run_mp(micropython):
     return _run
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def port():
-    return free_port()
-
-
+# No "free port" helper: a port found free and released can be taken by the other xdist worker
+# before the test binds it. Servers bind port 0 and report theirs; refused_port keeps its
+# socket bound.
 @pytest.fixture
 def refused_port():
     """A port nothing listens on, so connecting to it is refused (ECONNREFUSED). The socket
