@@ -1,18 +1,23 @@
 """The application: wires config, board, sampler, outbox, supervisor, commands and health,
-then runs them on one asyncio loop. main.py calls `main()`."""
+then runs them on one asyncio loop. main.py calls `main()`; the boot steps (config, board,
+watchdog) live in start.py, which is dropped again before streaming."""
 import asyncio
 import gc
 
-from fieldlink.clock import ticks_diff, ticks_ms
-
 import fieldlink
 from fieldlink import log
+from fieldlink.clock import ticks_diff, ticks_ms
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
 
 # The rest (proto, outbox, supervisor, the WebSocket client, sampling) is imported by App,
 # after the config is checked and its schema unloaded: the peak heap at boot stays lower.
-
 _log = log.Logger("app")
-_MEM_EVERY = 1000  # log heap numbers every this many readings (the memory test reads them)
+_MEM_EVERY = const(1000)  # log heap numbers every this many readings (test_memory reads them)
 
 
 def _mem():
@@ -32,14 +37,8 @@ class App:
         from fieldlink.sampling import Sampler
         from fieldlink.supervisor import Supervisor
         self.cfg = cfg
-        sampling = {}
-        for k in cfg.sampling:
-            sampling[k] = cfg.sampling[k]
-        star = dict(sampling.get("*", {}))
-        if "interval_s" not in star:
-            star["interval_s"] = cfg.sample_interval_s
-        sampling["*"] = star
-        self.sampler = Sampler(sensors, sampling, log=log.Logger("sampling"))
+        # cfg.sampling: "*" already carries sample_interval_s (start.load_settings)
+        self.sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
         store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
         self.outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
         if self.outbox.notice:
@@ -91,16 +90,21 @@ class App:
                 self._spilled = False
             elif ticks_diff(ticks_ms(), down) >= spill_ms:
                 # first time: everything to flash; then only whole segments (few, big writes)
-                self.outbox.spill(self._spilled)
+                try:
+                    self.outbox.spill(self._spilled)
+                except OSError as e:
+                    # flash full or failing (e.g. the meta write): the readings stay in RAM
+                    # (the oldest dropped and counted); maintenance and streaming go on
+                    _log.warn("spill: %s", e)
                 self._spilled = True
-            gc.collect()  # small heap: collect often, so the minimum below means live data
+            free = _mem()[1]  # small heap: collect often, so the minimum below means live data
             sup.note_heap()
             if ticks_diff(ticks_ms(), last_health) >= health_ms:
                 last_health = ticks_ms()
                 ob = self.outbox
                 _log.info("health state=%s heap_free=%d heap_min=%d held=%d dropped=%d "
                           "reconnects=%d next=%d", ("wifi", "connect", "hello", "stream",
-                                                    "backoff")[sup.state], gc.mem_free(),
+                                                    "backoff")[sup.state], free,
                           sup.heap_min, ob.held(), ob.dropped, sup.reconnects, ob.next_seq)
 
     async def _feed_watchdog(self):
@@ -125,75 +129,21 @@ class App:
 
 
 class Settings:
-    """The checked config as plain attributes. config.py (the schema) is unloaded after boot
-    to give its RAM back, so this class must not live there."""
-
-    def __repr__(self):
-        d = dict(self.__dict__)
-        for k in ("token", "wifi_password"):
-            if d.get(k):
-                d[k] = "<secret>"
-        return "Settings(%r)" % d
-
-
-def _unload(name):
-    """Forget a module only needed at boot so the garbage collector can free it."""
-    import sys
-    sys.modules.pop(name, None)
-    pkg, _, leaf = name.rpartition(".")
-    p = sys.modules.get(pkg)
-    if p is not None and leaf in getattr(p, "__dict__", {}):
-        delattr(p, leaf)
-
-
-def load_settings(path):
-    """config.json -> Settings, or None after printing what is wrong (ConfigError)."""
-    from fieldlink import config
-    try:
-        c = config.load_file(path)
-    except config.ConfigError as e:
-        log.log(log.ERROR, "config", str(e))
-        return None
-    s = Settings()
-    for k in config.KEYS:
-        setattr(s, k, getattr(c, k))
-    c = None
-    _unload("fieldlink.config")
-    gc.collect()
-    return s
-
-
-def _build_sensors(path):
-    """(board name, sensor drivers). Its own function so that nothing of the board module
-    outlives it: the VM does not clear the value-stack slots of a running frame, and a
-    stale slot in main()'s frame kept the Board, its class and the whole module (8 KiB)
-    alive after the unload."""
-    from fieldlink import board
-    b = board.load(path)
-    return b.name, b.build_sensors()
+    """The checked config as plain attributes (start.py copies them from config.py, whose
+    schema is unloaded after boot). No repr of its own: nothing secret can reach a log."""
 
 
 def main(config_path="config.json"):
-    """Boot the app. Returns only if the config is unusable (a broken config will not fix
-    itself, so the board stays at the REPL instead of reset-looping)."""
-    cfg = load_settings(config_path)
-    if cfg is None:
-        return
-    log.set_level(cfg.log_level)
-    import machine
-    import network
-    cause = machine.reset_cause() if hasattr(machine, "reset_cause") else None
-    _log.info("fieldlink %s device %s reset_cause %s", fieldlink.__version__, cfg.device_id,
-              cause)
-    _log.debug("config %r", cfg)  # repr hides the secrets
-    name, sensors = _build_sensors(cfg.board_file)
-    _unload("fieldlink.board")
-    gc.collect()
-    wlan = network.WLAN(network.STA_IF)
-    wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
-        else None
-    app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
-    _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
-              name, len(sensors), app.outbox.boot, app.outbox.epoch, app.outbox.next_seq,
-              app.outbox.held(), gc.mem_free())
-    asyncio.run(app.run())
+    """Boot the app and run it. Returns only if the config is unusable (a broken config will
+    not fix itself, so the board stays at the REPL instead of reset-looping)."""
+    app = _boot(config_path)
+    if app is not None:
+        asyncio.run(app.run())
+
+
+def _boot(path):
+    # its own frame: nothing of the boot module is left on main()'s value stack
+    from fieldlink import start
+    app = start.boot(path)
+    start.unload("fieldlink.start")
+    return app

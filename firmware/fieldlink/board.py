@@ -3,17 +3,17 @@ flash) and builds the buses and sensor drivers it describes. No GPIO number appe
 else in the firmware; the same files run on an ESP32 and on the virtual board."""
 import json
 
-# driver name -> (module under fieldlink.drivers, class, kind of bus it needs)
+# driver name -> (module under fieldlink, class, kind of bus it needs)
 DRIVERS = {
-    "bme280": ("bme280", "BME280", "i2c"),
-    "bmp280": ("bme280", "BME280", "i2c"),
-    "sht3x": ("sht3x", "SHT3x", "i2c"),
-    "sht4x": ("sht3x", "SHT4x", "i2c"),
-    "ds18b20": ("ds18b20", "DS18B20", "onewire"),
-    "dht22": ("dht", "DHT22", "pin"),
-    "analog": ("analog", "Analog", "pin"),
-    "chip_temp": ("chip_temp", "ChipTemp", None),
-    "simulated": ("simulated", "Simulated", None),
+    "bme280": ("drivers.bme280", "BME280", "i2c"),
+    "bmp280": ("drivers.bme280", "BME280", "i2c"),
+    "sht3x": ("drivers.sht3x", "SHT3x", "i2c"),
+    "sht4x": ("drivers.sht3x", "SHT4x", "i2c"),
+    "ds18b20": ("drivers.ds18b20", "DS18B20", "onewire"),
+    "dht22": ("drivers.dht", "DHT22", "pin"),
+    "analog": ("drivers.analog", "Analog", "pin"),
+    "chip_temp": ("drivers.chip_temp", "ChipTemp", None),
+    "simulated": ("simulated", "Simulated", None),  # no hardware: not a driver
 }
 BUS_TYPES = ("i2c", "onewire")
 # Readings are named "<sensor>.<quantity>" with a unit; the collector refuses names over 64
@@ -129,7 +129,7 @@ class Board:
 
     def build_sensor(self, s):
         mod, cls, kind = DRIVERS[s["driver"]]
-        m = __import__("fieldlink.drivers." + mod, None, None, (cls,))
+        m = __import__("fieldlink." + mod, None, None, (cls,))
         ctor = getattr(m, cls)
         name = s["name"]
         d = s["driver"]

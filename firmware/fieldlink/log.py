@@ -14,8 +14,6 @@ DEBUG = const(10)
 INFO = const(20)
 WARN = const(30)
 ERROR = const(40)
-_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARN: "WARN", ERROR: "ERROR"}
-_BY_NAME = {"debug": DEBUG, "info": INFO, "warn": WARN, "error": ERROR}
 
 _level = INFO
 _sink = print
@@ -26,10 +24,11 @@ def set_level(name_or_number):
     as the level, it made every later log call raise TypeError (str compared with int)."""
     global _level
     if isinstance(name_or_number, str):
-        if name_or_number not in _BY_NAME:
+        names = ("debug", "info", "warn", "error")
+        if name_or_number not in names:
             raise ValueError("log level %r: expected debug, info, warn or error"
                              % name_or_number)
-        name_or_number = _BY_NAME[name_or_number]
+        name_or_number = 10 * names.index(name_or_number) + DEBUG
     _level = name_or_number
 
 
@@ -39,16 +38,14 @@ def set_sink(fn):
     _sink = fn
 
 
-def enabled(level):
-    return level >= _level
-
-
 def log(level, tag, msg, *args):
     if level < _level:
         return
     if args:
         msg = msg % args
-    _sink("%s %s: %s" % (_NAMES.get(level, "INFO"), tag, msg))
+    i = level // 10 - 1  # DEBUG..ERROR are 10..40
+    _sink("%s %s: %s" % (("DEBUG", "INFO", "WARN", "ERROR")[i] if 0 <= i < 4 else "INFO",
+                         tag, msg))
 
 
 class Logger:
@@ -58,18 +55,16 @@ class Logger:
         self.tag = tag
 
     def debug(self, msg, *args):
-        if DEBUG >= _level:
-            log(DEBUG, self.tag, msg, *args)
+        log(DEBUG, self.tag, msg, *args)
 
     def info(self, msg, *args):
         log(INFO, self.tag, msg, *args)
+
+    # lets a Logger be passed where a print-like callable is expected (Sampler's log=)
+    __call__ = info
 
     def warn(self, msg, *args):
         log(WARN, self.tag, msg, *args)
 
     def error(self, msg, *args):
         log(ERROR, self.tag, msg, *args)
-
-    def __call__(self, msg):
-        # lets a Logger be passed where a print-like callable is expected (Sampler's log=)
-        log(INFO, self.tag, msg)

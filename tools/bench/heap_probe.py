@@ -19,10 +19,12 @@ import asyncio  # noqa: E402
 step("asyncio")
 from fieldlink import app  # noqa: E402
 step("fieldlink.app")
-cfg = app.load_settings("config.json")
+from fieldlink import start  # noqa: E402  (the boot steps; app.main() drops it after boot)
+cfg = start.load_settings("config.json")
 step("config (checked, unloaded)")
-name, sensors = app._build_sensors(cfg.board_file)
-app._unload("fieldlink.board")
+name, sensors = start.build_sensors(cfg.board_file)
+start.unload("fieldlink.start")
+del start
 step("board+sensors (board unloaded)")
 import machine  # noqa: E402
 step("machine (virtual board)")

@@ -1,6 +1,8 @@
 """Virtual board stand-in for MicroPython's `network` module: a WLAN station that "associates"
 with any SSID. The host's own network carries the traffic; this module only models the
-Wi-Fi state the firmware sees, so tests can pull the plug.
+Wi-Fi state the firmware sees, so tests can pull the plug. On an ESP32 `network` is C code
+(no heap for code), so this stays small: the status constants, AP_IF and hostname() are in
+_network_sys.py, loaded on first use (module __getattr__, as in machine.py).
 
 Fault knobs (read on every call, so a test can flip them while the board runs), from the JSON
 object in env FIELDLINK_VBOARD, overridden by `vboard.json` in the board's flash directory
@@ -14,18 +16,6 @@ import os
 import time
 
 STA_IF = 0
-AP_IF = 1
-# status codes as on the ESP32 port
-STAT_IDLE = 1000
-STAT_CONNECTING = 1001
-STAT_GOT_IP = 1010
-STAT_NO_AP_FOUND = 201
-STAT_WRONG_PASSWORD = 202
-STAT_BEACON_TIMEOUT = 200
-STAT_ASSOC_FAIL = 203
-STAT_HANDSHAKE_TIMEOUT = 204
-
-_KNOB_FILE = "vboard.json"
 
 
 def knobs():
@@ -39,7 +29,7 @@ def knobs():
             pass
     try:
         # read every time (no mtime cache: a test may flip a knob twice within a second)
-        with open(_KNOB_FILE) as f:
+        with open("vboard.json") as f:
             d = json.loads(f.read())
         if isinstance(d, dict):
             out.update(d)
@@ -48,33 +38,18 @@ def knobs():
     return out
 
 
-def _wifi_up():
-    return knobs().get("wifi", "up") != "down"
-
-
 class WLAN:
-    _instances = {}
+    _one = {}  # like the real port: one object per interface
 
     def __new__(cls, interface=STA_IF):
-        # like the real port: one object per interface
-        w = cls._instances.get(interface)
+        w = cls._one.get(interface)
         if w is None:
-            w = object.__new__(cls)
-            w._init(interface)
-            cls._instances[interface] = w
+            w = cls._one[interface] = object.__new__(cls)
+            w._active = w._want = w._lost = False
+            w._ssid = None
+            w._since = 0
+            w._hostname = "fieldlink-vboard"
         return w
-
-    def __init__(self, interface=STA_IF):
-        pass
-
-    def _init(self, interface):
-        self._if = interface
-        self._active = False
-        self._ssid = None
-        self._want = False
-        self._since = 0
-        self._lost = False
-        self._hostname = "fieldlink-vboard"
 
     def active(self, on=None):
         if on is None:
@@ -97,15 +72,15 @@ class WLAN:
     def isconnected(self):
         if not (self._active and self._want):
             return False
-        if not _wifi_up():
+        k = knobs()
+        if k.get("wifi", "up") == "down":
             self._lost = True
             return False
         if self._lost:
             # the AP came back: a station re-associates by itself, after the usual delay
             self._lost = False
             self._since = time.ticks_ms()
-        delay = knobs().get("wifi_connect_ms", 300)
-        return time.ticks_diff(time.ticks_ms(), self._since) >= delay
+        return time.ticks_diff(time.ticks_ms(), self._since) >= k.get("wifi_connect_ms", 300)
 
     def status(self, param=None):
         if param == "rssi":
@@ -114,25 +89,24 @@ class WLAN:
             return knobs().get("rssi", -58)
         if param is not None:
             raise ValueError("unknown status param")
-        if not self._active:
-            return STAT_IDLE
-        if self.isconnected():
-            return STAT_GOT_IP
-        if self._want:
-            return STAT_NO_AP_FOUND if self._lost else STAT_CONNECTING
-        return STAT_IDLE
+        # the ESP32 port's codes: STAT_IDLE 1000, STAT_CONNECTING 1001, STAT_GOT_IP 1010,
+        # STAT_NO_AP_FOUND 201
+        if self._active:
+            if self.isconnected():
+                return 1010
+            if self._want:
+                return 201 if self._lost else 1001
+        return 1000
 
     def ifconfig(self, cfg=None):
-        if cfg is not None:
-            return None
-        if self.isconnected():
-            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
-        return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+        if cfg is None:
+            ip = "127.0.0.1" if self.isconnected() else "0.0.0.0"
+            return (ip, "255.0.0.0" if ip[0] == "1" else ip, ip, ip)
 
     def config(self, *args, **kw):
+        if "hostname" in kw:
+            self._hostname = kw["hostname"]
         if kw:
-            if "hostname" in kw:
-                self._hostname = kw["hostname"]
             return None
         p = args[0] if args else None
         if p == "mac":
@@ -146,13 +120,14 @@ class WLAN:
         raise ValueError("unknown config param")
 
     def scan(self):
-        if not _wifi_up():
+        k = knobs()
+        if k.get("wifi", "up") == "down":
             return []
-        return [(b"fieldlink-sim", b"\x02\x00\x00\x00\x00\x01", 6, knobs().get("rssi", -58), 3,
-                 False)]
+        return [(b"fieldlink-sim", b"\x02\x00\x00\x00\x00\x01", 6, k.get("rssi", -58), 3, False)]
 
 
-def hostname(name=None):
-    if name is None:
-        return WLAN(STA_IF)._hostname
-    WLAN(STA_IF)._hostname = name
+def __getattr__(name):
+    import _network_sys
+    v = getattr(_network_sys, name)  # AttributeError: the real module has no such name either
+    globals()[name] = v
+    return v

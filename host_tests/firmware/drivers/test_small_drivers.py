@@ -1,7 +1,8 @@
 # dual: runs on CPython and on MicroPython
 """Analog (linear calibration), chip temperature, simulated readings."""
 from dualsupport import raises
-from fieldlink.drivers import analog, chip_temp, simulated, DeviceMissing
+from fieldlink import simulated
+from fieldlink.drivers import analog, chip_temp, DeviceMissing
 
 
 class FakeADC:

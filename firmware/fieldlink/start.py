@@ -1,0 +1,79 @@
+"""Boot: check the config, build the board's sensors, make the watchdog and the App. Runs
+once; app.main() drops this module (and config, board) before streaming starts, so none of
+this code stays on the heap."""
+import gc
+
+import fieldlink
+from fieldlink import log
+from fieldlink.app import App, Settings
+
+_log = log.Logger("app")
+
+
+def unload(name):
+    """Forget a module only needed at boot so the garbage collector can free it."""
+    import sys
+    sys.modules.pop(name, None)
+    pkg, _, leaf = name.rpartition(".")
+    p = sys.modules.get(pkg)
+    if p is not None and leaf in getattr(p, "__dict__", {}):
+        delattr(p, leaf)
+
+
+def load_settings(path):
+    """config.json -> Settings (log level set), or None after logging what is wrong."""
+    from fieldlink import config
+    try:
+        c = config.load_file(path)
+    except config.ConfigError as e:
+        log.log(log.ERROR, "config", str(e))
+        return None
+    log.set_level(c.log_level)
+    _log.debug("config %r", c)  # Config's repr hides the secrets
+    # every sensor samples at sample_interval_s unless its "*" or own entry says otherwise
+    star = dict(c.sampling.get("*", {}))
+    if "interval_s" not in star:
+        star["interval_s"] = c.sample_interval_s
+    c.sampling["*"] = star
+    s = Settings()
+    for k in config.KEYS:
+        setattr(s, k, getattr(c, k))
+    c = None
+    unload("fieldlink.config")
+    gc.collect()
+    return s
+
+
+def build_sensors(path):
+    """(board name, sensor drivers); the board module is unloaded again. Its own function so
+    that nothing of the board module outlives it: the VM does not clear the value-stack slots
+    of a running frame, and a stale slot in a long-lived frame kept the Board, its class and
+    the whole module alive after the unload."""
+    from fieldlink import board
+    b = board.load(path)
+    out = b.name, b.build_sensors()
+    b = None
+    unload("fieldlink.board")
+    return out
+
+
+def boot(path):
+    """An App ready to run, or None if the config is unusable (already logged)."""
+    cfg = load_settings(path)
+    if cfg is None:
+        return None
+    import machine
+    import network
+    cause = machine.reset_cause() if hasattr(machine, "reset_cause") else None
+    _log.info("fieldlink %s device %s reset_cause %s", fieldlink.__version__, cfg.device_id,
+              cause)
+    name, sensors = build_sensors(cfg.board_file)
+    gc.collect()
+    wlan = network.WLAN(network.STA_IF)
+    wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
+        else None
+    app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
+    ob = app.outbox
+    _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
+              name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())
+    return app

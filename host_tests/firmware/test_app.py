@@ -1,0 +1,95 @@
+# dual: runs on CPython and on MicroPython
+"""App._maintain, the once-a-second maintenance task: a flash write that fails while spilling
+(OSError from the outbox's segment or meta write, e.g. a full filesystem) is logged and the
+task goes on (it used to end: no more spills, no more health lines)."""
+import asyncio
+
+from fieldlink import app, log
+from fieldlink.clock import ticks_ms
+
+
+class FailingFlashOutbox:
+    dropped = 3
+    next_seq = 42
+
+    def __init__(self):
+        self.spills = []
+
+    def spill(self, full_only=True):
+        self.spills.append(full_only)
+        raise OSError(28)  # ENOSPC, as store.save_meta raises it on a full filesystem
+
+    def held(self):
+        return 7
+
+
+class LinkDown:
+    state = 4  # backoff
+    heap_min = 0
+    reconnects = 1
+
+    def __init__(self):
+        self.down_since = ticks_ms()
+        self.noted = 0
+
+    def note_heap(self):
+        self.noted += 1
+
+
+class Cfg:
+    spill_after_s = 0
+    health_interval_s = 0  # a health line every round
+
+
+class FastAsyncio:
+    """Stands in for the asyncio module inside app: a round takes 10 ms, not 1 s."""
+
+    @staticmethod
+    async def sleep(s):
+        await asyncio.sleep(0.01)
+
+
+def _maintain_until(a, done, limit_s=20):
+    async def main():
+        t = asyncio.create_task(a._maintain())
+        waited = 0
+        while not done() and not t.done() and waited < limit_s * 100:
+            await asyncio.sleep(0.01)
+            waited += 1
+        ended = t.done()
+        t.cancel()
+        try:
+            await t
+        except BaseException:  # the cancel, or what ended the task
+            pass
+        return ended
+    real = app.asyncio
+    app.asyncio = FastAsyncio
+    try:
+        return asyncio.run(main())
+    finally:
+        app.asyncio = real
+
+
+def test_spill_oserror_does_not_end_maintenance():
+    a = object.__new__(app.App)  # only what _maintain uses, set below
+    a.cfg = Cfg()
+    a.sup = LinkDown()
+    a.outbox = FailingFlashOutbox()
+    a._spilled = False
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        ended = _maintain_until(
+            a, lambda: len(a.outbox.spills) >= 3
+            and len([x for x in lines if x.startswith("INFO app: health")]) >= 3)
+    finally:
+        log.set_sink(print)
+    assert not ended, lines
+    # the first spill writes everything, later ones only whole segments
+    assert a.outbox.spills[:3] == [False, True, True], a.outbox.spills
+    warns = [x for x in lines if x.startswith("WARN app: spill:")]
+    assert len(warns) >= 3 and "28" in warns[0], lines
+    health = [x for x in lines if x.startswith("INFO app: health")]
+    assert "state=backoff" in health[0] and "dropped=3" in health[0] and "next=42" in health[0]
+    assert a.sup.noted >= 3

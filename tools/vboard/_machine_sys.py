@@ -1,0 +1,103 @@
+"""The rarely used rest of the virtual board's `machine` (tools/vboard/machine.py loads it on
+first use): reset-cause and wake constants, soft resets and sleep modes, RTC, unique_id,
+freq, irq stubs."""
+import os
+import time
+
+from machine import _exit
+
+# ESP32 port values
+PWRON_RESET = 1
+HARD_RESET = 2
+WDT_RESET = 3
+DEEPSLEEP_RESET = 4
+SOFT_RESET = 5
+PIN_WAKE = EXT0_WAKE = 2
+EXT1_WAKE = 3
+TIMER_WAKE = 4
+TOUCHPAD_WAKE = 5
+ULP_WAKE = 6
+SLEEP = 2
+DEEPSLEEP = 4
+
+_freq = [160000000]
+
+
+def soft_reset():
+    _exit("soft reset")
+
+
+def bootloader(*a):
+    _exit("bootloader")
+
+
+def deepsleep(ms=0):
+    _exit("deepsleep %d ms" % ms)
+
+
+def lightsleep(ms=0):
+    if ms:
+        time.sleep_ms(ms)
+
+
+def idle():
+    time.sleep_ms(1)
+
+
+def wake_reason():
+    return 0
+
+
+def freq(hz=None):
+    if hz is None:
+        return _freq[0]
+    _freq[0] = hz
+
+
+def unique_id():
+    """6 bytes like an ESP32's MAC: the knob unique_id (hex), else derived from the flash
+    directory so two virtual boards differ and one board keeps its id across reboots."""
+    import simdev
+    k = simdev.knobs().get("unique_id")
+    if k:
+        import binascii
+        return binascii.unhexlify(k)
+    h = 5381
+    for c in os.getcwd():
+        h = (h * 33 + ord(c)) & 0xFFFFFF
+    return bytes((0x24, 0x0A, 0xC4, h >> 16, (h >> 8) & 0xFF, h & 0xFF))
+
+
+def disable_irq():
+    return 0
+
+
+def enable_irq(state=0):
+    pass
+
+
+def time_pulse_us(pin, level, timeout_us=1000000):
+    return -1
+
+
+class RTC:
+    _offset = [0]
+    _mem = [b""]
+
+    def __init__(self, id=0):
+        pass
+
+    def datetime(self, dt=None):
+        if dt is None:
+            t = time.gmtime(time.time() + self._offset[0])
+            return (t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0)
+        secs = time.mktime((dt[0], dt[1], dt[2], dt[4], dt[5], dt[6], 0, 0))
+        self._offset[0] = secs - time.time()
+
+    def init(self, dt):
+        self.datetime(dt)
+
+    def memory(self, data=None):
+        if data is None:
+            return self._mem[0]
+        self._mem[0] = bytes(data)
