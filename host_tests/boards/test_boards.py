@@ -142,6 +142,21 @@ def test_load_board_by_folder_and_bad_json(tmp_path):
         boards.load_board(str(p))
 
 
+def test_cli_validate_names_file_line_and_column_of_bad_json(tmp_path, capsys):
+    p = tmp_path / "bad.json"
+    p.write_text('{"name": "x",\n  "chip": "esp32"\n  "buses": {}}\n')  # a comma missing
+    assert cli.main(["boards", "validate", str(p)]) == 1
+    err = capsys.readouterr().err
+    assert "%s: not valid JSON: line 3, column 3" % p in err, err
+    assert "Traceback" not in err
+    p.write_bytes(b"\xff\xfe{}")
+    assert cli.main(["boards", "validate", str(p)]) == 1
+    assert "%s: not valid JSON: not UTF-8" % p in capsys.readouterr().err
+    p.write_text("{not json")
+    with pytest.raises(boards.BoardError, match=r"bad.json: not valid JSON: line 1, column 2"):
+        boards.load_board(str(p))
+
+
 def test_cli_list_and_validate_all(capsys):
     assert cli.main(["boards", "list"]) == 0
     out = capsys.readouterr().out

@@ -293,14 +293,27 @@ def board_path(name_or_path):
                      % (str(name_or_path), ", ".join(list_boards())))
 
 
+def read_board_file(p):
+    """The parsed JSON of a board file. BoardError naming the file, and for a JSON error its
+    line and column, if it cannot be read or is not JSON."""
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except OSError as e:
+        raise BoardError("%s: cannot read it (%s)" % (p, e.strerror or e))
+    except UnicodeDecodeError as e:
+        raise BoardError("%s: not valid JSON: not UTF-8 text (byte %d)" % (p, e.start))
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BoardError("%s: not valid JSON: line %d, column %d: %s"
+                         % (p, e.lineno, e.colno, e.msg))
+
+
 def load_board(name_or_path, strict=True):
     """Load and validate a board; return its dict. Raises BoardError for an unknown board,
     bad JSON or (strict) any validation error, naming the key and the rule."""
     p = board_path(name_or_path)
-    try:
-        data = json.loads(p.read_text())
-    except ValueError as e:
-        raise BoardError("%s: not valid JSON: %s" % (p, e))
+    data = read_board_file(p)
     problems = validate(data)
     errors = [str(x) for x in problems if x.level == "error"]
     if strict and errors:
@@ -318,7 +331,13 @@ def add_arguments(parser):
 def run(args):
     if args.boards_cmd == "list":
         for name in list_boards():
-            d = json.loads((paths.BOARDS / name / "board.json").read_text())
+            try:
+                d = read_board_file(paths.BOARDS / name / "board.json")
+            except BoardError as e:
+                print("fieldlink boards list: %s" % e, file=sys.stderr)
+                continue
+            if not isinstance(d, dict):
+                d = {}
             print("%-20s %-8s %s" % (name, d.get("chip", "?"), d.get("title", "")))
         return 0
     if args.boards_cmd == "validate":
@@ -327,9 +346,9 @@ def run(args):
         for t in targets:
             try:
                 p = board_path(t)
-                problems = validate(json.loads(p.read_text()))
-            except (BoardError, ValueError) as e:
-                print("%s: %s" % (t, e), file=sys.stderr)
+                problems = validate(read_board_file(p))
+            except BoardError as e:  # the message names the board or the file
+                print("fieldlink boards validate: %s" % e, file=sys.stderr)
                 bad += 1
                 continue
             errors = [x for x in problems if x.level == "error"]
