@@ -36,46 +36,16 @@ class ProtoError(Exception):
         self.msg = msg
 
 
-# ---- server -> device events: small plain classes (no dataclasses on MicroPython) ----
-
-class Welcome:
-    def __init__(self, v, ack, time_ms):
-        self.v = v
-        self.ack = ack
-        self.time_ms = time_ms  # server Unix time in integer ms, or None
-
-
-class Ack:
-    def __init__(self, ack):
-        self.ack = ack
-
-
-class Cmd:
-    def __init__(self, id, cmd, args):
-        self.id = id
-        self.cmd = cmd
-        self.args = args
-
-
-class ServerError:
-    def __init__(self, code, msg):
-        self.code = code
-        self.msg = msg
-
-
-class Unknown:
-    """A message type this version does not know: logged and ignored (forward compatibility)."""
-
-    def __init__(self, t):
-        self.t = t
-
-
 def _is_int(x):
     return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _is_num(x):
     return (isinstance(x, int) or isinstance(x, float)) and not isinstance(x, bool)
+
+
+def _is_str(x):
+    return isinstance(x, str)
 
 
 def _need(obj, key, check, what, label=None):
@@ -128,8 +98,7 @@ def _scan_ms(text, key):
         k = j + 1
         while k < n and text[k] in "0123456789":
             k += 1
-        frac = (text[j + 1:k] + "000")[:3]
-        ms += int(frac)
+        ms += int((text[j + 1:k] + "000")[:3])
         j = k
     if j < n and text[j] in "eE":
         return None
@@ -137,78 +106,68 @@ def _scan_ms(text, key):
 
 
 def parse_server(text):
-    """One text message from the server -> Welcome | Ack | Cmd | ServerError | Unknown.
+    """One text message from the server -> a tuple, its type first (the message's "t"):
 
-    Raises ProtoError(1007) for bad JSON or a known message with a missing/ill-typed field,
-    ProtoError(1003) for a binary message.
+        ("ack", ack)
+        ("welcome", v, ack, time_ms)     time_ms: server Unix time in integer ms
+        ("cmd", id, cmd, args)           args: a dict ({} when absent or null)
+        ("error", code, msg)
+        (t,)                             a type this version does not know: logged and
+                                         ignored (forward compatibility)
+
+    (Tuples, not one small class per event: each class costs the board several hundred bytes
+    of heap, all the time.) Raises ProtoError(1007) for bad JSON or a known message with a
+    missing/ill-typed field, ProtoError(1003) for a binary message.
     """
     obj = _decode(text)
     t = obj["t"]
     if t == "ack":
-        return Ack(_need(obj, "ack", _seq, "an integer >= 0"))
+        return t, _need(obj, "ack", _seq, "an integer >= 0")
     if t == "welcome":
         v = _need(obj, "v", _is_int, "an integer")
         ack = _need(obj, "ack", _seq, "an integer >= 0")
         tm = _need(obj, "time", _is_num, "a number")
         ms = _scan_ms(text, "time")
-        if ms is None:
-            ms = int(tm * 1000)
-        return Welcome(v, ack, ms)
+        return t, v, ack, int(tm * 1000) if ms is None else ms
     if t == "cmd":
-        cid = _need(obj, "id", lambda x: isinstance(x, str), "a string")
-        cmd = _need(obj, "cmd", lambda x: isinstance(x, str), "a string")
-        args = obj.get("args", {})
+        cid = _need(obj, "id", _is_str, "a string")
+        cmd = _need(obj, "cmd", _is_str, "a string")
+        args = obj.get("args")
         if args is None:
             args = {}
         if not isinstance(args, dict):
             raise ProtoError(CLOSE_BAD_DATA, "cmd: args must be an object")
-        return Cmd(cid, cmd, args)
+        return t, cid, cmd, args
     if t == "error":
-        return ServerError(str(obj.get("code", "")), str(obj.get("msg", "")))
-    return Unknown(t)
+        return t, str(obj.get("code", "")), str(obj.get("msg", ""))
+    return (t,)
 
 
 # ---- device -> server builders. Text out (the protocol uses WebSocket text messages). ----
 
-def _ms_text(ms):
-    """Integer ms -> JSON seconds with 3 decimals, built from integers (see _scan_ms)."""
-    if ms is None:
-        return "null"
-    return "%d.%03d" % (ms // 1000, ms % 1000)
-
-
-def _value_text(v):
-    if v is None:
-        return "null", None
-    if isinstance(v, bool):
-        return ("1" if v else "0"), None
-    if isinstance(v, int):
-        return "%d" % v, None
-    if v != v or v in (float("inf"), float("-inf")):
-        return "null", "nan"  # JSON has no NaN/Infinity
-    return json.dumps(v), None
-
-
 def reading(q, ts_ms, up_ms, name, value, unit, err=None):
-    """One reading as JSON text, `q` first so outbox code can read the seq cheaply."""
-    vt, why = _value_text(value)
-    if err is None:
-        err = why
+    """One reading as JSON text, `q` first so outbox code can read the seq cheaply.
+
+    Times are integer ms; `ts` is written as seconds with 3 decimals built from integers (the
+    board's floats are single precision, see _scan_ms)."""
+    ts = "null" if ts_ms is None else "%d.%03d" % (ts_ms // 1000, ts_ms % 1000)
+    if value is None:
+        vt = "null"
+    elif isinstance(value, bool):
+        vt = "1" if value else "0"
+    elif isinstance(value, int):
+        vt = "%d" % value
+    elif value != value or value in (float("inf"), float("-inf")):
+        vt = "null"  # JSON has no NaN/Infinity
+        if err is None:
+            err = "nan"
+    else:
+        vt = json.dumps(value)
     s = '{"q":%d,"ts":%s,"up":%d,"n":%s,"v":%s,"u":%s' % (
-        q, _ms_text(ts_ms), up_ms, json.dumps(name), vt, json.dumps(unit or ""))
+        q, ts, up_ms, json.dumps(name), vt, json.dumps(unit or ""))
     if err:
         s += ',"e":%s' % json.dumps(err)
     return s + "}"
-
-
-def reading_seq(text):
-    """The seq of a reading built by `reading()`, without parsing the JSON."""
-    return int(text[5:text.index(",")])
-
-
-def batch(readings):
-    """A batch message from already-encoded readings (list of JSON texts)."""
-    return batch_text(",".join(readings))
 
 
 def batch_text(joined):

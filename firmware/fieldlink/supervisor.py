@@ -8,9 +8,14 @@ Every transition is in `_TABLE`; every failure goes through `_failed()`, the one
 decides what it means and how long to wait (backoff.py decides the number). While streaming,
 four tasks run (reader, sender, health, monitor); the first to fail ends the connection and
 all of them are cancelled before the next attempt.
+
+Code the link runs seldom lives in modules imported for one use and dropped again (see _once),
+so its heap is free while streaming: link_wifi.py (association, clock sync), link_hello.py
+(the hello/welcome exchange) and link_commands.py (server commands, reboot).
 """
 import asyncio
 import gc
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -42,6 +47,8 @@ E_OK = const(0)        # the state's step succeeded
 E_FAIL = const(1)      # failed: retry after an ordinary backoff delay
 E_REFUSED = const(2)   # 401/403: retry only after backoff_max_s
 E_TIMER = const(3)     # the backoff delay is over
+
+_NTP_EVERY_MS = const(6 * 3600 * 1000)  # re-sync the clock this often (at a link start)
 
 # (state << 2) | event -> next state. Anything not listed is a bug: logged, then BACKOFF.
 _TABLE = {
@@ -143,10 +150,6 @@ class Supervisor:
         """Something to send (a new reading): wake the sender."""
         self._kick.set()
 
-    @property
-    def streaming(self):
-        return self.state == S_STREAM
-
     # ---- the one place that decides what a failure means ----
 
     def _failed(self, e, where):
@@ -171,38 +174,12 @@ class Supervisor:
 
     async def _wifi(self):
         w = self.wlan
-        if w is None or w.isconnected():
-            return await self._after_wifi()
-        try:
-            w.active(True)
-            w.connect(self.cfg.wifi_ssid, self.cfg.wifi_password)
-        except OSError as e:
-            return self._failed(e, "wifi")
-        t0 = ticks_ms()
-        limit = int(self.cfg.wifi_timeout_s * 1000)
-        while not w.isconnected():
-            if ticks_diff(ticks_ms(), t0) > limit:
-                try:
-                    w.disconnect()
-                except (OSError, AttributeError):
-                    pass
-                return self._failed(LinkFailure("no Wi-Fi within %s s (status %s)" % (
-                    self.cfg.wifi_timeout_s, _status(w))), "wifi")
-            self.mark()
-            await asyncio.sleep(0.1)
-        _log.info("wifi up: %s", _ip(w))
-        return await self._after_wifi()
-
-    async def _after_wifi(self):
-        host = self.cfg.ntp_host
-        if host and (self._ntp_at is None or ticks_diff(ticks_ms(), self._ntp_at) > 6 * 3600000):
-            from fieldlink.clock import sntp_sync
-            ms = await sntp_sync(host)
-            self._ntp_at = ticks_ms()
-            if ms is not None:
-                self.clock.set_unix_ms(ms, "ntp")
-                _log.info("clock synced from %s", host)
-        return E_OK
+        at = self._ntp_at
+        ntp_due = bool(self.cfg.ntp_host) and (at is None or ticks_diff(ticks_ms(), at) >
+                                               _NTP_EVERY_MS)
+        if (w is None or w.isconnected()) and not ntp_due:
+            return E_OK
+        return await self._once("link_wifi", "run", ntp_due)
 
     async def _connect(self):
         c = self.cfg
@@ -227,34 +204,7 @@ class Supervisor:
         return E_OK
 
     async def _hello(self):
-        ob = self.outbox
-        ob.on_connect()
-        try:
-            await self._send(proto.hello(self.cfg.device_id, self.fw, self.board, ob.boot,
-                                         ob.next_seq, ob.first(), ob.held(), ob.dropped,
-                                         self.clock.synced, ob.epoch))
-            m = await asyncio.wait_for(self.ws.recv(), self.cfg.connect_timeout_s)
-            ev = proto.parse_server(m)
-            if isinstance(ev, proto.ServerError):
-                raise LinkFailure("server error %s: %s" % (ev.code, ev.msg))
-            if not isinstance(ev, proto.Welcome):
-                raise proto.ProtoError(proto.CLOSE_POLICY, "expected welcome")
-            if ev.v != proto.VERSION:
-                raise proto.ProtoError(proto.CLOSE_POLICY, "welcome v%s" % ev.v)
-        except Exception as e:
-            if isinstance(e, asyncio.TimeoutError):
-                e = LinkFailure("no welcome within %s s" % self.cfg.connect_timeout_s)
-            await self._close(self.ws, getattr(e, "code", proto.CLOSE_GOING_AWAY), str(e))
-            self.ws = None
-            return self._failed(e, "hello")
-        ob.welcome(ev.ack)
-        if ev.time_ms is not None and self.clock.set_unix_ms(ev.time_ms, "server") and \
-                self.clock.source == "server":
-            _log.debug("clock set from the collector's welcome")
-        self.connects += 1
-        _log.info("streaming to %s (ack %d, next %d, held %d)", self.cfg.url, ev.ack,
-                  ob.next_seq, ob.held())
-        return E_OK
+        return await self._once("link_hello", "run")
 
     async def _stream(self):
         self._stream_start = ticks_ms()
@@ -339,17 +289,18 @@ class Supervisor:
             m = await ws.recv()
             self.mark()
             ev = proto.parse_server(m)  # ProtoError: closed with its code in _teardown
-            if isinstance(ev, proto.Ack):
-                ob.ack(ev.ack)
+            t = ev[0]
+            if t == "ack":
+                ob.ack(ev[1])
                 self._kick.set()
-            elif isinstance(ev, proto.Cmd):
-                await self._command(ev)
-            elif isinstance(ev, proto.ServerError):
-                _log.warn("server error %s: %s", ev.code, ev.msg)
-            elif isinstance(ev, proto.Welcome):
+            elif t == "cmd":
+                await self._once("link_commands", "run", ev)
+            elif t == "error":
+                _log.warn("server error %s: %s", ev[1], ev[2])
+            elif t == "welcome":
                 raise proto.ProtoError(proto.CLOSE_POLICY, "welcome twice")
             else:
-                _log.debug("ignored message type %s", ev.t)
+                _log.debug("ignored message type %s", t)
 
     async def _sender(self):
         ob = self.outbox
@@ -377,8 +328,12 @@ class Supervisor:
     async def send_health(self):
         ob = self.outbox
         self.note_heap()
+        try:
+            rssi = self.wlan.status("rssi")
+        except Exception:  # no Wi-Fi object (tests), or a port without rssi
+            rssi = None
         await self._send(proto.health(_heap_free(), self.heap_min, self.reconnects,
-                                      ob.dropped, self.rssi(), self.clock.uptime_ms() // 1000,
+                                      ob.dropped, rssi, self.clock.uptime_ms() // 1000,
                                       ob.boot, ob.held()))
 
     async def _monitor(self):
@@ -401,68 +356,20 @@ class Supervisor:
         if f < self.heap_min or not self.heap_min:
             self.heap_min = f
 
-    def rssi(self):
-        try:
-            return self.wlan.status("rssi")
-        except Exception:
-            return None
-
-    # ---- commands (docs/protocol.md) ----
-
-    async def _command(self, c):
-        ok = True
-        result = None
-        err = None
-        try:
-            if c.cmd == "set_interval":
-                if self.sampler is None:
-                    raise ValueError("no sampler")
-                result = self.sampler.set_interval(c.args.get("sensor", "*"),
-                                                   c.args.get("interval_s"))
-            elif c.cmd == "sample_now":
-                if self.sampler is not None:
-                    self.sampler.sample_now()
-            elif c.cmd == "health":
-                await self.send_health()
-            elif c.cmd == "reboot":
-                await self._send(proto.reply(c.id, True, None))
-                await self.reboot()
-                return
-            else:
-                ok, err = False, "unknown command"
-        except (ValueError, TypeError, KeyError) as e:
-            ok, err = False, str(e) or type(e).__name__
-        _log.info("command %s %s: %s", c.cmd, "ok" if ok else "failed", result if ok else err)
-        await self._send(proto.reply(c.id, ok, result, err))
-
     async def reboot(self):
         """Clean reboot: close the link, everything to flash (no reboot gap), reset."""
-        _log.info("rebooting")
+        await self._once("link_commands", "reboot")
+
+    async def _once(self, mod, fn, *args):
+        """Await fieldlink.<mod>.<fn>(self, *args) and forget the module again: the code the
+        link runs seldom takes heap only while it runs. Its own frame, so no stale slot of a
+        long-running one keeps the module alive (the VM does not clear them)."""
+        name = "fieldlink." + mod
         try:
-            # self.ws stays: the sender may still be using it. Closing it can end the stream,
-            # and then _teardown cancels this task mid-await: the finally still reboots.
-            await self._close(self.ws, proto.CLOSE_NORMAL, "reboot")
+            __import__(name)
+            return await getattr(sys.modules[name], fn)(self, *args)
         finally:
-            try:
-                self.outbox.flush()
-            except Exception as e:  # a flash error must not cancel the reboot promised
-                _log.error("reboot: flush failed: %s", e)  # (a reboot gap covers RAM)
-            if self._reset is not None:
-                self._reset()
-            else:
-                import machine
-                machine.reset()
-
-
-def _status(w):
-    try:
-        return w.status()
-    except Exception:
-        return "?"
-
-
-def _ip(w):
-    try:
-        return w.ifconfig()[0]
-    except Exception:
-        return "?"
+            sys.modules.pop(name, None)
+            pkg = sys.modules.get("fieldlink")
+            if pkg is not None and mod in pkg.__dict__:  # the import set it on the package
+                delattr(pkg, mod)

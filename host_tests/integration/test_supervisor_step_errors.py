@@ -5,6 +5,7 @@ supervisor's task for good (the board would sample on and never send again)."""
 import asyncio
 import json
 import random
+import sys
 
 import websockets
 
@@ -12,7 +13,7 @@ from fieldlink import proto
 from fieldlink.backoff import Backoff
 from fieldlink.clock import Clock
 from fieldlink.outbox import Outbox
-from fieldlink.supervisor import Supervisor
+from fieldlink.supervisor import S_STREAM, Supervisor
 
 
 class Cfg:
@@ -64,11 +65,12 @@ def test_unexpected_error_in_a_step_is_retried_not_fatal():
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 30
                 # streaming again after the failed hello (connects counts welcomes taken)
-                while not (sup.connects >= 1 and sup.streaming) and not task.done() \
+                while not (sup.connects >= 1 and sup.state == S_STREAM) and not task.done() \
                         and loop.time() < deadline:
                     await asyncio.sleep(0.05)
                 assert not task.done(), "supervisor ended: %r" % (task.exception(),)
-                assert sup.connects == 1 and sup.streaming and len(hellos) == 2, hellos
+                assert sup.connects == 1 and sup.state == S_STREAM and len(hellos) == 2, hellos
+                assert_dropped("link_hello")   # loaded for the hello only (heap)
             finally:
                 # cancelled only while it waits in the stream state (CPython 3.11's wait_for
                 # can swallow a cancel that races with its result)
@@ -100,3 +102,11 @@ def test_reboot_command_resets_even_when_the_flush_fails():
     except OSError:
         pass
     assert resets == [1]
+    assert_dropped("link_commands")
+
+
+def assert_dropped(mod):
+    """Supervisor._once forgot the module after its one use: nothing keeps its code."""
+    import fieldlink
+    assert "fieldlink." + mod not in sys.modules
+    assert mod not in fieldlink.__dict__
