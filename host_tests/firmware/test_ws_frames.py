@@ -94,13 +94,16 @@ def test_text_payload_byte_length():
 
 def test_micropython_uses_the_viper_loops():
     # The speed and zero-allocation claims rest on these; a silent fallback would hide.
-    from fieldlink.ws import mask, utf8
+    from fieldlink.ws import frames, mask, utf8
     if sys.implementation.name == "micropython":
         from fieldlink.ws import _viper
-        assert mask.mask_copy is _viper.mask_copy
+        assert frames.frame_into is _viper.frame_into is not None
         assert utf8.check is _viper.utf8_check
+        # the source text was compiled and dropped, not kept in the heap
+        assert "fieldlink.ws._viper_src" not in sys.modules
     else:
-        assert mask.mask_copy.__module__ == "fieldlink.ws.mask"
+        assert frames.frame_into is None and mask.frame_into is None
+        assert utf8.check.__module__ == "fieldlink.ws.utf8"
 
 
 def test_fast_encode_equals_general_encode():

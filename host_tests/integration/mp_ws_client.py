@@ -173,7 +173,8 @@ async def opening_dropped():
     for n in range(2):
         ws = await connect()
         out(step="connected", n=n, before=before, after=ws_modules(),
-            on_package=[k for k in ("opening", "handshake") if hasattr(client_pkg, k)])
+            on_package=[k for k in ("opening", "handshake", "_viper_src")
+                        if hasattr(client_pkg, k)])
         await ws.send("hi %d" % n)
         out(step="echo", text=await ws.recv())
         await ws.close()

@@ -141,6 +141,7 @@ def test_connect_drops_its_opening_code(server, interp, refused_port):
         assert set(loaded) <= set(c["after"]), c
         assert "fieldlink.ws.opening" not in c["after"], c
         assert "fieldlink.ws.handshake" not in c["after"], c
+        assert "fieldlink.ws._viper_src" not in c["after"], c  # compiled and dropped
         assert c["on_package"] == [], c
     assert [l["text"] for l in lines if l["step"] == "echo"] == ["hi 0", "hi 1"]
     refused = [l for l in lines if l["step"] == "refused"][0]

@@ -34,15 +34,9 @@ _READ_BUF = 1024       # bytes read from the socket at once (one preallocated bu
 _CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
 _EOF = "eof"             # handed from recv() to the reader: the server closed TCP
-_FAST_MAX = const(496)   # send()'s fast path (_FAST_SEND): text payloads up to this many bytes
+_FAST_MAX = const(496)   # send()'s fast path (_viper_src.SEND): text up to this many bytes
 
 
-_DONE_ITER = iter(range(0))
-# Module-level names for builtins used by send(): a builtin is found only after a miss in
-# the module's globals and a search of the builtins table (~60 ns on the unix port).
-_type = type
-_str = str
-_len = len
 if _core is None:  # CPython (not defined on MicroPython: no heap spent on it)
     class _Ready:
         """An awaitable that is already done: what send() returns when the frame went out in
@@ -53,7 +47,8 @@ if _core is None:  # CPython (not defined on MicroPython: no heap spent on it)
 
     _READY = _Ready()  # type: Any
 else:  # On MicroPython `await` takes the exhausted iterator itself: no method call at all.
-    _READY = _DONE_ITER
+    # (the viper send path returns its own one: _READY is rebound to it at the end)
+    _READY = iter(range(0))
 
 
 class _SocketIO:
@@ -236,7 +231,7 @@ class WebSocket:
         """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
         The frame is built in a reused buffer and written with one write; the await only
         waits when the socket could not take it all. On MicroPython, short text takes the
-        viper fast path (_FAST_SEND, at the end of this file)."""
+        viper fast path (_viper_src.SEND, installed at the end of this file)."""
         return self._send(data)
 
     def _send(self, data):
@@ -539,103 +534,13 @@ class WebSocket:
                 return
 
 
-# send()'s fast path on MicroPython: one viper function for short text. It is source compiled
-# on the board at import (see _viper.py for why: portable .mpy, plain mpy-cross) and becomes
-# WebSocket.send; if it cannot be compiled, the general send() above serves.
-_FAST_SEND = """
-_FAST_MAX = const(496)
-_KEYS = const(64)    # the Encoder's key pool: 64 keys, then the 'keys used' byte
-_KEYS4 = const(256)
-
-@micropython.viper
-def _fast_send(self, data):
-    # Hot path: a str of up to _FAST_MAX bytes while the connection is open and
-    # nothing is queued (self._fast is then the key pool). Everything (UTF-8 byte
-    # count, header, key, masking, the socket write) happens here: on MicroPython a
-    # call level or an attribute lookup costs as much as masking 100 bytes, and viper
-    # keeps the integer work in machine words (no int objects, no allocation).
-    pool = self._fast
-    nch = 0
-    if pool and _type(data) is _str:
-        nch = int(_len(data))
-    if nch and nch <= _FAST_MAX:  # (an empty str takes the general path)
-        s = ptr8(data)
-        # §5.2 payload length = UTF-8 bytes of the str, read in place (MicroPython
-        # stores str as UTF-8). ASCII goes a word at a time when the data is aligned.
-        n = 0
-        c = 0
-        if not (int(s) & 3):
-            sw = ptr32(s)
-            while nch - c >= 4 and not ((sw[n >> 2] >> 7) & 0x01010101):
-                n += 4
-                c += 4
-        while c < nch:
-            b = s[n]
-            if b < 0x80:
-                n += 1
-            elif b < 0xE0:
-                n += 2
-            elif b < 0xF0:
-                n += 3
-            else:
-                n += 4
-            c += 1
-        bo = self._fbuf
-        buf = ptr8(bo)
-        # (a bytearray's data is heap-allocated, so word-aligned; checked because
-        # word stores must be aligned on the ESP32)
-        if n <= _FAST_MAX and not (int(buf) & 3):
-            # The payload starts at buf[16] (word-aligned); key and header go right
-            # before it, so the frame is buf[off:16 + n].
-            if n < 126:
-                off = 10
-                buf[11] = 0x80 | n
-            else:
-                off = 8
-                buf[9] = 0xFE
-                buf[10] = n >> 8
-                buf[11] = n & 0xFF
-            buf[off] = 0x81  # FIN, text
-            # §5.3: a fresh key per frame, from the os.urandom pool (see frames.py)
-            kp = ptr8(pool)
-            i = kp[_KEYS4]
-            if i >= _KEYS:
-                self._p.enc._refill()
-                i = 0
-            kp[_KEYS4] = i + 1
-            k = ptr32(int(kp) + (i << 2))[0]
-            kw = ptr32(int(buf) + 12)
-            kw[0] = k
-            kb = ptr8(int(buf) + 12)
-            d = ptr8(int(buf) + 16)
-            j = 0
-            if not (int(s) & 3):
-                dw = ptr32(int(buf) + 16)
-                sw = ptr32(s)
-                nw = n >> 2
-                while j < nw:
-                    dw[j] = sw[j] ^ k
-                    j += 1
-                j = nw << 2
-            while j < n:
-                d[j] = s[j] ^ kb[j & 3]
-                j += 1
-            tot = n + 16 - off
-            try:
-                w = self._sock.write(bo, off, tot)
-            except OSError:
-                raise self._lost("send failed")
-            if w and int(w) == tot:
-                return _READY
-            return self._short(bo, w, off, tot)
-    return self._send(data)
-"""
-
-if _core is not None:
-    try:
-        exec(_FAST_SEND, globals())  # defines _fast_send with this module's globals
-        WebSocket.send = _fast_send  # type: ignore[name-defined,method-assign]  # noqa: F821
-        del _fast_send  # type: ignore[name-defined]  # noqa: F821
-    except (SyntaxError, MemoryError, NotImplementedError, NameError) as e:
-        print("WARN ws: no viper send path: %s" % e)
-del _FAST_SEND
+# MicroPython: send() becomes the viper fast path for short text (_viper.send, compiled on
+# the board at import from _viper_src.SEND); where it could not be compiled, the general
+# send() above serves.
+try:
+    from ._viper import READY as _READY, send as _fast_send  # noqa: F811
+    if _fast_send is not None:
+        WebSocket.send = _fast_send  # type: ignore[method-assign]
+    del _fast_send
+except ImportError:  # CPython, or no viper emitter
+    pass
