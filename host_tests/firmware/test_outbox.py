@@ -4,6 +4,7 @@ cut, against a model server that checks nothing is lost or stored twice."""
 import binascii
 import json
 import os
+import sys
 
 from dualsupport import raises
 
@@ -728,5 +729,190 @@ def test_flash_write_errors_fall_back_to_counted_drops():
         assert ob.dropped > 0 and ob.held() + ob.dropped == 100
         assert ob.ram_used <= 1024
         assert ob.spill() is False                       # says it could not, does not raise
+    finally:
+        rmtree(d)
+
+
+# ---- the flash side is code on the heap only while it is needed ----
+
+def flash_code_loaded():
+    return "fieldlink.outbox_flash" in sys.modules
+
+
+def drain(ob, srv):
+    """A good link until the outbox is empty: gaps, batches, acks (srv: Server/SparseServer)."""
+    ob.on_connect()
+    ob.welcome(srv.ack)
+    for _ in range(100000):
+        for g in ob.pending_gaps():
+            srv.gap(*g)
+        b = ob.next_batch(20, 64)
+        if not b:
+            break
+        ob.ack(srv.batch(b))
+
+
+def test_flash_code_is_loaded_only_while_the_flash_holds_readings():
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
+                    seq_block=16)
+        assert not flash_code_loaded()                 # booted, nothing on flash
+        srv = Server()
+        ob.welcome(0)
+        for _ in range(5):                             # streaming: meta written, no spill
+            fill(ob, 10)
+            ob.ack(srv.batch(ob.next_batch(20, 64)))
+        assert not flash_code_loaded() and ob.held() == 0
+        assert ob.spill(True) is True and not flash_code_loaded()   # nothing to spill
+        fill(ob, 60)                                   # link down: RAM overflows to flash
+        assert ob.spills > 0 and flash_code_loaded()
+        on_flash = ob.held() - len(ob._rq)
+        ob = None                                      # power cut
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
+                    seq_block=16)
+        assert flash_code_loaded() and ob.held() == on_flash   # segments found at boot
+        drain(ob, srv)
+        assert ob.held() == 0 and ob.flash_used == 0 and not flash_code_loaded()
+        assert srv.ack == ob.next_seq - 1
+    finally:
+        rmtree(d)
+
+
+# ---- meta.json corrupt or lost, epoch file intact ----
+
+class SparseServer:
+    """Server's rules for seqs far apart (the recovery skips 2**26 seqs): stored seqs in a
+    set, gaps as ranges, the cumulative ack over both. `dup` counts readings whose seq the
+    server already stored (a reused seq: the new reading would be lost)."""
+
+    def __init__(self):
+        self.stored = set()
+        self.ranges = []
+        self.ack = 0
+        self.dup = 0
+
+    def _advance(self):
+        moved = True
+        while moved:
+            moved = False
+            if self.ack + 1 in self.stored:
+                self.ack += 1
+                moved = True
+            for a, b in self.ranges:
+                if a <= self.ack + 1 <= b:
+                    self.ack = b
+                    moved = True
+
+    def gap(self, frm, to, why):
+        assert frm <= to and why in ("dropped", "reboot"), (frm, to, why)
+        self.ranges.append((frm, to))
+        self._advance()
+
+    def batch(self, texts):
+        for t in texts:
+            q = seq_of(t)
+            if q in self.stored:
+                self.dup += 1
+            elif q > self.ack:
+                self.stored.add(q)
+        self._advance()
+        return self.ack
+
+
+def boot(d, **kw):
+    return Outbox(ram_bytes=1024, flash_bytes=8192, store=DirStore(d), seg_bytes=512,
+                  seq_block=16, **kw)
+
+
+CORRUPT_METAS = ("garbage{", "", "null", "[1, 2]", '{"v": 2, "mark": "x"}',
+                 '{"v": 2, "boot": 3, "mark": 80, "dropped": 0, "acked": 0, "gaps": 5}',
+                 '{"v": 2, "boot": 3, "mark": -1, "dropped": 0, "acked": 0, "gaps": []}')
+
+
+def test_corrupt_meta_keeps_the_epoch_and_never_reuses_a_seq():
+    # Before: an unparseable meta.json restarted the numbering at 1 (or just above the
+    # newest segment) in the same epoch, so new readings took seqs the server had stored and
+    # were dropped there as resends; a meta.json of the wrong shape crashed every boot.
+    for text in CORRUPT_METAS:
+        d = tmpdir()
+        try:
+            ob = boot(d)
+            epoch = ob.epoch
+            srv = SparseServer()
+            ob.welcome(0)
+            fill(ob, 40)
+            while ob.held():                           # 1-40 stored and acked
+                ob.ack(srv.batch(ob.next_batch(20, 64)))
+            fill(ob, 5)                                # 41-45 in RAM, never sent
+            ob = None                                  # power cut
+            write_file(d + "/meta.json", text)
+            ob2 = boot(d)
+            assert ob2.epoch == epoch, text
+            assert ob2.notice is not None and "meta.json corrupt" in ob2.notice, ob2.notice
+            assert ob2.next_seq > 45 and ob2.held() == 0
+            gaps = ob2.pending_gaps()                  # 41-45 were produced and lost
+            assert [g for g in gaps if g[0] <= 41 and 45 <= g[1] and g[2] == "reboot"], gaps
+            ob2.on_connect()
+            for g in gaps:
+                srv.gap(*g)
+            fill(ob2, 3)                               # new readings, sampled before the link
+            new = list(range(ob2.next_seq - 3, ob2.next_seq))
+            drain(ob2, srv)
+            assert srv.dup == 0 and ob2.held() == 0, (text, srv.dup)
+            for q in new:
+                assert q in srv.stored, (text, q)
+            assert srv.ack == ob2.next_seq - 1
+            ob3 = boot(d)                              # meta.json is whole again
+            assert ob3.notice is None and ob3.epoch == epoch
+            assert ob3.next_seq >= ob2.next_seq and ob3.boot == ob2.boot + 1
+        finally:
+            rmtree(d)
+
+
+def test_corrupt_or_lost_meta_keeps_the_segments_and_declares_the_rest():
+    for text in ("garbage{", "[1, 2]", None):          # None: meta.json gone
+        d = tmpdir()
+        try:
+            ob = boot(d)
+            epoch = ob.epoch
+            fill(ob, 70)                               # link down: segments on flash
+            on_flash = ob.held() - len(ob._rq)
+            assert on_flash > 0
+            ob = None                                  # power cut
+            if text is None:
+                os.remove(d + "/meta.json")
+            else:
+                write_file(d + "/meta.json", text)
+            ob2 = boot(d)
+            assert ob2.epoch == epoch and ob2.held() == on_flash
+            assert ob2.notice is not None and "flash segments kept" in ob2.notice
+            assert ("lost" if text is None else "corrupt") in ob2.notice
+            assert ob2.next_seq > 70
+            srv = SparseServer()
+            drain(ob2, srv)
+            assert ob2.held() == 0 and srv.dup == 0
+            for q in range(1, on_flash + 1):           # every reading on flash delivered
+                assert q in srv.stored, q
+            assert srv.ack == ob2.next_seq - 1         # nothing left that stops the ack
+        finally:
+            rmtree(d)
+
+
+def test_lost_meta_declares_the_holes_inside_segments():
+    # 12 and 13 were dropped from RAM before the spill: their `gap dropped` was in meta.json,
+    # now unreadable. Without a declaration the server's ack would stop at 12 for good.
+    d = tmpdir()
+    try:
+        write_file(d + "/epoch", "00000000000000aa")
+        write_file(d + "/s0000000010_0000000015_4",
+                   "".join(rd(q) + "\n" for q in (10, 11, 14, 15)))
+        write_file(d + "/meta.json", "\x00\x01 not json")
+        ob = boot(d)
+        assert ob.epoch == "00000000000000aa" and ob.held() == 4
+        srv = SparseServer()
+        drain(ob, srv)
+        assert sorted(srv.stored) == [10, 11, 14, 15]
+        assert srv.ack == ob.next_seq - 1 and ob.held() == 0
     finally:
         rmtree(d)
