@@ -4,7 +4,6 @@ watchdog) live in start.py, which is dropped again before streaming."""
 import asyncio
 import gc
 
-import fieldlink
 from fieldlink import log
 from fieldlink.clock import ticks_diff, ticks_ms
 
@@ -14,8 +13,8 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-# The rest (proto, outbox, supervisor, the WebSocket client, sampling) is imported by App,
-# after the config is checked and its schema unloaded: the peak heap at boot stays lower.
+# The rest (proto, outbox, supervisor, the WebSocket client, sampling) is imported by
+# start.make_app, after the config is checked and its schema unloaded: a lower peak at boot.
 _log = log.Logger("app")
 _MEM_EVERY = const(1000)  # log heap numbers every this many readings (test_memory reads them)
 
@@ -29,29 +28,19 @@ def _mem():
 
 
 class App:
-    def __init__(self, cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
-        import random
-        from fieldlink.backoff import Backoff
-        from fieldlink.clock import Clock
-        from fieldlink.outbox import DirStore, Outbox
-        from fieldlink.sampling import Sampler
-        from fieldlink.supervisor import Supervisor
-        self.cfg = cfg
-        # cfg.sampling: "*" already carries sample_interval_s (start.load_settings)
-        self.sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
-        store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
-        self.outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
-        if self.outbox.notice:
-            _log.warn("outbox: %s", self.outbox.notice)
-        self.clock = Clock()
-        self.sup = Supervisor(
-            cfg, self.outbox, self.clock,
-            Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.stable_after_s, random.random),
-            wlan=wlan, sampler=self.sampler, board=board_name, fw=fieldlink.__version__,
-            reset=reset)
+    """The running firmware: the sampler's readings go into the outbox, the supervisor
+    streams them, a maintenance task looks after flash, heap, watchdog and health lines.
+    start.make_app() builds the parts at boot."""
+
+    def __init__(self, cfg, sampler, outbox, clock, sup, wdt=None):
         from fieldlink import proto
-        self._reading = proto.reading
+        self.cfg = cfg
+        self.sampler = sampler
+        self.outbox = outbox
+        self.clock = clock
+        self.sup = sup
         self.wdt = wdt
+        self._reading = proto.reading
         self.readings = 0
         self._spilled = False
         self._tasks = []
@@ -77,14 +66,21 @@ class App:
                       self.readings, q, alloc, free, self.sup.heap_min, ob.held())
 
     async def _maintain(self):
-        """Once a second: spill to flash when the link is down long, heap bookkeeping."""
+        """Once a second: feed the watchdog, spill to flash when the link is down long, heap
+        bookkeeping, health lines."""
         cfg = self.cfg
         spill_ms = int(cfg.spill_after_s * 1000)
         health_ms = int(cfg.health_interval_s * 1000)
+        # The watchdog is fed only while the supervisor loop makes progress (a hung step or a
+        # blocked loop lets it bite) and while this task runs; the longest step is allowed.
+        allowance = int((max(2 * cfg.connect_timeout_s + 1, cfg.wifi_timeout_s,
+                             cfg.ping_interval_s + cfg.ping_timeout_s) + 5) * 1000)
         last_health = ticks_ms()
         while True:
-            await asyncio.sleep(1)
             sup = self.sup
+            if self.wdt is not None and ticks_diff(ticks_ms(), sup.progress_ms) < allowance:
+                self.wdt.feed()
+            await asyncio.sleep(1)
             down = sup.down_since
             if down is None:
                 self._spilled = False
@@ -107,22 +103,9 @@ class App:
                                                     "backoff")[sup.state], free,
                           sup.heap_min, ob.held(), ob.dropped, sup.reconnects, ob.next_seq)
 
-    async def _feed_watchdog(self):
-        """Feed the hardware watchdog only while the supervisor loop makes progress: a hung
-        step or a blocked loop lets it bite."""
-        c = self.cfg
-        allowance = int((max(2 * c.connect_timeout_s + 1, c.wifi_timeout_s,
-                             c.ping_interval_s + c.ping_timeout_s) + 5) * 1000)
-        while True:
-            if ticks_diff(ticks_ms(), self.sup.progress_ms) < allowance:
-                self.wdt.feed()
-            await asyncio.sleep(1)
-
     async def run(self):
         self._tasks = [asyncio.create_task(self.sup.run()),
                        asyncio.create_task(self._maintain())]
-        if self.wdt is not None:
-            self._tasks.append(asyncio.create_task(self._feed_watchdog()))
         # The sampler runs here: if it ever ends with an exception, so does the app (main.py
         # logs it and resets the board).
         await self.sampler.run(self.emit)

@@ -57,6 +57,28 @@ def build_sensors(path):
     return out
 
 
+def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
+    """The App and its parts: sampler, outbox (RAM, spilling to flash), clock, supervisor."""
+    import random
+    from fieldlink.backoff import Backoff
+    from fieldlink.clock import Clock
+    from fieldlink.outbox import DirStore, Outbox
+    from fieldlink.sampling import Sampler
+    from fieldlink.supervisor import Supervisor
+    # cfg.sampling: "*" already carries sample_interval_s (load_settings)
+    sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
+    store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
+    outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
+    if outbox.notice:
+        _log.warn("outbox: %s", outbox.notice)
+    clock = Clock()
+    sup = Supervisor(
+        cfg, outbox, clock,
+        Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.stable_after_s, random.random),
+        wlan=wlan, sampler=sampler, board=board_name, fw=fieldlink.__version__, reset=reset)
+    return App(cfg, sampler, outbox, clock, sup, wdt)
+
+
 def boot(path):
     """An App ready to run, or None if the config is unusable (already logged)."""
     cfg = load_settings(path)
@@ -72,7 +94,7 @@ def boot(path):
     wlan = network.WLAN(network.STA_IF)
     wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
         else None
-    app = App(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
+    app = make_app(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
     ob = app.outbox
     _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
               name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())

@@ -1,7 +1,8 @@
 # dual: runs on CPython and on MicroPython
 """App._maintain, the once-a-second maintenance task: a flash write that fails while spilling
 (OSError from the outbox's segment or meta write, e.g. a full filesystem) is logged and the
-task goes on (it used to end: no more spills, no more health lines)."""
+task goes on (it used to end: no more spills, no more health lines); the watchdog is fed
+only while the supervisor makes progress."""
 import asyncio
 
 from fieldlink import app, log
@@ -30,6 +31,7 @@ class LinkDown:
 
     def __init__(self):
         self.down_since = ticks_ms()
+        self.progress_ms = ticks_ms()
         self.noted = 0
 
     def note_heap(self):
@@ -39,6 +41,28 @@ class LinkDown:
 class Cfg:
     spill_after_s = 0
     health_interval_s = 0  # a health line every round
+    connect_timeout_s = 1
+    wifi_timeout_s = 1
+    ping_interval_s = 1
+    ping_timeout_s = 1   # allowance: max(2 * 1 + 1, 1, 1 + 1) + 5 = 8 s
+
+
+class Watchdog:
+    def __init__(self):
+        self.fed = 0
+
+    def feed(self):
+        self.fed += 1
+
+
+def _app(outbox, wdt=None):
+    a = object.__new__(app.App)  # only what _maintain uses, set below
+    a.cfg = Cfg()
+    a.sup = LinkDown()
+    a.outbox = outbox
+    a.wdt = wdt
+    a._spilled = False
+    return a
 
 
 class FastAsyncio:
@@ -72,11 +96,7 @@ def _maintain_until(a, done, limit_s=20):
 
 
 def test_spill_oserror_does_not_end_maintenance():
-    a = object.__new__(app.App)  # only what _maintain uses, set below
-    a.cfg = Cfg()
-    a.sup = LinkDown()
-    a.outbox = FailingFlashOutbox()
-    a._spilled = False
+    a = _app(FailingFlashOutbox())
     lines = []
     log.set_sink(lines.append)
     try:
@@ -93,3 +113,18 @@ def test_spill_oserror_does_not_end_maintenance():
     health = [x for x in lines if x.startswith("INFO app: health")]
     assert "state=backoff" in health[0] and "dropped=3" in health[0] and "next=42" in health[0]
     assert a.sup.noted >= 3
+
+
+def test_watchdog_fed_only_while_the_supervisor_makes_progress():
+    wdt = Watchdog()
+    a = _app(FailingFlashOutbox(), wdt)
+    log.set_sink(lambda line: None)
+    try:
+        assert not _maintain_until(a, lambda: wdt.fed >= 3)
+        a.sup.progress_ms = ticks_ms() - 9000  # the supervisor is stuck: past the allowance
+        fed = wdt.fed
+        rounds = len(a.outbox.spills)
+        assert not _maintain_until(a, lambda: len(a.outbox.spills) >= rounds + 3)
+        assert wdt.fed == fed
+    finally:
+        log.set_sink(print)

@@ -19,12 +19,20 @@ import asyncio  # noqa: E402
 step("asyncio")
 from fieldlink import app  # noqa: E402
 step("fieldlink.app")
-from fieldlink import start  # noqa: E402  (the boot steps; app.main() drops it after boot)
-cfg = start.load_settings("config.json")
+
+
+def boot(fn, *args, **kw):
+    """One boot step from fieldlink.start, which app.main() drops after boot: its code is
+    freed again here (its own frame: no stale reference to the module is left behind)."""
+    from fieldlink import start
+    r = getattr(start, fn)(*args, **kw)
+    start.unload("fieldlink.start")
+    return r
+
+
+cfg = boot("load_settings", "config.json")
 step("config (checked, unloaded)")
-name, sensors = start.build_sensors(cfg.board_file)
-start.unload("fieldlink.start")
-del start
+name, sensors = boot("build_sensors", cfg.board_file)
 step("board+sensors (board unloaded)")
 import machine  # noqa: E402
 step("machine (virtual board)")
@@ -33,5 +41,5 @@ step("network (virtual board)")
 for m in sys.argv[1:]:
     __import__(m)
     step(m)
-a = app.App(cfg, name, sensors, wlan=network.WLAN(network.STA_IF))
+a = boot("make_app", cfg, name, sensors, wlan=network.WLAN(network.STA_IF))
 step("App() data")
