@@ -1,13 +1,22 @@
 # dual: runs on CPython and on MicroPython
-"""WebSocket framing (fieldlink.ws.frames / mask): encoder wire bytes from shared vectors."""
+"""WebSocket framing and masking (fieldlink.ws.frames): encoder wire bytes from shared vectors."""
 import sys
 
 from dualsupport import BIG, SMALL_HEAP, load_vectors, too_big, unhex, wire
 
 from fieldlink.ws import frames
-from fieldlink.ws.mask import mask_copy, text_payload
+from fieldlink.ws.frames import mask_copy
 
 V = load_vectors("ws_frames")
+
+
+def text_payload(s):
+    """What encode_frame() takes for a str: on MicroPython (viper) the str itself and its
+    UTF-8 length (read in place), elsewhere the encoded bytes."""
+    if frames.str_nbytes is not None:
+        return s, frames.str_nbytes(s, len(s))
+    b = s.encode("utf-8")
+    return b, len(b)
 
 
 def keyed(key):
@@ -94,15 +103,16 @@ def test_text_payload_byte_length():
 
 def test_micropython_uses_the_viper_loops():
     # The speed and zero-allocation claims rest on these; a silent fallback would hide.
-    from fieldlink.ws import frames, mask, utf8
+    from fieldlink.ws import utf8
     if sys.implementation.name == "micropython":
         from fieldlink.ws import _viper
         assert frames.frame_into is _viper.frame_into is not None
+        assert frames.str_nbytes is _viper.str_nbytes is not None
         assert utf8.check is _viper.utf8_check
         # the source text was compiled and dropped, not kept in the heap
         assert "fieldlink.ws._viper_src" not in sys.modules
     else:
-        assert frames.frame_into is None and mask.frame_into is None
+        assert frames.frame_into is None and frames.str_nbytes is None
         assert utf8.check.__module__ == "fieldlink.ws.utf8"
 
 

@@ -3,7 +3,7 @@
 every byte boundary and byte by byte; close handshake and failing the connection (§7.1.7)."""
 from dualsupport import load_vectors, raises, too_big, unhex, wire
 
-from fieldlink.ws import protocol
+from fieldlink.ws import frames, protocol
 from fieldlink.ws.errors import ConnectionClosed, ProtocolError
 
 V = load_vectors("ws_frames")
@@ -11,15 +11,19 @@ ZERO = lambda n: bytes(n)  # noqa: E731  all-zero masking keys: replies are pred
 
 
 def as_list(ev):
-    if isinstance(ev, protocol.Message):
-        if isinstance(ev.data, str):
-            return ["text", ev.data]
-        return ["binary", hexs(ev.data)]
-    if isinstance(ev, protocol.Ping):
-        return ["ping", hexs(ev.payload)]
-    if isinstance(ev, protocol.Pong):
-        return ["pong", hexs(ev.payload)]
-    return ["close", ev.code, ev.reason]
+    op, x = ev  # events are (opcode, value) pairs
+    if op == frames.OP_TEXT:
+        assert isinstance(x, str)
+        return ["text", x]
+    if op == frames.OP_BINARY:
+        assert isinstance(x, bytes)
+        return ["binary", hexs(x)]
+    if op == frames.OP_PING:
+        return ["ping", hexs(x)]
+    if op == frames.OP_PONG:
+        return ["pong", hexs(x)]
+    assert op == frames.OP_CLOSE, ev
+    return ["close", x[0], x[1]]
 
 
 def hexs(b):
@@ -87,7 +91,8 @@ def feed_message(v, chunks):
             m = p.receive_message(c)
             if m is not None:
                 direct += 1
-                events.append(as_list(protocol.Message(m)))
+                events.append(as_list((frames.OP_TEXT if isinstance(m, str)
+                                       else frames.OP_BINARY, m)))
             events.extend(as_list(e) for e in p.events_received())
     except ProtocolError as e:
         err = e

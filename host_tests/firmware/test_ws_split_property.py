@@ -42,10 +42,10 @@ def outcome(chunks):
     try:
         for c in chunks:
             p.receive_data(c)
-            events += [(type(e).__name__, vars(e)) for e in p.events_received()]
+            events += p.events_received()  # (opcode, value) pairs
     except ProtocolError as e:
         code = e.code
-        events += [(type(e).__name__, vars(e)) for e in p.events_received()]
+        events += p.events_received()  # (opcode, value) pairs
     return events, code, bytes(p.data_to_send()), p.state
 
 

@@ -132,8 +132,8 @@ def test_connect_drops_its_opening_code(server, interp, refused_port):
     lines = S.run_client("opening_dropped", {"url": url(server, "/echo"),
                                              "refused": "ws://127.0.0.1:%d/" % refused_port},
                          interp=interp)
-    loaded = ["fieldlink.ws.%s" % m for m in ("client", "errors", "frames", "mask",
-                                               "protocol", "utf8")]
+    loaded = ["fieldlink.ws.%s" % m for m in ("client", "errors", "frames", "protocol",
+                                               "utf8")]
     conns = [l for l in lines if l["step"] == "connected"]
     assert len(conns) == 2
     for c in conns:

@@ -25,8 +25,8 @@ def _compile():
     try:
         try:
             exec(src.LOOPS, ns)
-        except (SyntaxError, MemoryError, NotImplementedError) as e:
-            raise ImportError("viper: %s" % e)
+        except (SyntaxError, MemoryError, NotImplementedError, NameError) as e:
+            raise ImportError("viper: %s" % e)  # the one failure its importers expect
         try:
             exec(src.SEND, ns)
         except (SyntaxError, MemoryError, NotImplementedError, NameError) as e:

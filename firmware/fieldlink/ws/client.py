@@ -5,7 +5,7 @@ keepalive task) drive the connection. See docs/websocket.md for the API and its 
 import asyncio
 
 from .errors import ConnectionClosed, LinkDead, ProtocolError, WSError
-from .protocol import OPEN, Message, Pong, Protocol
+from .protocol import OPEN, Protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -30,10 +30,12 @@ except ImportError:
     def ticks_diff(a, b):
         return a - b
 
-_READ_BUF = 1024       # bytes read from the socket at once (one preallocated buffer)
-_CLOSE_WAIT_S = 5      # §7.1.1: how long we wait for the server's close frame / TCP close
+_READ_BUF = const(1024)  # bytes read from the socket at once (one preallocated buffer)
+_CLOSE_WAIT_S = const(5)  # §7.1.1: how long we wait for the server's close frame / TCP close
 _KA_PAYLOAD = b"ka"
 _EOF = "eof"             # handed from recv() to the reader: the server closed TCP
+_OP_CLOSE = const(0x8)   # frames.OP_CLOSE: events below it are messages (protocol.py)
+_OP_PONG = const(0xA)    # frames.OP_PONG
 _FAST_MAX = const(496)   # send()'s fast path (_viper_src.SEND): text up to this many bytes
 
 
@@ -231,11 +233,9 @@ class WebSocket:
         """str -> text frame, bytes-like -> binary frame. Use as `await ws.send(data)`.
         The frame is built in a reused buffer and written with one write; the await only
         waits when the socket could not take it all. On MicroPython, short text takes the
-        viper fast path (_viper_src.SEND, installed at the end of this file)."""
-        return self._send(data)
-
-    def _send(self, data):
-        # everything else: binary, big frames, no viper, CPython, closed, a backlog
+        viper fast path (_viper_src.SEND), which becomes WebSocket.send at the end of this
+        file; this method is then WebSocket._send, where the fast path hands over
+        everything else: binary, big frames, closed, a backlog."""
         if self._exc is not None:
             raise self._exc
         p = self._p
@@ -333,7 +333,7 @@ class WebSocket:
         ev = self._pings.get(payload)
         if ev is None:
             ev = self._pings[payload] = asyncio.Event()
-        await self._send_control(lambda: self._p.send_ping(payload))
+        await self._send_control(self._p.send_ping, payload)
         await ev.wait()
         exc = self._exc
         if exc is not None and self._pings.get(payload) is ev:
@@ -346,7 +346,7 @@ class WebSocket:
             return
         if self._p.state == OPEN:
             try:
-                await self._send_control(lambda: self._p.send_close(code, reason))
+                await self._send_control(self._p.send_close, code, reason)
             except WSError:
                 pass
         try:
@@ -356,10 +356,11 @@ class WebSocket:
             await self._done.wait()
 
     # --- internals -----------------------------------------------------------------------
-    async def _send_control(self, queue_it):
+    async def _send_control(self, queue_it, *args):
+        # queue_it(*args): the protocol's send_ping or send_close
         if self._exc is not None:
             raise self._exc
-        queue_it()
+        queue_it(*args)
         self._update_fast()  # a close frame ends the fast path
         out = self._p.data_to_send()
         if out:
@@ -384,26 +385,15 @@ class WebSocket:
         return self._exc
 
     def _deliver(self):
-        for ev in self._p.events_received():
-            if isinstance(ev, Message):
-                self._msgs.append(ev.data)
-                self._queued += len(ev.data)
+        for op, x in self._p.events_received():
+            if op < _OP_CLOSE:  # a message (text or binary)
+                self._msgs.append(x)
+                self._queued += len(x)
                 self._got.set()
-            elif isinstance(ev, Pong):
-                w = self._pings.pop(ev.payload, None)
+            elif op == _OP_PONG:
+                w = self._pings.pop(x, None)
                 if w is not None:
                     w.set()
-
-    def _process(self, data):
-        # Feed bytes read from the socket to the protocol; returns the frames to send back.
-        p = self._p
-        try:
-            p.receive_data(data)
-        finally:
-            self._deliver()
-            if p.state != OPEN:
-                self._fast = None  # a close frame or a failure ends it
-        return p.data_to_send()
 
     async def _read_loop(self, early):
         p = self._p
@@ -422,7 +412,13 @@ class WebSocket:
                     raise h
                 if data:
                     woke = self._waiting and not self._msgs
-                    out = self._process(data)
+                    try:
+                        p.receive_data(data)
+                    finally:
+                        self._deliver()
+                        if p.state != OPEN:
+                            self._fast = None  # a close frame or a failure ends it
+                    out = p.data_to_send()  # pongs, our close frame
                     data = None
                     self._rd_busy = False  # (the early bytes too: a recv() may read next)
                     if out:
@@ -519,7 +515,7 @@ class WebSocket:
                 continue
             sent_at = ticks_ms()
             try:
-                await self._send_control(lambda: self._p.send_ping(_KA_PAYLOAD))
+                await self._send_control(self._p.send_ping, _KA_PAYLOAD)
             except WSError:
                 return
             if not to:
@@ -540,6 +536,7 @@ class WebSocket:
 try:
     from ._viper import READY as _READY, send as _fast_send  # noqa: F811
     if _fast_send is not None:
+        WebSocket._send = WebSocket.send  # type: ignore[attr-defined]  # its fallback
         WebSocket.send = _fast_send  # type: ignore[method-assign]
     del _fast_send
 except ImportError:  # CPython, or no viper emitter

@@ -1,5 +1,10 @@
 """WebSocket framing (RFC 6455 §5.2): a client frame encoder that reuses one buffer and an
-incremental decoder for server frames that accepts data split at any byte boundary."""
+incremental decoder for server frames that accepts data split at any byte boundary.
+
+Client-to-server masking (§5.3) is fused with the copy into the frame buffer: on MicroPython
+in viper (_viper.frame_into: header, key and masked payload in one call, no allocation; a
+str's UTF-8 bytes are read in place), elsewhere in Python (mask_copy, allocating per frame,
+never per byte)."""
 
 try:
     from micropython import const
@@ -7,7 +12,11 @@ except ImportError:  # CPython
     const = lambda x: x  # noqa: E731
 
 from .errors import ProtocolError
-from .mask import frame_into, mask_copy, nbytes, str_nbytes, text_src
+
+try:
+    from ._viper import frame_into, str_nbytes
+except ImportError:  # CPython, or no viper emitter: the Encoder builds frames in Python
+    frame_into = str_nbytes = None  # type: ignore[assignment]
 
 OP_CONT = const(0x0)
 OP_TEXT = const(0x1)
@@ -55,11 +64,13 @@ class Encoder:
         if self._pool[_IDX] >= _KEYS:
             self._refill()
         if frame_into is None:  # no viper: frame the encoded bytes
-            s = text_src(s)
-            return self.encode_frame(OP_TEXT, s, nbytes(s), True)
+            b = s.encode()
+            return self.encode_frame(OP_TEXT, b, len(b), True)
         n = len(s)
         if 4 * n + 14 > len(self.buf) or n >= _VIPER_MAX:
-            return self.encode_frame(OP_TEXT, s, str_nbytes(s, n), True)
+            # (viper takes a str for a ptr8 argument: its UTF-8 bytes)
+            n = str_nbytes(s, n)  # type: ignore[arg-type]
+            return self.encode_frame(OP_TEXT, s, n, True)
         # viper reads the str's UTF-8 in place (no encoded copy) and counts its bytes
         self.out = self.buf
         return frame_into(
@@ -87,7 +98,16 @@ class Encoder:
         self._pool[_IDX] = 0
 
 
+def mask_copy(dst, off, src, n):
+    """XOR n bytes of src with the 4-byte key at dst[off-4:off] into dst[off:off+n]."""
+    key = bytes(dst[off - 4:off])
+    whole = (key * (n // 4 + 1))[:n]
+    x = int.from_bytes(bytes(src[:n]), "little") ^ int.from_bytes(whole, "little")
+    dst[off:off + n] = x.to_bytes(n, "little")
+
+
 def _encode_py(buf, opcode, src, n, fin, pool):
+    # CPython, no viper, or a frame of 8 MiB or more
     buf[0] = (0x80 if fin else 0) | opcode
     # §5.2: the minimal number of bytes for the length; the mask bit is always set.
     if n < 126:
@@ -162,19 +182,18 @@ class Decoder:
             if self.stopped:
                 return
             if nxt < 0:
-                self._stash(mv, pos, end)
+                # An incomplete frame: keep it, in a buffer of its full size once its header
+                # is complete (_size), else as it is (rejoined with the next data).
+                k = end - pos
+                total = self._size
+                if total:
+                    buf = bytearray(total)
+                    memoryview(buf)[:k] = mv[pos:end]
+                else:
+                    buf = bytearray(mv[pos:end])
+                self._buf, self._have, self._want = buf, k, total
                 return
             pos = nxt
-
-    def _stash(self, mv, pos, end):
-        k = end - pos
-        total = self._size
-        if total:
-            buf = bytearray(total)
-            memoryview(buf)[:k] = mv[pos:end]
-        else:
-            buf = bytearray(mv[pos:end])
-        self._buf, self._have, self._want = buf, k, total
 
     def _frame(self, mv, pos, end, on_frame):
         b0 = mv[pos]

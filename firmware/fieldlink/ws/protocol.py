@@ -1,7 +1,14 @@
 """A client WebSocket connection's state, without I/O (RFC 6455 §5-§7): bytes from the server
 in, events out; frames to send out. Reassembles fragmented messages (control frames may be
 interleaved, §5.4), validates text as UTF-8, answers pings, runs the close handshake and
-fails the connection (§7.1.7) with the right close code on any violation."""
+fails the connection (§7.1.7) with the right close code on any violation.
+
+Events are (opcode, value) pairs, named by the frame that made them (plain tuples: on
+MicroPython every class costs a few hundred bytes of heap):
+  (OP_TEXT, str) / (OP_BINARY, bytes)   a complete data message
+  (OP_PING, bytes) / (OP_PONG, bytes)   a ping (already answered) / a pong, with its payload
+  (OP_CLOSE, (code, reason))            the server's close frame: code 1005 if it had none
+"""
 
 import os
 
@@ -10,8 +17,7 @@ try:
 except ImportError:  # CPython
     const = lambda x: x  # noqa: E731
 
-from . import utf8
-_utf8_check = utf8.check
+from .utf8 import check as _utf8_check
 from .errors import ConnectionClosed, ProtocolError
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Decoder,
                      Encoder)
@@ -21,31 +27,6 @@ _BINARY = const(0x2)  # OP_BINARY, folded into send_message
 OPEN = const(1)
 CLOSING = const(2)   # we sent a close frame and wait for the server's
 CLOSED = const(3)    # close frames exchanged, or the connection failed
-
-
-class Message:
-    """A complete data message: `data` is str for text, bytes for binary."""
-
-    def __init__(self, data):
-        self.data = data
-
-
-class Ping:
-    def __init__(self, payload):
-        self.payload = payload
-
-
-class Pong:
-    def __init__(self, payload):
-        self.payload = payload
-
-
-class Close:
-    """The server's close frame: code 1005 when it carried none (§7.1.5)."""
-
-    def __init__(self, code, reason):
-        self.code = code
-        self.reason = reason
 
 
 def close_code_ok(code):
@@ -77,7 +58,7 @@ class Protocol:
         close frame to send is then in data_to_send())."""
         m = self.receive_message(data)
         if m is not None:
-            self._events.append(Message(m))
+            self._events.append((OP_TEXT if isinstance(m, str) else OP_BINARY, m))
 
     def receive_message(self, data):
         """receive_data(), except that when data is exactly one whole message (one final
@@ -129,7 +110,13 @@ class Protocol:
         if self.state == CLOSED:
             return
         if op >= OP_CLOSE:
-            self._on_control(op, payload)
+            if op == OP_CLOSE:
+                self._on_close(payload)
+                return
+            p = bytes(payload)
+            self._events.append((op, p))  # a ping or a pong
+            if op == OP_PING and self.state == OPEN:
+                self._queue(OP_PONG, p)   # §5.5.3: a pong echoes the ping's payload
             return
         if op == OP_CONT:
             if self._op is None:
@@ -141,7 +128,7 @@ class Protocol:
             self._u8 = 0
         n = len(payload)
         if self._op == OP_TEXT:
-            self._u8 = utf8.check(self._u8, payload, n)
+            self._u8 = _utf8_check(self._u8, payload, n)
             if self._u8 < 0:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message")
         if not fin:
@@ -154,7 +141,8 @@ class Protocol:
                 self._parts = bytearray(self._first)
                 self._parts.extend(payload)
                 self._first = None
-            self._dec.max_size = self.max_message - self._pending_len()
+            kept = self._parts if self._parts is not None else self._first  # (one is set)
+            self._dec.max_size = self.max_message - len(kept)  # type: ignore[arg-type]
             return
         if self._parts is not None:
             self._parts.extend(payload)
@@ -169,25 +157,9 @@ class Protocol:
             msg = str(data, "utf-8")  # type: str | bytes
         else:
             msg = bytes(data)
+        self._events.append((self._op, msg))
         self._op = self._parts = self._first = None
         self._dec.max_size = self.max_message
-        self._events.append(Message(msg))
-
-    def _pending_len(self):
-        if self._parts is not None:
-            return len(self._parts)
-        return len(self._first) if self._first is not None else 0
-
-    def _on_control(self, op, payload):
-        if op == OP_PING:
-            p = bytes(payload)
-            self._events.append(Ping(p))
-            if self.state == OPEN:
-                self._queue(OP_PONG, p)   # §5.5.3: a pong echoes the ping's payload
-        elif op == OP_PONG:
-            self._events.append(Pong(bytes(payload)))
-        else:
-            self._on_close(payload)
 
     def _on_close(self, payload):
         # §5.5.1: an optional 2-byte code, then an optional UTF-8 reason.
@@ -200,7 +172,7 @@ class Protocol:
             code = (payload[0] << 8) | payload[1]
             if not close_code_ok(code):
                 raise ProtocolError(1002, "invalid close code %d" % code)
-            if utf8.check(0, payload[2:], n - 2) != 0:
+            if _utf8_check(0, payload[2:], n - 2) != 0:
                 raise ProtocolError(1007, "close reason is not UTF-8")
             reason = str(bytes(payload[2:]), "utf-8")
         if self.state == OPEN:
@@ -209,7 +181,7 @@ class Protocol:
         self.state = CLOSED
         self._dec.stop()  # §7.1.1: nothing after the close frame counts
         self.close_code, self.close_reason = code, reason
-        self._events.append(Close(code, reason))
+        self._events.append((OP_CLOSE, (code, reason)))
 
     # --- sending ---------------------------------------------------------------------------
     def send_message(self, data):

@@ -12,7 +12,7 @@ BAD = -1
 
 try:
     from ._viper import utf8_check as check
-except (ImportError, SyntaxError, NameError):  # CPython, or no viper emitter
+except ImportError:  # CPython, or no viper emitter
     def check(state, buf, n):
         if state < 0:
             return -1
