@@ -68,7 +68,6 @@ class Outbox:
 
     def __init__(self, ram_bytes, flash_bytes=0, store=None, seg_bytes=_SEG_BYTES,
                  seq_block=_SEQ_BLOCK, urandom=None):
-        self.ram_limit = ram_bytes
         self.flash_limit = flash_bytes if store is not None else 0
         self.store = store
         self.seg_bytes = seg_bytes
@@ -185,65 +184,58 @@ class Outbox:
             raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
         data = text.encode() if isinstance(text, str) else text
         n = len(data) + 1
-        if n > self.ram_limit:
+        mv = self._mv
+        size = len(mv)  # outbox_ram_bytes
+        if n > size:
             raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
         # Room first (spill or drop the oldest), so the new reading always fits in the buffer.
         # A MemoryError while spilling leaves everything as it was: the reading got no seq.
-        while self.ram_used + n > self.ram_limit:
+        while self.ram_used + n > size:
             if not (self.flash_limit and self._flash().spill_chunk(self)):
                 if not self._drop_ram():
                     break
-        self.next_seq = seq + 1
-        if self.ram_used + n > self.ram_limit:
+        if self.ram_used + n > size:
             # only readings the server may hold are left (at most `window` of them): this one
             # cannot be kept, and is declared like any other dropped reading
             self._add_gap(seq, seq, "dropped")
         else:
-            self._append(seq, data, n)
+            ro = self._ro
+            rn = self._rn
+            t = self._tail
+            if t + n > size:
+                # Slide the held readings to the front of the buffer, in order, over the holes
+                # of dropped/spilled ones (memmove within the buffer: no allocation).
+                t = 0
+                for i in range(len(ro)):
+                    o = ro[i]
+                    k = rn[i]
+                    if o != t:
+                        mv[t:t + k] = mv[o:o + k]
+                        ro[i] = t
+                    t += k
+                self._tail = t
+            # The three lists change together or not at all (a MemoryError while one grows:
+            # the reading gets no seq).
+            rq = self._rq
+            rq.append(seq)
+            try:
+                ro.append(t)
+                try:
+                    rn.append(n)
+                except MemoryError:
+                    ro.pop()
+                    raise
+            except MemoryError:
+                rq.pop()
+                raise
+            mv[t:t + n - 1] = data
+            mv[t + n - 1] = 44  # ","
+            self._tail = t + n
+            self.ram_used += n
+        self.next_seq = seq + 1
         if self.store is not None and (self.next_seq > self._mark or self._meta_dirty):
             self._mark = self.next_seq + self.seq_block
             self.save_meta()
-
-    def _append(self, seq, data, n):
-        mv = self._mv
-        ro = self._ro
-        rn = self._rn
-        t = self._tail
-        if t + n > len(self._buf):
-            # Slide the held readings to the front of the buffer, in order, over the holes of
-            # dropped/spilled ones (memmove within the buffer: no allocation).
-            t = 0
-            for i in range(len(ro)):
-                o = ro[i]
-                k = rn[i]
-                if o != t:
-                    mv[t:t + k] = mv[o:o + k]
-                    ro[i] = t
-                t += k
-            self._tail = t
-        # The three lists change together or not at all (a MemoryError while one grows).
-        rq = self._rq
-        rq.append(seq)
-        try:
-            ro.append(t)
-            try:
-                rn.append(n)
-            except MemoryError:
-                ro.pop()
-                raise
-        except MemoryError:
-            rq.pop()
-            self.next_seq = seq
-            raise
-        mv[t:t + n - 1] = data
-        mv[t + n - 1] = 44  # ","
-        self._tail = t + n
-        self.ram_used += n
-
-    def _text(self, i):
-        """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
-        o = self._ro[i]
-        return str(self._mv[o:o + self._rn[i] - 1], "utf-8")
 
     def _ram_forget(self, k):
         """Forget the first k RAM readings."""
@@ -309,33 +301,12 @@ class Outbox:
         return self._meta_dirty
 
     def next_batch(self, max_n, window):
-        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight."""
+        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight.
+        The general path, through the head loaded from flash (so it lives in outbox_flash);
+        the app sends with next_batch_text."""
         if self._meta_unsaved():
             return []
-        room = window - self._inflight
-        if room > max_n:
-            room = max_n
-        out = []  # type: list[str]
-        hq = self._hq
-        i = self._inflight
-        while len(out) < room:
-            if i < len(hq):
-                out.append(self._hd[i])
-                i += 1
-            elif self._segs:
-                self._flash().load_segment(self)
-            elif i - len(hq) < len(self._rq):
-                out.append(self._text(i - len(hq)))
-                i += 1
-            else:
-                break
-        self._inflight = i
-        if out:
-            j = i - 1
-            q = hq[j] if j < len(hq) else self._rq[j - len(hq)]
-            if q > self._sent_hi:
-                self._sent_hi = q
-        return out
+        return self._flash().next_batch(self, max_n, window)
 
     def next_batch_text(self, max_n, window):
         """Like next_batch, but the readings already joined with "," (the body of a batch
@@ -346,7 +317,7 @@ class Outbox:
         i = self._inflight
         hq = len(self._hq)
         if i < hq or self._segs:
-            return ",".join(self.next_batch(max_n, window))
+            return ",".join(self._flash().next_batch(self, max_n, window))
         room = window - i
         if room > max_n:
             room = max_n
@@ -392,8 +363,8 @@ class Outbox:
             del hq[:k]
             del self._hd[:k]
         removed = k
-        if self._hsegs or self._segs:
-            self._flash().forget_acked(self, n)
+        if self._fl is not None:  # (always loaded while the flash holds readings)
+            self._fl.forget_acked(self, n)
             self._unflash()
         if not hq:
             rq = self._rq

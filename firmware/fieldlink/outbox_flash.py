@@ -186,7 +186,7 @@ def spill_chunk(ob):
         if not _drop_segment(ob):
             return False  # flash holds only what the server may have: keep it
     qs = ob._rq[:n]
-    lines = [ob._text(i) for i in range(n)]
+    lines = [_text(ob, i) for i in range(n)]
     name = "s%010d_%010d_%d" % (qs[0], qs[-1], n)
     try:
         with ob.store.file(name + ".tmp", "w") as f:
@@ -238,6 +238,42 @@ def _drop_segment(ob):
     # No meta write here: the drop is persisted with the next seq mark (or at the end of
     # spill()); a power cut before that is caught at boot by _declare_holes.
     return True
+
+
+def next_batch(ob, max_n, window):
+    """Outbox.next_batch: the head (loaded from flash), segments loaded as it empties, then
+    RAM."""
+    room = window - ob._inflight
+    if room > max_n:
+        room = max_n
+    out = []  # type: list[str]
+    hq = ob._hq
+    rq = ob._rq
+    i = ob._inflight
+    while len(out) < room:
+        if i < len(hq):
+            out.append(ob._hd[i])
+            i += 1
+        elif ob._segs:
+            load_segment(ob)
+        elif i - len(hq) < len(rq):
+            out.append(_text(ob, i - len(hq)))
+            i += 1
+        else:
+            break
+    ob._inflight = i
+    if out:
+        j = i - 1
+        q = hq[j] if j < len(hq) else rq[j - len(hq)]
+        if q > ob._sent_hi:
+            ob._sent_hi = q
+    return out
+
+
+def _text(ob, i):
+    """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
+    o = ob._ro[i]
+    return str(ob._mv[o:o + ob._rn[i] - 1], "utf-8")
 
 
 def load_segment(ob):

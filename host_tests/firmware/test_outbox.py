@@ -729,6 +729,8 @@ def test_flash_write_errors_fall_back_to_counted_drops():
         assert ob.dropped > 0 and ob.held() + ob.dropped == 100
         assert ob.ram_used <= 1024
         assert ob.spill() is False                       # says it could not, does not raise
+        ob.ack(ob.next_seq - 1)                          # nothing on flash: code dropped
+        assert ob.held() == 0 and not flash_code_loaded()
     finally:
         rmtree(d)
 
@@ -739,14 +741,20 @@ def flash_code_loaded():
     return "fieldlink.outbox_flash" in sys.modules
 
 
+def batch_texts(ob, max_n, window):
+    """What the app sends (next_batch_text), split back into reading texts."""
+    return [json.dumps(r) for r in json.loads("[" + ob.next_batch_text(max_n, window) + "]")]
+
+
 def drain(ob, srv):
-    """A good link until the outbox is empty: gaps, batches, acks (srv: Server/SparseServer)."""
+    """A good link until the outbox is empty: gaps, batches, acks (srv: Server/SparseServer),
+    sent the way the app sends."""
     ob.on_connect()
     ob.welcome(srv.ack)
     for _ in range(100000):
         for g in ob.pending_gaps():
             srv.gap(*g)
-        b = ob.next_batch(20, 64)
+        b = batch_texts(ob, 20, 64)
         if not b:
             break
         ob.ack(srv.batch(b))
@@ -760,9 +768,9 @@ def test_flash_code_is_loaded_only_while_the_flash_holds_readings():
         assert not flash_code_loaded()                 # booted, nothing on flash
         srv = Server()
         ob.welcome(0)
-        for _ in range(5):                             # streaming: meta written, no spill
-            fill(ob, 10)
-            ob.ack(srv.batch(ob.next_batch(20, 64)))
+        for _ in range(5):                             # streaming as the app does: meta
+            fill(ob, 10)                               # written, nothing spilled
+            ob.ack(srv.batch(batch_texts(ob, 20, 64)))
         assert not flash_code_loaded() and ob.held() == 0
         assert ob.spill(True) is True and not flash_code_loaded()   # nothing to spill
         fill(ob, 60)                                   # link down: RAM overflows to flash
