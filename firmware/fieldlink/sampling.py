@@ -1,35 +1,27 @@
 """The sampling loop: reads each sensor on its own interval, runs each channel's filters and
 hands readings to emit(name, value, unit, err). A failed read is emitted as missing
 (value None, err set) and logged; it never stops the loop. Intervals change at run time."""
+import asyncio
+import sys
+
+from fieldlink.clock import ticks_diff, ticks_ms
+
 try:
-    import asyncio
-except ImportError:  # pragma: no cover
-    import uasyncio as asyncio  # type: ignore
-import time
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
 
-# fieldlink.filters is imported only when a config names filters (6 KiB of heap otherwise).
+# fieldlink.filters is imported only when a config names filters (heap otherwise), the config
+# check (sampling_check.py) only while checking.
 
-DEFAULT_INTERVAL_S = 5
+_DEFAULT_INTERVAL_MS = const(5000)
 # The longest error text a missing reading carries: the collector keeps "e" to 64 chars, and
 # drivers' messages (with ROM codes, CRC bytes) run longer. The log line keeps the full text.
-ERR_MAX = 64
-_ENTRY_KEYS = ("interval_s", "filters")
-
-if hasattr(time, "ticks_ms"):
-    _ticks_ms = time.ticks_ms
-    _ticks_diff = time.ticks_diff
-else:  # CPython
-    _monotonic = getattr(time, "monotonic")  # not in MicroPython's time (nor its stubs)
-
-    def _ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def _ticks_diff(a, b):
-        return a - b
-
+ERR_MAX = const(64)
 
 # a wait shorter than this is a plain sleep (a set_interval/sample_now waits for it to end)
-_POKE_MS = 50
+_POKE_MS = const(50)
 
 
 # MicroPython's sleep_ms takes no float and allocates nothing (a singleton generator)
@@ -50,34 +42,19 @@ def check_config(cfg):
     {"*": {"interval_s": 5, "filters": [...]},          default for every sensor
      "env": {"interval_s": 10},                          one sensor (all its channels)
      "env.temperature": {"filters": [{"type": "median", "window": 5}]}}   one channel
+
+    The checking code is in sampling_check.py, imported for this call and dropped again
+    (boot only: a streaming board holds none of it).
     """
-    if cfg is None:
-        return
-    if not isinstance(cfg, dict):
-        raise ValueError("sampling: expected an object, got %r" % (cfg,))
-    for key, entry in cfg.items():
-        path = "sampling." + key
-        if not isinstance(entry, dict):
-            raise ValueError("%s: expected an object, got %r" % (path, entry))
-        for k in entry:
-            if k not in _ENTRY_KEYS:
-                raise ValueError("%s.%s: unknown key (expected one of %s)"
-                                 % (path, k, ", ".join(_ENTRY_KEYS)))
-        if "interval_s" in entry:
-            v = entry["interval_s"]
-            if not _is_num(v) or v <= 0:
-                raise ValueError("%s.interval_s: expected a number > 0, got %r" % (path, v))
-            if "." in key:
-                raise ValueError("%s.interval_s: intervals are per sensor, not per channel"
-                                 % path)
-        if "filters" in entry:
-            fl = entry["filters"]
-            if not isinstance(fl, list):
-                raise ValueError("%s.filters: expected a list, got %r" % (path, fl))
-            if fl:
-                from fieldlink import filters
-            for i, spec in enumerate(fl):
-                filters.check(spec, "%s.filters[%d]" % (path, i))
+    name = "fieldlink.sampling_check"
+    try:
+        __import__(name)
+        sys.modules[name].check_config(cfg)
+    finally:
+        sys.modules.pop(name, None)
+        pkg = sys.modules.get("fieldlink")
+        if pkg is not None and "sampling_check" in pkg.__dict__:  # set by the import
+            delattr(pkg, "sampling_check")
 
 
 class _Slot:
@@ -136,7 +113,7 @@ class Sampler:
             v = self._cfg.get(key, {}).get("interval_s")
             if v is not None:
                 return int(v * 1000)
-        return DEFAULT_INTERVAL_S * 1000
+        return _DEFAULT_INTERVAL_MS
 
     def interval_s(self, name):
         return self._interval_ms(name) / 1000
@@ -245,8 +222,8 @@ class Sampler:
     def _clock(self):
         """ms since run() began, accumulated with ticks_diff so it survives the wrap of
         ticks_ms (every ~12.4 days on the ESP32)."""
-        t = _ticks_ms()
-        self._now += _ticks_diff(t, self._t0)
+        t = ticks_ms()
+        self._now += ticks_diff(t, self._t0)
         self._t0 = t
         return self._now
 
@@ -266,7 +243,7 @@ class Sampler:
     async def run(self, emit):
         """Sample forever. emit may be a plain function or a coroutine function."""
         self._wake = asyncio.Event()
-        self._t0 = _ticks_ms()
+        self._t0 = ticks_ms()
         while True:
             now = self._clock()
             delay = self.next_due() - now

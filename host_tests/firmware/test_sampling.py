@@ -8,6 +8,7 @@ except ImportError:
     import uasyncio as asyncio
 from dualsupport import raises
 from fieldlink import sampling
+from fieldlink.clock import ticks_diff, ticks_ms
 from fieldlink.drivers import DeviceMissing
 
 
@@ -173,6 +174,16 @@ def test_check_config_messages():
         assert str(e).startswith(msg), (cfg, str(e))
 
 
+def test_the_config_check_is_dropped_after_use():
+    # sampling_check.py is boot-only code: loaded for the check, then forgotten (heap)
+    import sys
+    import fieldlink
+    sampling.check_config({"*": {"interval_s": 5}})
+    raises(ValueError, sampling.check_config, {"env": 5})
+    assert "fieldlink.sampling_check" not in sys.modules
+    assert "sampling_check" not in fieldlink.__dict__
+
+
 def test_unknown_sensor_in_config_is_logged():
     r = Rec()
     sampling.Sampler([Fake("a", [1.0])], {"b": {"interval_s": 1}}, r.log)
@@ -217,8 +228,8 @@ class Slow:
         return 0
 
     def read(self):
-        t0 = sampling._ticks_ms()
-        while sampling._ticks_diff(sampling._ticks_ms(), t0) < 2:
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < 2:
             pass
         return (1.0,)
 
