@@ -315,3 +315,17 @@ print("HEAP", a1 - a0, a2 - a1)
     assert "ADC True False" in out, out
     lazy, io = [int(x) for x in out.split("HEAP ")[1].split()]
     assert io > lazy, (lazy, io)   # the models are the bigger part, paid only when used
+
+
+def test_i2c_loads_only_the_models_of_devices_on_its_bus(tmp_path):
+    # a board with one SHT4x: the BME280 model and the ADC are never loaded
+    code = """
+import sys, machine
+i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21))
+print("SCAN", i2c.scan())
+print("LOADED", "simdev.sht3x" in sys.modules, "simdev.bme280" in sys.modules,
+      "simdev.adc" in sys.modules)
+"""
+    sensors = [{"name": "shed", "driver": "sht4x", "bus": "i2c0", "address": 69}]
+    r = run_board(tmp_path, code, knobs={}, sensors=sensors)
+    assert "SCAN [69]" in r.stdout and "LOADED True False False" in r.stdout, r.stdout + r.stderr

@@ -6,7 +6,8 @@ $FIELDLINK_VBOARD_RESET_CAUSE (a name like WDT_RESET or a number; default PWRON_
 On an ESP32 `machine` is C code and costs the heap nothing, so this file holds only what
 every boot uses (reset, reset_cause). The rest is loaded on first use (module __getattr__,
 PEP 562; MicroPython has it with MICROPY_MODULE_GETATTR, as the unix and ESP32 ports do):
-  Pin, Signal, I2C, SoftI2C, ADC and the simdev device models behind them: simdev/machine_io.py
+  Pin, Signal: simdev/machine_io.py; I2C, SoftI2C and the device models behind them:
+  simdev/i2c.py; ADC: simdev/adc.py
   WDT: _machine_wdt.py
   constants, RTC, sleep modes, unique_id, freq, ...: _machine_sys.py"""
 import os
@@ -38,8 +39,12 @@ def reset_cause():
 
 
 def __getattr__(name):
-    if name in ("Pin", "Signal", "I2C", "SoftI2C", "ADC"):
+    if name in ("Pin", "Signal"):
         import simdev.machine_io as m
+    elif name in ("I2C", "SoftI2C"):
+        import simdev.i2c as m
+    elif name == "ADC":
+        import simdev.adc as m
     elif name == "WDT":
         import _machine_wdt as m
     else:
