@@ -92,14 +92,19 @@ class Sampler:
         check_config(cfg)
         self._cfg = cfg
         self._log = log or print
-        self._slots = [_Slot(s, cfg) for s in sensors]
         self._overrides = {}
         self._now = 0                 # ms since start, never wraps (see _clock)
         self._t0 = None
         self._wake = None
-        for sl in self._slots:
-            sl.interval_ms = self._interval_ms(sl.sensor.name)
-        names = [s.sensor.name for s in self._slots]
+        # (loops, not comprehensions, here and below: each comprehension is one more
+        # function's code held on the board's heap)
+        self._slots = []
+        names = []
+        for s in sensors:
+            sl = _Slot(s, cfg)
+            sl.interval_ms = self._interval_ms(s.name)
+            self._slots.append(sl)
+            names.append(s.name)
         for key in cfg:
             base = key.split(".", 1)[0]
             if key != "*" and base not in names:
@@ -123,7 +128,9 @@ class Sampler:
         A sensor-specific interval set earlier keeps priority over a new "*" default."""
         if not _is_num(seconds) or seconds <= 0:
             raise ValueError("interval_s: expected a number > 0, got %r" % (seconds,))
-        known = [sl.sensor.name for sl in self._slots]
+        known = []
+        for sl in self._slots:
+            known.append(sl.sensor.name)
         if name_or_star != "*" and name_or_star not in known:
             raise ValueError("sensor: unknown %r (have %s)" % (name_or_star, ", ".join(known)))
         self._overrides[name_or_star] = seconds
@@ -150,11 +157,19 @@ class Sampler:
     # -- the sans-clock core: tests drive it with explicit times ----------------------------
     def next_due(self):
         """Sampler time (ms) at which the next sensor is due."""
-        return min(sl.due for sl in self._slots) if self._slots else self._now + 60000
+        due = None
+        for sl in self._slots:
+            if due is None or sl.due < due:
+                due = sl.due
+        return self._now + 60000 if due is None else due
 
     def due_slots(self, now_ms):
         self._now = now_ms
-        return [sl for sl in self._slots if sl.due <= now_ms]
+        out = []
+        for sl in self._slots:
+            if sl.due <= now_ms:
+                out.append(sl)
+        return out
 
     def start_slots(self, slots):
         """start() each sensor's measurement; returns (ms to wait, errors by slot)."""

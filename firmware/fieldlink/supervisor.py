@@ -212,8 +212,8 @@ class Supervisor:
         self._why = None
         self._dead = asyncio.Event()
         self._kick.set()
-        self._tasks = [asyncio.create_task(self._guard(f())) for f in
-                       (self._reader, self._sender, self._health_loop, self._monitor)]
+        for f in (self._reader, self._sender, self._health_loop, self._monitor):
+            self._tasks.append(asyncio.create_task(self._guard(f())))
         try:
             await self._dead.wait()
         finally:

@@ -33,7 +33,9 @@ class Chain:
     force=True (sample_now) sends anyway: suppressing filters only record the send."""
 
     def __init__(self, specs=()):
-        self.filters = [make(s) for s in specs]
+        self.filters = []
+        for s in specs:
+            self.filters.append(make(s))
 
     def push(self, v, now_ms, force=False):
         for f in self.filters:
