@@ -125,8 +125,8 @@ def _lost_mark(ob, last, gone):
     _declare_holes(ob)
     _gap_uncovered(ob, last + 1, ob.next_seq - 1)
     ob.notice = "meta.json %s: epoch %s and %d flash segments kept, seqs %d-%d declared " \
-        "gap reboot, dropped count restarts" % ("lost" if gone else "corrupt", ob.epoch,
-                                                len(ob._segs), last + 1, ob.next_seq - 1)
+        "gap reboot, boot and dropped counts restart" % (
+            "lost" if gone else "corrupt", ob.epoch, len(ob._segs), last + 1, ob.next_seq - 1)
 
 
 def _declare_holes(ob):
