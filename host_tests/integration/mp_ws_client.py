@@ -91,6 +91,10 @@ async def connect_only():
         out(step="connect", **exc_info(e))
         return
     out(step="connect", exc=None, subprotocol=ws.subprotocol)
+    if CFG.get("report_opening"):  # connect()'s opening code (tls too for wss://) is dropped
+        out(step="opening_left", mods=sorted(
+            k for k in sys.modules if k in ("fieldlink.ws.opening", "fieldlink.ws.handshake",
+                                            "fieldlink.ws.tls")))
     await ws.send("hi")
     out(step="echo", text=await ws.recv())
     await ws.close()
@@ -173,7 +177,7 @@ async def opening_dropped():
     for n in range(2):
         ws = await connect()
         out(step="connected", n=n, before=before, after=ws_modules(),
-            on_package=[k for k in ("opening", "handshake", "_viper_src")
+            on_package=[k for k in ("opening", "handshake", "tls", "_viper_src")
                         if hasattr(client_pkg, k)])
         await ws.send("hi %d" % n)
         out(step="echo", text=await ws.recv())

@@ -6,8 +6,6 @@ import hashlib
 
 from .errors import HandshakeError, WSError
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # §1.3
-MAX_RESPONSE = 4096  # bytes of response head we are willing to buffer
 
 
 def parse_url(url):
@@ -21,7 +19,7 @@ def parse_url(url):
     i = rest.find("/")
     hostport, path = (rest, "/") if i < 0 else (rest[:i], rest[i:])
     if "#" in path:
-        raise WSError("fragment not allowed in a WebSocket URL")  # §3
+        raise WSError("fragment in a WebSocket URL: %s" % url)  # §3 forbids it
     if hostport.startswith("["):  # IPv6 literal
         j = hostport.find("]")
         host, tail = hostport[1:j], hostport[j + 1:]
@@ -57,52 +55,46 @@ def make_key(randbytes):
 
 def accept_for(key):
     """§4.2.2: base64(SHA-1(key + GUID)), the value a conforming server must send back."""
-    return binascii.b2a_base64(hashlib.sha1(key.encode() + _GUID).digest()).strip().decode()
-
-
-def _header_items(headers):
-    if not headers:
-        return ()
-    return headers.items() if hasattr(headers, "items") else headers
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # §1.3
+    return binascii.b2a_base64(hashlib.sha1(key.encode() + guid).digest()).strip().decode()
 
 
 def build_request(host, port, path, key, secure=False, headers=None, subprotocols=None):
-    """The client's opening handshake (§4.1) as bytes."""
+    """The client's opening handshake (§4.1) as bytes. headers: a dict or (name, value)s."""
     if ":" in host:
         host = "[" + host + "]"
     if port != (443 if secure else 80):
         host = "%s:%d" % (host, port)
-    lines = [
-        "GET %s HTTP/1.1" % path,
-        "Host: " + host,
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: " + key,
-        "Sec-WebSocket-Version: 13",
-    ]
+    req = ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, host, key))
     if subprotocols:
-        lines.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
-    for name, value in _header_items(headers):
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise WSError("header %r contains a line break" % name)
-        lines.append("%s: %s" % (name, value))
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode()
+        req += "Sec-WebSocket-Protocol: %s\r\n" % ", ".join(subprotocols)
+    if headers:
+        for name, value in headers.items() if hasattr(headers, "items") else headers:
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise WSError("header %r contains a line break" % name)
+            req += "%s: %s\r\n" % (name, value)
+    return (req + "\r\n").encode()
 
 
 def split_response(buf):
     """Return the length of the response head (up to and including the blank line) if the
-    buffer holds all of it, else -1. Raises HandshakeError if it grows past MAX_RESPONSE."""
+    buffer holds all of it, else -1. Raises HandshakeError if it grows past 4096 bytes (what
+    we are willing to buffer)."""
     i = bytes(buf).find(b"\r\n\r\n")
     if i >= 0:
         return i + 4
-    if len(buf) > MAX_RESPONSE:
-        raise HandshakeError(None, "response head over %d bytes" % MAX_RESPONSE)
+    if len(buf) > 4096:
+        raise HandshakeError(None, "response head over 4096 bytes")
     return -1
 
 
-def _tokens(value):
-    return [t.strip().lower() for t in value.split(",")]
+def _has_token(value, token):
+    # a comma-separated header value (any case) holds token
+    for t in value.split(","):
+        if t.strip().lower() == token:
+            return True
+    return False
 
 
 def check_response(head, key, subprotocols=None):
@@ -131,16 +123,16 @@ def check_response(head, key, subprotocols=None):
         value = line[k + 1:].strip()
         # Repeated headers combine into one comma-separated list (RFC 9110 §5.3).
         hdrs[name] = hdrs[name] + ", " + value if name in hdrs else value
-    if "websocket" not in _tokens(hdrs.get("upgrade", "")):
-        raise HandshakeError(101, "missing Upgrade: websocket")
-    if "upgrade" not in _tokens(hdrs.get("connection", "")):
-        raise HandshakeError(101, "missing Connection: Upgrade")
+    if not _has_token(hdrs.get("upgrade", ""), "websocket"):
+        raise HandshakeError(101, "no Upgrade: websocket")
+    if not _has_token(hdrs.get("connection", ""), "upgrade"):
+        raise HandshakeError(101, "no Connection: Upgrade")
     if hdrs.get("sec-websocket-accept") != accept_for(key):
         raise HandshakeError(101, "wrong Sec-WebSocket-Accept")
     if "sec-websocket-extensions" in hdrs:
-        raise HandshakeError(101, "server chose an extension we did not offer")
+        raise HandshakeError(101, "extension not offered")
     proto = hdrs.get("sec-websocket-protocol")
     if proto is not None:
         if not subprotocols or proto not in subprotocols:
-            raise HandshakeError(101, "server chose a subprotocol we did not offer: %s" % proto)
+            raise HandshakeError(101, "subprotocol not offered: %s" % proto)
     return proto

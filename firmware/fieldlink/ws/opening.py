@@ -1,6 +1,6 @@
 """Opening a WebSocket connection: DNS, TCP, TLS and the HTTP upgrade (RFC 6455 §4.1), the
-I/O side of client.connect(). connect() loads this module (with the pure handshake module)
-only while connecting and drops both after: an open connection needs neither."""
+I/O side of client.connect(). connect() loads this module (with the pure handshake module, and
+tls.py for wss://) only while connecting and drops them after: an open connection needs none."""
 
 import asyncio
 import os
@@ -34,11 +34,15 @@ async def open_ws(io, rbuf, url, headers, subprotocols, ca_file, connect_timeout
         raise
     except OSError as e:
         io.close()
-        n = _errno(e)
-        if secure and (_is_tls_error(e) or (n is not None and n < 0)):
-            err = HandshakeError(None, "TLS: %s" % (e,))
-            err.errno = n
-            raise err
+        n = getattr(e, "errno", None)
+        if n is None and e.args and isinstance(e.args[0], int):
+            n = e.args[0]
+        if secure:
+            from . import tls
+            if n is not None and n < 0 or tls.is_tls_error(e):  # (mbedTLS codes are < 0)
+                err = HandshakeError(None, "TLS: %s" % (e,))
+                err.errno = n
+                raise err
         raise WSError("%s %s:%d failed: %s" % (stage, host, port, e), errno=n)
     except ValueError as e:
         io.close()
@@ -96,7 +100,11 @@ def _open_socket(io, host, port, secure, ca_file):
             try:
                 s.connect((host, port))  # ports whose sockets take (ip, port) tuples
             except TypeError:  # the unix port wants a raw struct sockaddr_in
-                s.connect(_raw_sockaddr(socket, host, port))
+                import sys
+                ip = socket.inet_pton(  # type: ignore[attr-defined]  # (unix port only)
+                    socket.AF_INET, host)
+                s.connect(socket.AF_INET.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big")
+                          + ip + bytes(8))
     except OSError as e:
         if e.errno != EINPROGRESS:
             raise
@@ -104,78 +112,20 @@ def _open_socket(io, host, port, secure, ca_file):
     if secure:
         # The TLS handshake runs on the first write (the HTTP request), so it counts
         # against handshake_timeout_s.
-        s = _tls_context(ca_file).wrap_socket(
+        from . import tls
+        s = tls.context(ca_file).wrap_socket(
             s, server_hostname=host, do_handshake_on_connect=False)
         s.setblocking(False)
         io.s = s
         io.plain = False
 
 
-def _raw_sockaddr(socket, host, port):
-    import sys
-    fam = socket.AF_INET.to_bytes(2, sys.byteorder)
-    return fam + port.to_bytes(2, "big") + socket.inet_pton(socket.AF_INET, host) + bytes(8)
-
-
-async def _open_stream(io, host, port, secure, ca_file):
-    # CPython: asyncio streams (the TLS handshake happens in open_connection)
-    ctx = _tls_context(ca_file) if secure else None
-    io.r, io.w = await asyncio.open_connection(
-        host, port, ssl=ctx, server_hostname=host if secure else None)
-
-
-def _tls_context(ca_file):
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    # verify the server by default; hostname checked too (MicroPython's SSLContext has
-    # verify_mode, its stubs do not)
-    ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-    if ca_file:
-        try:
-            ctx.load_verify_locations(cafile=ca_file)
-        except ValueError:
-            # mbedTLS built without PEM parsing (the unix port): load each certificate as DER
-            for der in _pem_certs(ca_file):
-                ctx.load_verify_locations(cadata=der)
-    elif hasattr(ctx, "load_default_certs"):
-        ctx.load_default_certs()
-    else:
-        raise WSError("wss:// needs ca_file: this port has no system CA store")
-    return ctx
-
-
-def _pem_certs(path):
-    import binascii
-    with open(path, "rb") as f:
-        pem = f.read()
-    certs = []
-    b64 = []  # type: list[bytes]
-    inside = False
-    for line in pem.split(b"\n"):
-        line = line.strip()
-        if line == b"-----BEGIN CERTIFICATE-----":
-            b64 = []
-            inside = True
-        elif line == b"-----END CERTIFICATE-----" and inside:
-            certs.append(binascii.a2b_base64(b"".join(b64)))
-            inside = False
-        elif inside:
-            b64.append(line)
-    if not certs:
-        raise WSError("no PEM certificate in %s" % path)
-    return certs
-
-
-def _errno(e):
-    n = getattr(e, "errno", None)
-    if n is None and e.args and isinstance(e.args[0], int):
-        n = e.args[0]
-    return n
-
-
-def _is_tls_error(e):
-    try:
-        import ssl
-        return isinstance(e, getattr(ssl, "SSLError", ()))
-    except ImportError:
-        return False
+if _core is None:  # CPython only
+    async def _open_stream(io, host, port, secure, ca_file):
+        # asyncio streams (the TLS handshake happens in open_connection)
+        ctx = None
+        if secure:
+            from . import tls
+            ctx = tls.context(ca_file)
+        io.r, io.w = await asyncio.open_connection(
+            host, port, ssl=ctx, server_hostname=host if secure else None)
