@@ -218,3 +218,23 @@ def test_failure_after_failure_sends_nothing_more():
     assert bytes(p.data_to_send()) == b""
     e = raises(ProtocolError, p.send_message, b"x")
     assert e.code == 1002
+
+
+def test_failure_close_reason_is_cut_on_a_character_boundary():
+    # §5.5: a control frame carries at most 125 bytes, so the reason at most 123; §5.5.1/§7.4:
+    # it must stay valid UTF-8. fail() cuts a long reason before the character that does not
+    # fit whole, never inside one.
+    for reason, keep in (("x" * 200, 123),
+                         ("\u00e9" * 100, 61),               # 2-byte chars: 122 bytes
+                         ("a" + "\u20ac" * 50, 41),          # 1 + 3-byte chars: 121 bytes
+                         ("ab" + "\U0001F600" * 40, 32),     # 4-byte chars: 122 bytes
+                         ("\u00e9" * 61 + "z", 62)):         # exactly 123 bytes: kept whole
+        p = protocol.Protocol(randbytes=ZERO)
+        p.fail(1002, reason)
+        sent = bytes(p.data_to_send())
+        n = sent[1] & 0x7F
+        assert sent[0] == 0x88 and sent[1] & 0x80 and n <= 125, reason
+        body = sent[6:]  # all-zero masking key: the payload as it is
+        assert len(body) == n and body[:2] == b"\x03\xea", reason
+        assert body[2:].decode("utf-8") == reason[:keep], (reason, len(body))
+        assert p.close_code == 1002

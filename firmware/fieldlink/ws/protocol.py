@@ -216,7 +216,15 @@ class Protocol:
         """§7.1.7 Fail the WebSocket Connection: send a close frame with `code` (unless one
         was already sent) and stop processing anything the server sends."""
         if self.state == OPEN:
-            r = reason.encode()[:123]
+            r = reason.encode()
+            if len(r) > 123:
+                # §5.5: 125 bytes of control payload, 2 of them the code; §5.5.1: the reason
+                # is UTF-8, so cut before the character that does not fit whole (back over
+                # its continuation bytes, 10xxxxxx)
+                k = 123
+                while r[k] & 0xC0 == 0x80:
+                    k -= 1
+                r = r[:k]
             self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
             self.sent_code = code
         self.state = CLOSED
