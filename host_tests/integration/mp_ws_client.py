@@ -188,6 +188,34 @@ async def opening_dropped():
         out(step="refused", after=ws_modules(), **exc_info(e))
 
 
+async def dns_lookups():
+    # socket.getaddrinfo blocks (no deadline, the event loop stops): connect() must not call
+    # it for an IPv4 literal. A stand-in socket module counts the lookups.
+    import socket as real
+
+    class Spy:
+        calls = []
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def getaddrinfo(self, host, *rest):
+            Spy.calls.append(host)
+            return real.getaddrinfo(host, *rest)
+
+    sys.modules["socket"] = Spy()
+    try:
+        for u in CFG["urls"]:
+            ws = await connect(u)
+            await ws.send("x")
+            await ws.recv()
+            await ws.close()
+            out(step="dns", url=u, lookups=Spy.calls)
+            Spy.calls = []
+    finally:
+        del sys.modules["socket"]
+
+
 async def _cancel_later(task, delay_s):
     await asyncio.sleep(delay_s)
     task.cancel()
@@ -235,6 +263,6 @@ async def burst():
 
 SCENARIOS = {"burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound,
-             "opening_dropped": opening_dropped}
+             "opening_dropped": opening_dropped, "dns_lookups": dns_lookups}
 asyncio.run(SCENARIOS[SCENARIO]())
 out(step="done")

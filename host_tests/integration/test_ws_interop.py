@@ -149,6 +149,15 @@ def test_connect_drops_its_opening_code(server, interp, refused_port):
     assert "fieldlink.ws.opening" not in refused["after"], refused
 
 
+def test_no_dns_lookup_for_an_ip_literal(server):
+    # on a board getaddrinfo blocks the whole event loop (docs/websocket.md, DNS): an IPv4
+    # literal must go straight to connect(); a name is looked up once
+    lines = S.run_client("dns_lookups", {"urls": [url(server, "/echo"),
+                                                   "ws://localhost:%d/echo" % server.port]})
+    dns = [l for l in lines if l["step"] == "dns"]
+    assert [l["lookups"] for l in dns] == [[], ["localhost"]], dns
+
+
 def test_echo_sizes_on_cpython(server):
     lines = S.run_client("echo_sizes", {"url": url(server, "/echo"), "sizes": [0, 126, 65536]},
                          interp="cpython")

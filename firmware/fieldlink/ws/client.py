@@ -32,7 +32,6 @@ except ImportError:
 
 _READ_BUF = const(1024)  # bytes read from the socket at once (one preallocated buffer)
 _CLOSE_WAIT_S = const(5)  # §7.1.1: how long we wait for the server's close frame / TCP close
-_KA_PAYLOAD = b"ka"
 _EOF = "eof"             # handed from recv() to the reader: the server closed TCP
 _OP_CLOSE = const(0x8)   # frames.OP_CLOSE: events below it are messages (protocol.py)
 _OP_PONG = const(0xA)    # frames.OP_PONG
@@ -516,7 +515,7 @@ class WebSocket:
                 continue
             sent_at = ticks_ms()
             try:
-                await self._send_control(self._p.send_ping, _KA_PAYLOAD)
+                await self._send_control(self._p.send_ping, b"ka")  # keepalive ping
             except WSError:
                 return
             if not to:

@@ -3,8 +3,8 @@ in, events out; frames to send out. Reassembles fragmented messages (control fra
 interleaved, §5.4), validates text as UTF-8, answers pings, runs the close handshake and
 fails the connection (§7.1.7) with the right close code on any violation.
 
-Events are (opcode, value) pairs, named by the frame that made them (plain tuples: on
-MicroPython every class costs a few hundred bytes of heap):
+Events are (opcode, value) pairs, named by the frame that made them (frames.OP_*; plain
+tuples: on MicroPython every class costs a few hundred bytes of heap):
   (OP_TEXT, str) / (OP_BINARY, bytes)   a complete data message
   (OP_PING, bytes) / (OP_PONG, bytes)   a ping (already answered) / a pong, with its payload
   (OP_CLOSE, (code, reason))            the server's close frame: code 1005 if it had none
@@ -19,11 +19,16 @@ except ImportError:  # CPython
 
 from .utf8 import check as _utf8_check
 from .errors import ConnectionClosed, ProtocolError
-from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Decoder,
-                     Encoder)
+from .frames import Decoder, Encoder
 
 # Connection states (§4.1 -> OPEN after the handshake; §7 closing).
-_BINARY = const(0x2)  # OP_BINARY, folded into send_message
+# Opcodes (§5.2; frames.OP_*), compile-time constants here
+_CONT = const(0x0)
+_TEXT = const(0x1)
+_BINARY = const(0x2)
+_CLOSE = const(0x8)
+_PING = const(0x9)
+_PONG = const(0xA)
 OPEN = const(1)
 CLOSING = const(2)   # we sent a close frame and wait for the server's
 CLOSED = const(3)    # close frames exchanged, or the connection failed
@@ -58,7 +63,7 @@ class Protocol:
         close frame to send is then in data_to_send())."""
         m = self.receive_message(data)
         if m is not None:
-            self._events.append((OP_TEXT if isinstance(m, str) else OP_BINARY, m))
+            self._events.append((_TEXT if isinstance(m, str) else _BINARY, m))
 
     def receive_message(self, data):
         """receive_data(), except that when data is exactly one whole message (one final
@@ -109,16 +114,16 @@ class Protocol:
     def _on_frame(self, fin, op, payload):
         if self.state == CLOSED:
             return
-        if op >= OP_CLOSE:
-            if op == OP_CLOSE:
+        if op >= _CLOSE:
+            if op == _CLOSE:
                 self._on_close(payload)
                 return
             p = bytes(payload)
             self._events.append((op, p))  # a ping or a pong
-            if op == OP_PING and self.state == OPEN:
-                self._queue(OP_PONG, p)   # §5.5.3: a pong echoes the ping's payload
+            if op == _PING and self.state == OPEN:
+                self._queue(_PONG, p)   # §5.5.3: a pong echoes the ping's payload
             return
-        if op == OP_CONT:
+        if op == _CONT:
             if self._op is None:
                 raise ProtocolError(1002, "continuation frame without a message to continue")
         else:
@@ -127,7 +132,7 @@ class Protocol:
             self._op = op
             self._u8 = 0
         n = len(payload)
-        if self._op == OP_TEXT:
+        if self._op == _TEXT:
             self._u8 = _utf8_check(self._u8, payload, n)
             if self._u8 < 0:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message")
@@ -151,7 +156,7 @@ class Protocol:
             data = self._first + bytes(payload)
         else:
             data = payload
-        if self._op == OP_TEXT:
+        if self._op == _TEXT:
             if self._u8 != 0:
                 raise ProtocolError(1007, "text message ends inside a UTF-8 sequence")
             msg = str(data, "utf-8")  # type: str | bytes
@@ -177,11 +182,11 @@ class Protocol:
             reason = str(bytes(payload[2:]), "utf-8")
         if self.state == OPEN:
             # §5.5.1: echo the status code we received.
-            self._queue(OP_CLOSE, payload[:2])
+            self._queue(_CLOSE, payload[:2])
         self.state = CLOSED
         self._dec.stop()  # §7.1.1: nothing after the close frame counts
         self.close_code, self.close_reason = code, reason
-        self._events.append((OP_CLOSE, (code, reason)))
+        self._events.append((_CLOSE, (code, reason)))
 
     # --- sending ---------------------------------------------------------------------------
     def send_message(self, data):
@@ -197,7 +202,7 @@ class Protocol:
             raise self.closed_error()
         if len(payload) > 125:
             raise ValueError("ping payload over 125 bytes")
-        self._queue(OP_PING, payload)
+        self._queue(_PING, payload)
 
     def send_close(self, code=1000, reason=""):
         """Start the closing handshake (§7.1.2): queue our close frame, wait for theirs."""
@@ -208,7 +213,7 @@ class Protocol:
         r = reason.encode()
         if len(r) > 123:
             raise ValueError("close reason over 123 bytes")
-        self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
+        self._queue(_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
         self.state = CLOSING
         self.sent_code = code
 
@@ -225,7 +230,7 @@ class Protocol:
                 while r[k] & 0xC0 == 0x80:
                     k -= 1
                 r = r[:k]
-            self._queue(OP_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
+            self._queue(_CLOSE, bytes((code >> 8, code & 0xFF)) + r)
             self.sent_code = code
         self.state = CLOSED
         self._dec.stop()
