@@ -2,8 +2,10 @@
 
 Bounded in bytes. New readings go to RAM: one bytearray of `ram_bytes`, allocated once, the
 readings in it back to back as `text,` (so a run of them is already the body of a batch), a
-sliding buffer compacted in place when its end is reached. No per-reading string stays on the
-heap, so the heap does not fragment under load. When RAM is full or the link is down long, the
+sliding buffer compacted in place when its end is reached. Its index (seq, offset, length per
+reading) is a ring of three arrays allocated with it, bounded by the shortest reading. No
+per-reading object stays on the heap and nothing grows with the backlog, so the heap does not
+fragment under load, nor while a backlog drains after a reconnect. When RAM is full or the link is down long, the
 oldest RAM readings are spilled to flash in batched segment writes (a few KB each: flash wears
 out). Flash segments are always older than RAM, so the queue is: loaded head, flash segments,
 RAM. When everything is full the oldest readings are dropped, counted, and declared with a
@@ -20,6 +22,7 @@ MicroPython alike.
 import binascii
 import json
 import sys
+from array import array
 
 try:
     from micropython import const
@@ -35,6 +38,10 @@ except ImportError:  # pragma: no cover
 _SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 _SEG_BYTES = const(2048)  # target size of one flash write
 _META_V = const(2)        # meta v2: an epoch file was written with this state (v1: before epochs)
+# Bytes of the shortest reading proto.reading() makes, with its ",": 47 + 1 for
+# '{"q":1,"ts":null,"up":0,"n":"","v":null,"u":""}' (seq 1, no time, empty name and unit, null
+# value). The RAM buffer holds at most ram_bytes // _MIN_N readings: the size of its index.
+_MIN_N = const(48)
 
 
 class DirStore:
@@ -78,13 +85,23 @@ class Outbox:
         self.acked = 0       # highest cumulative ack seen
         self.gaps = []       # [from, to, why, sent_on_this_connection]
         # RAM tail (newest): the readings are bytes in _buf; per reading its seq, offset and
-        # length (with the "," after it) in parallel lists (small ints cost no heap)
+        # length (with the "," after it) in three arrays used as one ring: RAM reading i
+        # (0 = oldest) is at slot (_rh + i) % _cap, _rc of them. Allocated here once, like
+        # the buffer, and never resized: push, ack and drop allocate nothing for the index.
+        # For proto.reading's output the buffer is full before the index can be; a shorter
+        # text may find the index full first, and push then makes room exactly as for a full
+        # buffer (spill or drop the oldest).
         self._buf = bytearray(ram_bytes)
         self._mv = memoryview(self._buf)
         self._tail = 0       # where the next reading is written
-        self._rq = []
-        self._ro = []
-        self._rn = []
+        cap = ram_bytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
+        w = 2 if ram_bytes < 65536 else 4  # offsets and lengths are < ram_bytes
+        self._rq = array("I", bytes(4 * cap))  # seqs (32 bits: a year at 2/s is < 2**26)
+        self._ro = array("H" if w == 2 else "I", bytes(w * cap))
+        self._rn = array("H" if w == 2 else "I", bytes(w * cap))
+        self._cap = cap
+        self._rh = 0         # slot of the oldest RAM reading
+        self._rc = 0         # RAM readings held
         self.ram_used = 0    # bytes of the readings held (holes left by drops not counted)
         # head: readings loaded from the oldest flash segments for sending
         self._hq = []
@@ -172,7 +189,7 @@ class Outbox:
         had to drop are persisted once, at the end. False if it could not."""
         if not self.flash_limit:
             return False
-        if not self._rq or (full_only and self.ram_used < self.seg_bytes):
+        if not self._rc or (full_only and self.ram_used < self.seg_bytes):
             return True  # nothing to write: no need to load the flash side
         return self._flash().spill(self, full_only)
 
@@ -188,48 +205,46 @@ class Outbox:
         size = len(mv)  # outbox_ram_bytes
         if n > size:
             raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
-        # Room first (spill or drop the oldest), so the new reading always fits in the buffer.
+        cap = self._cap
+        # Room first (spill or drop the oldest), so the new reading always fits in the buffer
+        # and in the index (full only if readings shorter than _MIN_N were pushed).
         # A MemoryError while spilling leaves everything as it was: the reading got no seq.
-        while self.ram_used + n > size:
+        while self.ram_used + n > size or self._rc >= cap:
             if not (self.flash_limit and self._flash().spill_chunk(self)):
                 if not self._drop_ram():
                     break
-        if self.ram_used + n > size:
+        if self.ram_used + n > size or self._rc >= cap:
             # only readings the server may hold are left (at most `window` of them): this one
             # cannot be kept, and is declared like any other dropped reading
             self._add_gap(seq, seq, "dropped")
         else:
             ro = self._ro
             rn = self._rn
+            h = self._rh
+            c = self._rc
             t = self._tail
             if t + n > size:
                 # Slide the held readings to the front of the buffer, in order, over the holes
                 # of dropped/spilled ones (memmove within the buffer: no allocation).
                 t = 0
-                for i in range(len(ro)):
-                    o = ro[i]
-                    k = rn[i]
+                for i in range(c):
+                    p = (h + i) % cap
+                    o = ro[p]
+                    k = rn[p]
                     if o != t:
                         mv[t:t + k] = mv[o:o + k]
-                        ro[i] = t
+                        ro[p] = t
                     t += k
                 self._tail = t
-            # The three lists change together or not at all (a MemoryError while one grows:
-            # the reading gets no seq).
-            rq = self._rq
-            rq.append(seq)
-            try:
-                ro.append(t)
-                try:
-                    rn.append(n)
-                except MemoryError:
-                    ro.pop()
-                    raise
-            except MemoryError:
-                rq.pop()
-                raise
+            # The bytes first, then the index: a MemoryError (the slice's memoryview) leaves
+            # the reading unstored and without a seq.
             mv[t:t + n - 1] = data
             mv[t + n - 1] = 44  # ","
+            p = (h + c) % cap
+            self._rq[p] = seq
+            ro[p] = t
+            rn[p] = n
+            self._rc = c + 1
             self._tail = t + n
             self.ram_used += n
         self.next_seq = seq + 1
@@ -238,28 +253,45 @@ class Outbox:
             self.save_meta()
 
     def _ram_forget(self, k):
-        """Forget the first k RAM readings."""
+        """Forget the first k RAM readings (the ring's head moves on)."""
         rn = self._rn
+        cap = self._cap
+        h = self._rh
         for i in range(k):
-            self.ram_used -= rn[i]
-        del self._rq[:k]
-        del self._ro[:k]
-        del rn[:k]
-        if not self._rq:
+            self.ram_used -= rn[(h + i) % cap]
+        self._rh = (h + k) % cap
+        self._rc -= k
+        if not self._rc:
             self._tail = 0
 
     def _drop_ram(self):
         """Drop the oldest RAM reading the server cannot hold yet (see _sent_hi)."""
         rq = self._rq
+        ro = self._ro
+        rn = self._rn
+        cap = self._cap
+        h = self._rh
+        c = self._rc
         i = 0
-        while i < len(rq) and rq[i] <= self._sent_hi:
+        while i < c and rq[(h + i) % cap] <= self._sent_hi:
             i += 1
-        if i >= len(rq):
+        if i >= c:
             return False
-        q = rq.pop(i)
-        self._ro.pop(i)
-        self.ram_used -= self._rn.pop(i)
-        if not rq:
+        p = (h + i) % cap
+        q = rq[p]
+        self.ram_used -= rn[p]
+        # Close the hole in the index: the i readings before it (in flight, so at most
+        # `window` of them) move up one slot, and the head with them.
+        while i:
+            s = (h + i - 1) % cap
+            rq[p] = rq[s]
+            ro[p] = ro[s]
+            rn[p] = rn[s]
+            p = s
+            i -= 1
+        self._rh = (h + 1) % cap
+        self._rc = c - 1
+        if c == 1:
             self._tail = 0
         self._add_gap(q, q, "dropped")
         return True
@@ -322,19 +354,25 @@ class Outbox:
         if room > max_n:
             room = max_n
         j = i - hq
+        c = self._rc
+        if room <= 0 or j >= c:
+            return ""
         ro = self._ro
         rn = self._rn
-        end = len(ro)
-        if room <= 0 or j >= end:
-            return ""
-        o = ro[j]
-        e = o + rn[j]
+        cap = self._cap
+        h = self._rh
+        p = (h + j) % cap
+        o = ro[p]
+        e = o + rn[p]
         k = j + 1
-        while k < end and k - j < room and ro[k] == e:  # contiguous: no hole in between
-            e += rn[k]
+        while k < c and k - j < room:
+            p = (h + k) % cap
+            if ro[p] != e:  # not contiguous: a hole in between
+                break
+            e += rn[p]
             k += 1
         self._inflight = i + k - j
-        q = self._rq[k - 1]
+        q = self._rq[(h + k - 1) % cap]
         if q > self._sent_hi:
             self._sent_hi = q
         return str(self._mv[o:e - 1], "utf-8")
@@ -368,8 +406,11 @@ class Outbox:
             self._unflash()
         if not hq:
             rq = self._rq
+            cap = self._cap
+            h = self._rh
+            c = self._rc
             k = 0
-            while k < len(rq) and rq[k] <= n:
+            while k < c and rq[(h + k) % cap] <= n:
                 k += 1
             if k:
                 self._ram_forget(k)
@@ -386,7 +427,7 @@ class Outbox:
     # ---- numbers for hello/health ----
 
     def held(self):
-        n = len(self._hq) + len(self._rq)
+        n = len(self._hq) + self._rc
         for s in self._segs:
             n += s[2]
         return n
@@ -396,8 +437,8 @@ class Outbox:
             q = self._hq[0]
         elif self._segs:
             q = self._segs[0][0]
-        elif self._rq:
-            q = self._rq[0]
+        elif self._rc:
+            q = self._rq[self._rh]
         else:
             return self.next_seq
         return q if q > self.acked else self.acked + 1

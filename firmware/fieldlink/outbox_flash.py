@@ -162,7 +162,7 @@ def spill(ob, full_only):
     dropped to make room."""
     d = ob.dropped
     ok = True
-    while ob._rq and (not full_only or ob.ram_used >= ob.seg_bytes):
+    while ob._rc and (not full_only or ob.ram_used >= ob.seg_bytes):
         if not spill_chunk(ob):
             ok = False
             break
@@ -177,15 +177,18 @@ def spill_chunk(ob):
     n = 0
     size = 0
     rn = ob._rn
-    while n < len(rn) and (n == 0 or size + rn[n] <= ob.seg_bytes):
-        size += rn[n]
+    while n < ob._rc:
+        k = rn[_slot(ob, n)]
+        if n and size + k > ob.seg_bytes:
+            break
+        size += k
         n += 1
     if n == 0 or size > ob.flash_limit:
         return False
     while ob.flash_used + size > ob.flash_limit:
         if not _drop_segment(ob):
             return False  # flash holds only what the server may have: keep it
-    qs = ob._rq[:n]
+    qs = [ob._rq[_slot(ob, i)] for i in range(n)]
     lines = [_text(ob, i) for i in range(n)]
     name = "s%010d_%010d_%d" % (qs[0], qs[-1], n)
     try:
@@ -248,7 +251,6 @@ def next_batch(ob, max_n, window):
         room = max_n
     out = []  # type: list[str]
     hq = ob._hq
-    rq = ob._rq
     i = ob._inflight
     while len(out) < room:
         if i < len(hq):
@@ -256,7 +258,7 @@ def next_batch(ob, max_n, window):
             i += 1
         elif ob._segs:
             load_segment(ob)
-        elif i - len(hq) < len(rq):
+        elif i - len(hq) < ob._rc:
             out.append(_text(ob, i - len(hq)))
             i += 1
         else:
@@ -264,16 +266,22 @@ def next_batch(ob, max_n, window):
     ob._inflight = i
     if out:
         j = i - 1
-        q = hq[j] if j < len(hq) else rq[j - len(hq)]
+        q = hq[j] if j < len(hq) else ob._rq[_slot(ob, j - len(hq))]
         if q > ob._sent_hi:
             ob._sent_hi = q
     return out
 
 
+def _slot(ob, i):
+    """Where RAM reading i (0 = oldest) is in the index ring (see Outbox.__init__)."""
+    return (ob._rh + i) % ob._cap
+
+
 def _text(ob, i):
     """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
-    o = ob._ro[i]
-    return str(ob._mv[o:o + ob._rn[i] - 1], "utf-8")
+    p = _slot(ob, i)
+    o = ob._ro[p]
+    return str(ob._mv[o:o + ob._rn[p] - 1], "utf-8")
 
 
 def load_segment(ob):
