@@ -184,7 +184,11 @@ async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_ti
         for n in _OPENING:
             if n not in keep and sys.modules.pop(pkg + "." + n, None) is not None:
                 delattr(sys.modules[pkg], n)  # the import set it on the package too
-    return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s, max_message)
+    try:
+        return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s, max_message)
+    except BaseException:  # a MemoryError on a small heap: do not leave the socket open
+        io.close()
+        raise
 
 
 class WebSocket:
@@ -213,15 +217,22 @@ class WebSocket:
         self._done = asyncio.Event()   # the reader finished and closed the socket
         self._pings = {}         # payload -> Event, for ping()
         self._last_rx = ticks_ms()
-        self._reader = asyncio.create_task(self._read_loop(early))
         self._sock = io.s if io.direct else None  # type: Any
         # the Encoder's key pool while send() may take its fast path, and its buffer, where
         # the fast path builds frames
         self._fast = self._fbuf = None  # type: Any
         self._update_fast()
         self._keeper = None
+        # The tasks come last: a MemoryError above must not leave a reader task running on a
+        # half-built object (it met an AttributeError for _keeper on a 144k heap once).
+        self._reader = asyncio.create_task(self._read_loop(early))
         if ping_interval_s:
-            self._keeper = asyncio.create_task(self._keepalive(ping_interval_s, ping_timeout_s))
+            try:
+                self._keeper = asyncio.create_task(
+                    self._keepalive(ping_interval_s, ping_timeout_s))
+            except BaseException:
+                self._reader.cancel()
+                raise
 
     @property
     def closed(self):
