@@ -202,17 +202,30 @@ def spill_chunk(ob):
         # caller drops the oldest (counted) instead of raising into the sampler
         _remove(ob.store, name + ".tmp")
         return False
+    # Where the chunk goes, built before anything changes: a MemoryError here leaves the
+    # readings in RAM (the file goes again) instead of gone from RAM and from the queue.
+    head = ob._inflight > len(ob._hq)
+    try:
+        if head:
+            # part of the chunk is in flight: it must stay at the front of the queue, so it
+            # becomes a loaded head segment (no unloaded segment can exist here)
+            nq = ob._hq + qs
+            nd = ob._hd + lines
+            hs = ob._hsegs + [[qs[-1], name, size]]
+        else:
+            segs = ob._segs + [[qs[0], qs[-1], n, size, name]]
+    except MemoryError:
+        _remove(ob.store, name)
+        raise
     ob.spills += 1
     ob.flash_used += size
     ob._ram_forget(n)
-    if ob._inflight > len(ob._hq):
-        # part of the chunk is in flight: it must stay at the front of the queue, so it
-        # becomes a loaded head segment (no unloaded segment can exist here)
-        ob._hq.extend(qs)
-        ob._hd.extend(lines)
-        ob._hsegs.append([qs[-1], name, size])
+    if head:
+        ob._hq = nq
+        ob._hd = nd
+        ob._hsegs = hs
     else:
-        ob._segs.append([qs[0], qs[-1], n, size, name])
+        ob._segs = segs
     return True
 
 
@@ -258,6 +271,7 @@ def next_batch(ob, max_n, window):
             i += 1
         elif ob._segs:
             load_segment(ob)
+            hq = ob._hq  # a new list (see load_segment)
         elif i - len(hq) < ob._rc:
             out.append(_text(ob, i - len(hq)))
             i += 1
@@ -298,27 +312,35 @@ def load_segment(ob):
         ob.flash_used -= s[3]
         ob._add_gap(max(s[0], ob.acked + 1), s[1], "reboot")
         return
+    # New lists first, then swapped in: a MemoryError midway must not leave the head's seqs
+    # and texts out of step (texts sent under the wrong seqs: a batch out of order).
+    nq = []
+    nd = []
     for i in range(len(qs)):
         if qs[i] > ob.acked:
-            ob._hq.append(qs[i])
-            ob._hd.append(lines[i])
-    ob._hsegs.append([s[1], s[4], s[3]])
+            nq.append(qs[i])
+            nd.append(lines[i])
+    nq = ob._hq + nq
+    nd = ob._hd + nd
+    hs = ob._hsegs + [[s[1], s[4], s[3]]]
+    ob._hq = nq
+    ob._hd = nd
+    ob._hsegs = hs
     ob._segs.pop(0)
 
 
 def forget_acked(ob, n):
     """Remove the segments the ack n covers: loaded ones, then unloaded ones once the head
     is empty (they are behind it in the queue)."""
+    # The file first: if that fails (MemoryError, flash), the segment is still listed.
     hs = ob._hsegs
     while hs and hs[0][0] <= n:
-        h = hs.pop(0)
-        _remove(ob.store, h[1])
-        ob.flash_used -= h[2]
+        _remove(ob.store, hs[0][1])
+        ob.flash_used -= hs.pop(0)[2]
     segs = ob._segs
     while segs and segs[0][1] <= n and not ob._hq:
-        s = segs.pop(0)
-        _remove(ob.store, s[4])
-        ob.flash_used -= s[3]
+        _remove(ob.store, segs[0][4])
+        ob.flash_used -= segs.pop(0)[3]
 
 
 # ---- files ----

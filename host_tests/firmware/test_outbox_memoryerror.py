@@ -1,0 +1,116 @@
+"""Outbox under MemoryError: an allocation that fails in the middle of a spill, a segment load,
+an ack or a batch must leave the outbox consistent. The board then goes on (the app skips the
+reading, the link reconnects), and every reading still reaches the server once, each batch in
+order. CPython only: MemoryError is injected at the list operations of the flash queue (the
+head's seqs and texts, the segment lists), which the firmware builds before it commits them.
+
+Before: a MemoryError between the head's seq append and its text append left them out of
+step, and the board sent texts under the wrong seqs (the collector closed with 1008, "batch.r:
+seqs must increase (61 after 64)", seen on a 144k heap)."""
+import json
+
+import pytest
+
+from fieldlink import proto
+from fieldlink.outbox import DirStore, Outbox
+
+
+class Budget:
+    """Fails the n-th list operation it is asked about (then never again)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.hit = False
+
+    def tick(self):
+        self.n -= 1
+        if self.n == 0:
+            self.hit = True
+            raise MemoryError("injected")
+
+
+class Flaky(list):
+    budget = None
+
+    def _tick(self):
+        if Flaky.budget is not None:
+            Flaky.budget.tick()
+
+    def __add__(self, other):
+        self._tick()
+        return Flaky(list.__add__(self, other))
+
+    def append(self, x):
+        self._tick()
+        list.append(self, x)
+
+    def extend(self, xs):
+        self._tick()
+        list.extend(self, xs)
+
+
+def rd(q):
+    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C")
+
+
+def flaky(ob):
+    for name in ("_hq", "_hd", "_hsegs", "_segs"):
+        setattr(ob, name, Flaky(getattr(ob, name)))
+
+
+def push_all(ob, n):
+    """n readings, each pushed until it is taken (the app skips one on MemoryError: the
+    reading got no seq, so the next push uses the same seq)."""
+    while ob.next_seq <= n:
+        try:
+            ob.push(ob.next_seq, rd(ob.next_seq))
+        except MemoryError:
+            pass
+
+
+def cum(stored):
+    """The collector's cumulative ack: it stores in order."""
+    a = 0
+    while a + 1 in stored:
+        a += 1
+    return a
+
+
+def send(ob, stored, batches, ack=True):
+    """Up to `batches` batches; a MemoryError ends the connection, and the next one starts
+    with on_connect/welcome as link_hello does. True when nothing is left to send."""
+    for _ in range(batches):
+        try:
+            b = ob.next_batch_text(20, 64)
+            if not b:
+                return True
+            qs = [r["q"] for r in json.loads("[%s]" % b)]
+            assert qs == sorted(set(qs)), "batch out of order: %s" % qs
+            stored.update(qs)
+            if ack:
+                ob.ack(cum(stored))
+        except MemoryError:
+            ob.on_connect()
+            ob.welcome(cum(stored))
+    return False
+
+
+@pytest.mark.parametrize("fail_at", range(1, 41))
+def test_memoryerror_anywhere_loses_nothing_and_keeps_order(tmp_path, fail_at):
+    ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(str(tmp_path)),
+                seg_bytes=512)
+    flaky(ob)
+    Flaky.budget = Budget(fail_at)
+    stored = set()
+    try:
+        push_all(ob, 120)                      # spills: segments on flash
+        ob.on_connect()
+        ob.welcome(0)
+        send(ob, stored, 3, ack=False)         # in flight, not acked yet
+        push_all(ob, 200)                      # more spills while sending
+        assert send(ob, stored, 400)
+    finally:
+        budget, Flaky.budget = Flaky.budget, None
+    assert budget.hit                          # the failure happened somewhere
+    assert stored == set(range(1, 201)), sorted(set(range(1, 201)) - stored)[:10]
+    assert ob.held() == 0 and ob.dropped == 0
