@@ -344,12 +344,21 @@ class Outbox:
         """Like next_batch, but the readings already joined with "," (the body of a batch
         message), or "" when there is nothing to send. From RAM this is one string cut from
         the buffer, where the readings lie back to back with their commas."""
+        v = self.next_batch_view(max_n, window)
+        if isinstance(v, list):
+            return ",".join(v)
+        return str(v, "utf-8") if v else ""
+
+    def next_batch_view(self, max_n, window):
+        """next_batch_text without building a string: from RAM a memoryview of the buffer
+        (the readings joined; valid until the outbox changes next: use it at once), while the
+        flash holds readings the list of their texts (next_batch), empty for nothing."""
         if self._meta_unsaved():
             return ""
         i = self._inflight
         hq = len(self._hq)
         if i < hq or self._segs:
-            return ",".join(self._flash().next_batch(self, max_n, window))
+            return self._flash().next_batch(self, max_n, window)
         room = window - i
         if room > max_n:
             room = max_n
@@ -371,11 +380,12 @@ class Outbox:
                 break
             e += rn[p]
             k += 1
+        v = self._mv[o:e - 1]  # (allocates: before the bookkeeping moves on)
         self._inflight = i + k - j
         q = self._rq[(h + k - 1) % cap]
         if q > self._sent_hi:
             self._sent_hi = q
-        return str(self._mv[o:e - 1], "utf-8")
+        return v
 
     def welcome(self, n):
         """The server's ack in `welcome`: it holds nothing above n (it stores in order)."""
@@ -400,7 +410,9 @@ class Outbox:
         if k:
             del hq[:k]
             del self._hd[:k]
-        removed = k
+            # at once: what follows may fail (flash), and must not leave _inflight past them
+            self._inflight = self._inflight - k if self._inflight > k else 0
+        removed = 0
         if self._fl is not None:  # (always loaded while the flash holds readings)
             self._fl.forget_acked(self, n)
             self._unflash()

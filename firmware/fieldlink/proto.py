@@ -170,8 +170,12 @@ def reading(q, ts_ms, up_ms, name, value, unit, err=None):
     return s + "}"
 
 
+BATCH_HEAD = b'{"t":"batch","r":['  # a batch message is BATCH_HEAD + readings + b"]}"
+
+
 def batch_text(joined):
-    """A batch message from readings already joined with "," (Outbox.next_batch_text)."""
+    """A batch message from readings already joined with "," (Outbox.next_batch_text). The
+    supervisor builds the same bytes around a view of the outbox's buffer (no str)."""
     return '{"t":"batch","r":[%s]}' % joined
 
 

@@ -103,6 +103,10 @@ class Supervisor:
         self._tasks = []        # every task of the current connection, cancelled on failure
         self._stream_start = None
         self._sending = None    # ticks when a send started that has not finished
+        # Batch messages are built here from the outbox's buffer (see _sender): allocated at
+        # boot, grown once if a batch is bigger, then reused.
+        self._bb = bytearray(len(proto.BATCH_HEAD) + 64 * cfg.batch_max)
+        self._bb[:len(proto.BATCH_HEAD)] = proto.BATCH_HEAD
         self._ntp_at = None
 
     # ---- the state machine ----
@@ -276,9 +280,9 @@ class Supervisor:
         if self._dead is not None:
             self._dead.set()
 
-    async def _send(self, text):
+    async def _send(self, text, utf8=False):
         self._sending = ticks_ms()
-        await self.ws.send(text)
+        await (self.ws.send_utf8(text) if utf8 else self.ws.send(text))
         self._sending = None
         self.mark()
 
@@ -310,15 +314,38 @@ class Supervisor:
             for g in ob.pending_gaps():
                 _log.info("gap %d-%d %s", g[0], g[1], g[2])
                 await self._send(proto.gap(g[0], g[1], g[2]))
-            b = ob.next_batch_text(n, window)
-            if b:
-                # the readings come already joined, cut from the outbox's buffer in one piece
-                m = proto.batch_text(b)
-                b = None
-                await self._send(m)
+            b = ob.next_batch_view(n, window)
+            if not b:
+                self._kick.clear()
+                await self._kick.wait()
                 continue
-            self._kick.clear()
-            await self._kick.wait()
+            # The message is built in _bb around the readings and framed from there: no
+            # string per batch (on a small heap the two per batch fragmented it until no
+            # 700-byte block was left). From RAM the readings, already joined, are a view of
+            # the outbox's buffer; from flash a list of texts.
+            k = len(proto.BATCH_HEAD)
+            if isinstance(b, list):
+                for r in b:
+                    r = r.encode()
+                    k = self._put(k, r) + 1
+                    self._bb[k - 1] = 44  # ","
+                k -= 1
+            else:
+                k = self._put(k, b)
+            b = None
+            k = self._put(k, b"]}")
+            await self._send(memoryview(self._bb)[:k], True)
+
+    def _put(self, k, data):
+        """Copy data into _bb at k (growing it, once, if needed); the end offset."""
+        e = k + len(data)
+        bb = self._bb
+        if len(bb) < e + 1:
+            bb = bytearray(e + 128)
+            bb[:k] = memoryview(self._bb)[:k]
+            self._bb = bb
+        memoryview(bb)[k:e] = data
+        return e
 
     async def _health_loop(self):
         while True:

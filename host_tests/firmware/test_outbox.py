@@ -414,6 +414,26 @@ def test_next_batch_text_is_the_joined_readings():
     assert ob.next_batch_text(4, 64) == rd(6) and ob.next_batch_text(4, 64) == ""
 
 
+def test_next_batch_view_is_the_buffer_then_a_list_from_flash():
+    ob = Outbox(ram_bytes=2048)
+    fill(ob, 3)
+    v = ob.next_batch_view(2, 64)
+    assert isinstance(v, memoryview)                  # no string: a view of the buffer
+    assert bytes(v) == ",".join([rd(1), rd(2)]).encode()
+    assert bytes(ob.next_batch_view(5, 64)) == rd(3).encode()
+    assert not ob.next_batch_view(5, 64)              # nothing left to send
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
+        fill(ob, 40)                                  # spills: the oldest are on flash
+        ob.on_connect()
+        ob.welcome(0)
+        v = ob.next_batch_view(3, 64)
+        assert v == [rd(1), rd(2), rd(3)]             # from flash: the texts
+    finally:
+        rmtree(d)
+
+
 def test_full_of_in_flight_readings_drops_the_new_one_counted():
     ob = Outbox(ram_bytes=1024)
     fill(ob, 100)

@@ -203,6 +203,18 @@ def test_send_message_text_and_binary_opcodes():
         assert n == 7 and p.enc.out[0] == b0 and p.enc.out[6] in (0x74, 0x62)
 
 
+def test_send_message_text_from_utf8_bytes():
+    # text=True frames a bytes-like as text (WebSocket.send_utf8: batches without a str)
+    p = protocol.Protocol(randbytes=ZERO)
+    for data in (b"hi", bytearray("h\u00e9".encode()), memoryview(b"xhix")[1:3]):
+        n = p.send_message(data, True)
+        assert p.enc.out[0] == 0x81 and p.enc.out[1] == 0x80 | len(data)
+        assert bytes(p.enc.out[6:n]) == bytes(data)   # key 0: the payload as given
+    assert p.enc.out[0] == 0x81
+    p.send_message(b"b")
+    assert p.enc.out[0] == 0x82                       # bytes without text=True: binary
+
+
 def test_ping_queued_and_size_limited():
     p = protocol.Protocol(randbytes=ZERO)
     p.send_ping(b"abc")

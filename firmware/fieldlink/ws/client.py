@@ -247,11 +247,21 @@ class WebSocket:
         viper fast path (_viper_src.SEND), which becomes WebSocket.send at the end of this
         file; this method is then WebSocket._send, where the fast path hands over
         everything else: binary, big frames, closed, a backlog."""
+        return self._out(data, False)
+
+    def send_utf8(self, buf):
+        """A text frame from a bytes-like of UTF-8 the caller vouches for (not re-checked),
+        without a str: the app sends batches cut from a reused buffer this way, so a message
+        costs no allocation of its size (on a small heap those fragmented it). The frame is
+        built before this returns: the buffer may change after. `await ws.send_utf8(b)`."""
+        return self._out(buf, True)
+
+    def _out(self, data, text):
         if self._exc is not None:
             raise self._exc
         p = self._p
         try:
-            n = p.send_message(data)  # raises once closing/closed
+            n = p.send_message(data, text)  # raises once closing/closed
             aw = self._io.write(p.enc.out, n)
         except OSError:
             raise self._lost("send failed")

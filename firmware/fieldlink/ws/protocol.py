@@ -189,13 +189,15 @@ class Protocol:
         self._events.append((_CLOSE, (code, reason)))
 
     # --- sending ---------------------------------------------------------------------------
-    def send_message(self, data):
-        """Frame a message into enc.out; return its length. str -> text, else binary."""
+    def send_message(self, data, text=False):
+        """Frame a message into enc.out; return its length. str -> text, else binary; with
+        text=True a bytes-like is framed as text: UTF-8 the caller vouches for (§5.6: a text
+        frame's payload must be valid UTF-8; not re-checked here)."""
         if self.state != OPEN:
             raise self.closed_error()
         if isinstance(data, str):
             return self.enc.encode_text(data)  # MicroPython: no encoded copy of the str
-        return self.enc.encode(_BINARY, data, len(data))
+        return self.enc.encode(_TEXT if text else _BINARY, data, len(data))
 
     def send_ping(self, payload=b""):
         if self.state != OPEN:
