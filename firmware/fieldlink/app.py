@@ -17,6 +17,12 @@ except ImportError:  # CPython
 # start.make_app, after the config is checked and its schema unloaded: a lower peak at boot.
 _log = log.Logger("app")
 _MEM_EVERY = const(1000)  # log heap numbers every this many readings (test_memory reads them)
+# Collect after this many bytes were allocated, not only when an allocation fails: the
+# allocator takes the lowest free blocks, so frequent collections keep the objects that live
+# on (coroutine frames, control-frame buffers, event lists) packed low instead of scattered
+# between dead temporaries over the whole heap. Virtual board, 10,000 readings at 5 ms:
+# 144k fails without (0/3), works with 2048 (3/3); 136k 2/3.
+_GC_EVERY = const(2048)
 
 
 def _mem():
@@ -104,6 +110,10 @@ class App:
                           sup.heap_min, ob.held(), ob.dropped, sup.reconnects, ob.next_seq)
 
     async def run(self):
+        try:
+            gc.threshold(_GC_EVERY)
+        except AttributeError:  # CPython
+            pass
         self._tasks = [asyncio.create_task(self.sup.run()),
                        asyncio.create_task(self._maintain())]
         # The sampler runs here: if it ever ends with an exception, so does the app (main.py
