@@ -250,3 +250,34 @@ def test_failure_close_reason_is_cut_on_a_character_boundary():
         assert len(body) == n and body[:2] == b"\x03\xea", reason
         assert body[2:].decode("utf-8") == reason[:keep], (reason, len(body))
         assert p.close_code == 1002
+
+
+def test_control_output_and_events_reuse_two_objects():
+    # A keepalive ping and the server's pong every second, and server pings answered: the
+    # output buffer and the events list are two objects each, emptied and reused, and every
+    # call hands out exactly what came since the previous call.
+    p = protocol.Protocol(randbytes=ZERO)
+    outs = []
+    evs = []
+    for i in range(6):
+        tag = b"k%d" % i
+        p.send_ping(tag)
+        if i % 2:
+            p.receive_data(unhex("8902") + tag)  # a server ping too: answered with a pong
+        out = p.data_to_send()
+        want = unhex("8982 00000000") + tag
+        if i % 2:
+            want += unhex("8a82 00000000") + tag
+        assert bytes(out) == want, (i, bytes(out))
+        assert bytes(p.data_to_send()) == b""  # nothing queued since
+        p.receive_data(unhex("8a02") + tag)  # the pong to our ping
+        ev = p.events_received()
+        got = [as_list(e) for e in ev]
+        want_ev = [["pong", hexs(tag)]]
+        if i % 2:
+            want_ev.insert(0, ["ping", hexs(tag)])
+        assert got == want_ev, (i, got)
+        assert p.events_received() == []
+        outs.append(out)
+        evs.append(ev)
+    assert len(set(id(o) for o in outs)) == 2 and len(set(id(e) for e in evs)) == 2

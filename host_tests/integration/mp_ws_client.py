@@ -261,7 +261,48 @@ async def burst():
     await ws.close()
 
 
-SCENARIOS = {"burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+async def reuse():
+    # A finished connection's read buffer and Encoder serve the next connect(); two open
+    # connections never share them, and a closed one still reports why it ended.
+    def bufs(ws):
+        return ws._rbuf, ws._p.enc
+
+    async def echo(ws, text):
+        await ws.send(text)
+        return await ws.recv() == text
+
+    a = await connect()
+    b = await connect()  # while a is open
+    ra, ea = bufs(a)
+    rb, eb = bufs(b)
+    out(step="two_open", shared=ra is rb or ea is eb or ea.buf is eb.buf or ea._pool is eb._pool,
+        echo=await echo(a, "a1") and await echo(b, "b1"))
+    await a.close()
+    out(step="a_closed", spare=client._spare[0] is ra and client._spare[1] is ea,
+        a_rbuf=a._rbuf is None)
+    c = await connect()  # takes a's buffers
+    rc, ec = bufs(c)
+    out(step="c_open", reused=rc is ra and ec is ea, spare_empty=client._spare[0] is None,
+        echo=await echo(c, "c1") and await echo(b, "b2") and await echo(c, "c" * 300))
+    try:
+        await a.send("late")
+        out(step="a_send", exc=None)
+    except errors.WSError as e:
+        out(step="a_send", closed=a.closed, **exc_info(e))
+    await b.close()  # the spare is b's now
+    try:
+        await connect(CFG["refused"])
+    except errors.WSError as e:
+        out(step="refused", spare=client._spare[0] is rb and client._spare[1] is eb,
+            **exc_info(e))
+    d = await connect()  # after a failed connect, the spare set is still there
+    out(step="d_open", reused=bufs(d) == (rb, eb), echo=await echo(d, "d1"))
+    await c.close()
+    await d.close()
+    out(step="closed", closed=[x.closed for x in (a, b, c, d)])
+
+
+SCENARIOS = {"reuse": reuse, "burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound,
              "opening_dropped": opening_dropped, "dns_lookups": dns_lookups}
 asyncio.run(SCENARIOS[SCENARIO]())

@@ -149,6 +149,22 @@ def test_connect_drops_its_opening_code(server, interp, refused_port):
     assert "fieldlink.ws.opening" not in refused["after"], refused
 
 
+@pytest.mark.parametrize("interp", ["micropython", "cpython"])
+def test_connections_reuse_a_finished_ones_buffers(server, interp, refused_port):
+    lines = S.run_client("reuse", {"url": url(server, "/echo"),
+                                   "refused": "ws://127.0.0.1:%d/" % refused_port},
+                         interp=interp)
+    by = {l["step"]: l for l in lines}
+    assert by["two_open"] == {"step": "two_open", "shared": False, "echo": True}, lines
+    assert by["a_closed"]["spare"] and by["a_closed"]["a_rbuf"], lines
+    assert by["c_open"] == {"step": "c_open", "reused": True, "spare_empty": True,
+                            "echo": True}, lines
+    assert by["a_send"]["exc"] == "ConnectionClosed" and by["a_send"]["closed"], lines
+    assert by["refused"]["spare"] and by["refused"]["errno"] == 111, lines
+    assert by["d_open"] == {"step": "d_open", "reused": True, "echo": True}, lines
+    assert by["closed"]["closed"] == [True] * 4, lines
+
+
 def test_no_dns_lookup_for_an_ip_literal(server):
     # on a board getaddrinfo blocks the whole event loop (docs/websocket.md, DNS): an IPv4
     # literal must go straight to connect(); a name is looked up once

@@ -3,9 +3,11 @@ connect() opens ws:// or wss://, runs the opening handshake, then one reader tas
 keepalive task) drive the connection. See docs/websocket.md for the API and its limits."""
 
 import asyncio
+import os
 
 from .errors import ConnectionClosed, LinkDead, ProtocolError, WSError
-from .protocol import OPEN, Protocol
+from .frames import Encoder
+from .protocol import CLOSED, OPEN, Protocol
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -160,11 +162,27 @@ else:
 
 _OPENING = ("opening", "handshake", "tls")  # modules loaded only while connect() runs
 
+# The per-connection buffers of a finished connection, [read buffer (1 KiB), Encoder (frame
+# buffer and key pool)], kept for the next connect(): after hours of streaming the heap is
+# fragmented and may have plenty free but no 1 KiB block left, so a reconnect that had to
+# allocate them failed with MemoryError. One set: connect() takes it (two open WebSockets
+# never share a buffer); a WebSocket hands its own back once nothing of it can touch them
+# again (WebSocket._release).
+_spare = [None, None]  # type: list[Any]
+
 
 async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_timeout_s=10,
                   handshake_timeout_s=10, ping_interval_s=20, ping_timeout_s=10,
                   max_message=16384):
     """Open a WebSocket connection; returns a WebSocket. Raises WSError subclasses only."""
+    sp = _spare
+    rbuf, enc = sp
+    sp[0] = sp[1] = None
+    if rbuf is None:
+        # The first connection (or the spare set was dropped): allocated before the opening
+        # code is loaded, so they do not land in the space it leaves behind.
+        rbuf = bytearray(_READ_BUF)
+        enc = Encoder(os.urandom)
     # The opening code (opening.py, handshake.py and for wss:// tls.py: ~7 KiB of heap on the
     # unix port) is loaded only while connecting and dropped after, unless something else
     # had loaded it.
@@ -175,35 +193,50 @@ async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_ti
         if pkg + "." + n in sys.modules:
             keep.append(n)
     try:
-        from . import opening
-        io = _IO()
-        rbuf = bytearray(_READ_BUF)
-        sub, rest = await opening.open_ws(io, rbuf, url, headers, subprotocols, ca_file,
-                                          connect_timeout_s, handshake_timeout_s)
-    finally:
-        for n in _OPENING:
-            if n not in keep and sys.modules.pop(pkg + "." + n, None) is not None:
-                delattr(sys.modules[pkg], n)  # the import set it on the package too
-    try:
-        return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s, max_message)
-    except BaseException:  # a MemoryError on a small heap: do not leave the socket open
-        io.close()
+        try:
+            from . import opening
+            io = _IO()
+            sub, rest = await opening.open_ws(io, rbuf, url, headers, subprotocols, ca_file,
+                                              connect_timeout_s, handshake_timeout_s)
+        finally:
+            for n in _OPENING:
+                if n not in keep and sys.modules.pop(pkg + "." + n, None) is not None:
+                    delattr(sys.modules[pkg], n)  # the import set it on the package too
+        try:
+            return WebSocket(io, rbuf, sub, rest, ping_interval_s, ping_timeout_s,
+                             max_message, enc)
+        except BaseException:  # a MemoryError on a small heap: do not leave the socket open
+            io.close()
+            raise
+    except BaseException:
+        # Nothing reads into rbuf any more (open_ws has returned or raised; a reader task
+        # cancelled before it started never ran): the next attempt takes them again.
+        _give_back(rbuf, enc)
         raise
+
+
+def _give_back(rbuf, enc):
+    enc.out = enc.buf  # (not a big frame's one-off buffer)
+    if _spare[0] is None:
+        _spare[0], _spare[1] = rbuf, enc
 
 
 class WebSocket:
     """An open connection. send()/recv()/close(); `subprotocol`, `closed`."""
 
     def __init__(self, io, rbuf, subprotocol, early, ping_interval_s, ping_timeout_s,
-                 max_message):
+                 max_message, enc=None):
         self.subprotocol = subprotocol
         self._io = io
-        self._p = Protocol(max_message)
-        self._rbuf = rbuf
+        self._p = Protocol(max_message, enc=enc)
+        # rbuf and enc came from connect(), which takes them back at the end (_release); a
+        # WebSocket made otherwise (tests) keeps its own
+        self._recycle = enc is not None
+        self._rbuf = rbuf  # type: Any
         self._max = max_message
         self._msgs = []          # messages received and not yet taken by recv()
         self._waiting = 0        # recv() calls waiting for a message
-        self._rmv = memoryview(rbuf)
+        self._rmv = memoryview(rbuf)  # type: Any
         self._rd_busy = True     # the reader task waits on the socket (or has not started)
         self._here = False       # a recv() reads the socket itself (_read_here)
         self._turn = asyncio.Event()  # set when that recv() is done: the reader reads again
@@ -346,6 +379,7 @@ class WebSocket:
         finally:
             self._here = False
             self._turn.set()
+            self._release()  # (if the reader finished meanwhile)
         return None
 
     async def ping(self, payload=b""):
@@ -504,6 +538,19 @@ class WebSocket:
             self._done.set()
             if self._keeper is not None:
                 self._keeper.cancel()
+            self._release()
+
+    def _release(self):
+        # Hand rbuf and the Encoder to the next connect() once nothing here can use them: the
+        # reader has finished (socket closed, _exc set: send(), ping() and recv() raise
+        # before framing or reading) and no recv() is reading into rbuf (_read_here).
+        rbuf = self._rbuf
+        if rbuf is None or not self._recycle or self._here or not self._done.is_set():
+            return
+        p = self._p
+        p.state = CLOSED  # the Protocol frames nothing more: its Encoder is no longer its own
+        self._rbuf = self._rmv = self._fbuf = self._fast = None
+        _give_back(rbuf, p.enc)
 
     def _wake(self):
         for ev in self._pings.values():

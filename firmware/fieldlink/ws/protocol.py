@@ -41,17 +41,26 @@ def close_code_ok(code):
 
 
 class Protocol:
-    def __init__(self, max_message=16384, randbytes=os.urandom, send_buffer=512):
+    """enc: an Encoder to frame with (a finished connection's, reused: its buffer and key
+    pool); None makes one from randbytes and send_buffer."""
+
+    def __init__(self, max_message=16384, randbytes=os.urandom, send_buffer=512, enc=None):
         self.state = OPEN
         self.max_message = max_message
         self.close_code = None      # from the server's close frame, or our failure code
         self.close_reason = ""
         self.sent_code = None       # the code of the close frame we sent
         self.failure = None         # the ProtocolError if we failed the connection
-        self.enc = Encoder(randbytes, send_buffer)
+        self.enc = enc if enc is not None else Encoder(randbytes, send_buffer)
         self._dec = Decoder(max_message)
+        # Events and control frames are collected in one list / buffer while the other one
+        # is with the caller (events_received(), data_to_send()); the two swap at each call
+        # and are emptied, never replaced: a keepalive ping and its pong every second
+        # allocate nothing that stays.
         self._events = []
+        self._ev2 = []
         self._out = bytearray()     # control frames waiting to be written
+        self._out2 = bytearray()
         self._op = None             # opcode of the message being reassembled
         self._parts = None          # its fragments so far (bytearray) if more than one
         self._first = None          # its first fragment (bytes) while it is the only one
@@ -100,15 +109,24 @@ class Protocol:
         return None
 
     def events_received(self):
+        """The events since the last call, as a list that this Protocol reuses: valid until
+        the next events_received() or receive_*() call (iterate or copy it before then)."""
         ev = self._events
         if ev:
-            self._events = []
+            nxt = self._ev2
+            del nxt[:]  # what the previous call returned: its caller is done with it
+            self._events, self._ev2 = nxt, ev
         return ev
 
     def data_to_send(self):
+        """The control frames queued since the last call (pongs, close frames), as a
+        bytearray that this Protocol reuses: valid until the next call of any method of this
+        Protocol (write or copy it before then). Empty if none."""
         out = self._out
         if out:
-            self._out = bytearray()
+            nxt = self._out2
+            nxt[:] = b""  # what the previous call returned is written (keeps its capacity)
+            self._out, self._out2 = nxt, out
         return out
 
     def _on_frame(self, fin, op, payload):
