@@ -103,11 +103,10 @@ class Outbox:
         self._rh = 0         # slot of the oldest RAM reading
         self._rc = 0         # RAM readings held
         self.ram_used = 0    # bytes of the readings held (holes left by drops not counted)
-        # head: the oldest flash segments, loaded for sending (outbox_flash: one buffer and
-        # two arrays each, reused through _fpool), oldest first; _hn readings not acked
-        self._hsegs = []     # type: list
-        self._hn = 0
-        self._fpool = None   # type: list | None
+        # head: readings loaded from the oldest flash segments for sending
+        self._hq = []
+        self._hd = []
+        self._hsegs = []     # [last, name, nbytes] of loaded segments, oldest first
         self._segs = []      # [first, last, count, nbytes, name] on flash, not loaded
         self.flash_used = 0
         self._inflight = 0   # the first N readings of head+RAM are sent, not acked
@@ -334,9 +333,9 @@ class Outbox:
         return self._meta_dirty
 
     def next_batch(self, max_n, window):
-        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight
-        (a string per reading: for tests and tools, so it lives in outbox_flash); the app
-        sends with next_batch_view."""
+        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight.
+        The general path, through the head loaded from flash (so it lives in outbox_flash);
+        the app sends with next_batch_text."""
         if self._meta_unsaved():
             return []
         return self._flash().next_batch(self, max_n, window)
@@ -346,23 +345,20 @@ class Outbox:
         message), or "" when there is nothing to send. From RAM this is one string cut from
         the buffer, where the readings lie back to back with their commas."""
         v = self.next_batch_view(max_n, window)
+        if isinstance(v, list):
+            return ",".join(v)
         return str(v, "utf-8") if v else ""
 
     def next_batch_view(self, max_n, window):
-        """next_batch_text without building a string: a memoryview of the readings joined
-        with "," (valid until the outbox changes next: use it at once), of the RAM buffer or
-        of a segment loaded from flash (a run stops where its buffer does); empty when there
-        is nothing to send now."""
+        """next_batch_text without building a string: from RAM a memoryview of the buffer
+        (the readings joined; valid until the outbox changes next: use it at once), while the
+        flash holds readings the list of their texts (next_batch), empty for nothing."""
         if self._meta_unsaved():
             return ""
         i = self._inflight
-        hq = self._hn
+        hq = len(self._hq)
         if i < hq or self._segs:
-            v = self._flash().head_view(self, max_n, window)
-            if v is not None:
-                return v
-            i = self._inflight  # all of the head is in flight: RAM is next
-            hq = self._hn
+            return self._flash().next_batch(self, max_n, window)
         room = window - i
         if room > max_n:
             room = max_n
@@ -407,11 +403,20 @@ class Outbox:
                 gs.pop(k)
             else:
                 k += 1
+        hq = self._hq
+        k = 0
+        while k < len(hq) and hq[k] <= n:
+            k += 1
+        if k:
+            del hq[:k]
+            del self._hd[:k]
+            # at once: what follows may fail (flash), and must not leave _inflight past them
+            self._inflight = self._inflight - k if self._inflight > k else 0
         removed = 0
         if self._fl is not None:  # (always loaded while the flash holds readings)
-            self._fl.forget_acked(self, n)  # the head's readings and the segments
+            self._fl.forget_acked(self, n)
             self._unflash()
-        if not self._hn:
+        if not hq:
             rq = self._rq
             cap = self._cap
             h = self._rh
@@ -434,22 +439,18 @@ class Outbox:
     # ---- numbers for hello/health ----
 
     def held(self):
-        n = self._hn + self._rc
+        n = len(self._hq) + self._rc
         for s in self._segs:
             n += s[2]
         return n
 
     def first(self):
-        q = 0
-        for e in self._hsegs:
-            if e[6] < e[7]:  # the first reading not acked (outbox_flash's _E_K, _E_N)
-                q = e[4][e[6]]
-                break
-        if not q:
-            if self._segs:
-                q = self._segs[0][0]
-            elif self._rc:
-                q = self._rq[self._rh]
-            else:
-                return self.next_seq
+        if self._hq:
+            q = self._hq[0]
+        elif self._segs:
+            q = self._segs[0][0]
+        elif self._rc:
+            q = self._rq[self._rh]
+        else:
+            return self.next_seq
         return q if q > self.acked else self.acked + 1

@@ -5,18 +5,8 @@ module at boot and while the flash holds readings (or to spill), and drops it wh
 holds none, so a board streaming with nothing spilled does not keep this code on its heap.
 Files in the store's directory: segments `s<first>_<last>_<count>` (one reading per line,
 oldest first), `meta.json` (seq mark, boot count, dropped count, ack, pending gaps) and `epoch`.
-
-The head (segments loaded for sending) holds no object per reading: a segment's file is read
-into one buffer and each "\n" becomes "," in place (JSON text has no raw newline), so a run of
-its readings is already the body of a batch, sent as a view of the buffer like RAM's. Per
-reading its seq and offset are in two arrays. A loaded segment is one list (see _E_*); the
-buffers and arrays are reused through ob._fpool (up to _NBUF of them kept, allocated when the
-flash is first read or spilled to while sending), so a catch-up after a long outage allocates
-a few small objects per batch instead of a string per reading: on a small heap ~100 strings
-for the window plus a loaded segment were what failed (MemoryError in the segment load).
 """
 import json
-from array import array
 
 try:
     from micropython import const
@@ -34,20 +24,6 @@ _META_V = const(2)  # meta v2: an epoch file was written with this state (v1: be
 # far above the newest seq on flash (declared `gap reboot`, an upper bound like any other).
 # More readings than a year's at two a second; still a small int on an ESP32 (< 2**30).
 _LOST_MARK_SKIP = const(1 << 26)
-_MIN_N = const(48)  # bytes of the shortest reading with its "\n" (as outbox._MIN_N)
-# Loaded segments kept buffers for: a segment is loaded only while fewer are (or one is in
-# the pool), so at most this many are loaded for sending. With 2 KB segments that is 40-50
-# readings of the window in flight during a catch-up; the rest of the window waits for acks.
-_NBUF = const(2)
-_SLACK = const(16)  # a pooled buffer's bytes beyond seg_bytes (a file's size + 1 fits)
-# A loaded segment: [last seq (from its name), file name, file bytes, buffer, seqs array,
-# offsets array (reading j is buffer[offs[j]:offs[j + 1] - 1], the "," after it excluded),
-# first reading not acked, readings held]
-_E_BUF = const(3)
-_E_QS = const(4)
-_E_OFFS = const(5)
-_E_K = const(6)
-_E_N = const(7)
 
 
 def _p(st, name):
@@ -212,69 +188,44 @@ def spill_chunk(ob):
     while ob.flash_used + size > ob.flash_limit:
         if not _drop_segment(ob):
             return False  # flash holds only what the server may have: keep it
-    rq = ob._rq
-    ro = ob._ro
-    mv = ob._mv
-    last = rq[_slot(ob, n - 1)]
-    name = "s%010d_%010d_%d" % (rq[_slot(ob, 0)], last, n)
-    # Part of the chunk in flight: it must stay at the front of the queue, so it becomes a
-    # loaded head segment (no unloaded segment can exist here), copied from RAM. Made before
-    # anything changes: a MemoryError leaves the readings in RAM.
-    e = None
-    if ob._inflight > ob._hn:
-        e = _get(ob, size, n, True)
-        try:
-            b = e[_E_BUF]
-            qs = e[_E_QS]
-            offs = e[_E_OFFS]
-            w = 0
-            for i in range(n):
-                p = _slot(ob, i)
-                k = rn[p]
-                b[w:w + k] = mv[ro[p]:ro[p] + k]  # with its ","
-                qs[i] = rq[p]
-                offs[i] = w
-                w += k
-            offs[n] = w
-            e[0] = last
-            e[1] = name
-            e[2] = size
-            e[_E_K] = 0
-            e[_E_N] = n
-        except MemoryError:
-            _put(ob, e)
-            raise
+    qs = [ob._rq[_slot(ob, i)] for i in range(n)]
+    lines = [_text(ob, i) for i in range(n)]
+    name = "s%010d_%010d_%d" % (qs[0], qs[-1], n)
     try:
-        with ob.store.file(name + ".tmp", "wb") as f:
-            for i in range(n):  # from RAM as it is: no segment-sized object on the heap
-                p = _slot(ob, i)
-                f.write(mv[ro[p]:ro[p] + rn[p] - 1])
-                f.write(b"\n")
+        with ob.store.file(name + ".tmp", "w") as f:
+            for ln in lines:  # line by line: no segment-sized string on the heap
+                f.write(ln)
+                f.write("\n")
         os.rename(_p(ob.store, name + ".tmp"), _p(ob.store, name))
     except OSError:
         # flash full or failing: give the space back and keep the readings in RAM; the
         # caller drops the oldest (counted) instead of raising into the sampler
         _remove(ob.store, name + ".tmp")
-        if e is not None:
-            _put(ob, e)
         return False
-    # Listed in one append (it either happens or changes nothing): a MemoryError here leaves
-    # the readings in RAM (the file goes again) instead of gone from RAM and from the queue.
+    # Where the chunk goes, built before anything changes: a MemoryError here leaves the
+    # readings in RAM (the file goes again) instead of gone from RAM and from the queue.
+    head = ob._inflight > len(ob._hq)
     try:
-        if e is not None:
-            ob._hsegs.append(e)
+        if head:
+            # part of the chunk is in flight: it must stay at the front of the queue, so it
+            # becomes a loaded head segment (no unloaded segment can exist here)
+            nq = ob._hq + qs
+            nd = ob._hd + lines
+            hs = ob._hsegs + [[qs[-1], name, size]]
         else:
-            ob._segs.append([rq[_slot(ob, 0)], last, n, size, name])
+            segs = ob._segs + [[qs[0], qs[-1], n, size, name]]
     except MemoryError:
         _remove(ob.store, name)
-        if e is not None:
-            _put(ob, e)
         raise
     ob.spills += 1
     ob.flash_used += size
     ob._ram_forget(n)
-    if e is not None:
-        ob._hn += n
+    if head:
+        ob._hq = nq
+        ob._hd = nd
+        ob._hsegs = hs
+    else:
+        ob._segs = segs
     return True
 
 
@@ -306,50 +257,33 @@ def _drop_segment(ob):
 
 
 def next_batch(ob, max_n, window):
-    """Outbox.next_batch: the texts of what next_batch_view hands out (runs of the head,
-    segments loaded as it empties, then RAM), as str (for tests and tools)."""
-    out = []  # type: list[str]
-    while len(out) < max_n:
-        i = ob._inflight
-        if not ob.next_batch_view(max_n - len(out), window):
-            break
-        for r in range(i, ob._inflight):
-            out.append(_text(ob, r))
-    return out
-
-
-def head_view(ob, max_n, window):
-    """Outbox.next_batch_view while the head or the flash holds readings not sent: a view
-    of a run of one loaded segment's readings (joined with ","), "" when there is nothing
-    to send now (the window is full, or no buffer is free until an ack), None when the head
-    and the flash are all sent (RAM is next)."""
+    """Outbox.next_batch: the head (loaded from flash), segments loaded as it empties, then
+    RAM."""
     room = window - ob._inflight
     if room > max_n:
         room = max_n
-    if room <= 0:
-        return ""
-    while ob._inflight >= ob._hn:
-        if not ob._segs:
-            return None
-        if not load_segment(ob):
-            return ""
+    out = []  # type: list[str]
+    hq = ob._hq
     i = ob._inflight
-    for e in ob._hsegs:
-        c = e[_E_N] - e[_E_K]
-        if i < c:
+    while len(out) < room:
+        if i < len(hq):
+            out.append(ob._hd[i])
+            i += 1
+        elif ob._segs:
+            load_segment(ob)
+            hq = ob._hq  # a new list (see load_segment)
+        elif i - len(hq) < ob._rc:
+            out.append(_text(ob, i - len(hq)))
+            i += 1
+        else:
             break
-        i -= c
-    j = e[_E_K] + i
-    m = e[_E_N]
-    if m > j + room:
-        m = j + room
-    offs = e[_E_OFFS]
-    v = memoryview(e[_E_BUF])[offs[j]:offs[m] - 1]  # (allocates: before the bookkeeping)
-    ob._inflight += m - j
-    q = e[_E_QS][m - 1]
-    if q > ob._sent_hi:
-        ob._sent_hi = q
-    return v
+    ob._inflight = i
+    if out:
+        j = i - 1
+        q = hq[j] if j < len(hq) else ob._rq[_slot(ob, j - len(hq))]
+        if q > ob._sent_hi:
+            ob._sent_hi = q
+    return out
 
 
 def _slot(ob, i):
@@ -357,177 +291,54 @@ def _slot(ob, i):
     return (ob._rh + i) % ob._cap
 
 
-def _text(ob, r):
-    """Reading r of the queue (0 = oldest held) as str: a new object, for next_batch."""
-    if r < ob._hn:
-        for e in ob._hsegs:
-            c = e[_E_N] - e[_E_K]
-            if r < c:
-                j = e[_E_K] + r
-                offs = e[_E_OFFS]
-                return str(memoryview(e[_E_BUF])[offs[j]:offs[j + 1] - 1], "utf-8")
-            r -= c
-    p = _slot(ob, r - ob._hn)
+def _text(ob, i):
+    """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
+    p = _slot(ob, i)
     o = ob._ro[p]
     return str(ob._mv[o:o + ob._rn[p] - 1], "utf-8")
 
 
-def _get(ob, nbytes, lines, force):
-    """A loaded-segment list with room for nbytes and `lines` readings: from the pool, or
-    new when the pool has none that fits and (unless force) fewer than _NBUF segments are
-    loaded; None otherwise. Nothing changes if it raises MemoryError."""
-    pool = ob._fpool
-    if pool is None:
-        pool = ob._fpool = [None] * _NBUF
-    for x in range(_NBUF):
-        e = pool[x]
-        if e is not None and len(e[_E_BUF]) >= nbytes:
-            if len(e[_E_OFFS]) <= lines:  # many short readings: arrays for them
-                w = len(e[_E_BUF])
-                qs, offs = _arrays(lines, w)
-                e[_E_QS] = qs
-                e[_E_OFFS] = offs
-            pool[x] = None
-            return e
-    if not force and len(ob._hsegs) >= _NBUF:
-        return None
-    w = ob.seg_bytes + _SLACK
-    if w < nbytes:
-        w = nbytes
-    qs, offs = _arrays(max(lines, w // _MIN_N + 1), w)
-    return [0, "", 0, bytearray(w), qs, offs, 0, 0]
-
-
-def _arrays(lines, nbytes):
-    """Seqs and offsets for `lines` readings (offsets: one more, the end) in nbytes."""
-    return (array("I", bytes(4 * lines)),
-            array("H", bytes(2 * lines + 2)) if nbytes < 65536 else
-            array("I", bytes(4 * lines + 4)))
-
-
-def _put(ob, e):
-    """A loaded-segment list back to the pool (no allocation), or to the gc if it is full."""
-    pool = ob._fpool
-    for x in range(_NBUF):
-        if pool[x] is None:
-            pool[x] = e
-            return
-
-
-def _seq_at(b, o, end):
-    """The seq of the reading at b[o:end]: proto.reading() starts it '{"q":<seq>,'."""
-    q = 0
-    i = o + 5
-    while i < end and 48 <= b[i] <= 57:
-        q = q * 10 + b[i] - 48
-        i += 1
-    if i == o + 5 or i >= end or b[i] != 44 or b[o + 2] != 113:  # digits, ","; "q"
-        raise ValueError("segment: not a reading")
-    return q
-
-
 def load_segment(ob):
-    """The oldest unloaded segment into the head (its readings above the ack). True when
-    the queue moved on (loaded, or an unreadable segment declared), False when no buffer
-    is free (an ack frees one)."""
+    """The oldest unloaded segment into the head (what is above the ack)."""
     s = ob._segs[0]
-    nb = s[3]
-    e = _get(ob, nb + 1, 0, False)  # + 1: a last line without "\n" gets its ","
-    if e is None:
-        return False
     try:
-        b = e[_E_BUF]
-        mv = memoryview(b)
-        with ob.store.file(s[4], "rb") as f:
-            nb = f.readinto(mv[:nb + 1])
-        if nb > s[3]:
-            raise ValueError("segment: grew")
-        lines = b.count(b"\n", 0, nb) + 1
-        if len(e[_E_OFFS]) <= lines:
-            qs, offs = _arrays(lines, len(b))
-            e[_E_QS] = qs
-            e[_E_OFFS] = offs
-        qs = e[_E_QS]
-        offs = e[_E_OFFS]
-        # lines to readings in place: "\n" -> ","; empty lines are closed up
-        r = 0
-        w = 0
-        j = 0
-        while r < nb:
-            t = b.find(b"\n", r, nb)
-            if t < 0:
-                t = nb
-            if t > r:
-                if w != r:
-                    mv[w:w + t - r] = mv[r:t]
-                qs[j] = _seq_at(b, w, w + t - r)
-                offs[j] = w
-                w += t - r
-                b[w] = 44  # ","
-                w += 1
-                j += 1
-            r = t + 1
-        offs[j] = w
-        k = 0
-        while k < j and qs[k] <= ob.acked:
-            k += 1
+        lines = _read_segment(ob.store, s[4])  # a MemoryError here changes nothing
+        qs = [_seq_of(t) for t in lines]
     except (OSError, ValueError):
-        _put(ob, e)
         ob._segs.pop(0)
         # unreadable: these seqs can never be sent, so declare them rather than leave a
         # hole that would stop the server's cumulative ack for good
         _remove(ob.store, s[4])
         ob.flash_used -= s[3]
         ob._add_gap(max(s[0], ob.acked + 1), s[1], "reboot")
-        return True
-    except MemoryError:
-        _put(ob, e)
-        raise
-    if k == j:  # all acked already (the ack came before a reboot)
-        _put(ob, e)
-        _remove(ob.store, s[4])
-        ob._segs.pop(0)
-        ob.flash_used -= s[3]
-        return True
-    e[0] = s[1]
-    e[1] = s[4]
-    e[2] = s[3]
-    e[_E_K] = k
-    e[_E_N] = j
-    try:
-        ob._hsegs.append(e)  # the one step that commits (or changes nothing)
-    except MemoryError:
-        _put(ob, e)
-        raise
+        return
+    # New lists first, then swapped in: a MemoryError midway must not leave the head's seqs
+    # and texts out of step (texts sent under the wrong seqs: a batch out of order).
+    nq = []
+    nd = []
+    for i in range(len(qs)):
+        if qs[i] > ob.acked:
+            nq.append(qs[i])
+            nd.append(lines[i])
+    nq = ob._hq + nq
+    nd = ob._hd + nd
+    hs = ob._hsegs + [[s[1], s[4], s[3]]]
+    ob._hq = nq
+    ob._hd = nd
+    ob._hsegs = hs
     ob._segs.pop(0)
-    ob._hn += j - k
-    return True
 
 
 def forget_acked(ob, n):
-    """Outbox.ack's part for the flash: the head's readings <= n, then the segments the ack
-    covers (loaded ones, then unloaded ones once nothing is loaded: they are behind the
-    head in the queue)."""
-    hs = ob._hsegs
-    for e in hs:
-        k = e[_E_K]
-        qs = e[_E_QS]
-        while k < e[_E_N] and qs[k] <= n:
-            k += 1
-        d = k - e[_E_K]
-        if d:
-            e[_E_K] = k
-            ob._hn -= d
-            # at once: what follows may fail (flash), and must not leave _inflight past them
-            ob._inflight = ob._inflight - d if ob._inflight > d else 0
+    """Remove the segments the ack n covers: loaded ones, then unloaded ones once the head
+    is empty (they are behind it in the queue)."""
     # The file first: if that fails (MemoryError, flash), the segment is still listed.
-    while hs and hs[0][_E_K] >= hs[0][_E_N]:
+    hs = ob._hsegs
+    while hs and hs[0][0] <= n:
         _remove(ob.store, hs[0][1])
-        e = hs.pop(0)
-        ob.flash_used -= e[2]
-        _put(ob, e)
+        ob.flash_used -= hs.pop(0)[2]
     segs = ob._segs
-    while segs and segs[0][1] <= n and not hs:
+    while segs and segs[0][1] <= n and not ob._hq:
         _remove(ob.store, segs[0][4])
         ob.flash_used -= segs.pop(0)[3]
 

@@ -297,19 +297,16 @@ def test_corrupt_segment_is_declared_not_silently_lost():
             f.write("garbage\n")
         ob2 = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
         ob2.welcome(0)
-        covered = set()
+        sent = []
         while True:
-            for g in ob2.pending_gaps():
-                for q in range(g[0], g[1] + 1):
-                    covered.add(q)
-            a = ob2.acked                              # the server's cumulative ack (frees
-            while a + 1 in covered:                    # the loaded segments)
-                a += 1
-            ob2.ack(a)
             b = ob2.next_batch(20, 64)
             if not b:
                 break
-            covered.update(seqs(b))
+            sent += seqs(b)
+        covered = set(sent)
+        for g in ob2.pending_gaps():
+            for q in range(g[0], g[1] + 1):
+                covered.add(q)
         assert sorted(covered) == list(range(1, 41))
     finally:
         rmtree(d)
@@ -417,7 +414,7 @@ def test_next_batch_text_is_the_joined_readings():
     assert ob.next_batch_text(4, 64) == rd(6) and ob.next_batch_text(4, 64) == ""
 
 
-def test_next_batch_view_is_the_buffer_then_a_segment_loaded_from_flash():
+def test_next_batch_view_is_the_buffer_then_a_list_from_flash():
     ob = Outbox(ram_bytes=2048)
     fill(ob, 3)
     v = ob.next_batch_view(2, 64)
@@ -432,11 +429,7 @@ def test_next_batch_view_is_the_buffer_then_a_segment_loaded_from_flash():
         ob.on_connect()
         ob.welcome(0)
         v = ob.next_batch_view(3, 64)
-        assert isinstance(v, memoryview)              # from flash: a view of the segment
-        assert bytes(v) == ",".join([rd(1), rd(2), rd(3)]).encode()
-        last = ob._hsegs[0][0]                        # the loaded segment's last seq
-        v = ob.next_batch_view(50, 64)                # the rest of that segment, no more
-        assert bytes(v) == ",".join([rd(q) for q in range(4, last + 1)]).encode()
+        assert v == [rd(1), rd(2), rd(3)]             # from flash: the texts
     finally:
         rmtree(d)
 
