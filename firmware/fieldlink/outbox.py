@@ -69,6 +69,20 @@ class DirStore:
             os.rename(p + ".tmp", p)
 
 
+def _boot(ob):
+    """Boot recovery (outbox_boot), imported for this one call and dropped again; in a
+    function of its own so that no stale frame slot keeps the module alive."""
+    ob._flash()  # (outbox_boot uses it too; ob._unflash() drops it when the flash is empty)
+    from fieldlink import outbox_boot
+    try:
+        outbox_boot.boot(ob)
+    finally:
+        sys.modules.pop("fieldlink.outbox_boot", None)
+        pkg = sys.modules.get("fieldlink")
+        if pkg is not None and hasattr(pkg, "outbox_boot"):
+            delattr(pkg, "outbox_boot")
+
+
 class Outbox:
     """Readings in seq order until acked. Sending: `on_connect()`, `pending_gaps()`,
     `next_batch()`, `ack()`. Sampling: `push(seq, text)` with seq == `next_seq`."""
@@ -120,11 +134,11 @@ class Outbox:
         self._fl = None      # the outbox_flash module while it is loaded
         # Without a store nothing survives a reboot: every boot is a new numbering, so a new
         # epoch (docs/protocol.md "Epochs": 64 random bits). With one, the stored epoch is
-        # read (or this one stored with new state) by outbox_flash.boot.
+        # read (or this one stored with new state) by outbox_boot.boot.
         self.epoch = binascii.hexlify((urandom or os.urandom)(8)).decode()
         self.notice = None   # what the app should log (WARN) about the state found at boot
         if store is not None:
-            self._flash().boot(self)
+            _boot(self)
             self._unflash()
 
     # ---- the flash side, loaded while needed ----

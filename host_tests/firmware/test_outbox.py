@@ -9,7 +9,7 @@ import sys
 
 from dualsupport import raises
 
-from fieldlink import outbox_flash, proto
+from fieldlink import outbox_boot, proto
 from fieldlink.outbox import DirStore, Outbox
 
 
@@ -669,7 +669,7 @@ def test_partial_meta_tmp_without_meta_is_discarded():
         os.remove(d + "/meta.json")
         with open(d + "/meta.json.tmp", "w") as f:
             f.write('{"v": 2, "boot": 1, "ma')               # cut mid-write
-        outbox_flash._tidy(DirStore(d))                  # what boot does first
+        outbox_boot._tidy(DirStore(d))                  # what boot does first
         assert "meta.json.tmp" not in os.listdir(d) and "meta.json" not in os.listdir(d)
     finally:
         rmtree(d)
@@ -789,6 +789,7 @@ def test_flash_code_is_loaded_only_while_the_flash_holds_readings():
         ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512,
                     seq_block=16)
         assert not flash_code_loaded()                 # booted, nothing on flash
+        assert "fieldlink.outbox_boot" not in sys.modules   # boot recovery: dropped
         srv = Server()
         ob.welcome(0)
         for _ in range(5):                             # streaming as the app does: meta
