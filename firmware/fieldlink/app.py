@@ -94,10 +94,12 @@ class App:
                 # first time: everything to flash; then only whole segments (few, big writes)
                 try:
                     self.outbox.spill(self._spilled)
-                except OSError as e:
-                    # flash full or failing (e.g. the meta write): the readings stay in RAM
-                    # (the oldest dropped and counted); maintenance and streaming go on
-                    _log.warn("spill: %s", e)
+                except (OSError, MemoryError) as e:
+                    # flash full or failing (e.g. the meta write), or no heap for the flash
+                    # code: the readings stay in RAM (the oldest dropped and counted);
+                    # maintenance and streaming go on, and the spill is tried again
+                    gc.collect()
+                    _log.warn("spill: %s: %s", type(e).__name__, e)
                 self._spilled = True
             free = _mem()[1]  # small heap: collect often, so the minimum below means live data
             sup.note_heap()

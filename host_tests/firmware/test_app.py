@@ -24,6 +24,12 @@ class FailingFlashOutbox:
         return 7
 
 
+class NoHeapOutbox(FailingFlashOutbox):
+    def spill(self, full_only=True):
+        self.spills.append(full_only)
+        raise MemoryError("memory allocation failed, allocating 1024 bytes")
+
+
 class LinkDown:
     state = 4  # backoff
     heap_min = 0
@@ -109,7 +115,7 @@ def test_spill_oserror_does_not_end_maintenance():
     # the first spill writes everything, later ones only whole segments
     assert a.outbox.spills[:3] == [False, True, True], a.outbox.spills
     warns = [x for x in lines if x.startswith("WARN app: spill:")]
-    assert len(warns) >= 3 and "28" in warns[0], lines
+    assert len(warns) >= 3 and "OSError" in warns[0] and "28" in warns[0], lines
     health = [x for x in lines if x.startswith("INFO app: health")]
     assert "state=backoff" in health[0] and "dropped=3" in health[0] and "next=42" in health[0]
     assert a.sup.noted >= 3
@@ -128,3 +134,19 @@ def test_watchdog_fed_only_while_the_supervisor_makes_progress():
         assert wdt.fed == fed
     finally:
         log.set_sink(print)
+
+
+def test_spill_memoryerror_does_not_end_maintenance():
+    # A small heap: importing the flash code or reading a segment finds no memory. The task
+    # must go on (it also feeds the watchdog: ending it would reset the board).
+    a = _app(NoHeapOutbox(), Watchdog())
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        ended = _maintain_until(a, lambda: len(a.outbox.spills) >= 3)
+    finally:
+        log.set_sink(print)
+    assert not ended, lines
+    warns = [x for x in lines if x.startswith("WARN app: spill: MemoryError")]
+    assert len(warns) >= 3, lines
+    assert a.wdt.fed >= 3
