@@ -117,9 +117,11 @@ class Outbox:
         self._rh = 0         # slot of the oldest RAM reading
         self._rc = 0         # RAM readings held
         self.ram_used = 0    # bytes of the readings held (holes left by drops not counted)
-        # head: readings loaded from the oldest flash segments for sending
+        # head: the readings of the oldest flash segments, loaded for sending: their seqs and
+        # the byte offset of each one's line in its segment file (no texts: outbox_flash
+        # reads a batch's readings from the file when it sends them)
         self._hq = []
-        self._hd = []
+        self._ho = []
         self._hsegs = []     # [last, name, nbytes] of loaded segments, oldest first
         self._segs = []      # [first, last, count, nbytes, name] on flash, not loaded
         self.flash_used = 0
@@ -423,7 +425,7 @@ class Outbox:
             k += 1
         if k:
             del hq[:k]
-            del self._hd[:k]
+            del self._ho[:k]
             # at once: what follows may fail (flash), and must not leave _inflight past them
             self._inflight = self._inflight - k if self._inflight > k else 0
         removed = 0

@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover
     import uos as os
 
-from fieldlink.outbox_flash import _p, _read_segment, _remove, _seq_of, forget_acked
+from fieldlink.outbox_flash import _index, _p, _remove, forget_acked
 
 _META_V = const(2)  # meta v2: an epoch file was written with this state (v1: before epochs)
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on this
@@ -101,8 +101,7 @@ def _lost_mark(ob, last, gone):
         if s[2] != s[1] - s[0] + 1:
             try:
                 prev = s[0] - 1
-                for t in _read_segment(ob.store, s[4]):
-                    q = _seq_of(t)
+                for q in _index(ob.store, s[4])[0]:
                     if q > prev + 1:
                         _gap_uncovered(ob, prev + 1, q - 1)
                     prev = q

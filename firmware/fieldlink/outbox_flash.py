@@ -16,11 +16,6 @@ def _p(st, name):
     return st.path + "/" + name
 
 
-def _seq_of(text):
-    # readings are built by proto.reading(): '{"q":<seq>,...'
-    return int(text[5:text.index(",")])
-
-
 # ---- spilling, reloading, dropping ----
 
 def spill(ob, full_only):
@@ -55,13 +50,17 @@ def spill_chunk(ob):
         if not _drop_segment(ob):
             return False  # flash holds only what the server may have: keep it
     qs = [ob._rq[_slot(ob, i)] for i in range(n)]
-    lines = [_text(ob, i) for i in range(n)]
     name = "s%010d_%010d_%d" % (qs[0], qs[-1], n)
+    mv = ob._mv
     try:
-        with ob.store.file(name + ".tmp", "w") as f:
-            for ln in lines:  # line by line: no segment-sized string on the heap
-                f.write(ln)
-                f.write("\n")
+        # straight from the RAM buffer, reading by reading: no text or segment-sized string
+        # on the heap
+        with ob.store.file(name + ".tmp", "wb") as f:
+            for i in range(n):
+                p = _slot(ob, i)
+                o = ob._ro[p]
+                f.write(mv[o:o + ob._rn[p] - 1])
+                f.write(b"\n")
         os.rename(_p(ob.store, name + ".tmp"), _p(ob.store, name))
     except OSError:
         # flash full or failing: give the space back and keep the readings in RAM; the
@@ -74,9 +73,16 @@ def spill_chunk(ob):
     try:
         if head:
             # part of the chunk is in flight: it must stay at the front of the queue, so it
-            # becomes a loaded head segment (no unloaded segment can exist here)
+            # becomes a loaded head segment (no unloaded segment can exist here), its readings
+            # found by their offsets in the file just written (RAM lengths include the ",",
+            # the file has a newline in its place)
+            offs = []
+            o = 0
+            for i in range(n):
+                offs.append(o)
+                o += ob._rn[_slot(ob, i)]
             nq = ob._hq + qs
-            nd = ob._hd + lines
+            no = ob._ho + offs
             hs = ob._hsegs + [[qs[-1], name, size]]
         else:
             segs = ob._segs + [[qs[0], qs[-1], n, size, name]]
@@ -88,7 +94,7 @@ def spill_chunk(ob):
     ob._ram_forget(n)
     if head:
         ob._hq = nq
-        ob._hd = nd
+        ob._ho = no
         ob._hsegs = hs
     else:
         ob._segs = segs
@@ -110,7 +116,7 @@ def _drop_segment(ob):
         # the segment has holes (readings dropped from RAM earlier, already declared):
         # declare exactly the seqs it holds so the dropped count stays exact
         try:
-            qs = [_seq_of(t) for t in _read_segment(ob.store, s[4])]
+            qs = _index(ob.store, s[4])[0]
         except (OSError, ValueError):
             qs = []
         for q in qs:
@@ -123,33 +129,82 @@ def _drop_segment(ob):
 
 
 def next_batch(ob, max_n, window):
-    """Outbox.next_batch: the head (loaded from flash), segments loaded as it empties, then
-    RAM."""
+    """Outbox.next_batch: the head (read from its segment files), segments loaded as it
+    empties, then RAM."""
     room = window - ob._inflight
     if room > max_n:
         room = max_n
     out = []  # type: list[str]
-    hq = ob._hq
     i = ob._inflight
     while len(out) < room:
-        if i < len(hq):
-            out.append(ob._hd[i])
-            i += 1
+        hn = len(ob._hq)
+        if i < hn:
+            k = _read_run(ob, i, room, out)
+            if k > 0:
+                i += k  # (else the rest of an unreadable segment left the head: look again)
         elif ob._segs:
             load_segment(ob)
-            hq = ob._hq  # a new list (see load_segment)
-        elif i - len(hq) < ob._rc:
-            out.append(_text(ob, i - len(hq)))
+        elif i - hn < ob._rc:
+            out.append(_text(ob, i - hn))
             i += 1
         else:
             break
+    # (nothing above changed the outbox but a load or an unreadable segment, each complete
+    # in itself: a MemoryError leaves _inflight as it was and the readings go next time)
     ob._inflight = i
     if out:
         j = i - 1
+        hq = ob._hq
         q = hq[j] if j < len(hq) else ob._rq[_slot(ob, j - len(hq))]
         if q > ob._sent_hi:
             ob._sent_hi = q
     return out
+
+
+def _read_run(ob, i, room, out):
+    """Head readings i.. of one segment, up to `room`, read from its file into `out`: the
+    head keeps only where they are (seq and byte offset), so their texts are on the heap
+    only while a batch is built (read again after a reconnect: flash reads do not wear it).
+    The count read, or -1 if the file was unreadable (its rest is declared and dropped)."""
+    hq = ob._hq
+    q = hq[i]
+    for s in ob._hsegs:
+        if s[0] >= q:
+            break
+    last = s[0]
+    k = len(out)
+    try:
+        with ob.store.file(s[1]) as f:
+            f.seek(ob._ho[i])  # a byte offset: text-mode seek takes it on both interpreters
+            j = i
+            while len(out) < room and j < len(hq) and hq[j] <= last:
+                t = f.readline()
+                if not t:
+                    raise ValueError  # the file is shorter than when it was indexed
+                t = t.rstrip("\n")
+                if t:
+                    if int(t[5:t.index(",")]) != hq[j]:  # (see _index)
+                        raise ValueError
+                    out.append(t)
+                    j += 1
+    except (OSError, ValueError):
+        del out[k:]
+        _lose_head(ob, i, last)
+        return -1
+    return len(out) - k
+
+
+def _lose_head(ob, i, last):
+    """Head readings i.. up to seq `last` (one segment's rest) cannot be read: declared
+    (they can never be sent; an undeclared hole would stop the server's cumulative ack for
+    good), then dropped from the head. Its file goes with the ack over the gap."""
+    hq = ob._hq
+    j = i
+    while j < len(hq) and hq[j] <= last:
+        j += 1
+    ob._add_gap(hq[i], last, "reboot")  # (first: it may fail, the deletes do not)
+    del hq[i:j]
+    del ob._ho[i:j]
 
 
 def _slot(ob, i):
@@ -165,11 +220,11 @@ def _text(ob, i):
 
 
 def load_segment(ob):
-    """The oldest unloaded segment into the head (what is above the ack)."""
+    """The oldest unloaded segment into the head (what is above the ack): its seqs and
+    where each reading starts in the file, no texts."""
     s = ob._segs[0]
     try:
-        lines = _read_segment(ob.store, s[4])  # a MemoryError here changes nothing
-        qs = [_seq_of(t) for t in lines]
+        qs, offs = _index(ob.store, s[4])  # a MemoryError here changes nothing
     except (OSError, ValueError):
         ob._segs.pop(0)
         # unreadable: these seqs can never be sent, so declare them rather than leave a
@@ -179,18 +234,15 @@ def load_segment(ob):
         ob._add_gap(max(s[0], ob.acked + 1), s[1], "reboot")
         return
     # New lists first, then swapped in: a MemoryError midway must not leave the head's seqs
-    # and texts out of step (texts sent under the wrong seqs: a batch out of order).
-    nq = []
-    nd = []
-    for i in range(len(qs)):
-        if qs[i] > ob.acked:
-            nq.append(qs[i])
-            nd.append(lines[i])
-    nq = ob._hq + nq
-    nd = ob._hd + nd
+    # and offsets out of step (texts sent under the wrong seqs: a batch out of order).
+    k = 0
+    while k < len(qs) and qs[k] <= ob.acked:
+        k += 1
+    nq = ob._hq + qs[k:]
+    no = ob._ho + offs[k:]
     hs = ob._hsegs + [[s[1], s[4], s[3]]]
     ob._hq = nq
-    ob._hd = nd
+    ob._ho = no
     ob._hsegs = hs
     ob._segs.pop(0)
 
@@ -211,14 +263,22 @@ def forget_acked(ob, n):
 
 # ---- files ----
 
-def _read_segment(st, name):
-    out = []
-    with st.file(name) as f:
-        for ln in f:  # line by line: no segment-sized string on a fragmented heap
-            ln = ln.rstrip("\n")
-            if ln:
-                out.append(ln)
-    return out
+def _index(st, name):
+    """A segment's seqs and the byte offset of each reading's line, oldest first."""
+    qs = []
+    offs = []
+    o = 0
+    with st.file(name, "rb") as f:
+        while True:  # line by line: no segment-sized string on a fragmented heap
+            ln = f.readline()
+            if not ln:
+                break
+            if ln != b"\n":
+                # readings are built by proto.reading(): '{"q":<seq>,...'
+                qs.append(int(ln[5:ln.index(b",")]))
+                offs.append(o)
+            o += len(ln)
+    return qs, offs
 
 
 def _remove(st, name):

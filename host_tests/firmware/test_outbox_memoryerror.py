@@ -2,7 +2,9 @@
 an ack or a batch must leave the outbox consistent. The board then goes on (the app skips the
 reading, the link reconnects), and every reading still reaches the server once, each batch in
 order. CPython only: MemoryError is injected at the list operations of the flash queue (the
-head's seqs and texts, the segment lists), which the firmware builds before it commits them.
+head's seqs and line offsets, the segment lists), which the firmware builds before it commits
+them, and at the flash files: each open and each line read (a batch from the head is read from
+its segment file when it is sent).
 
 Before: a MemoryError between the head's seq append and its text append left them out of
 step, and the board sent texts under the wrong seqs (the collector closed with 1008, "batch.r:
@@ -49,12 +51,43 @@ class Flaky(list):
         list.extend(self, xs)
 
 
+class FlakyFile:
+    """A file whose line reads tick the budget."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def readline(self):
+        Flaky.budget and Flaky.budget.tick()
+        return self.f.readline()
+
+    def seek(self, o):
+        return self.f.seek(o)
+
+    def write(self, data):
+        return self.f.write(data)
+
+
+class FlakyStore(DirStore):
+    """Each open ticks the budget."""
+
+    def file(self, name, mode="r"):
+        Flaky.budget and Flaky.budget.tick()
+        return FlakyFile(DirStore.file(self, name, mode))
+
+
 def rd(q):
     return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C")
 
 
 def flaky(ob):
-    for name in ("_hq", "_hd", "_hsegs", "_segs"):
+    for name in ("_hq", "_ho", "_hsegs", "_segs"):
         setattr(ob, name, Flaky(getattr(ob, name)))
 
 
@@ -95,9 +128,9 @@ def send(ob, stored, batches, ack=True):
     return False
 
 
-@pytest.mark.parametrize("fail_at", range(1, 41))
+@pytest.mark.parametrize("fail_at", range(1, 81))
 def test_memoryerror_anywhere_loses_nothing_and_keeps_order(tmp_path, fail_at):
-    ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(str(tmp_path)),
+    ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=FlakyStore(str(tmp_path)),
                 seg_bytes=512)
     flaky(ob)
     Flaky.budget = Budget(fail_at)
