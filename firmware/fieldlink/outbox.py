@@ -424,8 +424,15 @@ class Outbox:
         while k < len(hq) and hq[k] <= n:
             k += 1
         if k:
-            del hq[:k]
-            del self._ho[:k]
+            # In step, by pops: they only shrink the lists, where `del x[:k]` would build a
+            # slice object (an allocation: a MemoryError between two deletes would leave
+            # seqs and offsets out of step).
+            ho = self._ho
+            i = 0
+            while i < k:
+                hq.pop(0)
+                ho.pop(0)
+                i += 1
             # at once: what follows may fail (flash), and must not leave _inflight past them
             self._inflight = self._inflight - k if self._inflight > k else 0
         removed = 0

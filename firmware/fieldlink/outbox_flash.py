@@ -203,8 +203,11 @@ def _lose_head(ob, i, last):
     while j < len(hq) and hq[j] <= last:
         j += 1
     ob._add_gap(hq[i], last, "reboot")  # (first: it may fail, the deletes do not)
-    del hq[i:j]
-    del ob._ho[i:j]
+    ho = ob._ho
+    while j > i:  # in step, by pops (no allocation; see Outbox.ack)
+        hq.pop(i)
+        ho.pop(i)
+        j -= 1
 
 
 def _slot(ob, i):
