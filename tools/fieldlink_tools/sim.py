@@ -25,7 +25,7 @@ _WDT_LINE = b"vboard: WDT timeout"
 # The issue asks for 96k; what the firmware keeps while streaming (the .mpy files' code and
 # qstrs with the unix port's 64-bit objects, the outbox's buffer) is ~101 KB before any
 # connection (`fieldlink bench heap`), so 96k cannot stream. `fieldlink bench link` finds the
-# smallest working heap: 144k for the simulated-sensor board of the tests, 176k for the full
+# smallest working heap: 136k for the simulated-sensor board of the tests, 176k for the full
 # virtual board (four sensors and their register-level device models, which live on the same
 # heap); 208k leaves the full board a margin like an ESP32 has. See docs/architecture.md
 # (Memory).
