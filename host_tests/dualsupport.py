@@ -1,6 +1,8 @@
 """Helpers for dual tests: test modules that run unchanged on CPython (under pytest) and on
 the MicroPython unix port (under mp_dual_runner.py). Plain functions and `assert` only."""
+import binascii
 import json
+import os
 import sys
 
 try:
@@ -55,3 +57,18 @@ def too_big(v, key):
         for s in segs:
             n += len(s) // 2 if isinstance(s, str) else s[1]
     return SMALL_HEAP and n > BIG
+
+
+def tmpdir():
+    """A fresh directory under /tmp (a flash directory for outbox tests; no tempfile on
+    MicroPython). Remove it with rmtree()."""
+    path = "/tmp/fl-outbox-" + binascii.hexlify(os.urandom(6)).decode()
+    os.mkdir(path)
+    return path
+
+
+def rmtree(path):
+    """Remove a directory made by tmpdir() (flat: files only)."""
+    for n in os.listdir(path):
+        os.remove(path + "/" + n)
+    os.rmdir(path)

@@ -105,7 +105,7 @@ class Supervisor:
         self._sending = None    # ticks when a send started that has not finished
         # Batch messages are built here from the outbox's buffer (see _sender): allocated at
         # boot, grown once if a batch is bigger, then reused.
-        self._bb = bytearray(len(proto.BATCH_HEAD) + 64 * cfg.batch_max)
+        self._bb = memoryview(bytearray(len(proto.BATCH_HEAD) + 64 * cfg.batch_max))
         self._bb[:len(proto.BATCH_HEAD)] = proto.BATCH_HEAD
         self._ntp_at = None
 
@@ -334,17 +334,18 @@ class Supervisor:
                 k = self._put(k, b)
             b = None
             k = self._put(k, b"]}")
-            await self._send(memoryview(self._bb)[:k], True)
+            await self._send(self._bb[:k], True)
 
     def _put(self, k, data):
-        """Copy data into _bb at k (growing it, once, if needed); the end offset."""
+        """Copy data into _bb (a memoryview, kept: no new view per copy) at k, growing it
+        once if needed; the end offset."""
         e = k + len(data)
         bb = self._bb
         if len(bb) < e + 1:
-            bb = bytearray(e + 128)
-            bb[:k] = memoryview(self._bb)[:k]
+            bb = memoryview(bytearray(e + 128))
+            bb[:k] = self._bb[:k]
             self._bb = bb
-        memoryview(bb)[k:e] = data
+        bb[k:e] = data
         return e
 
     async def _health_loop(self):

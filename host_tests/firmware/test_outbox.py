@@ -1,28 +1,15 @@
 # dual: runs on CPython and on MicroPython
 """Outbox: ordering, acks, byte bounds, drop counting, spill to flash and reload after a power
 cut, against a model server that checks nothing is lost or stored twice."""
-import binascii
 import gc
 import json
 import os
 import sys
 
-from dualsupport import raises
+from dualsupport import raises, rmtree, tmpdir
 
 from fieldlink import outbox_boot, proto
 from fieldlink.outbox import DirStore, Outbox
-
-
-def tmpdir():
-    path = "/tmp/fl-outbox-" + binascii.hexlify(os.urandom(6)).decode()
-    os.mkdir(path)
-    return path
-
-
-def rmtree(path):
-    for n in os.listdir(path):
-        os.remove(path + "/" + n)
-    os.rmdir(path)
 
 
 def rd(q, pad=0):

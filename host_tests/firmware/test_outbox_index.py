@@ -1,26 +1,12 @@
 # dual: runs on CPython and on MicroPython
 """Outbox: the RAM readings' index (seq, offset, length per reading) is a ring of arrays
 allocated once, sized by the shortest reading proto.reading() makes; readings shorter than
-that fill it before the buffer and are spilled or dropped like a full buffer's. (A module of
-its own: test_outbox.py alone fills the dual runner's heap while it compiles.)"""
-import binascii
+that fill it before the buffer and are spilled or dropped like a full buffer's."""
 import json
-import os
 
+from dualsupport import rmtree, tmpdir
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
-
-
-def tmpdir():
-    path = "/tmp/fl-outbox-" + binascii.hexlify(os.urandom(6)).decode()
-    os.mkdir(path)
-    return path
-
-
-def rmtree(path):
-    for n in os.listdir(path):
-        os.remove(path + "/" + n)
-    os.rmdir(path)
 
 
 def seqs(texts):
