@@ -123,7 +123,11 @@ class Outbox:
         self._hq = []
         self._ho = []
         self._hsegs = []     # [last, name, nbytes] of loaded segments, oldest first
-        self._segs = []      # [first, last, count, nbytes, name] on flash, not loaded
+        # Segments on flash not loaded yet, oldest first, flat: first seq, last seq, count,
+        # bytes. 16 bytes a segment however long the outage (a list and a name per segment
+        # were ~140 B: a 1 MB flash outbox, ~500 segments, would have needed 70 KB of heap);
+        # the file name follows from the first three (outbox_flash._name).
+        self._segs = array("I")
         self.flash_used = 0
         self._inflight = 0   # the first N readings of head+RAM are sent, not acked
         # Highest seq that may be stored on the server without being acked yet (sent on this
@@ -463,15 +467,16 @@ class Outbox:
 
     def held(self):
         n = len(self._hq) + self._rc
-        for s in self._segs:
-            n += s[2]
+        segs = self._segs
+        for j in range(2, len(segs), 4):
+            n += segs[j]
         return n
 
     def first(self):
         if self._hq:
             q = self._hq[0]
         elif self._segs:
-            q = self._segs[0][0]
+            q = self._segs[0]
         elif self._rc:
             q = self._rq[self._rh]
         else:

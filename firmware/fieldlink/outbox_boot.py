@@ -4,6 +4,7 @@ Functions on an `outbox.Outbox` (`ob`) and its `DirStore` (`st`). Imported once 
 at boot and dropped again: its code is not on the heap while the board streams (nor while it
 catches up from flash, when outbox_flash is)."""
 import json
+from array import array
 
 try:
     from micropython import const
@@ -16,7 +17,7 @@ try:
 except ImportError:  # pragma: no cover
     import uos as os
 
-from fieldlink.outbox_flash import _index, _p, _remove, forget_acked
+from fieldlink.outbox_flash import _index, _name, _p, _remove, forget_acked
 
 _META_V = const(2)  # meta v2: an epoch file was written with this state (v1: before epochs)
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on this
@@ -47,21 +48,19 @@ def boot(ob):
         if e == "" or (meta and meta["v"] >= _META_V):
             # wipe: segments, then meta (a power cut in between still finds meta v2 without
             # an epoch, and the next boot finishes the job); then the new epoch file
-            for n in os.listdir(st.path):
-                if n != "epoch" and n != "meta.json":
-                    _remove(st, n)
+            _wipe(st)
             _remove(st, "meta.json")
             ob.notice = "epoch file %s: new epoch %s, %d flash segments discarded" % (
-                "corrupt" if e == "" else "lost", ob.epoch, len(segs))
-            segs = []
+                "corrupt" if e == "" else "lost", ob.epoch, len(segs) // 4)
+            segs = array("I")
             meta = None
         st.put("epoch", ob.epoch)
     last = 0
-    for s in segs:
-        ob._segs.append(list(s))
-        ob.flash_used += s[3]
-        if s[1] > last:
-            last = s[1]
+    for j in range(0, len(segs), 4):
+        ob.flash_used += segs[j + 3]
+        if segs[j + 1] > last:
+            last = segs[j + 1]
+    ob._segs = segs
     if meta:
         ob.boot = meta["boot"] + 1
         ob.dropped = meta["dropped"]
@@ -97,23 +96,26 @@ def _lost_mark(ob, last, gone):
     ob.next_seq = last + _LOST_MARK_SKIP + 1
     # seqs missing inside segments (readings dropped from RAM before the spill: their gaps
     # were in meta.json); a segment that does not read is declared when it is loaded
-    for s in ob._segs:
-        if s[2] != s[1] - s[0] + 1:
+    segs = ob._segs
+    for j in range(0, len(segs), 4):
+        a = segs[j]
+        b = segs[j + 1]
+        if segs[j + 2] != b - a + 1:
             try:
-                prev = s[0] - 1
-                for q in _index(ob.store, s[4])[0]:
+                prev = a - 1
+                for q in _index(ob.store, _name(a, b, segs[j + 2]))[0]:
                     if q > prev + 1:
                         _gap_uncovered(ob, prev + 1, q - 1)
                     prev = q
-                if prev < s[1]:
-                    _gap_uncovered(ob, prev + 1, s[1])
+                if prev < b:
+                    _gap_uncovered(ob, prev + 1, b)
             except (OSError, ValueError):
                 pass
     _declare_holes(ob)
     _gap_uncovered(ob, last + 1, ob.next_seq - 1)
     ob.notice = "meta.json %s: epoch %s and %d flash segments kept, seqs %d-%d declared " \
         "gap reboot, boot and dropped counts restart" % (
-            "lost" if gone else "corrupt", ob.epoch, len(ob._segs), last + 1, ob.next_seq - 1)
+            "lost" if gone else "corrupt", ob.epoch, len(segs) // 4, last + 1, ob.next_seq - 1)
 
 
 def _declare_holes(ob):
@@ -122,11 +124,12 @@ def _declare_holes(ob):
     seq mark, not per dropped segment: flash wear). Declared as `reboot` (may have been
     produced and lost), or the server's ack could never pass them."""
     cur = ob.acked
-    for s in ob._segs:  # oldest first
-        if s[0] > cur + 1:
-            _gap_uncovered(ob, cur + 1, s[0] - 1)
-        if s[1] > cur:
-            cur = s[1]
+    segs = ob._segs
+    for j in range(0, len(segs), 4):  # oldest first
+        if segs[j] > cur + 1:
+            _gap_uncovered(ob, cur + 1, segs[j] - 1)
+        if segs[j + 1] > cur:
+            cur = segs[j + 1]
 
 
 def _gap_uncovered(ob, a, b):
@@ -151,31 +154,87 @@ def _tidy(st):
         os.mkdir(st.path)
     except OSError:
         pass  # exists
-    names = os.listdir(st.path)
-    for n in names:
-        if n.endswith(".tmp"):
-            if n == "meta.json.tmp" and "meta.json" not in names:
-                try:
-                    with st.file(n) as f:
-                        json.loads(f.read())
-                    os.rename(_p(st, n), _p(st, "meta.json"))
-                    continue
-                except (OSError, ValueError):
-                    pass
+    tmps = [n for n in _names(st) if n.endswith(".tmp")]  # (few: one write at a time)
+    for n in tmps:
+        if n == "meta.json.tmp" and not _exists(st, "meta.json"):
+            try:
+                with st.file(n) as f:
+                    json.loads(f.read())
+                os.rename(_p(st, n), _p(st, "meta.json"))
+                continue
+            except (OSError, ValueError):
+                pass
+        _remove(st, n)
+
+
+def _wipe(st):
+    """Remove every file but the epoch and meta.json: a few names at a time (the directory
+    may hold hundreds of segments), each batch listed whole before any removal."""
+    last = None
+    while True:
+        batch = []  # type: list[str]
+        for n in _names(st):
+            if n != "epoch" and n != "meta.json" and len(batch) < 32:
+                batch.append(n)
+        if not batch or batch == last:  # (== last: they did not go; nothing more to do)
+            return
+        for n in batch:
             _remove(st, n)
+        last = batch
+
+
+def _names(st):
+    """The directory's names one at a time where the port can (after a long outage it
+    holds hundreds of segments: a list of all their names would be tens of KB of heap)."""
+    ild = getattr(os, "ilistdir", None)  # (CPython has none)
+    if ild is None:
+        for n in os.listdir(st.path):
+            yield n
+    else:
+        for e in ild(st.path):
+            yield e[0]
+
+
+def _exists(st, name):
+    try:
+        os.stat(_p(st, name))
+        return True
+    except OSError:
+        return False
 
 
 def _segments(st):
-    """[(first, last, count, nbytes, name)] oldest first."""
-    out = []
-    for n in os.listdir(st.path):
-        if n.startswith("s") and not n.endswith(".tmp"):
-            try:
-                a, b, c = n[1:].split("_")
-                out.append((int(a), int(b), int(c), os.stat(_p(st, n))[6], n))
-            except (ValueError, OSError):
-                pass
-    out.sort()
+    """The segments as Outbox._segs wants them (flat: first, last, count, bytes), oldest
+    first. A segment file whose name is not the canonical one (outbox_flash._name) is
+    renamed to it, since only the numbers are kept."""
+    out = array("I")
+    renames = []
+    for n in _names(st):
+        if not n.startswith("s") or n.endswith(".tmp"):
+            continue
+        try:
+            f = n[1:].split("_")
+            if len(f) != 3:
+                continue
+            a = int(f[0])
+            b = int(f[1])
+            c = int(f[2])
+            size = os.stat(_p(st, n))[6]
+        except (ValueError, OSError, IndexError):
+            continue
+        canon = _name(a, b, c)
+        if n != canon:
+            renames.append((n, canon))  # after the listing, not while it runs
+        # insertion in order (the directory lists in any order): a few hundred at most
+        j = 0
+        while j < len(out) and (out[j] < a or (out[j] == a and out[j + 1] < b)):
+            j += 4
+        out[j:j] = array("I", (a, b, c, size))
+    for n, canon in renames:
+        try:
+            os.rename(_p(st, n), _p(st, canon))
+        except OSError:
+            pass  # read as unreadable when it is loaded: declared, not lost silently
     return out
 
 

@@ -6,14 +6,23 @@ holds none, so a board streaming with nothing spilled does not keep this code on
 Files in the store's directory: segments `s<first>_<last>_<count>` (one reading per line,
 oldest first), `meta.json` (seq mark, boot count, dropped count, ack, pending gaps) and `epoch`.
 """
+from array import array
+
 try:
     import os
 except ImportError:  # pragma: no cover
     import uos as os
 
+_NONE = array("I")  # assigned over a segment's four entries in ob._segs: removed in place
+
 
 def _p(st, name):
     return st.path + "/" + name
+
+
+def _name(first, last, count):
+    """A segment's file name (zero-padded: names sort like the seqs)."""
+    return "s%010d_%010d_%d" % (first, last, count)
 
 
 # ---- spilling, reloading, dropping ----
@@ -50,7 +59,7 @@ def spill_chunk(ob):
         if not _drop_segment(ob):
             return False  # flash holds only what the server may have: keep it
     qs = [ob._rq[_slot(ob, i)] for i in range(n)]
-    name = "s%010d_%010d_%d" % (qs[0], qs[-1], n)
+    name = _name(qs[0], qs[-1], n)
     mv = ob._mv
     try:
         # straight from the RAM buffer, reading by reading: no text or segment-sized string
@@ -85,7 +94,8 @@ def spill_chunk(ob):
             no = ob._ho + offs
             hs = ob._hsegs + [[qs[-1], name, size]]
         else:
-            segs = ob._segs + [[qs[0], qs[-1], n, size, name]]
+            # in place, and the last step that allocates: nothing below can fail
+            ob._segs.extend(array("I", (qs[0], qs[-1], n, size)))
     except MemoryError:
         _remove(ob.store, name)
         raise
@@ -96,8 +106,6 @@ def spill_chunk(ob):
         ob._hq = nq
         ob._ho = no
         ob._hsegs = hs
-    else:
-        ob._segs = segs
     return True
 
 
@@ -105,24 +113,33 @@ def _drop_segment(ob):
     """Drop the oldest flash segment the server cannot hold yet; False if none."""
     segs = ob._segs
     j = 0
-    while j < len(segs) and segs[j][0] <= ob._sent_hi:
-        j += 1
+    while j < len(segs) and segs[j] <= ob._sent_hi:
+        j += 4
     if j >= len(segs):
         return False
-    s = segs.pop(j)
-    if s[2] == s[1] - s[0] + 1:
-        ob._add_gap(s[0], s[1], "dropped")
-    else:
+    a = segs[j]
+    b = segs[j + 1]
+    c = segs[j + 2]
+    size = segs[j + 3]
+    name = _name(a, b, c)
+    qs = None
+    if c != b - a + 1:
         # the segment has holes (readings dropped from RAM earlier, already declared):
         # declare exactly the seqs it holds so the dropped count stays exact
         try:
-            qs = _index(ob.store, s[4])[0]
+            qs = _index(ob.store, name)[0]
         except (OSError, ValueError):
             qs = []
+    # Declared before it leaves the list: a MemoryError between the two then leaves a
+    # segment declared twice (counted, sent again), never one gone undeclared.
+    if qs is None:
+        ob._add_gap(a, b, "dropped")
+    else:
         for q in qs:
             ob._add_gap(q, q, "dropped")
-    _remove(ob.store, s[4])
-    ob.flash_used -= s[3]
+    segs[j:j + 4] = _NONE
+    _remove(ob.store, name)
+    ob.flash_used -= size
     # No meta write here: the drop is persisted with the next seq mark (or at the end of
     # spill()); a power cut before that is caught at boot by _declare_holes.
     return True
@@ -225,29 +242,35 @@ def _text(ob, i):
 def load_segment(ob):
     """The oldest unloaded segment into the head (what is above the ack): its seqs and
     where each reading starts in the file, no texts."""
-    s = ob._segs[0]
+    segs = ob._segs
+    a = segs[0]
+    b = segs[1]
+    size = segs[3]
+    name = _name(a, b, segs[2])
     try:
-        qs, offs = _index(ob.store, s[4])  # a MemoryError here changes nothing
+        qs, offs = _index(ob.store, name)  # a MemoryError here changes nothing
     except (OSError, ValueError):
-        ob._segs.pop(0)
         # unreadable: these seqs can never be sent, so declare them rather than leave a
         # hole that would stop the server's cumulative ack for good
-        _remove(ob.store, s[4])
-        ob.flash_used -= s[3]
-        ob._add_gap(max(s[0], ob.acked + 1), s[1], "reboot")
+        ob._add_gap(max(a, ob.acked + 1), b, "reboot")
+        segs[0:4] = _NONE
+        _remove(ob.store, name)
+        ob.flash_used -= size
         return
     # New lists first, then swapped in: a MemoryError midway must not leave the head's seqs
-    # and offsets out of step (texts sent under the wrong seqs: a batch out of order).
+    # and offsets out of step (texts sent under the wrong seqs: a batch out of order), nor
+    # the segment both in the head and still listed (sent twice, the second time out of
+    # order).
     k = 0
     while k < len(qs) and qs[k] <= ob.acked:
         k += 1
     nq = ob._hq + qs[k:]
     no = ob._ho + offs[k:]
-    hs = ob._hsegs + [[s[1], s[4], s[3]]]
+    hs = ob._hsegs + [[b, name, size]]
+    segs[0:4] = _NONE
     ob._hq = nq
     ob._ho = no
     ob._hsegs = hs
-    ob._segs.pop(0)
 
 
 def forget_acked(ob, n):
@@ -259,9 +282,12 @@ def forget_acked(ob, n):
         _remove(ob.store, hs[0][1])
         ob.flash_used -= hs.pop(0)[2]
     segs = ob._segs
-    while segs and segs[0][1] <= n and not ob._hq:
-        _remove(ob.store, segs[0][4])
-        ob.flash_used -= segs.pop(0)[3]
+    while segs and segs[1] <= n and not ob._hq:
+        name = _name(segs[0], segs[1], segs[2])
+        size = segs[3]
+        segs[0:4] = _NONE
+        ob.flash_used -= size
+        _remove(ob.store, name)  # (a file left by a failure here goes at the next boot)
 
 
 # ---- files ----

@@ -2,14 +2,16 @@
 an ack or a batch must leave the outbox consistent. The board then goes on (the app skips the
 reading, the link reconnects), and every reading still reaches the server once, each batch in
 order. CPython only: MemoryError is injected at the list operations of the flash queue (the
-head's seqs and line offsets, the segment lists), which the firmware builds before it commits
-them, and at the flash files: each open and each line read (a batch from the head is read from
-its segment file when it is sent).
+head's seqs and line offsets, the loaded segments) and at the growing and slicing of the
+segment table, which the firmware does before it commits anything, and at the flash files:
+each open and each line read (a batch from the head is read from its segment file when it is
+sent).
 
 Before: a MemoryError between the head's seq append and its text append left them out of
 step, and the board sent texts under the wrong seqs (the collector closed with 1008, "batch.r:
 seqs must increase (61 after 64)", seen on a 144k heap)."""
 import json
+from array import array
 
 import pytest
 
@@ -51,6 +53,24 @@ class Flaky(list):
         list.extend(self, xs)
 
 
+class FlakyArray(array):
+    """The segment table (Outbox._segs, an array of ints): growing it and replacing a slice
+    of it tick the budget, as both may allocate on MicroPython."""
+
+    def __add__(self, other):
+        Flaky.budget and Flaky.budget.tick()
+        return FlakyArray(self.typecode, array.__add__(self, other))
+
+    def extend(self, xs):
+        Flaky.budget and Flaky.budget.tick()
+        array.extend(self, xs)
+
+    def __setitem__(self, i, v):
+        if isinstance(i, slice):
+            Flaky.budget and Flaky.budget.tick()
+        array.__setitem__(self, i, v)
+
+
 class FlakyFile:
     """A file whose line reads tick the budget."""
 
@@ -87,8 +107,9 @@ def rd(q):
 
 
 def flaky(ob):
-    for name in ("_hq", "_ho", "_hsegs", "_segs"):
+    for name in ("_hq", "_ho", "_hsegs"):
         setattr(ob, name, Flaky(getattr(ob, name)))
+    ob._segs = FlakyArray("I", ob._segs)
 
 
 def push_all(ob, n):
