@@ -90,7 +90,7 @@ class App:
             down = sup.down_since
             if down is None:
                 self._spilled = False
-            elif ticks_diff(ticks_ms(), down) >= spill_ms:
+            elif self.clock.uptime_ms() - down >= spill_ms:  # (days: not ticks, see Supervisor)
                 # first time: everything to flash; then only whole segments (few, big writes)
                 try:
                     self.outbox.spill(self._spilled)

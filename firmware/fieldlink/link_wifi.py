@@ -45,7 +45,7 @@ async def run(sup, ntp_due):
         from fieldlink.clock import sntp_sync
         host = sup.cfg.ntp_host
         ms = await sntp_sync(host)
-        sup._ntp_at = ticks_ms()
+        sup._ntp_at = sup.clock.uptime_ms()
         if ms is not None:
             sup.clock.set_unix_ms(ms, "ntp")
             _log.info("clock synced from %s", host)

@@ -19,7 +19,6 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
-    from _mpy_shed.time_mp import _TicksMs  # (the stubs' type of a ticks_ms() value)
     from typing import Any
 
 from fieldlink.clock import ticks_diff, ticks_ms
@@ -95,7 +94,10 @@ class Supervisor:
         self.connects = 0       # welcomes received
         self.heap_min = _heap_free()
         self.progress_ms = ticks_ms()   # last time the loop provably moved on
-        self.down_since = ticks_ms()  # type: _TicksMs | None  # link last lost; None: streaming
+        # Spans that can last days (link down, link up, since the last NTP sync) are measured
+        # on the clock's uptime: ticks_diff is only right within half the ticks period (~6
+        # days on an ESP32), after that a week-long outage or stable link read as negative.
+        self.down_since = clock.uptime_ms()  # type: int | None  # link lost; None: streaming
         self._delay = 0
         self._why = None
         self._dead = None
@@ -159,11 +161,11 @@ class Supervisor:
     def _failed(self, e, where):
         up_for = None
         if self._stream_start is not None:
-            up_for = ticks_diff(ticks_ms(), self._stream_start) / 1000
+            up_for = (self.clock.uptime_ms() - self._stream_start) / 1000
             self._stream_start = None
             self.reconnects += 1
         if self.down_since is None:
-            self.down_since = ticks_ms()
+            self.down_since = self.clock.uptime_ms()
         if isinstance(e, HandshakeError) and e.status in (401, 403):
             # the server knows us and says no: a retry will not fix it soon
             self._delay = self.backoff.penalty()
@@ -179,7 +181,7 @@ class Supervisor:
     async def _wifi(self):
         w = self.wlan
         at = self._ntp_at
-        ntp_due = bool(self.cfg.ntp_host) and (at is None or ticks_diff(ticks_ms(), at) >
+        ntp_due = bool(self.cfg.ntp_host) and (at is None or self.clock.uptime_ms() - at >
                                                _NTP_EVERY_MS)
         if (w is None or w.isconnected()) and not ntp_due:
             return E_OK
@@ -211,7 +213,7 @@ class Supervisor:
         return await self._once("link_hello", "run")
 
     async def _stream(self):
-        self._stream_start = ticks_ms()
+        self._stream_start = self.clock.uptime_ms()
         self.down_since = None
         self._why = None
         self._dead = asyncio.Event()

@@ -6,7 +6,7 @@ only while the supervisor makes progress."""
 import asyncio
 
 from fieldlink import app, log
-from fieldlink.clock import ticks_ms
+from fieldlink.clock import Clock, ticks_ms
 
 
 class FailingFlashOutbox:
@@ -35,8 +35,8 @@ class LinkDown:
     heap_min = 0
     reconnects = 1
 
-    def __init__(self):
-        self.down_since = ticks_ms()
+    def __init__(self, clock):
+        self.down_since = clock.uptime_ms()
         self.progress_ms = ticks_ms()
         self.noted = 0
 
@@ -64,7 +64,8 @@ class Watchdog:
 def _app(outbox, wdt=None):
     a = object.__new__(app.App)  # only what _maintain uses, set below
     a.cfg = Cfg()
-    a.sup = LinkDown()
+    a.clock = Clock()
+    a.sup = LinkDown(a.clock)
     a.outbox = outbox
     a.wdt = wdt
     a._spilled = False
