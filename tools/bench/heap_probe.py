@@ -4,6 +4,9 @@
 import gc
 import sys
 
+# The unix port puts a script's own directory first on sys.path; a board (and SimBoard's `-c`
+# boot) has '' there: the flash, where sim.prepare_flash installed fieldlink/*.mpy.
+sys.path[0] = ""
 _prev = [0]
 
 

@@ -34,7 +34,7 @@ def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M"):
     try:
         flash = os.path.join(work, "flash")
         conf = sim.make_config("ws://127.0.0.1:9/ws", "heap-1", "tok", dict(LINK))
-        sim.prepare_flash(flash, conf, "virtual", board_data)
+        sim.prepare_flash(flash, conf, "virtual", board_data)   # installs fieldlink/*.mpy
         r = upy.run(script=paths.TOOLS / "bench" / "heap_probe.py", path=sim.mp_dirs(),
                     heapsize=heapsize, args=modules, cwd=flash,
                     env={"FIELDLINK_BOARD": "virtual"}, timeout=60)

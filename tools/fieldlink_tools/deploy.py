@@ -201,7 +201,9 @@ def build(sources, compile_with=None, root=None, march=None):
                 continue
             dest = os.path.join(tmp, rel[:-3] + ".mpy")
             os.makedirs(os.path.dirname(dest), exist_ok=True)
-            cmd = [compile_with, "-o", dest, "-s", rel]
+            # The source name is the .mpy's own path on the board: tracebacks name the file
+            # that is there, and it is the same string as __file__ (one qstr, not two).
+            cmd = [compile_with, "-o", dest, "-s", rel[:-3] + ".mpy"]
             if march:
                 cmd.append("-march=" + march)
             r = subprocess.run(cmd + [str(src)],

