@@ -123,11 +123,16 @@ class Outbox:
         self._hq = []
         self._ho = []
         self._hsegs = []     # [last, name, nbytes] of loaded segments, oldest first
-        # Segments on flash not loaded yet, oldest first, flat: first seq, last seq, count,
-        # bytes. 16 bytes a segment however long the outage (a list and a name per segment
-        # were ~140 B: a 1 MB flash outbox, ~500 segments, would have needed 70 KB of heap);
-        # the file name follows from the first three (outbox_flash._name).
+        # Segments on flash not loaded yet, the oldest first: the oldest few (at most
+        # outbox_flash._WINDOW) listed here, flat: first seq, last seq, count, bytes (the file
+        # name follows from the first three); the newer ones only counted, _sq segments of
+        # _sn readings, all with first seq >= _sfrom, and listed from flash again when these
+        # are used up. RAM is the same for any backlog: one list and name per segment (~140
+        # B) kept a 600-segment backlog from booting even on a 256k heap.
         self._segs = array("I")
+        self._sq = 0
+        self._sn = 0
+        self._sfrom = 0
         self.flash_used = 0
         self._inflight = 0   # the first N readings of head+RAM are sent, not acked
         # Highest seq that may be stored on the server without being acked yet (sent on this
@@ -159,7 +164,7 @@ class Outbox:
     def _unflash(self):
         """Drop outbox_flash once the flash holds no readings (it comes back when RAM
         spills). Not while the flash is in use: importing it allocates."""
-        if self._fl is not None and not self._segs and not self._hsegs:
+        if self._fl is not None and not self._segs and not self._sq and not self._hsegs:
             self._fl = None
             sys.modules.pop("fieldlink.outbox_flash", None)
             pkg = sys.modules.get("fieldlink")
@@ -377,7 +382,7 @@ class Outbox:
             return ""
         i = self._inflight
         hq = len(self._hq)
-        if i < hq or self._segs:
+        if i < hq or self._segs or self._sq:
             return self._flash().next_batch(self, max_n, window)
         room = window - i
         if room > max_n:
@@ -466,13 +471,15 @@ class Outbox:
     # ---- numbers for hello/health ----
 
     def held(self):
-        n = len(self._hq) + self._rc
+        n = len(self._hq) + self._rc + self._sn
         segs = self._segs
         for j in range(2, len(segs), 4):
             n += segs[j]
         return n
 
     def first(self):
+        if not self._hq and not self._segs and self._sq:
+            self._flash().refill(self)  # (the listed segments are used up)
         if self._hq:
             q = self._hq[0]
         elif self._segs:

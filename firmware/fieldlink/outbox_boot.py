@@ -4,7 +4,6 @@ Functions on an `outbox.Outbox` (`ob`) and its `DirStore` (`st`). Imported once 
 at boot and dropped again: its code is not on the heap while the board streams (nor while it
 catches up from flash, when outbox_flash is)."""
 import json
-from array import array
 
 try:
     from micropython import const
@@ -17,13 +16,15 @@ try:
 except ImportError:  # pragma: no cover
     import uos as os
 
-from fieldlink.outbox_flash import _index, _name, _p, _remove, forget_acked
+from fieldlink.outbox_flash import _entries, _index, _name, _p, _parse, _remove, _scan, \
+    forget_acked
 
 _META_V = const(2)  # meta v2: an epoch file was written with this state (v1: before epochs)
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on this
 # far above the newest seq on flash (declared `gap reboot`, an upper bound like any other).
 # More readings than a year's at two a second; still a small int on an ESP32 (< 2**30).
 _LOST_MARK_SKIP = const(1 << 26)
+_BATCH = const(32)  # segments listed at a time while boot walks them in order
 
 
 def boot(ob):
@@ -39,7 +40,8 @@ def boot(ob):
     epoch whose meta.json is corrupt or gone)."""
     st = ob.store
     _tidy(st)
-    segs = _segments(st)
+    _canonize(st)
+    segs, readings, used, last = _count(st)
     meta = _load_meta(st)
     e = _load_epoch(st)
     if e:
@@ -51,16 +53,14 @@ def boot(ob):
             _wipe(st)
             _remove(st, "meta.json")
             ob.notice = "epoch file %s: new epoch %s, %d flash segments discarded" % (
-                "corrupt" if e == "" else "lost", ob.epoch, len(segs) // 4)
-            segs = array("I")
+                "corrupt" if e == "" else "lost", ob.epoch, segs)
+            segs = readings = used = last = 0
             meta = None
         st.put("epoch", ob.epoch)
-    last = 0
-    for j in range(0, len(segs), 4):
-        ob.flash_used += segs[j + 3]
-        if segs[j + 1] > last:
-            last = segs[j + 1]
-    ob._segs = segs
+    # all counted, none listed yet: the first use lists the oldest (outbox_flash.refill)
+    ob.flash_used += used
+    ob._sq = segs
+    ob._sn = readings
     if meta:
         ob.boot = meta["boot"] + 1
         ob.dropped = meta["dropped"]
@@ -76,7 +76,7 @@ def boot(ob):
         if lo + 1 <= ob.next_seq - 1:
             ob.gaps.append([lo + 1, ob.next_seq - 1, "reboot", False])
     elif e and (meta is not None or segs):
-        _lost_mark(ob, last, meta is None)
+        _lost_mark(ob, last, meta is None, segs)
     elif segs:  # firmware before epochs, meta lost but data present: continue above it
         ob.next_seq = last + 1
     if ob.acked:
@@ -86,7 +86,7 @@ def boot(ob):
     ob.save_meta()
 
 
-def _lost_mark(ob, last, gone):
+def _lost_mark(ob, last, gone, nsegs):
     """The epoch file is there but meta.json is unusable (or gone while segments exist: they
     are only written after it). The epoch and the segments are kept; what meta.json knew is
     not: the seq mark, the ack, the pending gaps, the dropped count and the boot count. So:
@@ -96,14 +96,11 @@ def _lost_mark(ob, last, gone):
     ob.next_seq = last + _LOST_MARK_SKIP + 1
     # seqs missing inside segments (readings dropped from RAM before the spill: their gaps
     # were in meta.json); a segment that does not read is declared when it is loaded
-    segs = ob._segs
-    for j in range(0, len(segs), 4):
-        a = segs[j]
-        b = segs[j + 1]
-        if segs[j + 2] != b - a + 1:
+    for a, b, c in _ordered(ob.store):
+        if c != b - a + 1:
             try:
                 prev = a - 1
-                for q in _index(ob.store, _name(a, b, segs[j + 2]))[0]:
+                for q in _index(ob.store, _name(a, b, c))[0]:
                     if q > prev + 1:
                         _gap_uncovered(ob, prev + 1, q - 1)
                     prev = q
@@ -115,7 +112,7 @@ def _lost_mark(ob, last, gone):
     _gap_uncovered(ob, last + 1, ob.next_seq - 1)
     ob.notice = "meta.json %s: epoch %s and %d flash segments kept, seqs %d-%d declared " \
         "gap reboot, boot and dropped counts restart" % (
-            "lost" if gone else "corrupt", ob.epoch, len(segs) // 4, last + 1, ob.next_seq - 1)
+            "lost" if gone else "corrupt", ob.epoch, nsegs, last + 1, ob.next_seq - 1)
 
 
 def _declare_holes(ob):
@@ -124,12 +121,25 @@ def _declare_holes(ob):
     seq mark, not per dropped segment: flash wear). Declared as `reboot` (may have been
     produced and lost), or the server's ack could never pass them."""
     cur = ob.acked
-    segs = ob._segs
-    for j in range(0, len(segs), 4):  # oldest first
-        if segs[j] > cur + 1:
-            _gap_uncovered(ob, cur + 1, segs[j] - 1)
-        if segs[j + 1] > cur:
-            cur = segs[j + 1]
+    for a, b, _ in _ordered(ob.store):
+        if a > cur + 1:
+            _gap_uncovered(ob, cur + 1, a - 1)
+        if b > cur:
+            cur = b
+
+
+def _ordered(st):
+    """(first, last, count) of every segment, the oldest first, _BATCH of them listed at a
+    time (a backlog of hundreds is walked without a table of them all)."""
+    lo = 0
+    while True:
+        w = _scan(st, lo, _BATCH)
+        k = len(w)
+        for j in range(0, k, 4):
+            yield w[j], w[j + 1], w[j + 2]
+        if k < 4 * _BATCH:
+            return
+        lo = w[k - 3] + 1
 
 
 def _gap_uncovered(ob, a, b):
@@ -154,7 +164,7 @@ def _tidy(st):
         os.mkdir(st.path)
     except OSError:
         pass  # exists
-    tmps = [n for n in _names(st) if n.endswith(".tmp")]  # (few: one write at a time)
+    tmps = [n for n, _ in _entries(st) if n[-4:] == ".tmp"]  # (few: one write at a time)
     for n in tmps:
         if n == "meta.json.tmp" and not _exists(st, "meta.json"):
             try:
@@ -173,7 +183,7 @@ def _wipe(st):
     last = None
     while True:
         batch = []  # type: list[str]
-        for n in _names(st):
+        for n, _ in _entries(st):
             if n != "epoch" and n != "meta.json" and len(batch) < 32:
                 batch.append(n)
         if not batch or batch == last:  # (== last: they did not go; nothing more to do)
@@ -181,18 +191,6 @@ def _wipe(st):
         for n in batch:
             _remove(st, n)
         last = batch
-
-
-def _names(st):
-    """The directory's names one at a time where the port can (after a long outage it
-    holds hundreds of segments: a list of all their names would be tens of KB of heap)."""
-    ild = getattr(os, "ilistdir", None)  # (CPython has none)
-    if ild is None:
-        for n in os.listdir(st.path):
-            yield n
-    else:
-        for e in ild(st.path):
-            yield e[0]
 
 
 def _exists(st, name):
@@ -203,39 +201,44 @@ def _exists(st, name):
         return False
 
 
-def _segments(st):
-    """The segments as Outbox._segs wants them (flat: first, last, count, bytes), oldest
-    first. A segment file whose name is not the canonical one (outbox_flash._name) is
-    renamed to it, since only the numbers are kept."""
-    out = array("I")
-    renames = []
-    for n in _names(st):
-        if not n.startswith("s") or n.endswith(".tmp"):
+def _canonize(st):
+    """Segment files whose names are not as outbox_flash._name makes them (zero-padded) are
+    renamed to it: only those names are found again. A few at a time, each batch listed
+    whole before anything is renamed."""
+    last = None
+    while True:
+        batch = []  # type: list[tuple[str, str]]
+        for n, _ in _entries(st):
+            if len(batch) < 32 and n[:1] == "s" and n[-4:] != ".tmp" and _parse(n) is None:
+                f = n[1:].split("_")
+                try:
+                    if len(f) == 3:
+                        batch.append((n, _name(int(f[0]), int(f[1]), int(f[2]))))
+                except ValueError:
+                    pass
+        if not batch or batch == last:
+            return
+        for n, canon in batch:
+            try:
+                os.rename(_p(st, n), _p(st, canon))
+            except OSError:
+                pass
+        last = batch
+
+
+def _count(st):
+    """(segments, readings in them, their bytes, the newest seq in them)."""
+    segs = readings = used = last = 0
+    for n, size in _entries(st):
+        s = _parse(n)
+        if s is None:
             continue
-        try:
-            f = n[1:].split("_")
-            if len(f) != 3:
-                continue
-            a = int(f[0])
-            b = int(f[1])
-            c = int(f[2])
-            size = os.stat(_p(st, n))[6]
-        except (ValueError, OSError, IndexError):
-            continue
-        canon = _name(a, b, c)
-        if n != canon:
-            renames.append((n, canon))  # after the listing, not while it runs
-        # insertion in order (the directory lists in any order): a few hundred at most
-        j = 0
-        while j < len(out) and (out[j] < a or (out[j] == a and out[j + 1] < b)):
-            j += 4
-        out[j:j] = array("I", (a, b, c, size))
-    for n, canon in renames:
-        try:
-            os.rename(_p(st, n), _p(st, canon))
-        except OSError:
-            pass  # read as unreadable when it is loaded: declared, not lost silently
-    return out
+        segs += 1
+        readings += s[2]
+        used += os.stat(_p(st, n))[6] if size is None else size
+        if s[1] > last:
+            last = s[1]
+    return segs, readings, used, last
 
 
 def _load_meta(st):

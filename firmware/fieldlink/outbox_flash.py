@@ -9,10 +9,21 @@ oldest first), `meta.json` (seq mark, boot count, dropped count, ack, pending ga
 from array import array
 
 try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
+
+try:
     import os
 except ImportError:  # pragma: no cover
     import uos as os
 
+# The oldest segments not loaded yet are listed in RAM (Outbox._segs), at most this many; the
+# newer ones are only counted (_sq segments, _sn readings) and found on flash again by their
+# names when these are used up. RAM for the table is then the same for a backlog of 30
+# segments or of 3000 (a long outage on a big flash outbox).
+_WINDOW = const(16)
 _NONE = array("I")  # assigned over a segment's four entries in ob._segs: removed in place
 
 
@@ -23,6 +34,70 @@ def _p(st, name):
 def _name(first, last, count):
     """A segment's file name (zero-padded: names sort like the seqs)."""
     return "s%010d_%010d_%d" % (first, last, count)
+
+
+def _parse(n):
+    """(first, last, count) from a segment's name as _name makes it, else None."""
+    if len(n) < 24 or n[0] != "s" or n[11] != "_" or n[22] != "_" or n[-4:] == ".tmp":
+        return None
+    try:
+        return int(n[1:11]), int(n[12:22]), int(n[23:])
+    except ValueError:
+        return None
+
+
+def _entries(st):
+    """(name, size or None) of each file in the directory, one at a time where the port
+    can (a list of every name of a big backlog would be tens of KB of heap)."""
+    ild = getattr(os, "ilistdir", None)  # (CPython has none)
+    if ild is None:
+        for n in os.listdir(st.path):
+            yield n, None
+    else:
+        for e in ild(st.path):
+            yield e[0], (e[3] if len(e) > 3 else None)  # (littlefs and FAT give the size)
+
+
+def _scan(st, lo, k):
+    """The k oldest segments on flash whose first seq is >= lo, flat as in Outbox._segs."""
+    out = array("I")
+    for n, size in _entries(st):
+        s = _parse(n)
+        if s is None or s[0] < lo:
+            continue
+        a = s[0]
+        j = len(out)
+        if j >= 4 * k and a > out[j - 4]:
+            continue  # not among the k oldest
+        while j and out[j - 4] > a:
+            j -= 4
+        if size is None:
+            size = os.stat(_p(st, n))[6]
+        out[j:j] = array("I", (a, s[1], s[2], size))
+        if len(out) > 4 * k:
+            out[4 * k:] = _NONE
+    return out
+
+
+def refill(ob):
+    """The listed segments are used up: list the next oldest from flash (a MemoryError
+    here changes nothing). If fewer are found than were counted, the count was off (files
+    gone): it is set to what is there."""
+    w = _scan(ob.store, ob._sfrom, _WINDOW)
+    k = len(w)
+    sq = 0
+    sn = 0
+    if k >= 4 * _WINDOW:
+        n = 0
+        for j in range(2, k, 4):
+            n += w[j]
+        sq = max(ob._sq - k // 4, 0)
+        sn = max(ob._sn - n, 0)
+    ob._segs.extend(w)  # (empty before: only called then)
+    ob._sq = sq
+    ob._sn = sn
+    if k:
+        ob._sfrom = w[k - 3] + 1
 
 
 # ---- spilling, reloading, dropping ----
@@ -79,6 +154,7 @@ def spill_chunk(ob):
     # Where the chunk goes, built before anything changes: a MemoryError here leaves the
     # readings in RAM (the file goes again) instead of gone from RAM and from the queue.
     head = ob._inflight > len(ob._hq)
+    counted = False
     try:
         if head:
             # part of the chunk is in flight: it must stay at the front of the queue, so it
@@ -93,24 +169,33 @@ def spill_chunk(ob):
             nq = ob._hq + qs
             no = ob._ho + offs
             hs = ob._hsegs + [[qs[-1], name, size]]
-        else:
-            # in place, and the last step that allocates: nothing below can fail
+        elif not ob._sq and len(ob._segs) < 4 * _WINDOW:
+            # listed (in place, and the last step that allocates: nothing below can fail)
             ob._segs.extend(array("I", (qs[0], qs[-1], n, size)))
+        else:
+            counted = True  # found on flash again when the listed ones are used up
     except MemoryError:
         _remove(ob.store, name)
         raise
     ob.spills += 1
     ob.flash_used += size
     ob._ram_forget(n)
-    if head:
-        ob._hq = nq
-        ob._ho = no
-        ob._hsegs = hs
+    if counted:
+        ob._sq += 1
+        ob._sn += n
+    else:
+        ob._sfrom = qs[-1] + 1  # (what is older is listed, loaded or gone)
+        if head:
+            ob._hq = nq
+            ob._ho = no
+            ob._hsegs = hs
     return True
 
 
 def _drop_segment(ob):
     """Drop the oldest flash segment the server cannot hold yet; False if none."""
+    if not ob._segs and ob._sq:
+        refill(ob)
     segs = ob._segs
     j = 0
     while j < len(segs) and segs[j] <= ob._sent_hi:
@@ -159,7 +244,7 @@ def next_batch(ob, max_n, window):
             k = _read_run(ob, i, room, out)
             if k > 0:
                 i += k  # (else the rest of an unreadable segment left the head: look again)
-        elif ob._segs:
+        elif ob._segs or ob._sq:
             load_segment(ob)
         elif i - hn < ob._rc:
             out.append(_text(ob, i - hn))
@@ -243,6 +328,10 @@ def load_segment(ob):
     """The oldest unloaded segment into the head (what is above the ack): its seqs and
     where each reading starts in the file, no texts."""
     segs = ob._segs
+    if not segs:
+        refill(ob)
+        if not segs:
+            return  # (the count was off: set right by refill)
     a = segs[0]
     b = segs[1]
     size = segs[3]
@@ -282,7 +371,15 @@ def forget_acked(ob, n):
         _remove(ob.store, hs[0][1])
         ob.flash_used -= hs.pop(0)[2]
     segs = ob._segs
-    while segs and segs[1] <= n and not ob._hq:
+    while not ob._hq:
+        if not segs:
+            if not ob._sq:
+                break
+            refill(ob)  # (an ack over unlisted segments: at boot, from meta.json)
+            if not segs:
+                break
+        if segs[1] > n:
+            break
         name = _name(segs[0], segs[1], segs[2])
         size = segs[3]
         segs[0:4] = _NONE
