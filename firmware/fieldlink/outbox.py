@@ -371,19 +371,20 @@ class Outbox:
         the buffer, where the readings lie back to back with their commas."""
         v = self.next_batch_view(max_n, window)
         if isinstance(v, list):
-            return ",".join(v)
+            return ",".join([str(t[:-1], "utf-8") for t in v])
         return str(v, "utf-8") if v else ""
 
     def next_batch_view(self, max_n, window):
         """next_batch_text without building a string: from RAM a memoryview of the buffer
         (the readings joined; valid until the outbox changes next: use it at once), while the
-        flash holds readings the list of their texts (next_batch), empty for nothing."""
+        flash holds readings a list of them as bytes, each ending in a separator byte to be
+        replaced (outbox_flash.next_batch with raw), empty for nothing."""
         if self._meta_unsaved():
             return ""
         i = self._inflight
         hq = len(self._hq)
         if i < hq or self._segs or self._sq:
-            return self._flash().next_batch(self, max_n, window)
+            return self._flash().next_batch(self, max_n, window, True)
         room = window - i
         if room > max_n:
             room = max_n

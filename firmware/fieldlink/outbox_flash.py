@@ -230,24 +230,26 @@ def _drop_segment(ob):
     return True
 
 
-def next_batch(ob, max_n, window):
+def next_batch(ob, max_n, window, raw=False):
     """Outbox.next_batch: the head (read from its segment files), segments loaded as it
-    empties, then RAM."""
+    empties, then RAM. The readings as str, or with `raw` as bytes that end in one separator
+    byte (the file's newline, the RAM buffer's comma): what the sender copies into its batch
+    as they are, with no second copy of each reading to strip or encode it."""
     room = window - ob._inflight
     if room > max_n:
         room = max_n
-    out = []  # type: list[str]
+    out = []  # type: list
     i = ob._inflight
     while len(out) < room:
         hn = len(ob._hq)
         if i < hn:
-            k = _read_run(ob, i, room, out)
+            k = _read_run(ob, i, room, out, raw)
             if k > 0:
                 i += k  # (else the rest of an unreadable segment left the head: look again)
         elif ob._segs or ob._sq:
             load_segment(ob)
         elif i - hn < ob._rc:
-            out.append(_text(ob, i - hn))
+            out.append(_text(ob, i - hn, raw))
             i += 1
         else:
             break
@@ -263,7 +265,7 @@ def next_batch(ob, max_n, window):
     return out
 
 
-def _read_run(ob, i, room, out):
+def _read_run(ob, i, room, out, raw):
     """Head readings i.. of one segment, up to `room`, read from its file into `out`: the
     head keeps only where they are (seq and byte offset), so their texts are on the heap
     only while a batch is built (read again after a reconnect: flash reads do not wear it).
@@ -276,18 +278,17 @@ def _read_run(ob, i, room, out):
     last = s[0]
     k = len(out)
     try:
-        with ob.store.file(s[1]) as f:
-            f.seek(ob._ho[i])  # a byte offset: text-mode seek takes it on both interpreters
+        with ob.store.file(s[1], "rb") as f:
+            f.seek(ob._ho[i])
             j = i
             while len(out) < room and j < len(hq) and hq[j] <= last:
                 t = f.readline()
-                if not t:
+                if t[-1:] != b"\n":
                     raise ValueError  # the file is shorter than when it was indexed
-                t = t.rstrip("\n")
-                if t:
-                    if int(t[5:t.index(",")]) != hq[j]:  # (see _index)
+                if len(t) > 1:
+                    if int(t[5:t.index(b",")]) != hq[j]:  # (see _index)
                         raise ValueError
-                    out.append(t)
+                    out.append(t if raw else str(t[:-1], "utf-8"))
                     j += 1
     except (OSError, ValueError):
         del out[k:]
@@ -317,10 +318,13 @@ def _slot(ob, i):
     return (ob._rh + i) % ob._cap
 
 
-def _text(ob, i):
-    """RAM reading i as str (a new object: only for the batch being sent or spilled)."""
+def _text(ob, i, raw):
+    """RAM reading i as str, or raw: bytes with its "," (a new object: only for the batch
+    being sent)."""
     p = _slot(ob, i)
     o = ob._ro[p]
+    if raw:
+        return bytes(ob._mv[o:o + ob._rn[p]])
     return str(ob._mv[o:o + ob._rn[p] - 1], "utf-8")
 
 

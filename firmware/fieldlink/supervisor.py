@@ -324,12 +324,12 @@ class Supervisor:
             # The message is built in _bb around the readings and framed from there: no
             # string per batch (on a small heap the two per batch fragmented it until no
             # 700-byte block was left). From RAM the readings, already joined, are a view of
-            # the outbox's buffer; from flash a list of texts.
+            # the outbox's buffer; from flash a list of them as read, each ending in a
+            # separator byte that becomes the batch's "," (the last one is cut).
             k = len(proto.BATCH_HEAD)
             if isinstance(b, list):
                 for r in b:
-                    r = r.encode()
-                    k = self._put(k, r) + 1
+                    k = self._put(k, r)
                     self._bb[k - 1] = 44  # ","
                 k -= 1
             else:

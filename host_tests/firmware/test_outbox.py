@@ -416,7 +416,15 @@ def test_next_batch_view_is_the_buffer_then_a_list_from_flash():
         ob.on_connect()
         ob.welcome(0)
         v = ob.next_batch_view(3, 64)
-        assert v == [rd(1), rd(2), rd(3)]             # from flash: the texts
+        # from flash: each reading as read, with its line's newline (the sender's ",")
+        assert v == [(rd(q) + "\n").encode() for q in (1, 2, 3)]
+        ob.ack(3)
+        while True:  # on to the RAM readings behind the flash: each with its ","
+            v = ob.next_batch_view(64, 64)
+            if not v or (rd(40) + ",").encode() in v:
+                break
+            ob.ack(json.loads(v[-1][:-1])["q"])
+        assert isinstance(v, list) and v[-1] == (rd(40) + ",").encode(), v
     finally:
         rmtree(d)
 
