@@ -5,14 +5,16 @@ import os
 import shutil
 import subprocess
 
-from fieldlink_tools import deploy, sim, upy
+from fieldlink_tools import deploy, paths, sim, upy
 
 # Stands in for the firmware's main.py (the flash comes first on the path, as on a board): where
 # the package was imported from, and a traceback from inside it.
 PROBE_MAIN = """\
 import sys
 import fieldlink.log as log
+import machine
 print("FILE", log.__file__, sys.path[0] == '')
+print("VBOARD", machine.__file__)
 from fieldlink import config
 try:
     config.load(None)
@@ -47,6 +49,8 @@ def test_the_board_imports_the_package_from_its_flash(tmp_path, micropython):
     # __file__ and the traceback name the file as it is on the board (one string, one qstr)
     assert "FILE fieldlink/log.mpy True" in out, out
     assert 'File "fieldlink/config.mpy", line ' in out, out
+    # the stand-ins for the ESP32's C modules: compiled, in the flash's .vboard (short names)
+    assert "VBOARD .vboard/machine.mpy" in out, out
     frames = [ln.split('"')[1] for ln in out.splitlines() if ln.startswith('  File "')]
     assert frames[0] == "main.py" and frames[1:] and \
         all(f.startswith("fieldlink/") and f.endswith(".mpy") for f in frames[1:]), out
@@ -60,6 +64,7 @@ def test_the_board_imports_the_package_from_its_flash(tmp_path, micropython):
     assert "FILE fieldlink/log.py True" in out, out
     assert 'File "fieldlink/config.py", line ' in out, out
     assert not [f for f in _tree(pkg) if f.endswith(".mpy")]
+    assert "VBOARD .vboard/machine.mpy" in out, out   # --source is about the firmware only
     # and back
     out = _run_board(tmp_path, flash, True, "again")
     assert "FILE fieldlink/log.mpy True" in out, out
@@ -100,6 +105,19 @@ def test_the_cache_compiles_with_on_board_source_names():
     assert b"fieldlink/ws/client.mpy" in (cache / "fieldlink" / "ws" / "client.mpy").read_bytes()
     assert b"fieldlink/ws/client.py" not in \
         (cache / "fieldlink" / "ws" / "client.mpy").read_bytes()
+    vb = sim.compile_vboard() / sim.VBOARD_DIR
+    assert b".vboard/simdev/i2c.mpy" in (vb / "simdev" / "i2c.mpy").read_bytes()
+    assert _tree(vb) == sorted(os.path.relpath(str(p.with_suffix(".mpy")), str(paths.VBOARD_MP))
+                               for p in paths.VBOARD_MP.rglob("*.py")
+                               if "__pycache__" not in p.parts)
+
+
+def test_the_pty_board_gets_the_package_but_keeps_tools_vboard(tmp_path):
+    """`fieldlink sim --pty`: the flash is a deploy target that starts with the project's
+    firmware; its path has tools/vboard itself, so no .vboard copy is made."""
+    flash = tmp_path / "flash"
+    sim.prepare_flash(str(flash), sim.make_config("ws://127.0.0.1:9/ws"), vboard=False)
+    assert (flash / "fieldlink" / "log.mpy").exists() and not (flash / ".vboard").exists()
 
 
 def test_deploy_builds_with_on_board_source_names(tmp_path, micropython):

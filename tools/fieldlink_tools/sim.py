@@ -1,13 +1,14 @@
 """Run the fieldlink firmware from firmware/ unmodified on the virtual board: the MicroPython
-unix port, with tools/vboard's machine/network/esp32 stand-ins on its path, a directory as its
-flash (config.json, board.json, the outbox, and the `fieldlink` package compiled with mpy-cross
-at fieldlink/*.mpy, where `fieldlink deploy` puts it on a board) and an ESP32-sized heap.
+unix port, a directory as its flash (config.json, board.json, the outbox, the `fieldlink` package
+compiled with mpy-cross at fieldlink/*.mpy, where `fieldlink deploy` puts it on a board, and
+tools/vboard's machine/network/esp32 stand-ins, compiled, in .vboard/) and an ESP32-sized heap.
 
     fieldlink sim --url ws://127.0.0.1:8765/ws [--device-id ID] [--token T] [--set key=value]
 
 config.json is written from the arguments and the package refreshed from the project's
-firmware/ on every start; the outbox in the flash directory survives, so a restart is a reboot. When the firmware resets (machine.reset: exit status 75;
-watchdog: 76) the interpreter is started again, like a board rebooting.
+firmware/ on every start; the outbox in the flash directory survives, so a restart is a
+reboot. When the firmware resets (machine.reset: exit status 75; watchdog: 76) the
+interpreter is started again, like a board rebooting.
 """
 import json
 import os
@@ -24,9 +25,10 @@ EXIT_RESET = 75      # machine.reset() on the virtual board
 EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
 _WDT_LINE = b"vboard: WDT timeout"
 PACKAGE = "fieldlink"
-STAMP = ".sim-stamp"   # in the installed package: what it was copied from (install_firmware)
+VBOARD_DIR = ".vboard"   # in the flash, on the path: the stand-ins (install_vboard)
+STAMP = ".sim-stamp"   # in an installed copy: what it was copied from (_install)
 # The issue asks for 96k; what the firmware keeps while streaming (the .mpy files' code and
-# qstrs with the unix port's 64-bit objects, the outbox's buffer) is ~101 KB before any
+# qstrs with the unix port's 64-bit objects, the outbox's buffer) is ~99 KB before any
 # connection (`fieldlink bench heap`), so 96k cannot stream. `fieldlink bench link` finds the
 # smallest working heap: 136k for the simulated-sensor board of the tests, 176k for the full
 # virtual board (four sensors and their register-level device models, which live on the same
@@ -69,9 +71,10 @@ def make_config(url, device_id="sim-1", token="sim-token", sets=None):
     return cfg
 
 
-def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True):
+def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True, vboard=True):
     """Write config.json and the board file (boards/BOARD/board.json, or board_data), and
-    install the firmware package into the flash (install_firmware)."""
+    install the firmware package (install_firmware) and, for a board run with mp_dirs(), the
+    virtual-board stand-ins (install_vboard) into the flash."""
     os.makedirs(flash, exist_ok=True)
     with open(os.path.join(flash, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
@@ -84,6 +87,8 @@ def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True):
             raise SystemExit("fieldlink sim: no board file %s" % src)
         shutil.copyfile(src, os.path.join(flash, "board.json"))
     install_firmware(flash, compiled)
+    if vboard:
+        install_vboard(flash)
 
 
 def _mpy_cross():
@@ -91,45 +96,38 @@ def _mpy_cross():
         shutil.which("mpy-cross")
 
 
-def _package_sources():
-    src = paths.FIRMWARE / PACKAGE
-    return src, sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
+def _sources(src):
+    return sorted(p for p in src.rglob("*.py") if "__pycache__" not in p.parts)
 
 
-def _sources_hash(h):
-    src, files = _package_sources()
-    for f in files:
+def _sources_hash(h, src):
+    for f in _sources(src):
         h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def compile_firmware():
-    """The `fieldlink` package compiled with mpy-cross, as `fieldlink deploy` builds it for a
-    board (boot.py and main.py stay source, as on a board). Compiling from source on the
-    board itself needs more heap than an ESP32 has to spare. Cached under var/mpy/ by a hash
-    of the sources and the compiler's version; returns the cache directory (it holds
-    fieldlink/...mpy), or None without mpy-cross. install_firmware copies it into a flash."""
+def _compiled(src, name):
+    """src's .py files compiled with mpy-cross into var/mpy/HASH/NAME/ (HASH: the sources, the
+    compiler's version, NAME); None without mpy-cross. The source name in each .mpy is its
+    path in the flash, NAME/rel.mpy (as `fieldlink deploy` compiles): tracebacks name the file
+    really there, and it is the same string as __file__, so one qstr per module, not two."""
     import hashlib
     exe = _mpy_cross()
     if exe is None:
         return None
     ver = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
-    # The layout tag: entries compiled with other source names (`-s fieldlink/x.py`, before)
-    # are never reused.
-    dest = paths.VAR / "mpy" / _sources_hash(hashlib.sha1(ver.encode() + b"\0-s=mpy\0"))
+    # "-s=mpy": entries compiled with other source names (`-s fieldlink/x.py`) are not reused
+    dest = paths.VAR / "mpy" / _sources_hash(
+        hashlib.sha1(("%s\0%s\0-s=mpy\0" % (ver, name)).encode()), src)
     if dest.exists():
         return dest
-    src, files = _package_sources()
     tmp = dest.with_name(dest.name + ".tmp%d" % os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
-    for f in files:
-        rel = PACKAGE + "/" + f.relative_to(src).with_suffix(".mpy").as_posix()
+    for f in _sources(src):
+        rel = name + "/" + f.relative_to(src).with_suffix(".mpy").as_posix()
         out = tmp / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        # portable bytecode, no -march: the viper code is compiled by the board at import.
-        # The source name is the file's path on the board (as `fieldlink deploy` compiles it):
-        # tracebacks name the file really there, and it is the same string as __file__, so
-        # one qstr per module instead of two.
+        # portable bytecode, no -march: the viper code is compiled by the board at import
         subprocess.run([exe, "-o", str(out), "-s", rel, str(f)],
                        capture_output=True, text=True, check=True)
     try:
@@ -137,6 +135,38 @@ def compile_firmware():
     except OSError:  # another process (xdist worker) finished first: same content
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def compile_firmware():
+    """The `fieldlink` package compiled with mpy-cross, as `fieldlink deploy` builds it for a
+    board (boot.py and main.py stay source, as on a board). Compiling from source on the
+    board itself needs more heap than an ESP32 has to spare. Cached under var/mpy/; returns
+    the cache directory (it holds fieldlink/...mpy), or None without mpy-cross.
+    install_firmware copies it into a flash."""
+    return _compiled(paths.FIRMWARE / PACKAGE, PACKAGE)
+
+
+def compile_vboard():
+    """tools/vboard's stand-ins compiled like the firmware, into var/mpy/HASH/.vboard/."""
+    return _compiled(paths.VBOARD_MP, VBOARD_DIR)
+
+
+def _install(target, src, stamp):
+    """Replace the directory target with a copy of src unless its STAMP file says stamp."""
+    try:
+        with open(os.path.join(target, STAMP)) as f:
+            if f.read() == stamp:
+                return target
+    except OSError:
+        pass
+    new = target + ".new"   # a copy cut short is never taken for the real one: no stamp yet
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(src, new, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(os.path.join(new, STAMP), "w") as f:
+        f.write(stamp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(new, target)
+    return target
 
 
 def install_firmware(flash, compiled=True):
@@ -152,35 +182,37 @@ def install_firmware(flash, compiled=True):
     import hashlib
     root = compile_firmware() if compiled else None
     if root is not None:
-        stamp = "mpy %s\n" % root.name
-    else:   # --source, or no mpy-cross: the sources, as deploy --source copies them
-        root = paths.FIRMWARE
-        stamp = "py %s\n" % _sources_hash(hashlib.sha1())
-    pkg = os.path.join(flash, PACKAGE)
-    try:
-        with open(os.path.join(pkg, STAMP)) as f:
-            if f.read() == stamp:
-                return pkg
-    except OSError:
-        pass
-    new = pkg + ".new"   # a copy cut short is never taken for the package: no stamp yet
-    shutil.rmtree(new, ignore_errors=True)
-    shutil.copytree(root / PACKAGE, new, ignore=shutil.ignore_patterns("__pycache__"))
-    with open(os.path.join(new, STAMP), "w") as f:
-        f.write(stamp)
-    shutil.rmtree(pkg, ignore_errors=True)
-    os.rename(new, pkg)
-    return pkg
+        return _install(os.path.join(flash, PACKAGE), root / PACKAGE, "mpy %s\n" % root.name)
+    # --source, or no mpy-cross: the sources, as deploy --source copies them
+    src = paths.FIRMWARE / PACKAGE
+    return _install(os.path.join(flash, PACKAGE), src,
+                    "py %s\n" % _sources_hash(hashlib.sha1(), src))
+
+
+def install_vboard(flash):
+    """The virtual board's stand-ins for the ESP32's C modules (machine, network, esp32, the
+    device models) into FLASH/.vboard, compiled: short names on the path (.vboard/machine.mpy,
+    not /.../tools/vboard/machine.py) and no compiling on the board, so less of their cost
+    lands in the heap than a board, where they cost none, would pay. Not firmware: deploy
+    never sees them. Refreshed like install_firmware; the sources without mpy-cross."""
+    import hashlib
+    root = compile_vboard()
+    if root is not None:
+        return _install(os.path.join(flash, VBOARD_DIR), root / VBOARD_DIR,
+                        "mpy %s\n" % root.name)
+    return _install(os.path.join(flash, VBOARD_DIR), paths.VBOARD_MP,
+                    "py %s\n" % _sources_hash(hashlib.sha1(), paths.VBOARD_MP))
 
 
 def mp_dirs():
-    """The board's MICROPYPATH after .frozen (upy.mp_path): firmware/ (for boot.py and main.py,
-    which a test may also put into the flash) and the virtual-board modules. The firmware
-    package is found first, in the flash: the unix port's sys.path starts with '' (the working
+    """The board's MICROPYPATH after .frozen (upy.mp_path), for a flash made by prepare_flash:
+    the virtual-board stand-ins (relative: FLASH/.vboard, install_vboard), then firmware/ for
+    boot.py and main.py (a test may put its own into the flash). The firmware package is found
+    before all of them, in the flash: the unix port's sys.path starts with '' (the working
     directory, i.e. the flash) as an ESP32's does, when it runs `-c` code as SimBoard does (a
     script's own directory takes that place instead: tools/bench/heap_probe.py sets it back).
     An empty MICROPYPATH entry is no way to add '': the unix port drops a leading one."""
-    return (paths.FIRMWARE, paths.VBOARD_MP)
+    return (VBOARD_DIR, paths.FIRMWARE)
 
 
 class SimBoard:
@@ -370,7 +402,8 @@ def run(args):
     cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.pty:
         from .vboard_pty import run_pty
-        prepare_flash(flash, cfg, args.board, compiled=not args.source)
+        # the pty board's path has tools/vboard itself (vboard_pty.child_env)
+        prepare_flash(flash, cfg, args.board, compiled=not args.source, vboard=False)
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
