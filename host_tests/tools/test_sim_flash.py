@@ -4,6 +4,7 @@ project's firmware at every start; .mpy source names are the on-board paths."""
 import os
 import shutil
 import subprocess
+import time
 
 from fieldlink_tools import deploy, paths, sim, upy
 
@@ -141,3 +142,16 @@ def test_deploy_builds_with_on_board_source_names(tmp_path, micropython):
     assert subprocess.run([micropython, "-c", "import sys; print(sys.path[0] == '')"],
                           env=upy.env_for(()), capture_output=True,
                           text=True).stdout.strip() == "True"
+
+
+def test_mpy_cache_keeps_the_newest_entries_and_drops_old_ones(tmp_path):
+    now = time.time()
+    ages = {"a": 0, "b": 3600, "c": 2 * 86400, "d": 3 * 86400, "e": 4 * 86400}
+    for name, age in ages.items():
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (now - age, now - age))
+    sim._prune_cache(tmp_path, keep=1)
+    # the newest one is kept whatever its age, younger than a day too; older ones go
+    assert sorted(os.listdir(tmp_path)) == ["a", "b"]
+    sim._prune_cache(tmp_path, keep=0, age_s=1800)
+    assert sorted(os.listdir(tmp_path)) == ["a"]

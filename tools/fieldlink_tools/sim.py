@@ -134,7 +134,25 @@ def _compiled(src, name):
         os.rename(tmp, dest)
     except OSError:  # another process (xdist worker) finished first: same content
         shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        _prune_cache(dest.parent)
     return dest
+
+
+def _prune_cache(root, keep=12, age_s=24 * 3600):
+    """A new entry per source change adds up (~100 KB each): remove entries (and temporary
+    dirs left by a crash) older than a day beyond the newest `keep`. A day: a process still
+    running an older build (a long soak) finds its entry; each board start looks its entry
+    up again and rebuilds it if it is gone."""
+    try:
+        entries = sorted(((e.stat().st_mtime, e.path) for e in os.scandir(root) if e.is_dir()),
+                         reverse=True)
+    except OSError:
+        return
+    old = time.time() - age_s
+    for mtime, path in entries[keep:]:
+        if mtime < old:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def compile_firmware():
