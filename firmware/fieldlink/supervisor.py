@@ -109,6 +109,7 @@ class Supervisor:
         # boot, grown once if a batch is bigger, then reused.
         self._bb = memoryview(bytearray(len(proto.BATCH_HEAD) + 64 * cfg.batch_max))
         self._bb[:len(proto.BATCH_HEAD)] = proto.BATCH_HEAD
+        wsclient.reserve(len(self._bb))  # its frames' buffer too, while the heap is young
         self._ntp_at = None
 
     # ---- the state machine ----

@@ -302,7 +302,22 @@ async def reuse():
     out(step="closed", closed=[x.closed for x in (a, b, c, d)])
 
 
-SCENARIOS = {"reuse": reuse, "burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
+async def reserve():
+    # Buffers reserved at boot serve the first connect(), and a message of the reserved size
+    # is framed without growing the encoder's buffer.
+    client.reserve(1300)
+    rbuf, enc = client._spare
+    buf = enc.buf
+    ws = await connect()
+    text = "r" * 1300
+    await ws.send(text)
+    echoed = await ws.recv() == text
+    out(step="reserved", taken=ws._rbuf is rbuf and ws._p.enc is enc, size=len(buf),
+        kept=enc.buf is buf, echo=echoed)
+    await ws.close()
+
+
+SCENARIOS = {"reserve": reserve, "reuse": reuse, "burst": burst, "exchange": exchange, "timeouts": timeouts, "echo_sizes": echo_sizes, "receive_all": receive_all, "client_ping": client_ping,
              "connect_only": connect_only, "hostile": hostile, "fail_bound": fail_bound,
              "opening_dropped": opening_dropped, "dns_lookups": dns_lookups}
 asyncio.run(SCENARIOS[SCENARIO]())

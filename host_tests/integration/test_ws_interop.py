@@ -150,6 +150,14 @@ def test_connect_drops_its_opening_code(server, interp, refused_port):
 
 
 @pytest.mark.parametrize("interp", ["micropython", "cpython"])
+def test_reserved_buffers_serve_the_first_connection_without_growing(server, interp):
+    lines = S.run_client("reserve", {"url": url(server, "/echo")}, interp)
+    by = {x["step"]: x for x in lines}
+    assert by["reserved"] == {"step": "reserved", "taken": True, "size": 1314, "kept": True,
+                              "echo": True}, lines
+
+
+@pytest.mark.parametrize("interp", ["micropython", "cpython"])
 def test_connections_reuse_a_finished_ones_buffers(server, interp, refused_port):
     lines = S.run_client("reuse", {"url": url(server, "/echo"),
                                    "refused": "ws://127.0.0.1:%d/" % refused_port},

@@ -171,6 +171,17 @@ _OPENING = ("opening", "handshake", "tls")  # modules loaded only while connect(
 _spare = [None, None]  # type: list[Any]
 
 
+def reserve(frame_bytes=512):
+    """Allocate the next connect()'s buffers now: the read buffer and a frame encoder whose
+    buffer holds a message of `frame_bytes` without growing. A board calls this at boot,
+    while its heap is not yet fragmented, with the size of the messages it sends most;
+    otherwise the encoder's buffer grows at the first bigger message, mid-stream, when a
+    block of that size may no longer be free (seen at 128k: 750 B for a batch, MemoryError)."""
+    if _spare[0] is None:
+        _spare[1] = Encoder(os.urandom, frame_bytes + 14)  # (+ a frame header's most)
+        _spare[0] = bytearray(_READ_BUF)
+
+
 async def connect(url, headers=None, subprotocols=None, ca_file=None, connect_timeout_s=10,
                   handshake_timeout_s=10, ping_interval_s=20, ping_timeout_s=10,
                   max_message=16384):
