@@ -72,3 +72,17 @@ def rmtree(path):
     for n in os.listdir(path):
         os.remove(path + "/" + n)
     os.rmdir(path)
+
+
+def drain(ob, max_n=20, window=64):
+    """A good link until the outbox is empty (on_connect, welcome 0, batches acked as they
+    come); the seqs in order of arrival."""
+    ob.on_connect()
+    ob.welcome(0)
+    got = []
+    while True:
+        b = ob.next_batch(max_n, window)
+        if not b:
+            return got
+        got += [json.loads(t)["q"] for t in b]
+        ob.ack(got[-1])

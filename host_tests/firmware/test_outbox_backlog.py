@@ -5,9 +5,9 @@ names, and boot walks the directory one name at a time.
 
 Before: a list and a name per segment (~140 B on the unix port) and a list of every file name
 at boot; 600 segments did not boot on a 64k heap (MemoryError)."""
-import json
 import os
 
+from dualsupport import drain
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
 from fieldlink_tools import sim, upy
@@ -70,16 +70,7 @@ def test_cpython_boot_reads_segments_in_order_and_renames_odd_names(tmp_path):
     ob = Outbox(ram_bytes=1024, flash_bytes=4 * 1024 * 1024, store=DirStore(d))
     assert ob.held() == 60
     assert segs[3] in os.listdir(d) and odd not in os.listdir(d)
-    ob.on_connect()
-    ob.welcome(0)
-    got = []
-    while True:
-        batch = ob.next_batch(20, 64)
-        if not batch:
-            break
-        got += [json.loads(t)["q"] for t in batch]
-        ob.ack(got[-1])
-    assert got == list(range(1, 61))
+    assert drain(ob) == list(range(1, 61))
     assert not [f for f in os.listdir(d) if f.startswith("s")]
 
 

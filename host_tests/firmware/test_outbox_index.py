@@ -4,26 +4,13 @@ allocated once, sized by the shortest reading proto.reading() makes; readings sh
 that fill it before the buffer and are spilled or dropped like a full buffer's."""
 import json
 
-from dualsupport import rmtree, tmpdir
+from dualsupport import drain, rmtree, tmpdir
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
 
 
 def seqs(texts):
     return [json.loads(t)["q"] for t in texts]
-
-
-def drain(ob):
-    """A good link until the outbox is empty; the seqs stored, in order of arrival."""
-    ob.on_connect()
-    ob.welcome(0)
-    got = []
-    while True:
-        b = ob.next_batch(20, 64)
-        if not b:
-            return got
-        got += seqs(b)
-        ob.ack(got[-1])
 
 
 def tiny(q):
