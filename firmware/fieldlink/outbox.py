@@ -110,7 +110,9 @@ class Outbox:
         self._tail = 0       # where the next reading is written
         cap = ram_bytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
         w = 2 if ram_bytes < 65536 else 4  # offsets and lengths are < ram_bytes
-        self._rq = array("I", bytes(4 * cap))  # seqs (32 bits: a year at 2/s is < 2**26)
+        # seqs: 64 bits (the protocol allows them; a board sampling every 2 ms passes 2**32
+        # after ~99 days, and MicroPython's "I" keeps the low 32 bits without a word)
+        self._rq = array("Q", bytes(8 * cap))
         self._ro = array("H" if w == 2 else "I", bytes(w * cap))
         self._rn = array("H" if w == 2 else "I", bytes(w * cap))
         self._cap = cap
@@ -129,7 +131,7 @@ class Outbox:
         # _sn readings, all with first seq >= _sfrom, and listed from flash again when these
         # are used up. RAM is the same for any backlog: one list and name per segment (~140
         # B) kept a 600-segment backlog from booting even on a 256k heap.
-        self._segs = array("I")
+        self._segs = array("Q")  # (seqs: 64 bits, see _rq)
         self._sq = 0
         self._sn = 0
         self._sfrom = 0

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover
 # names when these are used up. RAM for the table is then the same for a backlog of 30
 # segments or of 3000 (a long outage on a big flash outbox).
 _WINDOW = const(16)
-_NONE = array("I")  # assigned over a segment's four entries in ob._segs: removed in place
+_NONE = array("Q")  # assigned over a segment's four entries in ob._segs: removed in place
 
 
 def _p(st, name):
@@ -37,11 +37,17 @@ def _name(first, last, count):
 
 
 def _parse(n):
-    """(first, last, count) from a segment's name as _name makes it, else None."""
-    if len(n) < 24 or n[0] != "s" or n[11] != "_" or n[22] != "_" or n[-4:] == ".tmp":
+    """(first, last, count) from a segment's name as _name makes it, else None. Seqs take
+    ten digits, more from 10**10 on (~231 days at one reading every 2 ms): without a leading
+    zero then (another name for the same segment would not be found by _name)."""
+    if n[:1] != "s" or n[-4:] == ".tmp":
+        return None
+    i = n.find("_")
+    j = n.find("_", i + 1)
+    if i < 11 or j - i < 11 or (i > 11 and n[1] == "0") or (j - i > 11 and n[i + 1] == "0"):
         return None
     try:
-        return int(n[1:11]), int(n[12:22]), int(n[23:])
+        return int(n[1:i]), int(n[i + 1:j]), int(n[j + 1:])
     except ValueError:
         return None
 
@@ -60,7 +66,7 @@ def _entries(st):
 
 def _scan(st, lo, k):
     """The k oldest segments on flash whose first seq is >= lo, flat as in Outbox._segs."""
-    out = array("I")
+    out = array("Q")
     for n, size in _entries(st):
         s = _parse(n)
         if s is None or s[0] < lo:
@@ -73,7 +79,7 @@ def _scan(st, lo, k):
             j -= 4
         if size is None:
             size = os.stat(_p(st, n))[6]
-        out[j:j] = array("I", (a, s[1], s[2], size))
+        out[j:j] = array("Q", (a, s[1], s[2], size))
         if len(out) > 4 * k:
             out[4 * k:] = _NONE
     return out
@@ -171,7 +177,7 @@ def spill_chunk(ob):
             hs = ob._hsegs + [[qs[-1], name, size]]
         elif not ob._sq and len(ob._segs) < 4 * _WINDOW:
             # listed (in place, and the last step that allocates: nothing below can fail)
-            ob._segs.extend(array("I", (qs[0], qs[-1], n, size)))
+            ob._segs.extend(array("Q", (qs[0], qs[-1], n, size)))
         else:
             counted = True  # found on flash again when the listed ones are used up
     except MemoryError:

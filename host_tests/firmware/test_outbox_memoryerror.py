@@ -109,7 +109,7 @@ def rd(q):
 def flaky(ob):
     for name in ("_hq", "_ho", "_hsegs"):
         setattr(ob, name, Flaky(getattr(ob, name)))
-    ob._segs = FlakyArray("I", ob._segs)
+    ob._segs = FlakyArray(ob._segs.typecode, ob._segs)
 
 
 def push_all(ob, n):
