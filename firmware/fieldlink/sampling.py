@@ -22,6 +22,10 @@ ERR_MAX = const(64)
 
 # a wait shorter than this is a plain sleep (a set_interval/sample_now waits for it to end)
 _POKE_MS = const(50)
+# the longest single wait: a longer interval (a sensor read weekly) is waited in steps. On an
+# ESP32 asyncio cannot sleep 2**29 ms (~6.2 days; ticks_add raises OverflowError), and _clock
+# must be read within that, or ticks_diff is wrong.
+_WAIT_MAX_MS = const(3600 * 1000)
 
 
 # MicroPython's sleep_ms takes no float and allocates nothing (a singleton generator)
@@ -263,7 +267,7 @@ class Sampler:
             now = self._clock()
             delay = self.next_due() - now
             if delay > 0:
-                await self._wait(delay)
+                await self._wait(delay if delay < _WAIT_MAX_MS else _WAIT_MAX_MS)
                 continue
             slots = self.due_slots(now)
             wait, errs = self.start_slots(slots)
