@@ -182,8 +182,11 @@ class Outbox:
                 "v": _META_V, "boot": self.boot, "mark": self._mark, "dropped": self.dropped,
                 "acked": self.acked, "gaps": [g[:3] for g in self.gaps]}))
             self._meta_dirty = False
-        except MemoryError:
-            # a fragmented heap must not lose a reading: the state is saved at the next push
+        except (MemoryError, OSError):
+            # A fragmented heap or a full filesystem (ENOSPC) must not lose a reading, nor
+            # raise into the sampler or boot (the board reset-looped on a full flash): the
+            # state is saved at the next push, and nothing above the saved mark is sent
+            # meanwhile (_meta_unsaved).
             self._meta_dirty = True
 
     def _merge_gaps(self, resend):

@@ -1,0 +1,122 @@
+# dual: runs on CPython and on MicroPython
+"""Outbox on a full filesystem (OSError ENOSPC on every write: the flash is smaller than
+outbox_flash_bytes says, or full of other files). A push must not raise (in the app that ends
+the sampler and resets the board), nor must boot: the seq mark's write failing at boot made a
+reset loop that never sent anything. While the mark cannot be saved nothing is sent (a power
+cut would reuse those seqs: the server would drop the new readings as duplicates); the
+oldest readings are dropped and counted. Once there is room again, all goes on."""
+import json
+
+from dualsupport import rmtree, tmpdir
+
+from fieldlink import proto
+from fieldlink.outbox import DirStore, Outbox
+
+
+class FullFS(DirStore):
+    """Every write fails with ENOSPC while `full`."""
+
+    full = False
+
+    def file(self, name, mode="r"):
+        if self.full and ("w" in mode or "a" in mode):
+            raise OSError(28)
+        return DirStore.file(self, name, mode)
+
+
+def rd(q):
+    return proto.reading(q, None, 100, "env.temperature", 20 + q % 7, "C")
+
+
+class Server:
+    def __init__(self):
+        self.state = {}
+        self.ack = 0
+
+    def gap(self, frm, to, why):
+        for q in range(frm, to + 1):
+            self.state.setdefault(q, why)
+
+    def batch(self, texts):
+        for t in texts:
+            q = json.loads(t)["q"]
+            assert self.state.get(q) != "dropped", q
+            self.state[q] = "stored"
+        while self.ack + 1 in self.state:
+            self.ack += 1
+        return self.ack
+
+
+def drain(ob, srv):
+    ob.on_connect()
+    ob.welcome(srv.ack)
+    for _ in range(10000):
+        for g in ob.pending_gaps():
+            srv.gap(*g)
+        b = ob.next_batch(20, 64)
+        if not b:
+            break
+        ob.ack(srv.batch(b))
+
+
+def new(d):
+    return Outbox(ram_bytes=1024, flash_bytes=32768, store=FullFS(d), seg_bytes=256,
+                  seq_block=50)
+
+
+def test_pushes_on_a_full_filesystem_never_raise_and_resume_with_room():
+    d = tmpdir()
+    try:
+        ob = new(d)
+        srv = Server()
+        drain(ob, srv)
+        with open(d + "/meta.json") as f:
+            mark = json.loads(f.read())["mark"]  # seqs below it are never used again
+        ob.store.full = True
+        sent = 0
+        for _ in range(300):  # the link is up, the flash is full
+            ob.push(ob.next_seq, rd(ob.next_seq))
+            b = ob.next_batch(20, 64)
+            for t in b:
+                assert json.loads(t)["q"] < mark, (t, mark)
+            sent += len(b)
+            ob.ack(srv.batch(b))
+        assert 0 < sent < mark
+        assert ob.dropped > 0 and ob.held() + ob.dropped + sent == 300
+        ob.store.full = False  # room again (files removed)
+        ob.push(ob.next_seq, rd(ob.next_seq))
+        drain(ob, srv)
+        assert ob.held() == 0 and srv.ack == ob.next_seq - 1 == 301
+        assert [q for q in srv.state if srv.state[q] == "dropped"] != []
+        assert len([q for q in srv.state if srv.state[q] == "dropped"]) == ob.dropped
+    finally:
+        rmtree(d)
+
+
+def test_boot_on_a_full_filesystem_keeps_the_numbering():
+    d = tmpdir()
+    try:
+        ob = new(d)
+        for _ in range(120):  # some on flash, with meta.json and the epoch
+            ob.push(ob.next_seq, rd(ob.next_seq))
+        ob.flush()
+        top = ob.next_seq - 1
+        epoch = ob.epoch
+        ob = None
+        st = FullFS(d)
+        st.full = True
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=st, seg_bytes=256, seq_block=50)
+        assert ob.epoch == epoch and ob.held() == 120 and ob.next_seq == top + 1
+        for _ in range(40):
+            ob.push(ob.next_seq, rd(ob.next_seq))
+        assert ob.next_batch(20, 64) == []  # the new mark is not saved: nothing goes
+        st.full = False
+        srv = Server()
+        drain(ob, srv)
+        assert ob.held() == 0 and srv.ack == ob.next_seq - 1
+        assert [srv.state[q] for q in range(1, 121)] == ["stored"] * 120
+        ob = None  # a power cut now: the numbering goes on above everything used
+        ob = new(d)
+        assert ob.next_seq > top + 40
+    finally:
+        rmtree(d)
