@@ -7,6 +7,7 @@ import os
 import sys
 
 from dualsupport import raises, rmtree, tmpdir
+from outbox_model import Server, campaign, drain_to, lcg
 
 from fieldlink import outbox_boot, proto
 from fieldlink.outbox import DirStore, Outbox
@@ -28,54 +29,6 @@ def seq_of(text):
 
 def seqs(texts):
     return [seq_of(t) for t in texts]
-
-
-def lcg(seed):
-    state = [seed]
-
-    def rand(n):
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return (state[0] >> 8) % n
-    return rand
-
-
-class Server:
-    """The collector's rules in miniature: store each seq once, cumulative ack from the store
-    and the gaps, resends ignored. A bytearray per seq keeps it small on MicroPython."""
-
-    STORED, DROPPED, REBOOT = 1, 2, 3
-
-    def __init__(self, size=8192):
-        self.state = bytearray(size)
-        self.ack = 0
-        self.dup = 0
-
-    def gap(self, frm, to, why):
-        mark = self.DROPPED if why == "dropped" else self.REBOOT
-        for q in range(frm, to + 1):
-            # a reading declared dropped must never have been stored
-            assert not (mark == self.DROPPED and self.state[q] == self.STORED), q
-            if not self.state[q]:
-                self.state[q] = mark
-
-    def batch(self, texts):
-        for t in texts:
-            q = seq_of(t)
-            if self.state[q] == self.STORED:
-                self.dup += 1
-            elif q > self.ack:
-                assert self.state[q] != self.DROPPED, q  # a dropped seq is never sent
-                self.state[q] = self.STORED
-        while self.state[self.ack + 1]:
-            self.ack += 1
-        return self.ack
-
-    def count(self, what):
-        n = 0
-        for x in self.state:
-            if x == what:
-                n += 1
-        return n
 
 
 def test_order_window_and_acks():
@@ -213,15 +166,7 @@ def test_reload_after_power_cut_declares_reboot_gap():
         gaps = ob2.pending_gaps()
         assert gaps == [(on_flash + 1, ob2.next_seq - 1, "reboot")]
         srv = Server()
-        for g in gaps:
-            srv.gap(*g)
-        ob2.on_connect()
-        ob2.welcome(srv.ack)
-        while True:
-            b = ob2.next_batch(20, 64)
-            if not b:
-                break
-            ob2.ack(srv.batch(b))
+        drain_to(ob2, srv)  # (the reboot gap goes first)
         assert srv.ack == ob2.next_seq - 1 and ob2.held() == 0
         for q in range(1, on_flash + 1):
             assert srv.state[q] == srv.STORED
@@ -308,42 +253,9 @@ def run_model(seed, steps, power_cuts):
         def new():
             return Outbox(ram_bytes=1500, flash_bytes=6000, store=DirStore(d), seg_bytes=600,
                           seq_block=40)
-        ob = new()
         srv = Server(4096)  # the campaigns reach seq ~1900 (power cuts skip seq_block each)
-        up = False
-        produced = 0
-        for _ in range(steps):
-            op = rand(100)
-            if op < 58:
-                ob.push(ob.next_seq, rd(ob.next_seq, rand(30)))
-                produced = ob.next_seq - 1
-            elif op < 70 and up:
-                for g in ob.pending_gaps():
-                    srv.gap(*g)
-                b = ob.next_batch(1 + rand(4), 16)
-                a = srv.batch(b)
-                if rand(3):
-                    ob.ack(a)                           # the ack may be lost on the way
-            elif op < 78:
-                up = not up                             # link up / down
-                if up:
-                    ob.on_connect()
-                    ob.welcome(srv.ack)
-            elif op < 82:
-                ob.spill(True)                          # link down long
-            elif op < 84 and power_cuts:
-                ob = None                               # kill -9: RAM gone (and its heap,
-                ob = new()                              # before the new one is allocated)
-                up = False
-        ob.on_connect()                                 # finally: a good link, drain all
-        ob.welcome(srv.ack)
-        for _ in range(10000):
-            for g in ob.pending_gaps():
-                srv.gap(*g)
-            b = ob.next_batch(20, 64)
-            if not b:
-                break
-            ob.ack(srv.batch(b))
+        ob, produced = campaign(new(), new, srv, rand, steps, power_cuts, rd)
+        drain_to(ob, srv)                               # finally: a good link, drain all
         assert ob.held() == 0, ob.held()
         top = ob.next_seq - 1
         assert top >= produced
@@ -619,15 +531,7 @@ def test_segments_dropped_before_a_power_cut_are_declared_at_boot():
         gaps = ob2.pending_gaps()
         assert gaps and gaps[0][0] == 1 and gaps[0][2] == "reboot", gaps
         srv = Server()
-        for g in gaps:
-            srv.gap(*g)
-        ob2.on_connect()
-        ob2.welcome(srv.ack)
-        while True:
-            b = ob2.next_batch(20, 64)
-            if not b:
-                break
-            ob2.ack(srv.batch(b))
+        drain_to(ob2, srv)  # (the reboot gap goes first)
         # nothing silently missing: the server's ack reaches everything produced
         assert srv.ack == ob2.next_seq - 1 and ob2.held() == 0
         assert srv.count(srv.STORED) > 0
@@ -765,17 +669,9 @@ def batch_texts(ob, max_n, window):
 
 
 def drain(ob, srv):
-    """A good link until the outbox is empty: gaps, batches, acks (srv: Server/SparseServer),
-    sent the way the app sends."""
-    ob.on_connect()
-    ob.welcome(srv.ack)
-    for _ in range(100000):
-        for g in ob.pending_gaps():
-            srv.gap(*g)
-        b = batch_texts(ob, 20, 64)
-        if not b:
-            break
-        ob.ack(srv.batch(b))
+    """A good link until the outbox is empty (srv: Server/SparseServer), sent the way the app
+    sends."""
+    drain_to(ob, srv, lambda ob: batch_texts(ob, 20, 64))
 
 
 def test_flash_code_is_loaded_only_while_the_flash_holds_readings():

@@ -10,6 +10,7 @@ import gc
 import json
 
 from dualsupport import rmtree, tmpdir
+from outbox_model import Server, campaign, drain_to, lcg
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -18,53 +19,6 @@ from fieldlink.outbox import DirStore, Outbox
 def rd(q, pad):
     return proto.reading(q, None, 100, "env.temperature", 20 + q % 7, "C",
                          "x" * pad if pad else None)
-
-
-def lcg(seed):
-    state = [seed]
-
-    def rand(n):
-        state[0] = (state[0] * 1103515245 + 12345) & 0x7FFFFFFF
-        return (state[0] >> 8) % n
-    return rand
-
-
-class Server:
-    """Stores each seq once (state per seq above `base`), cumulative ack, resends ignored."""
-
-    STORED, DROPPED, REBOOT = 1, 2, 3
-
-    def __init__(self, base, size=4096):
-        self.base = base
-        self.state = bytearray(size)
-        self.ack = base
-
-    def gap(self, frm, to, why):
-        mark = self.DROPPED if why == "dropped" else self.REBOOT
-        for q in range(max(frm, self.base + 1), to + 1):
-            i = q - self.base
-            assert not (mark == self.DROPPED and self.state[i] == self.STORED), q
-            if not self.state[i]:
-                self.state[i] = mark
-
-    def batch(self, texts):
-        for t in texts:
-            q = json.loads(t)["q"]
-            assert q > self.base, q  # a seq cut to its low 32 bits would land here
-            i = q - self.base
-            if q > self.ack and self.state[i] != self.STORED:
-                assert self.state[i] != self.DROPPED, q  # a dropped seq is never sent
-                self.state[i] = self.STORED
-        while self.state[self.ack + 1 - self.base]:
-            self.ack += 1
-        return self.ack
-
-    def count(self, what):
-        n = 0
-        for x in self.state:
-            if x == what:
-                n += 1
-        return n
 
 
 def run_model(base, seed, steps, power_cuts):
@@ -76,46 +30,17 @@ def run_model(base, seed, steps, power_cuts):
             return Outbox(ram_bytes=1500, flash_bytes=6000, store=DirStore(d), seg_bytes=600,
                           seq_block=40)
         ob = new()
-        srv = Server(base)
+        srv = Server(4096, base)
         ob.on_connect()
         ob.welcome(base)  # the server holds everything up to base: continue above it
         assert ob.next_seq == base + 1
-        up = True
-        for _ in range(steps):
-            op = rand(100)
-            if op < 58:
-                ob.push(ob.next_seq, rd(ob.next_seq, rand(30)))
-            elif op < 70 and up:
-                for g in ob.pending_gaps():
-                    srv.gap(*g)
-                a = srv.batch(ob.next_batch(1 + rand(4), 16))
-                if rand(3):
-                    ob.ack(a)  # the ack may be lost on the way
-            elif op < 78:
-                up = not up
-                if up:
-                    ob.on_connect()
-                    ob.welcome(srv.ack)
-            elif op < 82:
-                ob.spill(True)  # link down long
-            elif op < 84 and power_cuts:
-                ob = None  # kill -9: RAM gone
-                ob = new()
-                up = False
-        ob.on_connect()  # finally a good link: drain everything
-        ob.welcome(srv.ack)
-        for _ in range(10000):
-            for g in ob.pending_gaps():
-                srv.gap(*g)
-            b = ob.next_batch(20, 64)
-            if not b:
-                break
-            ob.ack(srv.batch(b))
+        ob = campaign(ob, new, srv, rand, steps, power_cuts, rd, up=True)[0]
+        drain_to(ob, srv)  # finally a good link: drain everything
         top = ob.next_seq - 1
         assert ob.held() == 0, ob.held()
         assert top > base + 300, top  # the run did cross the limit by far
         for q in range(base + 1, top + 1):
-            assert srv.state[q - base], (seed, q)  # stored or declared
+            assert srv.at(q), (seed, q)  # stored or declared
         assert srv.ack == top, (srv.ack, top)
         if not power_cuts:
             assert srv.count(srv.DROPPED) == ob.dropped

@@ -8,6 +8,7 @@ oldest readings are dropped and counted. Once there is room again, all goes on."
 import json
 
 from dualsupport import rmtree, tmpdir
+from outbox_model import Server, drain_to
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -28,37 +29,6 @@ def rd(q):
     return proto.reading(q, None, 100, "env.temperature", 20 + q % 7, "C")
 
 
-class Server:
-    def __init__(self):
-        self.state = {}
-        self.ack = 0
-
-    def gap(self, frm, to, why):
-        for q in range(frm, to + 1):
-            self.state.setdefault(q, why)
-
-    def batch(self, texts):
-        for t in texts:
-            q = json.loads(t)["q"]
-            assert self.state.get(q) != "dropped", q
-            self.state[q] = "stored"
-        while self.ack + 1 in self.state:
-            self.ack += 1
-        return self.ack
-
-
-def drain(ob, srv):
-    ob.on_connect()
-    ob.welcome(srv.ack)
-    for _ in range(10000):
-        for g in ob.pending_gaps():
-            srv.gap(*g)
-        b = ob.next_batch(20, 64)
-        if not b:
-            break
-        ob.ack(srv.batch(b))
-
-
 def new(d):
     return Outbox(ram_bytes=1024, flash_bytes=32768, store=FullFS(d), seg_bytes=256,
                   seq_block=50)
@@ -69,7 +39,7 @@ def test_pushes_on_a_full_filesystem_never_raise_and_resume_with_room():
     try:
         ob = new(d)
         srv = Server()
-        drain(ob, srv)
+        drain_to(ob, srv)
         with open(d + "/meta.json") as f:
             mark = json.loads(f.read())["mark"]  # seqs below it are never used again
         ob.store.full = True
@@ -85,10 +55,9 @@ def test_pushes_on_a_full_filesystem_never_raise_and_resume_with_room():
         assert ob.dropped > 0 and ob.held() + ob.dropped + sent == 300
         ob.store.full = False  # room again (files removed)
         ob.push(ob.next_seq, rd(ob.next_seq))
-        drain(ob, srv)
+        drain_to(ob, srv)
         assert ob.held() == 0 and srv.ack == ob.next_seq - 1 == 301
-        assert [q for q in srv.state if srv.state[q] == "dropped"] != []
-        assert len([q for q in srv.state if srv.state[q] == "dropped"]) == ob.dropped
+        assert 0 < srv.count(srv.DROPPED) == ob.dropped
     finally:
         rmtree(d)
 
@@ -112,9 +81,9 @@ def test_boot_on_a_full_filesystem_keeps_the_numbering():
         assert ob.next_batch(20, 64) == []  # the new mark is not saved: nothing goes
         st.full = False
         srv = Server()
-        drain(ob, srv)
+        drain_to(ob, srv)
         assert ob.held() == 0 and srv.ack == ob.next_seq - 1
-        assert [srv.state[q] for q in range(1, 121)] == ["stored"] * 120
+        assert [srv.at(q) for q in range(1, 121)] == [srv.STORED] * 120
         ob = None  # a power cut now: the numbering goes on above everything used
         ob = new(d)
         assert ob.next_seq > top + 40
