@@ -1,6 +1,7 @@
 # dual: runs on CPython and on MicroPython
-"""Spans of days. MicroPython's ticks wrap (at 2**30 ms on the ESP32 and the unix port), and
-ticks_diff is right only within half of that, ~6.2 days. A link that stayed up for a week must
+"""Spans of days. MicroPython's ticks wrap (at 2**30 ms on the ESP32; the 64-bit unix port's
+at 2**62, so the wrap is simulated here), and ticks_diff is right only within half of the
+period, ~6.2 days on the board. A link that stayed up for a week must
 still count as stable when it drops (the backoff starts over), and a week-long outage must
 still spill RAM to flash (what a power cut would otherwise take). Both are measured on the
 clock's accumulated uptime; on ticks_diff they read as negative after 6.2 days. Tested with
