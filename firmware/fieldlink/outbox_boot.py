@@ -56,7 +56,17 @@ def boot(ob):
                 "corrupt" if e == "" else "lost", ob.epoch, segs)
             segs = readings = used = last = 0
             meta = None
-        st.put("epoch", ob.epoch)
+        try:
+            st.put("epoch", ob.epoch)
+        except OSError as x:
+            # Nothing can be kept on this flash (full of other files): run from RAM, which
+            # makes every boot a new epoch, so a power cut never reuses a seq the server has.
+            # The flash is tried again at the next boot.
+            ob.store = None
+            ob.flash_limit = 0
+            ob.notice = "cannot write the epoch file (%s): outbox in RAM only, a new epoch " \
+                "every boot" % x
+            return
     # all counted, none listed yet: the first use lists the oldest (outbox_flash.refill)
     ob.flash_used += used
     ob._sq = segs

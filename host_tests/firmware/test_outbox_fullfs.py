@@ -89,3 +89,30 @@ def test_boot_on_a_full_filesystem_keeps_the_numbering():
         assert ob.next_seq > top + 40
     finally:
         rmtree(d)
+
+
+def test_first_boot_on_a_full_filesystem_runs_from_ram_a_new_epoch_each_boot():
+    # No state yet and the epoch file cannot be written: nothing can be kept on this flash.
+    # Before: OSError out of boot (a reset loop). Now the outbox runs from RAM, which makes
+    # every boot a new numbering the server tells apart (no seq is ever reused).
+    d = tmpdir()
+    try:
+        st = FullFS(d)
+        st.full = True
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=st, seg_bytes=256, seq_block=50)
+        assert ob.notice and "RAM only" in ob.notice, ob.notice
+        for _ in range(30):
+            ob.push(ob.next_seq, rd(ob.next_seq))
+        srv = Server()
+        drain_to(ob, srv)
+        assert srv.ack == 30 and ob.held() == 0
+        first = ob.epoch
+        ob = None  # a power cut, the flash still full
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=st, seg_bytes=256, seq_block=50)
+        assert ob.epoch != first and ob.next_seq == 1
+        st.full = False  # room at the next boot: the flash is used again
+        ob = None
+        ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=st, seg_bytes=256, seq_block=50)
+        assert ob.notice is None and ob.store is st
+    finally:
+        rmtree(d)
