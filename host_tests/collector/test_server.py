@@ -596,6 +596,30 @@ def test_live_feed_refuses_other_origins(tmp_path):
     run(main())
 
 
+def test_live_gap_events_carry_the_devices_dropped_total(tmp_path):
+    # A device resends its pending gaps on every connection, merged with newer drops: the
+    # dashboard counts from the event, so it must carry the total (each seq once), not a range
+    # to add (before: 5 + 8 = 13 shown for 8 dropped until the next snapshot).
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            live = c.url[:-3] + "/live"
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+                await recv(ws)  # the snapshot
+                for to in (5, 8):  # the second connection resends 1-5 as 1-8
+                    async with dev_connect(c.url) as d:
+                        await do_hello(d)
+                        await send(d, {"t": "gap", "from": 1, "to": to, "why": "dropped"})
+                        assert (await recv(d)) == {"t": "ack", "ack": to}
+                gaps = []
+                while len(gaps) < 2:
+                    e = await recv(ws)
+                    if e["t"] == "gap":
+                        gaps.append((e["from"], e["to"], e["dropped"]))
+                assert gaps == [(1, 5, 5), (1, 8, 8)], gaps
+            assert c.store.dropped("dev-1") == 8
+    run(main())
+
+
 def test_printed_values_are_rounded_for_display_only():
     from fieldlink_tools.collector.server import format_reading
     r = {"q": 7, "n": "air.temperature", "v": 21.031891355764103, "u": "C", "up": 1000,

@@ -565,8 +565,13 @@ class Collector:
 
     async def _gap(self, s, a, b, why, reason=None):
         s.ack = await self._db(self.store.add_gap, s.dev, a, b, why, reason)
-        self._publish({"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why,
-                       "ack": s.ack, "time": time.time()})
+        ev = {"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why, "ack": s.ack,
+              "time": time.time()}
+        if why == "dropped":
+            # the device's total from the store: a pending gap resent wider on a new
+            # connection must not be counted again by the dashboard
+            ev["dropped"] = await self._db(self.store.dropped, s.dev)
+        self._publish(ev)
         self._print("%s gap %d..%d (%s)" % (s.dev, a, b, why))
 
     # -- dashboard and admin -------------------------------------------------------------

@@ -77,6 +77,10 @@ class Store:
         gaps, reason."""
         raise NotImplementedError
 
+    def dropped(self, device):
+        """How many seqs of a device lie in gaps `dropped` (each counted once)."""
+        raise NotImplementedError
+
     def devices(self):
         """One summary dict per device that ever sent something."""
         raise NotImplementedError
@@ -420,6 +424,10 @@ class SQLiteStore(Store):
                 g["reason"] = why
             out.append(g)
         return out
+
+    def dropped(self, device):
+        return self._query("SELECT COALESCE(SUM(seq_to-seq_from+1),0) FROM gaps"
+                           " WHERE device=? AND why='dropped'", (device,))[0][0]
 
     def epochs(self, device):
         if self._reading_cols is not _READING_COLS:

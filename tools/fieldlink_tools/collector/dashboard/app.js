@@ -147,7 +147,9 @@ const handlers = {
   gap(m) {
     const d = device(m.dev);
     d.ack = m.ack; d.gaps += 1;
-    if (m.why === "dropped") d.dropped_gaps += m.to - m.from + 1;
+    // the store's total (a gap resent wider is not counted twice); older servers: the range
+    if (m.dropped !== undefined) d.dropped_gaps = m.dropped;
+    else if (m.why === "dropped") d.dropped_gaps += m.to - m.from + 1;
     logEvent(m.dev + " gap " + m.from + ".." + m.to + " (" + m.why +
              (m.reason ? ": " + m.reason : "") + ")", "gap");
   },
