@@ -2,6 +2,12 @@
 An error names the key and what it expected; secrets never appear in repr or logs."""
 import json
 
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any, Callable
@@ -24,6 +30,11 @@ def _show(key, v):
     s = json.dumps(v) if not isinstance(v, (bytes, bytearray)) else repr(v)
     return s if len(s) <= 40 else s[:37] + "..."
 
+
+# One wait on the board (asyncio.sleep, wait_for) must stay under half the ticks period: an
+# ESP32's asyncio refuses 2**29 ms (~6.2 days) and more. Timeouts and intervals of the link
+# are capped at a day (sampling intervals may be longer: the sampler waits in steps).
+_DAY = const(86400)
 
 # ---- validators: each returns the (possibly converted) value or raises ConfigError ----
 
@@ -112,13 +123,13 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
     ("ca_file", None, _text(1, 128, True), "CA certificate (PEM/DER) for wss://, null = default"),
     ("wifi_ssid", "", _text(0, 32), "Wi-Fi network name"),
     ("wifi_password", "", _text(0, 64), "Wi-Fi password (secret)"),
-    ("wifi_timeout_s", 20, _num(gt=0), "give up one Wi-Fi attempt after this long"),
-    ("ping_interval_s", 20, _num(lo=1), "WebSocket ping every this many seconds"),
-    ("ping_timeout_s", 10, _num(lo=1), "link is dead when a pong is this late"),
+    ("wifi_timeout_s", 20, _num(hi=_DAY, gt=0), "give up one Wi-Fi attempt after this long"),
+    ("ping_interval_s", 20, _num(lo=1, hi=_DAY), "WebSocket ping every this many seconds"),
+    ("ping_timeout_s", 10, _num(lo=1, hi=_DAY), "link is dead when a pong is this late"),
     ("backoff_base_s", 1, _num(gt=0), "first reconnect delay bound"),
     ("backoff_max_s", 60, _num(gt=0), "reconnect delay cap; also the 401/403 retry delay"),
     ("stable_after_s", 30, _num(lo=0), "link up this long resets the backoff"),
-    ("connect_timeout_s", 10, _num(gt=0), "DNS+TCP+TLS+handshake deadline"),
+    ("connect_timeout_s", 10, _num(hi=_DAY, gt=0), "DNS+TCP+TLS+handshake deadline"),
     ("outbox_ram_bytes", 8192, _int(1024), "outbox bytes kept in RAM"),
     ("outbox_flash_bytes", 65536, _int(0), "outbox bytes spilled to flash (0 = RAM only)"),
     ("outbox_dir", "outbox", _text(1, 64), "flash directory of the outbox"),
@@ -126,7 +137,7 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
     ("batch_max", 20, _int(1, 500), "readings per batch message"),
     ("window", 64, _int(1, 10000), "readings in flight before waiting for an ack"),
     ("sample_interval_s", 10, _num(gt=0), "default sampling interval of every sensor"),
-    ("health_interval_s", 60, _num(lo=1), "health message interval"),
+    ("health_interval_s", 60, _num(lo=1, hi=_DAY), "health message interval"),
     ("ntp_host", "pool.ntp.org", _text(1, 64, True), "SNTP server; null = take the "
                                                       "collector's welcome time"),
     ("board_file", "board.json", _text(1, 64), "board description file on flash"),
