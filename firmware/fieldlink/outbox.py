@@ -141,6 +141,11 @@ class Outbox:
         # or an earlier connection). Readings <= this are never dropped: the server may hold
         # them, and a `gap dropped` over them would make the dropped count inexact.
         self._sent_hi = 0
+        # No seq above this was ever sent: persisted in meta.json ("sent") before a batch
+        # goes past it, a block ahead (flash wear: one write per seq_block readings sent), so
+        # that after a power cut the outbox still knows which flash segments the server
+        # cannot hold, and can drop the oldest of those first when full.
+        self._sent_mark = 0
         self._mark = 0
         self.spills = 0      # flash segment writes, for tests and health
         self._meta_dirty = False
@@ -180,7 +185,8 @@ class Outbox:
             self._merge_gaps(False)
             self.store.put("meta.json", json.dumps({
                 "v": _META_V, "boot": self.boot, "mark": self._mark, "dropped": self.dropped,
-                "acked": self.acked, "gaps": [g[:3] for g in self.gaps]}))
+                "acked": self.acked, "sent": self._sent_mark,
+                "gaps": [g[:3] for g in self.gaps]}))
             self._meta_dirty = False
         except (MemoryError, OSError):
             # A fragmented heap or a full filesystem (ENOSPC) must not lose a reading, nor
@@ -362,6 +368,15 @@ class Outbox:
             self.save_meta()
         return self._meta_dirty
 
+    def may_send(self, q):
+        """Before a batch up to seq q goes out: the sent mark must cover it, written to flash
+        first. False if that write failed: nothing goes (tried again next time)."""
+        if q <= self._sent_mark or self.store is None:
+            return True
+        self._sent_mark = q + self.seq_block
+        self.save_meta()
+        return not self._meta_dirty
+
     def next_batch(self, max_n, window):
         """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in flight.
         The general path, through the head loaded from flash (so it lives in outbox_flash);
@@ -411,9 +426,11 @@ class Outbox:
                 break
             e += rn[p]
             k += 1
+        q = self._rq[(h + k - 1) % cap]
+        if not self.may_send(q):
+            return ""
         v = self._mv[o:e - 1]  # (allocates: before the bookkeeping moves on)
         self._inflight = i + k - j
-        q = self._rq[(h + k - 1) % cap]
         if q > self._sent_hi:
             self._sent_hi = q
         return v

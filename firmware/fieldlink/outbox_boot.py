@@ -92,7 +92,13 @@ def boot(ob):
     if ob.acked:
         forget_acked(ob, ob.acked)
     ob._mark = ob.next_seq + ob.seq_block
-    ob._sent_hi = ob.next_seq - 1  # unknown what was sent before the reboot
+    # Nothing above the sent mark was ever sent (without one, from older firmware or a lost
+    # meta.json, everything may have been): only that much may be on the server unacked.
+    sent = meta.get("sent") if meta else None
+    if sent is None:
+        sent = ob.next_seq - 1
+    ob._sent_mark = sent
+    ob._sent_hi = max(min(sent, ob.next_seq - 1), ob.acked)
     ob.save_meta()
 
 
@@ -265,8 +271,11 @@ def _load_meta(st):
         m = json.loads(text)
         meta = {"gaps": [[int(g[0]), int(g[1]), str(g[2]), False]
                          for g in m.get("gaps", ())]}  # type: dict
-        for k, v in (("v", 1), ("boot", 0), ("mark", 1), ("dropped", 0), ("acked", 0)):
+        for k, v in (("v", 1), ("boot", 0), ("mark", 1), ("dropped", 0), ("acked", 0),
+                     ("sent", None)):
             v = m.get(k, v)
+            if v is None and k == "sent":  # (meta.json from before the sent mark)
+                continue
             if not isinstance(v, int) or v < 0:
                 return ""
             meta[k] = v

@@ -206,12 +206,25 @@ def _drop_segment(ob):
     j = 0
     while j < len(segs) and segs[j] <= ob._sent_hi:
         j += 4
-    if j >= len(segs):
+    if j < len(segs):
+        a = segs[j]
+        b = segs[j + 1]
+        c = segs[j + 2]
+        size = segs[j + 3]
+    elif ob._sq:
+        # Every listed segment may be on the server (at or below the sent mark, kept after
+        # a reboot): the oldest of the unlisted ones goes, found on flash.
+        w = _scan(ob.store, ob._sfrom, 1)
+        if not w:
+            ob._sq = ob._sn = 0  # (the count was off: nothing there)
+            return False
+        a = w[0]
+        b = w[1]
+        c = w[2]
+        size = w[3]
+        j = -1
+    else:
         return False
-    a = segs[j]
-    b = segs[j + 1]
-    c = segs[j + 2]
-    size = segs[j + 3]
     name = _name(a, b, c)
     qs = None
     if c != b - a + 1:
@@ -228,7 +241,11 @@ def _drop_segment(ob):
     else:
         for q in qs:
             ob._add_gap(q, q, "dropped")
-    segs[j:j + 4] = _NONE
+    if j < 0:
+        ob._sq -= 1
+        ob._sn -= c
+    else:
+        segs[j:j + 4] = _NONE
     _remove(ob.store, name)
     ob.flash_used -= size
     # No meta write here: the drop is persisted with the next seq mark (or at the end of
@@ -261,13 +278,15 @@ def next_batch(ob, max_n, window, raw=False):
             break
     # (nothing above changed the outbox but a load or an unreadable segment, each complete
     # in itself: a MemoryError leaves _inflight as it was and the readings go next time)
-    ob._inflight = i
     if out:
         j = i - 1
         hq = ob._hq
         q = hq[j] if j < len(hq) else ob._rq[_slot(ob, j - len(hq))]
+        if not ob.may_send(q):
+            return []
         if q > ob._sent_hi:
             ob._sent_hi = q
+    ob._inflight = i
     return out
 
 
