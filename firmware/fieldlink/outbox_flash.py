@@ -213,10 +213,16 @@ def _drop_segment(ob):
         size = segs[j + 3]
     elif ob._sq:
         # Every listed segment may be on the server (at or below the sent mark, kept after
-        # a reboot): the oldest of the unlisted ones goes, found on flash.
-        w = _scan(ob.store, ob._sfrom, 1)
+        # a reboot): the oldest of the unlisted ones above the mark goes, found on flash.
+        # (Unlisted ones may be below it too: 16 segments are fewer than a window's or a
+        # sent mark's block of readings when segments are small.)
+        lo = ob._sfrom
+        if lo <= ob._sent_hi:
+            lo = ob._sent_hi + 1
+        w = _scan(ob.store, lo, 1)
         if not w:
-            ob._sq = ob._sn = 0  # (the count was off: nothing there)
+            if lo == ob._sfrom:
+                ob._sq = ob._sn = 0  # (the count was off: nothing there)
             return False
         a = w[0]
         b = w[1]

@@ -58,3 +58,39 @@ def test_after_a_power_cut_a_long_outage_drops_the_oldest_unsent_first():
         assert srv.at(40) == srv.DROPPED
     finally:
         rmtree(d)
+
+
+def test_small_segments_below_the_sent_mark_beyond_the_table_are_kept():
+    # Segments of one reading each: the sent mark covers more segments than the table lists
+    # (16), so some at or below it are only counted. A full flash after the power cut must
+    # not drop those (the server holds 17-30) but the oldest above the mark (41 on).
+    d = tmpdir()
+    try:
+        def new1():
+            return Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=100,
+                          seq_block=16)
+        ob = new1()
+        srv = Server()
+        push(ob, 40)
+        ob.spill(False)                   # link down: 40 segments on flash
+        assert ob._sq > 0                 # (more than the table lists)
+        ob.on_connect()
+        ob.welcome(0)
+        srv.batch(ob.next_batch(30, 64))  # 1-30 stored, the ack is lost, the link drops
+        ob = None                         # a power cut
+        ob = new1()
+        first = ob.next_seq               # (41 up to here: declared `gap reboot`)
+        push(ob, 100)                     # the outage goes on: the flash fills up
+        assert ob.dropped > 0
+        top = ob.next_seq - 1
+        drain_to(ob, srv)                 # (the model server fails a `gap dropped` over 1-30)
+        assert ob.held() == 0 and srv.ack == top
+        assert srv.count(srv.DROPPED) == ob.dropped
+        for q in range(1, 41):            # at or below the sent mark (46): kept, and
+            # never declared dropped
+            assert srv.at(q) == srv.STORED, q
+        assert srv.at(first) == srv.DROPPED  # the oldest above it went first
+        for q in range(top - 9, top + 1):
+            assert srv.at(q) == srv.STORED, q
+    finally:
+        rmtree(d)
