@@ -11,6 +11,7 @@ Before: a MemoryError between the head's seq append and its text append left the
 step, and the board sent texts under the wrong seqs (the collector closed with 1008, "batch.r:
 seqs must increase (61 after 64)", seen on a 144k heap)."""
 import json
+import os
 from array import array
 
 import pytest
@@ -90,6 +91,9 @@ class FlakyFile:
     def seek(self, o):
         return self.f.seek(o)
 
+    def read(self, *n):
+        return self.f.read(*n)
+
     def write(self, data):
         return self.f.write(data)
 
@@ -168,3 +172,66 @@ def test_memoryerror_anywhere_loses_nothing_and_keeps_order(tmp_path, fail_at):
     assert budget.hit                          # the failure happened somewhere
     assert stored == set(range(1, 201)), sorted(set(range(1, 201)) - stored)[:10]
     assert ob.held() == 0 and ob.dropped == 0
+
+
+def test_memoryerror_in_directory_scans(tmp_path, monkeypatch):
+    """The segment table's window (16) overflows: refilling it and dropping an unlisted
+    segment list the directory (outbox_flash._scan). A MemoryError at the listing or at any
+    name in it, at the table's growing or at a flash read must change nothing: every reading
+    is stored or declared once, a `gap dropped` never covers a seq the server holds, each
+    batch is in order, the counts are exact."""
+    from outbox_model import Server
+
+    listdir = os.listdir
+
+    def flaky_listdir(p):
+        for n in listdir(p):
+            Flaky.budget and Flaky.budget.tick()
+            yield n
+    monkeypatch.setattr(os, "listdir", flaky_listdir)
+    hits = 0
+    for fail_at in range(3, 4700, 97):  # (~4650 ticks in all)
+        d = tmp_path / str(fail_at)
+
+        def new():
+            return Outbox(ram_bytes=1024, flash_bytes=4096, store=FlakyStore(str(d)),
+                          seg_bytes=100, seq_block=16)
+        ob = new()
+        srv = Server()
+        push_all(ob, 40)
+        ob.spill(False)                        # 40 one-reading segments: 16 listed
+        ob.on_connect()
+        ob.welcome(0)
+        srv.batch(ob.next_batch(30, 64))       # stored, the ack is lost; a power cut:
+        ob = None
+        ob = new()
+        flaky(ob)
+        Flaky.budget = Budget(fail_at)
+        try:
+            push_all(ob, ob.next_seq + 99)     # a full flash: unlisted segments dropped
+            top = ob.next_seq - 1
+            up = False
+            for _ in range(1000):
+                try:
+                    if not up:                 # (a MemoryError ends the connection)
+                        ob.on_connect()
+                        ob.welcome(srv.ack)
+                        up = True
+                    for g in ob.pending_gaps():
+                        srv.gap(*g)
+                    b = ob.next_batch(20, 64)
+                    if not b:
+                        break
+                    qs = [json.loads(t)["q"] for t in b]
+                    assert qs == sorted(set(qs)), "batch out of order: %s" % qs
+                    ob.ack(srv.batch(b))
+                except MemoryError:
+                    up = False
+        finally:
+            budget, Flaky.budget = Flaky.budget, None
+        hits += budget.hit
+        assert ob.held() == 0 and srv.ack == top, (fail_at, ob.held(), srv.ack, top)
+        for q in range(1, 41):                 # held by the server: never declared dropped
+            assert srv.at(q) == srv.STORED, (fail_at, q)
+        assert srv.count(srv.DROPPED) <= ob.dropped <= srv.count(srv.DROPPED) + 1, fail_at
+    assert hits > 45, hits
