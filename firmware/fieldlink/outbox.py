@@ -352,8 +352,13 @@ class Outbox:
         self._merge_gaps(True)
 
     def pending_gaps(self):
-        """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent."""
+        """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent. None
+        while meta.json cannot be saved, like batches (_meta_unsaved): a gap over seqs above
+        the saved seq mark would make the server drop the readings that get those seqs after
+        a power cut."""
         out = []
+        if self._meta_unsaved():
+            return out
         for g in self.gaps:
             if not g[3]:
                 g[3] = True
