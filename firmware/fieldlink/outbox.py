@@ -315,6 +315,9 @@ class Outbox:
             return False
         p = (h + i) % cap
         q = rq[p]
+        # Declared before it leaves the index (a new gap allocates): a MemoryError then
+        # leaves it held, never gone without a gap.
+        self._add_gap(q, q, "dropped")
         self.ram_used -= rn[p]
         # Close the hole in the index: the i readings before it (in flight, so at most
         # `window` of them) move up one slot, and the head with them.
@@ -329,18 +332,17 @@ class Outbox:
         self._rc = c - 1
         if c == 1:
             self._tail = 0
-        self._add_gap(q, q, "dropped")
         return True
 
     def _add_gap(self, frm, to, why):
+        gs = self.gaps
+        g = gs[-1] if gs else None
+        if g is not None and not g[3] and g[2] == why and g[1] + 1 == frm:
+            g[1] = to
+        else:
+            gs.append([frm, to, why, False])  # (first: a MemoryError here counts nothing)
         if why == "dropped":
             self.dropped += to - frm + 1
-        if self.gaps:
-            g = self.gaps[-1]
-            if not g[3] and g[2] == why and g[1] + 1 == frm:
-                g[1] = to
-                return
-        self.gaps.append([frm, to, why, False])
 
     # ---- link side ----
 

@@ -235,3 +235,32 @@ def test_memoryerror_in_directory_scans(tmp_path, monkeypatch):
             assert srv.at(q) == srv.STORED, (fail_at, q)
         assert srv.count(srv.DROPPED) <= ob.dropped <= srv.count(srv.DROPPED) + 1, fail_at
     assert hits > 45, hits
+
+
+
+def test_memoryerror_declaring_a_dropped_reading():
+    """A full RAM drops its oldest reading and declares it: a MemoryError at the declaration
+    (a new gap) must leave the reading held, never gone without a gap (the server's ack
+    stops below it until a reconnect's hello, and then counts it lost, not dropped)."""
+    from outbox_model import Server
+    for fail_at in range(1, 40):
+        ob = Outbox(ram_bytes=1024)
+        ob.gaps = Flaky(ob.gaps)
+        srv = Server()
+        ob.on_connect()
+        ob.welcome(0)
+        Flaky.budget = Budget(fail_at)
+        try:
+            while ob.next_seq <= 60:           # RAM full: the oldest are dropped, each
+                try:                           # declared at once (a new gap each time)
+                    ob.push(ob.next_seq, rd(ob.next_seq))
+                except MemoryError:
+                    pass
+                for g in ob.pending_gaps():
+                    srv.gap(*g)
+        finally:
+            budget, Flaky.budget = Flaky.budget, None
+        assert budget.hit
+        srv.batch(ob.next_batch(100, 100))
+        assert srv.ack == 60, (fail_at, srv.ack)  # every seq stored or declared
+        assert srv.count(srv.DROPPED) == ob.dropped
