@@ -358,7 +358,7 @@ class Outbox:
         while meta.json cannot be saved, like batches (_meta_unsaved): a gap over seqs above
         the saved seq mark would make the server drop the readings that get those seqs after
         a power cut."""
-        out = []
+        out = []  # type: list[tuple[int, int, str]]
         if self._meta_unsaved():
             return out
         for g in self.gaps:
