@@ -39,6 +39,8 @@ class Server:
             assert not (mark == self.DROPPED and self.state[i] == self.STORED), q
             if not self.state[i]:
                 self.state[i] = mark
+        while self.state[self.ack + 1 - self.base]:  # (a gap moves the ack too)
+            self.ack += 1
 
     def batch(self, texts):
         for t in texts:

@@ -44,7 +44,8 @@ def _parse(n):
         return None
     i = n.find("_")
     j = n.find("_", i + 1)
-    if i < 11 or j - i < 11 or (i > 11 and n[1] == "0") or (j - i > 11 and n[i + 1] == "0"):
+    if i < 11 or j - i < 11 or (i > 11 and n[1] == "0") or (j - i > 11 and n[i + 1] == "0") \
+            or (len(n) - j > 2 and n[j + 1] == "0"):  # (a count is never zero-padded)
         return None
     try:
         return int(n[1:i]), int(n[i + 1:j]), int(n[j + 1:])
@@ -219,10 +220,14 @@ def _drop_segment(ob):
         lo = ob._sfrom
         if lo <= ob._sent_hi:
             lo = ob._sent_hi + 1
+        key = (ob._sq, lo)
+        if ob._nodrop == key:
+            return False  # listed already (every push on a full flash asks again)
         w = _scan(ob.store, lo, 1)
         if not w:
             if lo == ob._sfrom:
                 ob._sq = ob._sn = 0  # (the count was off: nothing there)
+            ob._nodrop = key
             return False
         a = w[0]
         b = w[1]

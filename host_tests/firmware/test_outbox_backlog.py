@@ -67,9 +67,13 @@ def test_cpython_boot_reads_segments_in_order_and_renames_odd_names(tmp_path):
     a, b, c = segs[3][1:].split("_")
     odd = "s%d_%d_%s" % (int(a), int(b), c)
     os.rename(os.path.join(d, segs[3]), os.path.join(d, odd))
+    head, count = segs[5].rsplit("_", 1)
+    padded = head + "_0" + count  # a count with a leading zero ("_03" is never found as "_3")
+    os.rename(os.path.join(d, segs[5]), os.path.join(d, padded))
     ob = Outbox(ram_bytes=1024, flash_bytes=4 * 1024 * 1024, store=DirStore(d))
     assert ob.held() == 60
     assert segs[3] in os.listdir(d) and odd not in os.listdir(d)
+    assert segs[5] in os.listdir(d) and padded not in os.listdir(d)
     assert drain(ob) == list(range(1, 61))
     assert not [f for f in os.listdir(d) if f.startswith("s")]
 

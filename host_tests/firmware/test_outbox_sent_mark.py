@@ -5,6 +5,8 @@ were never sent. When an outage then fills the flash it drops the oldest of thos
 before the power cut, and a `gap dropped` never covers a seq the server may hold. Before, it
 kept every segment from before the reboot (any might have been on the server) and dropped the
 readings made after the reboot instead, all but the newest few in RAM."""
+import json
+
 from dualsupport import rmtree, tmpdir
 from outbox_model import Server, drain_to
 
@@ -92,5 +94,45 @@ def test_small_segments_below_the_sent_mark_beyond_the_table_are_kept():
         assert srv.at(first) == srv.DROPPED  # the oldest above it went first
         for q in range(top - 9, top + 1):
             assert srv.at(q) == srv.STORED, q
+    finally:
+        rmtree(d)
+
+
+def test_nothing_droppable_on_a_full_flash_is_not_listed_again_at_every_push():
+    # Every segment at or below the sent mark (here: meta.json from firmware before it, so
+    # all may be on the server), more than the 16 listed, the flash full: each push asks for
+    # a segment to drop. The directory is listed once for that, not once per push (600 files
+    # on an ESP32's flash take long to list).
+    d = tmpdir()
+    try:
+        ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=100)
+        push(ob, 60)
+        ob.flush()  # one reading a segment, all on flash
+        full = ob.flash_used  # (the next boot's limit: no room for one more segment)
+        ob = None
+        with open(d + "/meta.json") as f:
+            meta = json.loads(f.read())
+        del meta["sent"]
+        with open(d + "/meta.json", "w") as f:
+            f.write(json.dumps(meta))
+        ob = Outbox(ram_bytes=1024, flash_bytes=full, store=DirStore(d), seg_bytes=100)
+        assert ob.held() == 60
+        calls = [0]
+        fl = ob._flash()  # (the outbox's own copy of the module: it drops and reloads it)
+        real = fl._scan
+
+        def counting(st, lo, k):
+            calls[0] += 1
+            return real(st, lo, k)
+        fl._scan = counting
+        try:
+            push(ob, 100)
+        finally:
+            fl._scan = real
+        assert ob.dropped > 0 and calls[0] <= 3, calls
+        srv = Server()
+        drain_to(ob, srv)
+        srv.batch([])
+        assert srv.ack == ob.next_seq - 1 and srv.count(srv.DROPPED) == ob.dropped
     finally:
         rmtree(d)
