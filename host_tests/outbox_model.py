@@ -1,7 +1,21 @@
 """The outbox tests' model of the collector and their random campaign, shared by the dual test
-modules (test_outbox, test_outbox_bigseq, test_outbox_fullfs): runs on CPython and MicroPython.
+modules (test_outbox, test_outbox_bigseq, test_outbox_fullfs, test_outbox_table, ...): runs on
+CPython and MicroPython.
 """
 import json
+
+from fieldlink.outbox import DirStore
+
+
+class FullFS(DirStore):
+    """A store on a filesystem that is full while `full`: every write fails with ENOSPC."""
+
+    full = False
+
+    def file(self, name, mode="r"):
+        if self.full and ("w" in mode or "a" in mode):
+            raise OSError(28)
+        return DirStore.file(self, name, mode)
 
 
 def lcg(seed):

@@ -11,21 +11,10 @@ import json
 import os
 
 from dualsupport import rmtree, tmpdir
-from outbox_model import Server, drain_to, lcg
+from outbox_model import FullFS, Server, drain_to, lcg
 
 from fieldlink import proto
-from fieldlink.outbox import DirStore, Outbox
-
-
-class FullFS(DirStore):
-    """Every write fails with ENOSPC while `full`."""
-
-    full = False
-
-    def file(self, name, mode="r"):
-        if self.full and ("w" in mode or "a" in mode):
-            raise OSError(28)
-        return DirStore.file(self, name, mode)
+from fieldlink.outbox import Outbox
 
 
 def rd(q, pad):
