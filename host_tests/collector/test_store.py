@@ -79,6 +79,25 @@ def test_everything_survives_reopen(tmp_path):
     s.close()
 
 
+def test_health_keeps_the_newest_per_device(tmp_path):
+    # A device sends health once a minute for months: only the newest keep_health rows per
+    # device stay (before: every message, ~1440 rows a day per device, forever).
+    s = SQLiteStore(tmp_path / "s.db", keep_health=5)
+    for i in range(12):
+        s.record_health("a", {"heap_free": i})
+        if i < 3:
+            s.record_health("b", {"heap_free": 100 + i})
+    assert [h["heap_free"] for h in s.health_history("a")] == [11, 10, 9, 8, 7]
+    assert [h["heap_free"] for h in s.health_history("b")] == [102, 101, 100]
+    assert s.devices()[0]["health"]["heap_free"] == 11   # the latest, as before
+    s.close()
+    s = SQLiteStore(tmp_path / "s.db", keep_health=0)    # 0 keeps all
+    for i in range(3):
+        s.record_health("a", {"heap_free": 20 + i})
+    assert len(s.health_history("a", limit=100)) == 8
+    s.close()
+
+
 def test_readonly_view_beside_a_writer(tmp_path):
     s = SQLiteStore(tmp_path / "s.db")
     s.add_readings("d", readings([1, 2]))

@@ -16,7 +16,7 @@ import ssl
 import sys
 
 from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES, DEFAULT_MAX_MESSAGE, Collector, Devices
-from .store import SQLiteStore, StoreError
+from .store import DEFAULT_KEEP_HEALTH, SQLiteStore, StoreError
 
 
 def add_arguments(p):
@@ -52,6 +52,9 @@ def add_arguments(p):
                    "FIELDLINK_ADMIN_TOKEN"),
                    help="enable /admin (send commands to devices) with this bearer token "
                         "(default: $FIELDLINK_ADMIN_TOKEN; unset = /admin disabled)")
+    p.add_argument("--keep-health", type=int, default=DEFAULT_KEEP_HEALTH, metavar="N",
+                   help="health messages kept per device, the newest N (default %(default)s, "
+                        "a week at one a minute; 0 keeps all); readings and gaps are all kept")
     p.add_argument("--print-readings", action="store_true",
                    help="print one line per newly stored reading: DEV #SEQ NAME = VALUE UNIT")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -105,9 +108,13 @@ def run(args):
             print("fieldlink server: cannot load --cert %s / --key %s: %s"
                   % (args.cert, args.key, e.strerror or e), file=sys.stderr)
             return 2
+    if args.keep_health < 0:
+        print("fieldlink server: --keep-health: 0 or more, got %d" % args.keep_health,
+              file=sys.stderr)
+        return 2
     try:
         os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
-        store = SQLiteStore(args.db, synchronous=args.sync.upper())
+        store = SQLiteStore(args.db, synchronous=args.sync.upper(), keep_health=args.keep_health)
     except (OSError, StoreError) as e:
         print("fieldlink server: --db %s: %s" % (args.db, e), file=sys.stderr)
         return 2

@@ -168,12 +168,18 @@ def _columns(db, table):
     return {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}
 
 
+DEFAULT_KEEP_HEALTH = 10080  # a week of health messages at the firmware's default 60 s
+
+
 class SQLiteStore(Store):
     """SQLite in WAL mode; one transaction per batch; the ack is kept in `devices.ack` and
     advanced inside the same transaction that stores the batch, so it is never rescanned."""
 
-    def __init__(self, path, synchronous="FULL"):
+    def __init__(self, path, synchronous="FULL", keep_health=DEFAULT_KEEP_HEALTH):
         self.path = str(path)
+        # health messages kept per device, the newest (0: all): a device sends one a minute
+        # for months, each a row; readings and gaps are never pruned
+        self.keep_health = int(keep_health)
         # The server uses the store from one worker thread, tests sometimes from another:
         # allow that and serialise with a lock.
         self._lock = threading.Lock()
@@ -379,6 +385,10 @@ class SQLiteStore(Store):
             self._ensure_device(db, device, now)
             db.execute("INSERT INTO health (device, received, body) VALUES (?,?,?)",
                        (device, now, body))
+            if self.keep_health:
+                db.execute("DELETE FROM health WHERE device=? AND rowid <= (SELECT rowid FROM"
+                           " health WHERE device=? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                           (device, device, self.keep_health))
             db.execute("UPDATE devices SET health=?, health_at=? WHERE device=?",
                        (body, now, device))
         self._tx(tx)
