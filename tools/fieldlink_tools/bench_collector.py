@@ -58,11 +58,14 @@ def bench(ndev, total, batch, sync, workdir):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--devices", type=int, nargs="+", default=[1, 10, 50])
-    p.add_argument("--readings", type=int, default=3000, help="readings per device")
+    p = argparse.ArgumentParser(prog="fieldlink bench collector",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--devices", type=int, nargs="+", default=[1, 10, 50],
+                   help="device counts to run, one run each (1 10 50)")
+    p.add_argument("--readings", type=int, default=3000, help="readings per device (3000)")
     p.add_argument("--batch", type=int, default=20, help="readings per batch (device default 20)")
-    p.add_argument("--sync", nargs="+", default=["full", "normal"], choices=["full", "normal"])
+    p.add_argument("--sync", nargs="+", default=["full", "normal"], choices=["full", "normal"],
+                   help="SQLite synchronous modes to run (full normal)")
     args = p.parse_args(argv)
     print("collector benchmark: %d readings/device, batch %d, 1 batch in flight per device"
           % (args.readings, args.batch))

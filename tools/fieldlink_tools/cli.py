@@ -35,7 +35,9 @@ def build_parser():
             if e.name and modname.startswith(e.name):
                 continue  # not built yet: leave it out of the CLI rather than fake it
             raise
-        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip())
+        # the module's docstring as written: its example lines and lists stay lines
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
