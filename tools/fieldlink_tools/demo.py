@@ -11,9 +11,11 @@ DEV, TOKEN = "demo-1", "demo-token"
 
 
 def add_arguments(p):
-    p.add_argument("--interval", type=float, default=2.0, help="sampling interval, seconds")
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="sampling interval, seconds (default %(default)s)")
     p.add_argument("--board", default="virtual", help="board under boards/ (default virtual)")
-    p.add_argument("--heapsize", default=sim.DEFAULT_HEAP)
+    p.add_argument("--heapsize", default=sim.DEFAULT_HEAP,
+                   help="board heap, -X heapsize (default %(default)s)")
     p.add_argument("--dir", default=str(paths.VAR / "demo"),
                    help="where the collector's database and the board's flash live "
                         "(default var/demo; kept between runs)")

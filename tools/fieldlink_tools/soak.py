@@ -549,7 +549,10 @@ def add_arguments(p):
                    help="print running counts every S seconds (default 15)")
     p.add_argument("--dir", default=None, help="work directory (collector db, flash dirs, "
                    "logs); default a temporary one, removed when the audit passes")
-    p.add_argument("--heapsize", default=None, help="board heap (default sim.DEFAULT_HEAP)")
+    from . import sim
+    p.add_argument("--heapsize", default=None,
+                   help="board heap, -X heapsize (default %s, the full virtual board's)"
+                   % sim.DEFAULT_HEAP)
 
 
 def parse_faults(text):
