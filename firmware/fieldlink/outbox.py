@@ -146,7 +146,7 @@ class Outbox:
         # that after a power cut the outbox still knows which flash segments the server
         # cannot hold, and can drop the oldest of those first when full.
         self._sent_mark = 0
-        self._nodrop = None  # (_sq, lowest seq) when no unlisted segment could be dropped
+        self._dq = None      # unlisted segments to drop next (outbox_flash._drop_segment)
         self._mark = 0
         self.spills = 0      # flash segment writes, for tests and health
         self._meta_dirty = False

@@ -220,14 +220,18 @@ def _drop_segment(ob):
         lo = ob._sfrom
         if lo <= ob._sent_hi:
             lo = ob._sent_hi + 1
-        key = (ob._sq, lo)
-        if ob._nodrop == key:
-            return False  # listed already (every push on a full flash asks again)
-        w = _scan(ob.store, lo, 1)
-        if not w:
-            if lo == ob._sfrom:
+        # The oldest _WINDOW of them are listed once and kept in ob._dq ([_sfrom, lo, the
+        # segments, _sq then]) for the drops that follow (every push on a full flash asks):
+        # newer segments spilled meanwhile are newer than all of them. Listed again when
+        # _sfrom or the mark moved, or when they are used up and more were spilled since.
+        dq = ob._dq
+        if dq is None or dq[0] != ob._sfrom or dq[1] != lo or (not dq[2] and dq[3] != ob._sq):
+            w = _scan(ob.store, lo, _WINDOW)
+            if not w and lo == ob._sfrom:
                 ob._sq = ob._sn = 0  # (the count was off: nothing there)
-            ob._nodrop = key
+            dq = ob._dq = [ob._sfrom, lo, w, ob._sq]
+        w = dq[2]
+        if not w:
             return False
         a = w[0]
         b = w[1]
@@ -253,8 +257,10 @@ def _drop_segment(ob):
         for q in qs:
             ob._add_gap(q, q, "dropped")
     if j < 0:
+        w[0:4] = _NONE  # (w: ob._dq's list, as above)
         ob._sq -= 1
         ob._sn -= c
+        dq[3] = ob._sq
     else:
         segs[j:j + 4] = _NONE
     _remove(ob.store, name)

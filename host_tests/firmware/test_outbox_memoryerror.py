@@ -189,8 +189,9 @@ def test_memoryerror_in_directory_scans(tmp_path, monkeypatch):
             Flaky.budget and Flaky.budget.tick()
             yield n
     monkeypatch.setattr(os, "listdir", flaky_listdir)
-    hits = 0
-    for fail_at in range(3, 4700, 97):  # (~4650 ticks in all)
+
+    def run(fail_at):
+        """One run with a MemoryError at the fail_at-th tick: its budget."""
         d = tmp_path / str(fail_at)
 
         def new():
@@ -229,12 +230,19 @@ def test_memoryerror_in_directory_scans(tmp_path, monkeypatch):
                     up = False
         finally:
             budget, Flaky.budget = Flaky.budget, None
-        hits += budget.hit
         assert ob.held() == 0 and srv.ack == top, (fail_at, ob.held(), srv.ack, top)
         for q in range(1, 41):                 # held by the server: never declared dropped
             assert srv.at(q) == srv.STORED, (fail_at, q)
         assert srv.count(srv.DROPPED) <= ob.dropped <= srv.count(srv.DROPPED) + 1, fail_at
-    assert hits > 45, hits
+        return budget
+
+    never = 10 ** 9
+    ticks = never - run(never).n                # how many points there are to fail at
+    assert ticks > 200, ticks
+    hits = 0
+    for fail_at in range(3, ticks, max(1, ticks // 48)):
+        hits += run(fail_at).hit
+    assert hits >= 45, (hits, ticks)
 
 
 

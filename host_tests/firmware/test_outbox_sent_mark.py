@@ -98,41 +98,64 @@ def test_small_segments_below_the_sent_mark_beyond_the_table_are_kept():
         rmtree(d)
 
 
+def pinned_after_reboot(d, limit):
+    """60 one-reading segments, then a reboot on a meta.json from firmware before the sent
+    mark: all may be on the server (more than the 16 listed). The flash limit after it:
+    `limit(bytes used)`. The outbox, counting its directory listings in calls[0]."""
+    ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=100)
+    push(ob, 60)
+    ob.flush()  # one reading a segment, all on flash
+    used = ob.flash_used
+    ob = None
+    with open(d + "/meta.json") as f:
+        meta = json.loads(f.read())
+    del meta["sent"]
+    with open(d + "/meta.json", "w") as f:
+        f.write(json.dumps(meta))
+    ob = Outbox(ram_bytes=1024, flash_bytes=limit(used), store=DirStore(d), seg_bytes=100)
+    assert ob.held() == 60
+    calls = [0]
+    fl = ob._flash()  # (the outbox's own copy of the module: it drops and reloads it)
+    real = fl._scan
+
+    def counting(st, lo, k):
+        calls[0] += 1
+        return real(st, lo, k)
+    fl._scan = counting
+    return ob, calls
+
+
 def test_nothing_droppable_on_a_full_flash_is_not_listed_again_at_every_push():
-    # Every segment at or below the sent mark (here: meta.json from firmware before it, so
-    # all may be on the server), more than the 16 listed, the flash full: each push asks for
-    # a segment to drop. The directory is listed once for that, not once per push (600 files
-    # on an ESP32's flash take long to list).
+    # No room for one more segment and nothing droppable: each push asks for a segment to
+    # drop. The directory is listed once for that, not once per push (600 files on an
+    # ESP32's flash take long to list).
     d = tmpdir()
     try:
-        ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=100)
-        push(ob, 60)
-        ob.flush()  # one reading a segment, all on flash
-        full = ob.flash_used  # (the next boot's limit: no room for one more segment)
-        ob = None
-        with open(d + "/meta.json") as f:
-            meta = json.loads(f.read())
-        del meta["sent"]
-        with open(d + "/meta.json", "w") as f:
-            f.write(json.dumps(meta))
-        ob = Outbox(ram_bytes=1024, flash_bytes=full, store=DirStore(d), seg_bytes=100)
-        assert ob.held() == 60
-        calls = [0]
-        fl = ob._flash()  # (the outbox's own copy of the module: it drops and reloads it)
-        real = fl._scan
-
-        def counting(st, lo, k):
-            calls[0] += 1
-            return real(st, lo, k)
-        fl._scan = counting
-        try:
-            push(ob, 100)
-        finally:
-            fl._scan = real
+        ob, calls = pinned_after_reboot(d, lambda used: used)
+        push(ob, 100)
         assert ob.dropped > 0 and calls[0] <= 3, calls
         srv = Server()
         drain_to(ob, srv)
-        srv.batch([])
         assert srv.ack == ob.next_seq - 1 and srv.count(srv.DROPPED) == ob.dropped
+    finally:
+        rmtree(d)
+
+
+def test_drops_beyond_the_table_list_the_flash_once_per_16():
+    # Room for a few more segments: every push spills one and then must drop the oldest
+    # one above the mark, which is not listed (the 16 listed are all pinned). They are
+    # listed 16 at a time, not once per push; the oldest still go first.
+    d = tmpdir()
+    try:
+        ob, calls = pinned_after_reboot(d, lambda used: used + 400)
+        first = ob.next_seq
+        push(ob, 100)
+        assert ob.dropped > 50 and calls[0] <= 100 // 16 + 4, (calls, ob.dropped)
+        srv = Server()
+        drain_to(ob, srv)
+        assert srv.ack == ob.next_seq - 1 and srv.count(srv.DROPPED) == ob.dropped
+        assert srv.at(first) == srv.DROPPED and srv.at(ob.next_seq - 1) == srv.STORED
+        for q in range(1, 61):
+            assert srv.at(q) == srv.STORED, q
     finally:
         rmtree(d)
