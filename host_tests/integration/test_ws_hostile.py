@@ -129,7 +129,7 @@ def test_failing_reads_the_rest_before_closing_and_is_bounded():
         lines = S.run_client("fail_bound", {"urls": [h.url(0), h.url(1)],
                                             "opts": {"max_message": MAX_MESSAGE}},
                              heapsize="160k")
-        ends = dict(h.ends)
+        ends = h.wait_ends(2)
     got = {l["case"]: l for l in lines if l["step"] == "case"}
     for i in (0, 1):
         assert got[i]["exc"] == "ProtocolError" and got[i]["code"] == 1009, got

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from fieldlink_tools import paths, upy
@@ -130,6 +131,15 @@ class Hostile:
 
     def url(self, i):
         return "ws://127.0.0.1:%d/case/%d" % (self.port, i)
+
+    def wait_ends(self, n, timeout=10):
+        """.ends once n connections have ended (the server's thread records an end when it
+        reads the client's EOF, which may come after the client process has exited), or as
+        it is at the deadline."""
+        deadline = time.monotonic() + timeout
+        while len(self.ends) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return dict(self.ends)
 
     async def _serve(self, lt):
         server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
