@@ -248,11 +248,13 @@ def _drop_segment(ob):
         try:
             qs = _index(ob.store, name)[0]
         except (OSError, ValueError):
-            qs = []
+            qs = ()  # which seqs it held cannot be read: declared like an unreadable load
     # Declared before it leaves the list: a MemoryError between the two then leaves a
     # segment declared twice (counted, sent again), never one gone undeclared.
     if qs is None:
         ob._add_gap(a, b, "dropped")
+    elif qs == ():
+        ob._add_gap(max(a, ob.acked + 1), b, "reboot")
     else:
         for q in qs:
             ob._add_gap(q, q, "dropped")

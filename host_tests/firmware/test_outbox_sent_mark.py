@@ -6,6 +6,7 @@ before the power cut, and a `gap dropped` never covers a seq the server may hold
 kept every segment from before the reboot (any might have been on the server) and dropped the
 readings made after the reboot instead, all but the newest few in RAM."""
 import json
+import os
 
 from dualsupport import rmtree, tmpdir
 from outbox_model import Server, drain_to
@@ -157,5 +158,30 @@ def test_drops_beyond_the_table_list_the_flash_once_per_16():
         assert srv.at(first) == srv.DROPPED and srv.at(ob.next_seq - 1) == srv.STORED
         for q in range(1, 61):
             assert srv.at(q) == srv.STORED, q
+    finally:
+        rmtree(d)
+
+
+def test_an_unreadable_segment_with_holes_dropped_for_room_is_declared():
+    # A segment with holes (readings dropped from RAM before the spill, already declared) is
+    # dropped seq by seq as read from its file; when the file does not read, its whole range
+    # is declared `gap reboot` (before: nothing, and the server's ack stopped below it).
+    d = tmpdir()
+    try:
+        with open(d + "/epoch", "w") as f:
+            f.write("0123456789abcdef")
+        with open(d + "/s0000000001_0000000010_5", "w") as f:
+            f.write("not a reading\n" * 5)  # holes 2, 4, 6, 8, 10 (declared below)
+        gaps = [[q, q, "dropped"] for q in (2, 4, 6, 8, 10)]
+        with open(d + "/meta.json", "w") as f:
+            f.write(json.dumps({"v": 2, "boot": 1, "mark": 11, "dropped": 5, "acked": 0,
+                                "sent": 0, "gaps": gaps}))
+        ob = Outbox(ram_bytes=1024, flash_bytes=200, store=DirStore(d), seg_bytes=100)
+        push(ob, 30)  # RAM full: a spill needs room, the segment goes
+        assert "s0000000001_0000000010_5" not in os.listdir(d)
+        srv = Server()
+        drain_to(ob, srv)
+        assert srv.ack == ob.next_seq - 1, (srv.ack, ob.next_seq)
+        assert [srv.at(q) for q in (1, 3, 5, 7, 9)] == [srv.REBOOT] * 5
     finally:
         rmtree(d)
