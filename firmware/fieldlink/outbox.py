@@ -21,6 +21,7 @@ MicroPython alike.
 """
 import binascii
 import json
+import os
 import sys
 from array import array
 
@@ -29,11 +30,6 @@ try:
 except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
-
-try:
-    import os
-except ImportError:  # pragma: no cover
-    import uos as os
 
 _SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 _SEG_BYTES = const(2048)  # target size of one flash write

@@ -4,17 +4,13 @@ Functions on an `outbox.Outbox` (`ob`) and its `DirStore` (`st`). Imported once 
 at boot and dropped again: its code is not on the heap while the board streams (nor while it
 catches up from flash, when outbox_flash is)."""
 import json
+import os
 
 try:
     from micropython import const
 except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
-
-try:
-    import os
-except ImportError:  # pragma: no cover
-    import uos as os
 
 from fieldlink.outbox_flash import _entries, _index, _name, _p, _parse, _remove, _scan, \
     forget_acked

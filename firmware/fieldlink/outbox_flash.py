@@ -6,6 +6,7 @@ holds none, so a board streaming with nothing spilled does not keep this code on
 Files in the store's directory: segments `s<first>_<last>_<count>` (one reading per line,
 oldest first), `meta.json` (seq mark, boot count, dropped count, ack, pending gaps) and `epoch`.
 """
+import os
 from array import array
 
 try:
@@ -13,11 +14,6 @@ try:
 except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
-
-try:
-    import os
-except ImportError:  # pragma: no cover
-    import uos as os
 
 # The oldest segments not loaded yet are listed in RAM (Outbox._segs), at most this many; the
 # newer ones are only counted (_sq segments, _sn readings) and found on flash again by their
@@ -368,7 +364,7 @@ def _text(ob, i, raw):
     p = _slot(ob, i)
     o = ob._ro[p]
     if raw:
-        return bytes(ob._mv[o:o + ob._rn[p]])
+        return ob._buf[o:o + ob._rn[p]]  # (one copy; a view of _mv would be a second object)
     return str(ob._mv[o:o + ob._rn[p] - 1], "utf-8")
 
 
