@@ -9,6 +9,12 @@ is audited per board: every seq the board produced is stored exactly once or lie
 board declared, and the dropped count is exact. Exit status 1 when the audit fails.
 
     fieldlink soak --minutes 5 --seed 1 --boards 3
+    fieldlink soak --tls --minutes 6 --seed 5 --boards 2 --heapsize 152k
+
+With --tls the collector serves wss:// with a certificate from a CA made for the run (trustme,
+no network), each board gets that CA as `ca_file` on its flash, and the proxy forwards the TLS
+bytes untouched: its garbage lands inside TLS records, which the board must treat as a broken
+connection (reconnect, nothing lost). The audit is the same.
 
 The audit (`audit_device`) and the drain (`drain`) are used by host_tests/integration/
 test_faults.py too, so the short campaign in `make test` checks exactly what this checks.
@@ -287,6 +293,31 @@ def final_audit(collector, proxy, boards, timeout=60):
         st.close()
 
 
+# ---- TLS -------------------------------------------------------------------------------
+
+class TLSFiles:
+    """A CA made for one run and a certificate it signed for 127.0.0.1 and localhost, as PEM
+    files in `directory`: `.ca` (the boards' ca_file), `.cert` and `.key` (the collector's
+    --cert/--key). trustme (requirements-dev.txt) makes them offline."""
+
+    def __init__(self, directory):
+        try:
+            import trustme
+        except ImportError:
+            raise SystemExit("fieldlink soak --tls needs trustme (requirements-dev.txt)")
+        os.makedirs(directory, exist_ok=True)
+        ca = trustme.CA()   # ECDSA, as test_tls_link's: the board's mbedTLS verifies it
+        issued = ca.issue_cert("127.0.0.1", "localhost")
+        self.ca = os.path.join(directory, "ca.pem")
+        self.cert = os.path.join(directory, "server-cert.pem")
+        self.key = os.path.join(directory, "server-key.pem")
+        ca.cert_pem.write_to_path(self.ca)
+        issued.cert_chain_pems[0].write_to_path(self.cert)
+        for extra in issued.cert_chain_pems[1:]:
+            extra.write_to_path(self.cert, append=True)
+        issued.private_key_pem.write_to_path(self.key)
+
+
 # ---- the campaign ------------------------------------------------------------------------
 
 class Campaign:
@@ -294,7 +325,7 @@ class Campaign:
 
     def __init__(self, workdir, seed=1, boards=1, minutes=5.0, sample_interval_s=0.1,
                  outbox_ram_bytes=8192, outbox_flash_bytes=32768, heapsize=None,
-                 report_every_s=15.0, out=sys.stdout, faults=None):
+                 report_every_s=15.0, out=sys.stdout, faults=None, tls=False):
         self.workdir = str(workdir)
         self.rng = random.Random(seed)
         self.seed = seed
@@ -304,6 +335,7 @@ class Campaign:
         self.outbox = {"outbox_ram_bytes": outbox_ram_bytes,
                        "outbox_flash_bytes": outbox_flash_bytes}
         self.heapsize = heapsize
+        self.tls = tls
         self.report_every_s = report_every_s
         self.out = out
         self.mix = dict(faults or FAULTS)
@@ -330,12 +362,18 @@ class Campaign:
         self._t0 = time.monotonic()
         os.makedirs(self.workdir, exist_ok=True)
         devs = {"soak-%02d" % i: "tok-%02d-%d" % (i, self.seed) for i in range(self.n_boards)}
-        self.collector = CollectorProcess(os.path.join(self.workdir, "collector.db"), devs)
+        tls = TLSFiles(os.path.join(self.workdir, "tls")) if self.tls else None
+        self.collector = CollectorProcess(os.path.join(self.workdir, "collector.db"), devs,
+                                          cert=tls and tls.cert, key=tls and tls.key)
         self.collector.start()
         self.proxy = FaultProxy("127.0.0.1", self.collector.port).start()
-        url = "ws://127.0.0.1:%d/ws" % self.proxy.port
+        url = "%s://127.0.0.1:%d/ws" % ("wss" if tls else "ws", self.proxy.port)
         for i, (dev, tok) in enumerate(sorted(devs.items())):
             sets = dict(LINK, sample_interval_s=self.sample_interval_s, **self.outbox)
+            if tls:   # the CA on the board's flash, where a deploy would put it
+                os.makedirs(os.path.join(self.workdir, dev), exist_ok=True)
+                shutil.copyfile(tls.ca, os.path.join(self.workdir, dev, "ca.pem"))
+                sets["ca_file"] = "ca.pem"
             board = dict(SIM_ONLY, sensors=[dict(SIM_ONLY["sensors"][0], seed=self.seed + i)])
             b = sim.SimBoard(os.path.join(self.workdir, dev), sim.make_config(url, dev, tok, sets),
                              heapsize=self.heapsize or sim.DEFAULT_HEAP,
@@ -492,8 +530,9 @@ class Campaign:
         ok = not self.stalls
         stored, reconnects, fails = self.counts()
         w = self.out.write
-        w("\nfieldlink soak: seed %d, %d board(s), %.1f min\n"
-          % (self.seed, self.n_boards, (time.monotonic() - self._t0) / 60))
+        w("\nfieldlink soak: seed %d, %d board(s), %.1f min%s\n"
+          % (self.seed, self.n_boards, (time.monotonic() - self._t0) / 60,
+             ", wss://" if self.tls else ""))
         hdr = ("device", "produced", "stored", "dups", "dropped", "reboot-gap", "lost-undecl",
                "ack", "result")
         w("%-8s %9s %8s %5s %8s %10s %11s %8s  %s\n" % hdr)
@@ -523,6 +562,11 @@ class Campaign:
         if tracebacks:
             ok = False
             w("board tracebacks: %d (see the logs in %s)\n" % (tracebacks, self.workdir))
+        # a MemoryError the firmware caught and logged is still a heap too small for the run
+        oom = sum(len(b.lines("MemoryError")) for b in self.boards.values())
+        if oom:
+            ok = False
+            w("board MemoryErrors: %d (see the logs in %s)\n" % (oom, self.workdir))
         if self.stalls:
             w("stalls (no progress within 60 s after a fault): %r\n" % self.stalls)
         w("audit: %s\n" % ("PASS" if ok else "FAIL"))
@@ -549,6 +593,9 @@ def add_arguments(p):
                    help="print running counts every S seconds (default 15)")
     p.add_argument("--dir", default=None, help="work directory (collector db, flash dirs, "
                    "logs); default a temporary one, removed when the audit passes")
+    p.add_argument("--tls", action="store_true", help="wss://: the collector serves TLS with "
+                   "a certificate from a CA made for the run, the boards verify it (ca_file); "
+                   "the proxy's faults hit the TLS stream")
     from . import sim
     p.add_argument("--heapsize", default=None,
                    help="board heap, -X heapsize (default %s, the full virtual board's)"
@@ -576,7 +623,8 @@ def run(args):
     camp = Campaign(workdir, seed=args.seed, boards=args.boards, minutes=args.minutes,
                     sample_interval_s=args.sample_interval, outbox_ram_bytes=args.outbox_ram,
                     outbox_flash_bytes=args.outbox_flash, heapsize=args.heapsize,
-                    report_every_s=args.report_every, faults=parse_faults(args.faults))
+                    report_every_s=args.report_every, faults=parse_faults(args.faults),
+                    tls=args.tls)
     ok = False
     try:
         camp.start()
