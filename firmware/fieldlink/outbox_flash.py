@@ -195,8 +195,48 @@ def spill_chunk(ob):
     return True
 
 
+def _drop_head(ob):
+    """Drop the oldest loaded (head) segment none of whose readings is in flight or may be
+    on the server (all above _sent_hi): the head's segments are the oldest on flash, so they
+    go before any listed one. A head segment that also holds readings the server may have is
+    kept whole, like a listed segment across the mark: its file stays for those, and
+    dropping its unsent rest would free nothing. False if none can go."""
+    hq = ob._hq
+    hs = ob._hsegs
+    i = 0  # index in hq of segment x's first held reading
+    for x in range(len(hs)):
+        last = hs[x][0]
+        j = i
+        while j < len(hq) and hq[j] <= last:
+            j += 1
+        if i >= ob._inflight and (i == j or hq[i] > ob._sent_hi):
+            break
+        i = j
+    else:
+        return False
+    # Declared before the readings leave the head (as in _drop_segment): a MemoryError at a
+    # new gap leaves them held. A run without holes is one gap.
+    if j > i:
+        if hq[j - 1] - hq[i] == j - 1 - i:
+            ob._add_gap(hq[i], hq[j - 1], "dropped")
+        else:
+            for k in range(i, j):
+                ob._add_gap(hq[k], hq[k], "dropped")
+    ho = ob._ho
+    while j > i:  # in step, by pops (no allocation; see Outbox.ack)
+        hq.pop(i)
+        ho.pop(i)
+        j -= 1
+    s = hs.pop(x)
+    _remove(ob.store, s[1])
+    ob.flash_used -= s[2]
+    return True
+
+
 def _drop_segment(ob):
     """Drop the oldest flash segment the server cannot hold yet; False if none."""
+    if _drop_head(ob):
+        return True
     if not ob._segs and ob._sq:
         refill(ob)
     segs = ob._segs
