@@ -533,6 +533,10 @@ class WebSocket:
                     pass  # reset, TLS error or deadline: close now
         except OSError as e:
             exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
+        except MemoryError:
+            # A small, fragmented heap: the connection ends like a lost one (the owner
+            # reconnects) instead of this task dying with an exception nobody awaits.
+            exc = ConnectionClosed(1006, "connection lost: no memory")
         finally:
             self._fast = None
             io.close()
@@ -595,16 +599,28 @@ class WebSocket:
                 await self._send_control(self._p.send_ping, b"ka")  # keepalive ping
             except WSError:
                 return
+            except MemoryError:
+                # No heap for the ping: try again shortly (this task must not end, or a
+                # half-open link would go unnoticed); silent for interval + timeout with no
+                # ping out is dead all the same, within the promised bound.
+                if to and idle >= iv + to:
+                    self._dead(timeout_s)
+                    return
+                await asyncio.sleep(0.1)
+                continue
             if not to:
                 self._last_rx = sent_at  # no deadline: just ping again after the interval
                 continue
             await asyncio.sleep(to / 1000)
             if ticks_diff(self._last_rx, sent_at) < 0 and self._exc is None:
                 # Nothing at all (pong or data) since the ping: the link is dead.
-                self._fast = None
-                self._exc = LinkDead("no pong or data within %s s of a ping" % timeout_s)
-                self._reader.cancel()
+                self._dead(timeout_s)
                 return
+
+    def _dead(self, timeout_s):
+        self._fast = None
+        self._exc = LinkDead("no pong or data within %s s of a ping" % timeout_s)
+        self._reader.cancel()
 
 
 # MicroPython: send() becomes the viper fast path for short text (_viper.send, compiled on
