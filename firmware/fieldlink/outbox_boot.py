@@ -12,8 +12,8 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-from fieldlink.outbox_flash import _entries, _index, _name, _p, _parse, _remove, _scan, \
-    forget_acked
+from fieldlink.outbox_flash import _declared, _entries, _index, _name, _p, _parse, _remove, \
+    _scan, forget_acked
 
 _META_V = const(2)  # meta v2: an epoch file was written with this state (v1: before epochs)
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on this
@@ -108,7 +108,7 @@ def _lost_mark(ob, last, gone, nsegs):
     ob.next_seq = last + _LOST_MARK_SKIP + 1
     # seqs missing inside segments (readings dropped from RAM before the spill: their gaps
     # were in meta.json); a segment that does not read is declared when it is loaded
-    for a, b, c in _ordered(ob.store):
+    for a, b, c, _ in _ordered(ob.store):
         if c != b - a + 1:
             try:
                 prev = a - 1
@@ -131,9 +131,15 @@ def _declare_holes(ob):
     """Seqs above the ack that lie between flash segments (or below the first) and in no
     declared gap: segments dropped after meta was last saved (drops are persisted with the
     seq mark, not per dropped segment: flash wear). Declared as `reboot` (may have been
-    produced and lost), or the server's ack could never pass them."""
+    produced and lost), or the server's ack could never pass them. A segment wholly acked or
+    declared (its removal after a drop failed: outbox_flash._drop_file) is removed now and
+    not counted; if it will not go, outbox_flash skips it when it is loaded or dropped."""
     cur = ob.acked
-    for a, b, _ in _ordered(ob.store):
+    for a, b, c, size in _ordered(ob.store):
+        if _declared(ob, a, b) and _remove(ob.store, _name(a, b, c)):
+            ob._sq -= 1
+            ob._sn -= c
+            ob.flash_used -= size
         if a > cur + 1:
             _gap_uncovered(ob, cur + 1, a - 1)
         if b > cur:
@@ -141,14 +147,14 @@ def _declare_holes(ob):
 
 
 def _ordered(st):
-    """(first, last, count) of every segment, the oldest first, _BATCH of them listed at a
+    """(first, last, count, bytes) of every segment, the oldest first, _BATCH of them listed at a
     time (a backlog of hundreds is walked without a table of them all)."""
     lo = 0
     while True:
         w = _scan(st, lo, _BATCH)
         k = len(w)
         for j in range(0, k, 4):
-            yield w[j], w[j + 1], w[j + 2]
+            yield w[j], w[j + 1], w[j + 2], w[j + 3]
         if k < 4 * _BATCH:
             return
         lo = w[k - 3] + 1

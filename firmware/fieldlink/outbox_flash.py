@@ -228,8 +228,7 @@ def _drop_head(ob):
         ho.pop(i)
         j -= 1
     s = hs.pop(x)
-    _remove(ob.store, s[1])
-    ob.flash_used -= s[2]
+    _drop_file(ob, s[1], s[2])
     return True
 
 
@@ -277,23 +276,24 @@ def _drop_segment(ob):
     else:
         return False
     name = _name(a, b, c)
-    qs = None
-    if c != b - a + 1:
+    # Declared before it leaves the list: a MemoryError between the two then leaves a
+    # segment declared twice (counted, sent again), never one gone undeclared.
+    if _declared(ob, a, b):
+        pass  # a file an earlier drop could not remove (_drop_file): not declared again
+    elif c == b - a + 1:
+        ob._add_gap(a, b, "dropped")
+    else:
         # the segment has holes (readings dropped from RAM earlier, already declared):
         # declare exactly the seqs it holds so the dropped count stays exact
         try:
             qs = _index(ob.store, name)[0]
         except (OSError, ValueError):
-            qs = ()  # which seqs it held cannot be read: declared like an unreadable load
-    # Declared before it leaves the list: a MemoryError between the two then leaves a
-    # segment declared twice (counted, sent again), never one gone undeclared.
-    if qs is None:
-        ob._add_gap(a, b, "dropped")
-    elif qs == ():
-        ob._add_gap(max(a, ob.acked + 1), b, "reboot")
-    else:
-        for q in qs:
-            ob._add_gap(q, q, "dropped")
+            qs = None  # which seqs it held cannot be read: declared like an unreadable load
+        if qs is None:
+            ob._add_gap(max(a, ob.acked + 1), b, "reboot")
+        else:
+            for q in qs:
+                ob._add_gap(q, q, "dropped")
     if j < 0:
         w[0:4] = _NONE  # (w: ob._dq's list, as above)
         ob._sq -= 1
@@ -301,11 +301,42 @@ def _drop_segment(ob):
         dq[3] = ob._sq
     else:
         segs[j:j + 4] = _NONE
-    _remove(ob.store, name)
-    ob.flash_used -= size
-    # No meta write here: the drop is persisted with the next seq mark (or at the end of
-    # spill()); a power cut before that is caught at boot by _declare_holes.
+    _drop_file(ob, name, size)
     return True
+
+
+def _drop_file(ob, name, size):
+    """Remove the file of a segment just declared dropped. No meta write when that works:
+    the drop is persisted with the next seq mark (or at the end of spill()), and a power cut
+    before that is caught at boot by outbox_boot._declare_holes (a hole, `gap reboot`).
+    When the removal fails (OSError) the file stays, and a boot that did not know of the
+    drop would load it and send readings the server may have recorded as dropped. So then
+    meta.json is saved before anything more is sent (_meta_dirty: at the end of this push,
+    or by pending_gaps/next_batch first): one write per failed removal, nothing on the
+    usual path and no RAM; boot then removes the segment (wholly declared), and load and
+    drop skip it if that fails too (_declared). The bytes count as freed all the same: a
+    flash that keeps failing shows as failed writes (handled as a full filesystem), not as
+    every segment dropped in turn for room that never comes."""
+    if not _remove(ob.store, name):
+        ob._meta_dirty = True
+    ob.flash_used -= size
+
+
+def _declared(ob, a, b):
+    """True if every seq a..b is acked or in a declared gap: a segment's file left by a
+    failed removal after its drop (nothing in it may be sent or declared again)."""
+    if a <= ob.acked:
+        a = ob.acked + 1
+    gs = ob.gaps
+    k = 0
+    while a <= b and k < len(gs):
+        g = gs[k]
+        if g[0] <= a <= g[1]:
+            a = g[1] + 1
+            k = 0  # (the gaps are not always in order)
+        else:
+            k += 1
+    return a > b
 
 
 def next_batch(ob, max_n, window, raw=False):
@@ -437,6 +468,8 @@ def load_segment(ob):
     k = 0
     while k < len(qs) and qs[k] <= ob.acked:
         k += 1
+    if k < len(qs) and _declared(ob, qs[k], b):
+        k = len(qs)  # dropped, its file left (_drop_file): held by nothing, gone at the ack
     nq = ob._hq + qs[k:]
     no = ob._ho + offs[k:]
     hs = ob._hsegs + [[b, name, size]]
@@ -492,7 +525,9 @@ def _index(st, name):
 
 
 def _remove(st, name):
+    """False if the file could not be removed."""
     try:
         os.remove(_p(st, name))
+        return True
     except OSError:
-        pass
+        return False
