@@ -51,7 +51,7 @@ def _wait(pred, timeout, step=0.02):
 class _Rig:
     """collector <- fault proxy <- one virtual board, in a temporary directory."""
 
-    def __init__(self, work, heap, board_data, **cfg):
+    def __init__(self, work, heap, board_data, rom=False, **cfg):
         self.c = CollectorProcess(os.path.join(work, "c.db"), {"bench-1": "tok"}).start()
         port = int(self.c.url.rsplit(":", 1)[1].split("/")[0])
         self.p = FaultProxy("127.0.0.1", port).start()
@@ -60,7 +60,7 @@ class _Rig:
         conf = sim.make_config("ws://127.0.0.1:%d/ws" % self.p.port, "bench-1", "tok", sets)
         self.b = sim.SimBoard(os.path.join(work, "flash"), conf, heapsize=heap,
                               log_path=os.path.join(work, "board.log"),
-                              board_data=board_data).start()
+                              board_data=board_data, rom=rom).start()
 
     def stored(self):
         s = self.c.seqs("bench-1")
@@ -79,10 +79,10 @@ class _Rig:
                 pass
 
 
-def link_numbers(heap, board_data, seconds):
+def link_numbers(heap, board_data, seconds, rom=False):
     """Throughput, collector restart, blackhole, heap: one board run."""
     work = tempfile.mkdtemp(prefix="fl-bench-link-")
-    rig = _Rig(work, heap, board_data, sample_interval_s=0.002, window=64, batch_max=20)
+    rig = _Rig(work, heap, board_data, rom, sample_interval_s=0.002, window=64, batch_max=20)
     out = {}
     try:
         if not _wait(lambda: rig.stored()[0] > 0, 60):
@@ -138,10 +138,10 @@ def link_numbers(heap, board_data, seconds):
     return out
 
 
-def streams(heap, board_data, n=10000, interval=0.002, timeout=120):
+def streams(heap, board_data, n=10000, interval=0.002, timeout=120, rom=False):
     """Does the board stream n readings at this heap size? (ok, why)"""
     work = tempfile.mkdtemp(prefix="fl-bench-heap-")
-    rig = _Rig(work, heap, board_data, sample_interval_s=interval)
+    rig = _Rig(work, heap, board_data, rom, sample_interval_s=interval)
     try:
         def done():
             if rig.b.lines("MemoryError"):
@@ -162,21 +162,21 @@ def streams(heap, board_data, n=10000, interval=0.002, timeout=120):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def smallest_heap(board_data, lo_k, hi_k, step_k, n, say):
+def smallest_heap(board_data, lo_k, hi_k, step_k, n, say, rom=False):
     """Bisect on a grid of step_k: the smallest size that streams, or None."""
     lo = lo_k // step_k           # grid indices; lo might fail, hi must work
     hi = hi_k // step_k
-    ok, why = streams("%dk" % (hi * step_k), board_data, n)
+    ok, why = streams("%dk" % (hi * step_k), board_data, n, rom=rom)
     say("  %4dk: %s" % (hi * step_k, why))
     if not ok:
         return None
-    ok, why = streams("%dk" % (lo * step_k), board_data, n)
+    ok, why = streams("%dk" % (lo * step_k), board_data, n, rom=rom)
     say("  %4dk: %s" % (lo * step_k, why))
     if ok:
         return lo * step_k
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        ok, why = streams("%dk" % (mid * step_k), board_data, n)
+        ok, why = streams("%dk" % (mid * step_k), board_data, n, rom=rom)
         say("  %4dk: %s" % (mid * step_k, why))
         if ok:
             hi = mid
@@ -197,14 +197,17 @@ def main(argv=None):
     ap.add_argument("--lo", default="64k", help="bisection range, low end (64k)")
     ap.add_argument("--hi", default="256k", help="bisection range, high end (256k)")
     ap.add_argument("--no-bisect", action="store_true", help="skip the heap bisection")
+    ap.add_argument("--rom", action="store_true",
+                    help="the link numbers with the firmware in ROM (fieldlink sim --rom); "
+                         "the bisection always runs both ways")
     args = ap.parse_args(argv)
     upy.find_micropython()
     sim.compile_firmware()
     board_data = SIM_ONLY if args.board == "sim" else None
     say = lambda s: print(s, flush=True)  # noqa: E731
     say("fieldlink bench link: board %s, MicroPython unix port (64-bit objects), firmware as "
-        ".mpy" % args.board)
-    r = link_numbers(args.heapsize, board_data, args.seconds)
+        "%s" % (args.board, "a ROMFS image (in place)" if args.rom else ".mpy files"))
+    r = link_numbers(args.heapsize, board_data, args.seconds, args.rom)
     say("readings/s stored end to end (sampling every 2 ms):  %8.0f" % r["readings_per_s"])
     say("collector restart -> first new reading stored:       %8.2f s" %
         r["restart_to_stored_s"])
@@ -215,16 +218,20 @@ def main(argv=None):
         "(heapsize - lowest gc.mem_free() the board reported; includes garbage not yet "
         "collected); MemoryErrors %d" % (args.heapsize, r["live_heap"], r["heap_high_water"],
                                          r["memory_errors"]))
-    smallest = None
+    smallest = {"files": None, "rom": None}
     if not args.no_bisect:
-        say("smallest -X heapsize streaming %d readings (8k steps, %s..%s):" % (
-            args.readings, args.lo, args.hi))
-        smallest = smallest_heap(board_data, _k(args.lo) // 1024, _k(args.hi) // 1024, 8,
-                                 args.readings, say)
-        say("  -> %s" % ("%dk" % smallest if smallest else "none in range"))
+        for where in ("files", "rom"):
+            say("smallest -X heapsize streaming %d readings, firmware %s (8k steps, %s..%s):"
+                % (args.readings, "as .mpy files in the flash" if where == "files" else
+                   "in ROM", args.lo, args.hi))
+            smallest[where] = smallest_heap(board_data, _k(args.lo) // 1024,
+                                            _k(args.hi) // 1024, 8, args.readings, say,
+                                            rom=where == "rom")
+            say("  -> %s" % ("%dk" % smallest[where] if smallest[where] else "none in range"))
     say("readings_per_s=%.0f restart_to_stored_s=%.2f dead_link_s=%.2f live_heap_b=%d "
-        "heap_high_water_b=%d min_heapsize_k=%s board=%s" % (
+        "heap_high_water_b=%d min_heapsize_files_k=%s min_heapsize_rom_k=%s board=%s "
+        "link_numbers_from=%s" % (
             r["readings_per_s"], r["restart_to_stored_s"], r["dead_link_detect_s"],
-            r["live_heap"], r["heap_high_water"], smallest if smallest else "none",
-            args.board))
+            r["live_heap"], r["heap_high_water"], smallest["files"] or "none",
+            smallest["rom"] or "none", args.board, "rom" if args.rom else "files"))
     return 0

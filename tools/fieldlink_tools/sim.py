@@ -71,10 +71,13 @@ def make_config(url, device_id="sim-1", token="sim-token", sets=None):
     return cfg
 
 
-def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True, vboard=True):
+def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True, vboard=True,
+                  rom=False):
     """Write config.json and the board file (boards/BOARD/board.json, or board_data), and
     install the firmware package (install_firmware) and, for a board run with mp_dirs(), the
-    virtual-board stand-ins (install_vboard) into the flash."""
+    virtual-board stand-ins (install_vboard) into the flash. rom: both run from the ROM image
+    instead (rom.py), so copies this module installed earlier are taken out of the flash,
+    where they would come first on sys.path; files not installed by it stay."""
     os.makedirs(flash, exist_ok=True)
     with open(os.path.join(flash, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
@@ -86,6 +89,11 @@ def prepare_flash(flash, cfg, board="virtual", board_data=None, compiled=True, v
         if not src.exists():
             raise SystemExit("fieldlink sim: no board file %s" % src)
         shutil.copyfile(src, os.path.join(flash, "board.json"))
+    if rom:
+        for d in (PACKAGE, VBOARD_DIR):
+            if os.path.exists(os.path.join(flash, d, STAMP)):
+                shutil.rmtree(os.path.join(flash, d))
+        return
     install_firmware(flash, compiled)
     if vboard:
         install_vboard(flash)
@@ -139,20 +147,27 @@ def _compiled(src, name):
     return dest
 
 
-def _prune_cache(root, keep=12, age_s=24 * 3600):
+def _prune_cache(root, keep=12, age_s=24 * 3600, files=False):
     """A new entry per source change adds up (~100 KB each): remove entries (and temporary
-    dirs left by a crash) older than a day beyond the newest `keep`. A day: a process still
+    ones left by a crash) older than a day beyond the newest `keep`. A day: a process still
     running an older build (a long soak) finds its entry; each board start looks its entry
-    up again and rebuilds it if it is gone."""
+    up again and rebuilds it if it is gone. Entries are directories, or files with `files`
+    (rom.py's images)."""
     try:
-        entries = sorted(((e.stat().st_mtime, e.path) for e in os.scandir(root) if e.is_dir()),
-                         reverse=True)
+        entries = sorted(((e.stat().st_mtime, e.path) for e in os.scandir(root)
+                          if (e.is_file() if files else e.is_dir())), reverse=True)
     except OSError:
         return
     old = time.time() - age_s
     for mtime, path in entries[keep:]:
         if mtime < old:
-            shutil.rmtree(path, ignore_errors=True)
+            if files:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
+            else:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def compile_firmware():
@@ -243,7 +258,7 @@ class SimBoard:
     BOOT = "import boot\nimport main\n"
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
-                 echo=False, env=None, compiled=True, board_data=None):
+                 echo=False, env=None, compiled=True, board_data=None, rom=False):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -254,6 +269,8 @@ class SimBoard:
         self.env = dict(env or {})
         self.compiled = compiled
         self.board_data = board_data
+        self.rom = rom           # run the firmware from the ROM image (rom.py)
+        self.image = None
         self.path = None
         self.proc = None
         self.boots = 0
@@ -265,8 +282,14 @@ class SimBoard:
     # ---- life ----
 
     def start(self):
-        prepare_flash(self.flash, self.cfg, self.board, self.board_data, self.compiled)
-        self.path = mp_dirs()
+        prepare_flash(self.flash, self.cfg, self.board, self.board_data, self.compiled,
+                      rom=self.rom)
+        if self.rom:
+            from . import rom
+            self.image = rom.image()
+            self.path = (paths.FIRMWARE,)   # boot.py and main.py; the rest is in the ROM
+        else:
+            self.path = mp_dirs()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -276,9 +299,15 @@ class SimBoard:
         env = dict(self.env)
         env["FIELDLINK_VBOARD_RESET_CAUSE"] = cause
         env["FIELDLINK_BOARD"] = self.board
-        p = upy.popen(code=self.BOOT, path=self.path, heapsize=self.heapsize,
-                      cwd=self.flash, env=env, stdout=subprocess.PIPE,
-                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        io = dict(cwd=self.flash, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                  stdin=subprocess.DEVNULL)
+        if self.rom:
+            from . import rom
+            p = subprocess.Popen(rom.command(self.image, self.heapsize, self.BOOT),
+                                 env=upy.env_for(self.path, env), **io)
+        else:
+            p = upy.popen(code=self.BOOT, path=self.path, heapsize=self.heapsize, env=env,
+                          **io)
         self.boots += 1
         return p
 
@@ -410,6 +439,11 @@ def add_arguments(p):
     p.add_argument("--source", action="store_true",
                    help="install the fieldlink package into the flash as .py source instead "
                         "of mpy-cross output (needs a bigger --heapsize)")
+    p.add_argument("--rom", action="store_true",
+                   help="run the firmware from a ROMFS image mapped into the board's memory, "
+                        "as on a board with the firmware frozen in or in a ROMFS partition: "
+                        "the code takes no heap (default: .mpy files in the flash, loaded "
+                        "into the heap, as `fieldlink deploy` puts them)")
     p.add_argument("--pty", action="store_true",
                    help="serve the board on a pseudo-terminal (raw REPL) for mpremote/ampy "
                         "instead of running main.py here")
@@ -425,9 +459,13 @@ def run(args):
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
-    print("fieldlink sim: device %s -> %s, flash %s, heap %s" % (
-        args.device_id, args.url, flash, args.heapsize), flush=True)
-    b = SimBoard(flash, cfg, args.board, args.heapsize, echo=True, compiled=not args.source)
+    if args.rom and args.source:
+        raise SystemExit("fieldlink sim: --rom runs compiled firmware; drop --source")
+    print("fieldlink sim: device %s -> %s, flash %s, heap %s%s" % (
+        args.device_id, args.url, flash, args.heapsize, ", firmware in ROM" if args.rom
+        else ""), flush=True)
+    b = SimBoard(flash, cfg, args.board, args.heapsize, echo=True, compiled=not args.source,
+                 rom=args.rom)
     b.start()
     try:
         rc = b.wait()
