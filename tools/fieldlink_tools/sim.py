@@ -27,12 +27,12 @@ _WDT_LINE = b"vboard: WDT timeout"
 PACKAGE = "fieldlink"
 VBOARD_DIR = ".vboard"   # in the flash, on the path: the stand-ins (install_vboard)
 STAMP = ".sim-stamp"   # in an installed copy: what it was copied from (_install)
-# The issue asks for 96k; what the firmware keeps while streaming (the .mpy files' code and
-# qstrs with the unix port's 64-bit objects, the outbox's buffer) is ~99 KB before any
-# connection (`fieldlink bench heap`), so 96k cannot stream. `fieldlink bench link` finds the
-# smallest working heap: 136k for the simulated-sensor board of the tests, 176k for the full
-# virtual board (four sensors and their register-level device models, which live on the same
-# heap); 208k leaves the full board a margin like an ESP32 has. See docs/architecture.md
+# The heap the full virtual board gets unless told otherwise. `fieldlink bench link` finds the
+# smallest working heap: with the firmware as .mpy files in the flash (their code loaded into
+# the heap, ~70 KB of it on the 64-bit unix port), 136k for the simulated-sensor board of the
+# tests and 176k for the full virtual board (four sensors and their register-level device
+# models, on the same heap); with the firmware in ROM (--rom, rom.py), 96k for the tests'
+# board. 208k leaves the full board a margin like an ESP32 has. See docs/architecture.md
 # (Memory).
 DEFAULT_HEAP = "208k"
 
