@@ -272,3 +272,40 @@ def test_memoryerror_declaring_a_dropped_reading():
         srv.batch(ob.next_batch(100, 100))
         assert srv.ack == 60, (fail_at, srv.ack)  # every seq stored or declared
         assert srv.count(srv.DROPPED) == ob.dropped
+
+
+def test_memoryerror_declaring_a_dropped_head_segment(tmp_path):
+    """A full flash drops the oldest head segment nobody holds (loaded, never sent) and
+    declares it: a MemoryError at that declaration (a new gap) or anywhere in the flash
+    queue's lists must leave it held or declared once, never gone without a gap, nor counted
+    twice; the oldest still go first."""
+    from outbox_model import Server, drain_to
+
+    def run(fail_at):
+        d = tmp_path / str(fail_at)
+        ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(str(d)), seg_bytes=512,
+                    seq_block=16)
+        push_all(ob, 40)
+        ob.spill(False)
+        srv = Server()
+        ob.on_connect()
+        ob.welcome(0)
+        ob.ack(srv.batch(ob.next_batch(3, 64)))  # 4-8 loaded, never sent; the link drops
+        flaky(ob)
+        ob.gaps = Flaky(ob.gaps)
+        Flaky.budget = Budget(fail_at)
+        try:
+            push_all(ob, 140)                    # the outage: the head goes first
+        finally:
+            budget, Flaky.budget = Flaky.budget, None
+        drain_to(ob, srv)
+        assert ob.held() == 0 and srv.ack == 140, (fail_at, ob.held(), srv.ack)
+        assert srv.count(srv.DROPPED) == ob.dropped, (fail_at, srv.count(srv.DROPPED))
+        assert srv.at(4) == srv.DROPPED, fail_at
+        return budget
+
+    never = 10 ** 9
+    ticks = never - run(never).n                # how many points there are to fail at
+    assert ticks >= 10, ticks
+    for fail_at in range(1, ticks + 1):
+        assert run(fail_at).hit

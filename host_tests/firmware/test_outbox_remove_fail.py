@@ -9,7 +9,7 @@ drop; with the gap saved, the readings were sent all the same (and counted in `h
 import os
 
 from dualsupport import rmtree, tmpdir
-from outbox_model import Server
+from outbox_model import Server, lcg
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -170,3 +170,63 @@ def test_a_file_that_will_not_go_at_boot_either_is_never_sent_nor_declared_again
         if fl is not None:
             restore(fl)
         rmtree(d)
+
+
+def campaign_with_failing_removes(seed, steps):
+    """Random pushes, sends (a batch lost with its connection), acks (some lost), link
+    drops, spills and power cuts, with os.remove failing for segment files 30% of the time
+    (a step at a time), against the model server; then a good link drains everything."""
+    rand = lcg(seed)
+    d = tmpdir()
+    nr = NoRemove()
+    fl = None
+    try:
+        def boot():
+            ob = Outbox(ram_bytes=1200, flash_bytes=3000, store=DirStore(d), seg_bytes=300,
+                        seq_block=30)
+            ob._flash().os = nr  # (boot loaded it: the same module object from now on)
+            return ob, ob._flash()
+        srv = Server()
+        ob, fl = boot()
+        up = False
+        for _ in range(steps):
+            nr.armed = rand(100) < 30
+            op = rand(100)
+            if op < 55:
+                ob.push(ob.next_seq, rd(ob.next_seq))
+            elif op < 72 and up:
+                for g in ob.pending_gaps():
+                    srv.gap(*g)
+                b = ob.next_batch(1 + rand(6), 1 + rand(30))
+                if rand(6):
+                    a = srv.batch(b)            # (fails on a seq sent after its gap
+                    if rand(3):                 # dropped reached the server, if not acked)
+                        ob.ack(a)               # the ack may be lost on the way
+                else:
+                    up = False                  # the batch is lost with the connection
+            elif op < 80:
+                up = not up
+                if up:
+                    ob.on_connect()
+                    ob.welcome(srv.ack)
+            elif op < 84:
+                ob.spill(True)
+            elif op < 86:
+                ob = None                       # a power cut
+                ob, fl = boot()
+                up = False
+        nr.armed = False
+        drain_recording(ob, srv)
+        assert ob.held() == 0 and srv.ack == ob.next_seq - 1, (seed, ob.held(), srv.ack)
+        assert nr.failed > 0
+    finally:
+        if fl is not None:
+            restore(fl)
+        rmtree(d)
+
+
+def test_random_campaign_with_failing_removes_and_power_cuts():
+    # Before: 18 of seeds 1-40 failed (the model server saw a seq sent after its `gap
+    # dropped`), these three among them; now none.
+    for seed in (4, 5, 7):
+        campaign_with_failing_removes(seed, 3000)
