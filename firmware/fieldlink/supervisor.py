@@ -110,6 +110,7 @@ class Supervisor:
         self._bb = memoryview(bytearray(len(proto.BATCH_HEAD) + 64 * cfg.batch_max))
         self._bb[:len(proto.BATCH_HEAD)] = proto.BATCH_HEAD
         wsclient.reserve(len(self._bb))  # its frames' buffer too, while the heap is young
+        self._batch_n = cfg.batch_max  # halved when a batch does not fit and _bb cannot grow
         self._ntp_at = None
 
     # ---- the state machine ----
@@ -311,12 +312,12 @@ class Supervisor:
 
     async def _sender(self):
         ob = self.outbox
-        n = self.cfg.batch_max
         window = self.cfg.window
         while True:
             for g in ob.pending_gaps():
                 _log.info("gap %d-%d %s", g[0], g[1], g[2])
                 await self._send(proto.gap(g[0], g[1], g[2]))
+            n = self._batch_n
             b = ob.next_batch_view(n, window)
             if not b:
                 self._kick.clear()
@@ -328,15 +329,27 @@ class Supervisor:
             # the outbox's buffer; from flash a list of them as read, each ending in a
             # separator byte that becomes the batch's "," (the last one is cut).
             k = len(proto.BATCH_HEAD)
-            if isinstance(b, list):
-                for r in b:
-                    k = self._put(k, r)
-                    self._bb[k - 1] = 44  # ","
-                k -= 1
-            else:
-                k = self._put(k, b)
+            try:
+                if isinstance(b, list):
+                    for r in b:
+                        k = self._put(k, r)
+                        self._bb[k - 1] = 44  # ","
+                    k -= 1
+                else:
+                    k = self._put(k, b)
+                k = self._put(k, b"]}")
+            except MemoryError:
+                # Longer readings than _bb was sized for, and no block to grow it into on a
+                # fragmented heap. The readings taken go again after the reconnect this
+                # failure leads to; batches are half as long from now on, until they fit
+                # (before: the same batch failed after every reconnect, for good).
+                b = None
+                if n > 1:
+                    self._batch_n = n // 2
+                    _log.warn("batch of %d does not fit in %d B: %d from now on", n,
+                              len(self._bb), n // 2)
+                raise
             b = None
-            k = self._put(k, b"]}")
             await self._send(self._bb[:k], True)
 
     def _put(self, k, data):
