@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from collector_fixtures import tls_files  # noqa: F401
-from fieldlink_tools.soak import audit_device, final_audit
+from fieldlink_tools.soak import TLSFiles, audit_device, final_audit
 
 DEV = "dev-1"
 
@@ -47,20 +46,20 @@ def wait_more_failures(b, n, timeout=20, what="a detected failure"):
 
 
 @pytest.mark.parametrize("scheme", ["ws", "wss"])
-def test_short_fault_campaign(collector_proc, sim_board, fault_proxy, request, tmp_path,
-                              scheme):
+def test_short_fault_campaign(collector_proc, sim_board, fault_proxy, tmp_path, scheme):
     if scheme == "wss":
-        tls_files = request.getfixturevalue("tls_files")
-        c = collector_proc({DEV: "tok-1"}, cert=tls_files.cert, key=tls_files.key)
+        tls = TLSFiles(str(tmp_path / "tls"))   # what `fieldlink soak --tls` makes
+        c = collector_proc({DEV: "tok-1"}, cert=tls.cert, key=tls.key)
         flash = tmp_path / "flash-tls"
         flash.mkdir()
-        shutil.copyfile(tls_files.ca, flash / "ca.pem")   # the board verifies the collector
-        tls = {"flash": flash, "ca_file": "ca.pem"}
+        shutil.copyfile(tls.ca, flash / "ca.pem")   # the board verifies the collector
+        on_flash = {"flash": flash, "ca_file": "ca.pem"}
     else:
         c = collector_proc({DEV: "tok-1"})
-        tls = {}
+        on_flash = {}
     fp = fault_proxy(c.port)
-    b = sim_board("%s://127.0.0.1:%d/ws" % (scheme, fp.port), sample_interval_s=0.05, **tls)
+    b = sim_board("%s://127.0.0.1:%d/ws" % (scheme, fp.port), sample_interval_s=0.05,
+                  **on_flash)
     progress(c, b, what="first readings")
     assert b.lines("streaming to %s://" % scheme)
 
@@ -83,6 +82,8 @@ def test_short_fault_campaign(collector_proc, sim_board, fault_proxy, request, t
     n = failures(b)                       # 4. garbage bytes: WebSocket protocol error
     fp.garbage(b"\xff\xfe\x00garbage")     # (over wss://: a bad TLS record)
     wait_more_failures(b, n, what="garbage bytes")
+    if scheme == "wss":   # the TLS layer refused the record: the connection is lost (1006)
+        assert "1006" in b.lines("WARN link:")[n], b.lines("WARN link:")[n:]
     progress(c, b, what="recovery after garbage bytes")
 
     n = failures(b)                       # 5. a server that answers garbage: close 1007
