@@ -338,19 +338,20 @@ class Supervisor:
                 else:
                     k = self._put(k, b)
                 k = self._put(k, b"]}")
+                b = None
+                await self._send(self._bb[:k], True)
             except MemoryError:
-                # Longer readings than _bb was sized for, and no block to grow it into on a
-                # fragmented heap. The readings taken go again after the reconnect this
-                # failure leads to; batches are half as long from now on, until they fit
-                # (before: the same batch failed after every reconnect, for good).
+                # Longer readings than _bb and the frame buffer were sized for, and no block
+                # to grow them into on a fragmented heap. The readings taken go again after
+                # the reconnect this failure leads to; batches are half as long from now on,
+                # until they fit (before: the same batch failed after every reconnect, for
+                # good, while the outbox filled and dropped).
                 b = None
                 if n > 1:
                     self._batch_n = n // 2
-                    _log.warn("batch of %d does not fit in %d B: %d from now on", n,
-                              len(self._bb), n // 2)
+                    _log.warn("no memory for a batch of %d (%d B): %d from now on", n, k,
+                              n // 2)
                 raise
-            b = None
-            await self._send(self._bb[:k], True)
 
     def _put(self, k, data):
         """Copy data into _bb (a memoryview, kept: no new view per copy) at k, growing it
