@@ -1,7 +1,14 @@
-"""The supervisor on CPython against a small websockets server: an exception nobody expected
-inside a step (here: the outbox's flash write failing with OSError while taking the welcome's
-ack) goes through the one failure path and the link is retried, instead of ending the
-supervisor's task for good (the board would sample on and never send again)."""
+"""The supervisor on CPython against a small websockets server, with errors inside its steps:
+
+- an exception nobody expected (here: the outbox's flash write failing with OSError while
+  taking the welcome's ack) goes through the one failure path and the link is retried,
+  instead of ending the supervisor's task for good (the board would sample on and never send
+  again);
+- a batch longer than the sender's buffers (readings longer than the 64 B a slot was sized
+  for) on a heap with no block to grow the batch buffer or the WebSocket's frame buffer into
+  fails the connection once; batches are halved from then on and everything is delivered.
+  Before: the same batch failed after every reconnect, for good, while the outbox filled and
+  dropped readings."""
 import asyncio
 import json
 import random
@@ -10,10 +17,14 @@ import sys
 import websockets
 
 from fieldlink import proto
+from fieldlink import supervisor as supmod
 from fieldlink.backoff import Backoff
 from fieldlink.clock import Clock
 from fieldlink.outbox import Outbox
 from fieldlink.supervisor import S_STREAM, Supervisor
+from fieldlink.ws import client as wsclient
+
+N = 120  # readings queued for the batch tests
 
 
 class Cfg:
@@ -110,3 +121,74 @@ def assert_dropped(mod):
     import fieldlink
     assert "fieldlink." + mod not in sys.modules
     assert mod not in fieldlink.__dict__
+
+
+def _no_bigger_block(size):
+    raise MemoryError("memory allocation failed, allocating %d bytes" % size)
+
+
+def _frames_up_to(limit):
+    send_utf8 = wsclient.WebSocket.send_utf8
+
+    def send(self, buf):
+        if len(buf) > limit:  # the frame buffer would have to grow: no block for it
+            raise MemoryError("memory allocation failed, allocating %d bytes" % (len(buf) + 14))
+        return send_utf8(self, buf)
+    return send
+
+
+def test_a_batch_that_does_not_fit_is_halved_not_retried_forever(monkeypatch):
+    # the batch buffer cannot grow
+    _run(monkeypatch, lambda: monkeypatch.setattr(supmod, "bytearray", _no_bigger_block,
+                                                  raising=False))
+
+
+def test_a_batch_whose_frame_does_not_fit_is_halved_too(monkeypatch):
+    # the batch buffer grows, the WebSocket's frame buffer cannot (the 1416 B seen at 96k)
+    _run(monkeypatch, lambda: monkeypatch.setattr(wsclient.WebSocket, "send_utf8",
+                                                  _frames_up_to(1000)))
+
+
+def _run(monkeypatch, starve):
+    async def main():
+        stored = set()
+        batches = []
+
+        async def handler(ws):
+            async for m in ws:
+                obj = json.loads(m)
+                if obj.get("t") == "hello":
+                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION,
+                                              "ack": len(stored), "time": 1.5e9}))
+                elif obj.get("t") == "batch":
+                    batches.append(len(obj["r"]))
+                    stored.update(r["q"] for r in obj["r"])
+                    await ws.send(json.dumps({"t": "ack", "ack": len(stored)}))
+
+        async with websockets.serve(handler, "127.0.0.1", 0,
+                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
+            cfg = Cfg()
+            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+            ob = Outbox(32768)
+            for q in range(1, N + 1):  # ~100 B each: 16 need ~1.6 KB, the buffer has 1 KB
+                ob.push(q, proto.reading(q, 1764100000000 + q, q, "a.long.sensor.name.here",
+                                         20.0 + q / 100, "degC"))
+            sup = Supervisor(cfg, ob, Clock(), Backoff(0.05, 0.2, 60, random.Random(1).random))
+            starve()
+            task = asyncio.create_task(sup.run())
+            try:
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while len(stored) < N and not task.done() and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not task.done(), task.exception()
+                assert stored == set(range(1, N + 1)), (len(stored), batches[:20])
+                assert sup._batch_n == 8 and max(batches) <= 8, (sup._batch_n, batches)
+                assert sup.reconnects <= 1, sup.reconnects
+            finally:
+                end = loop.time() + 20
+                while not task.done() and loop.time() < end:
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.5)
+
+    asyncio.run(main())

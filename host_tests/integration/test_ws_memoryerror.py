@@ -4,12 +4,13 @@ nobody awaits. Before: the reader task died ("Task exception wasn't retrieved") 
 keepalive task died too, so a half-open link behind it was never declared dead. Run on
 MicroPython and on CPython, over a fake socket."""
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from fieldlink_tools import paths, upy
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ws_support import run_code  # noqa: E402
 
 pytestmark = pytest.mark.micropython
 
@@ -86,11 +87,7 @@ asyncio.run(main())
 
 
 def run(interp):
-    if interp == "micropython":
-        r = upy.run(code=SCRIPT, path=(paths.FIRMWARE,), timeout=60)
-    else:
-        r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                           timeout=60, env={"PYTHONPATH": str(paths.FIRMWARE)})
+    r = run_code(SCRIPT, interp, timeout=60)
     out = r.stdout + r.stderr
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     assert r.returncode == 0 and lines, out[-3000:]

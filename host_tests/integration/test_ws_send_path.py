@@ -3,12 +3,13 @@ frame it writes is parsed back here, payload unmasked and compared, with keys fr
 source so their order can be checked (§5.3: a fresh key per frame, including the refill of
 the key pool every 64 frames). Run on MicroPython and on CPython."""
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from fieldlink_tools import paths, upy
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ws_support import run_code  # noqa: E402
 
 pytestmark = pytest.mark.micropython
 
@@ -109,11 +110,7 @@ asyncio.run(main())
 
 
 def run(interp):
-    if interp == "micropython":
-        r = upy.run(code=SCRIPT, path=(paths.FIRMWARE,), timeout=120)
-    else:
-        r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                           timeout=120, env={"PYTHONPATH": str(paths.FIRMWARE)})
+    r = run_code(SCRIPT, interp, timeout=120)
     lines = [l for l in r.stdout.splitlines() if l.startswith("{")]
     assert r.returncode == 0 and lines, r.stdout[-2000:] + r.stderr[-2000:]
     return json.loads(lines[-1])

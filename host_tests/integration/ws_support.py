@@ -229,3 +229,12 @@ def _run_client(scenario, cfg_path, interp, heapsize, timeout):
         "%s client failed (exit %s):\n%s\n%s" % (interp, r.returncode, r.stdout[-3000:],
                                                  r.stderr[-3000:]))
     return lines[:-1]
+
+
+def run_code(code, interp, timeout=120):
+    """Run a script (text) with firmware/ on the path, on MicroPython or CPython; the
+    CompletedProcess (text mode)."""
+    if interp == "micropython":
+        return upy.run(code=code, path=(paths.FIRMWARE,), timeout=timeout)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env={"PYTHONPATH": str(paths.FIRMWARE)})
