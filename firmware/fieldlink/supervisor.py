@@ -144,8 +144,20 @@ class Supervisor:
                 # board would sample on without ever sending again.
                 ws = self.ws
                 self.ws = None
-                await self._close(ws, proto.CLOSE_GOING_AWAY, "internal error")
-                ev = self._failed(e, STATE_NAMES[st])
+                try:
+                    await self._close(ws, proto.CLOSE_GOING_AWAY, "internal error")
+                    ev = self._failed(e, STATE_NAMES[st])
+                except MemoryError:
+                    # Not even heap for the failure path (the _close coroutine's 184 B at
+                    # 128k over wss://): this task must not end for it. Stop the connection's
+                    # reader (it closes the socket), collect, back off at least a second.
+                    r = getattr(ws, "_reader", None)
+                    if r is not None:
+                        r.cancel()
+                    gc.collect()
+                    if self._delay < 1:
+                        self._delay = 1
+                    ev = E_FAIL
                 if st == S_BACKOFF:
                     ev = E_TIMER
             self._go(ev)

@@ -1,0 +1,93 @@
+"""The supervisor's own failure path finding no heap: a step fails with an error nobody
+expected, and the handler in Supervisor.run that turns it into a backoff then meets a
+MemoryError itself (at 128k over wss:// the `_close` coroutine's 184 bytes were not there).
+Before, that MemoryError ended the supervisor's task: the board sampled on, never connected
+again, and dropped readings for good (`fieldlink soak --tls --heapsize 128k`: 'Task exception
+wasn't retrieved ... supervisor.mpy, in run', then `state=connect` in every health line)."""
+import asyncio
+import json
+import random
+
+import websockets
+
+from fieldlink import proto
+from fieldlink.backoff import Backoff
+from fieldlink.clock import Clock
+from fieldlink.outbox import Outbox
+from fieldlink.supervisor import S_STREAM, Supervisor
+
+
+class Cfg:
+    wifi_ssid = "x"
+    wifi_password = "secret"
+    ntp_host = ""
+    token = "tok"
+    device_id = "dev-1"
+    ca_file = None
+    connect_timeout_s = 5
+    ping_interval_s = 5
+    ping_timeout_s = 5
+    batch_max = 16
+    window = 64
+    health_interval_s = 60
+
+
+class FlakyOutbox(Outbox):
+    fails = 1
+
+    def welcome(self, n):
+        if self.fails:
+            self.fails -= 1
+            raise OSError(28, "ENOSPC")  # unexpected inside the hello step
+        Outbox.welcome(self, n)
+
+
+def test_no_heap_in_the_failure_path_does_not_end_the_supervisor():
+    async def main():
+        hellos = []
+
+        async def handler(ws):
+            async for m in ws:
+                if json.loads(m).get("t") == "hello":
+                    hellos.append(m)
+                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION, "ack": 0,
+                                              "time": 1.5e9}))
+
+        async with websockets.serve(handler, "127.0.0.1", 0,
+                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
+            cfg = Cfg()
+            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+            sup = Supervisor(cfg, FlakyOutbox(4096), Clock(),
+                             Backoff(0.05, 0.2, 60, random.Random(1).random))
+            close = sup._close
+            closes = []
+
+            async def close_without_heap(ws, code, reason):
+                closes.append(ws)
+                if len(closes) == 1:   # the handler's close of the failed hello's connection
+                    raise MemoryError("memory allocation failed, allocating 184 bytes")
+                await close(ws, code, reason)
+            sup._close = close_without_heap
+            task = asyncio.create_task(sup.run())
+            loop = asyncio.get_running_loop()
+            try:
+                deadline = loop.time() + 30
+                while not (sup.connects >= 1 and sup.state == S_STREAM) and not task.done() \
+                        and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not task.done(), "supervisor ended: %r" % (task.exception(),)
+                assert closes and closes[0] is not None   # the failed hello had a connection
+                assert sup.state == S_STREAM and len(hellos) == 2, (sup.state, hellos)
+                # the connection the failure path could not close was stopped all the same
+                deadline = loop.time() + 10
+                while not closes[0].closed and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert closes[0].closed
+            finally:
+                end = loop.time() + 20
+                while not task.done() and loop.time() < end:
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.5)
+                assert task.done(), "supervisor task ignored cancellation for 20 s"
+
+    asyncio.run(main())
