@@ -101,3 +101,14 @@ def test_the_image_is_cached_per_build():
     mtime = first.stat().st_mtime_ns
     assert rom.image() == first and first.stat().st_mtime_ns == mtime  # not rebuilt
     assert first.name == "%s-%s.img" % (sim.compile_firmware().name, sim.compile_vboard().name)
+
+
+def test_rom_does_not_go_with_a_deploy_target_or_source(capsys):
+    from fieldlink_tools import cli
+    for extra in (["--pty"], ["--source"]):
+        try:
+            cli.main(["sim", "--url", "ws://127.0.0.1:9/ws", "--rom"] + extra)
+        except SystemExit as e:
+            assert "--rom" in str(e.code) and extra[0] in str(e.code), e.code
+        else:
+            raise AssertionError("fieldlink sim --rom %s was accepted" % extra[0])

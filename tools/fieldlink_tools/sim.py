@@ -452,6 +452,9 @@ def add_arguments(p):
 def run(args):
     flash = args.flash or str(paths.VAR / "sim" / args.device_id)
     cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
+    if args.rom and (args.pty or args.source):
+        raise SystemExit("fieldlink sim: --rom runs the compiled firmware from ROM; it does not "
+                         "go with --%s" % ("pty (a deploy target)" if args.pty else "source"))
     if args.pty:
         from .vboard_pty import run_pty
         # the pty board's path has tools/vboard itself (vboard_pty.child_env)
@@ -459,8 +462,6 @@ def run(args):
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
-    if args.rom and args.source:
-        raise SystemExit("fieldlink sim: --rom runs compiled firmware; drop --source")
     print("fieldlink sim: device %s -> %s, flash %s, heap %s%s" % (
         args.device_id, args.url, flash, args.heapsize, ", firmware in ROM" if args.rom
         else ""), flush=True)
