@@ -5,6 +5,9 @@ tools/vboard's machine/network/esp32 stand-ins, compiled, in .vboard/) and an ES
 
     fieldlink sim --url ws://127.0.0.1:8765/ws [--device-id ID] [--token T] [--set key=value]
 
+With --rom the package and the stand-ins run from a ROMFS image mapped into the board's
+memory instead (rom.py), as on a board with the firmware frozen in or in a ROMFS partition.
+
 config.json is written from the arguments and the package refreshed from the project's
 firmware/ on every start; the outbox in the flash directory survives, so a restart is a
 reboot. When the firmware resets (machine.reset: exit status 75; watchdog: 76) the
