@@ -325,7 +325,7 @@ class Campaign:
 
     def __init__(self, workdir, seed=1, boards=1, minutes=5.0, sample_interval_s=0.1,
                  outbox_ram_bytes=8192, outbox_flash_bytes=32768, heapsize=None,
-                 report_every_s=15.0, out=sys.stdout, faults=None, tls=False):
+                 report_every_s=15.0, out=sys.stdout, faults=None, tls=False, rom=False):
         self.workdir = str(workdir)
         self.rng = random.Random(seed)
         self.seed = seed
@@ -336,6 +336,7 @@ class Campaign:
                        "outbox_flash_bytes": outbox_flash_bytes}
         self.heapsize = heapsize
         self.tls = tls
+        self.rom = rom            # the boards run the firmware from ROM (sim --rom)
         self.report_every_s = report_every_s
         self.out = out
         self.mix = dict(faults or FAULTS)
@@ -377,7 +378,8 @@ class Campaign:
             board = dict(SIM_ONLY, sensors=[dict(SIM_ONLY["sensors"][0], seed=self.seed + i)])
             b = sim.SimBoard(os.path.join(self.workdir, dev), sim.make_config(url, dev, tok, sets),
                              heapsize=self.heapsize or sim.DEFAULT_HEAP,
-                             log_path=os.path.join(self.workdir, dev + ".log"), board_data=board)
+                             log_path=os.path.join(self.workdir, dev + ".log"), board_data=board,
+                             rom=self.rom)
             self.boards[dev] = b
             self.watch[dev] = LineWatch(b.log_path)
             b.start()
@@ -532,7 +534,7 @@ class Campaign:
         w = self.out.write
         w("\nfieldlink soak: seed %d, %d board(s), %.1f min%s\n"
           % (self.seed, self.n_boards, (time.monotonic() - self._t0) / 60,
-             ", wss://" if self.tls else ""))
+             (", wss://" if self.tls else "") + (", firmware in ROM" if self.rom else "")))
         hdr = ("device", "produced", "stored", "dups", "dropped", "reboot-gap", "lost-undecl",
                "ack", "result")
         w("%-8s %9s %8s %5s %8s %10s %11s %8s  %s\n" % hdr)
@@ -596,6 +598,8 @@ def add_arguments(p):
     p.add_argument("--tls", action="store_true", help="wss://: the collector serves TLS with "
                    "a certificate from a CA made for the run, the boards verify it (ca_file); "
                    "the proxy's faults hit the TLS stream")
+    p.add_argument("--rom", action="store_true", help="the boards run the firmware from ROM "
+                   "(fieldlink sim --rom: as frozen or ROMFS, the code takes no heap)")
     from . import sim
     p.add_argument("--heapsize", default=None,
                    help="board heap, -X heapsize (default %s, the full virtual board's)"
@@ -624,7 +628,7 @@ def run(args):
                     sample_interval_s=args.sample_interval, outbox_ram_bytes=args.outbox_ram,
                     outbox_flash_bytes=args.outbox_flash, heapsize=args.heapsize,
                     report_every_s=args.report_every, faults=parse_faults(args.faults),
-                    tls=args.tls)
+                    tls=args.tls, rom=args.rom)
     ok = False
     try:
         camp.start()
