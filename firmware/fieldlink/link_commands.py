@@ -43,12 +43,4 @@ async def reboot(sup):
         # and then the teardown cancels this task mid-await: the finally still reboots.
         await sup._close(sup.ws, proto.CLOSE_NORMAL, "reboot")
     finally:
-        try:
-            sup.outbox.flush()
-        except Exception as e:  # a flash error must not cancel the reboot promised
-            _log.error("reboot: flush failed: %s", e)  # (a reboot gap covers RAM)
-        if sup._reset is not None:
-            sup._reset()
-        else:
-            import machine
-            machine.reset()
+        sup.reset_now()  # (a flash error does not cancel the reboot promised)

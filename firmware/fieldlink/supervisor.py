@@ -48,6 +48,8 @@ E_REFUSED = const(2)   # 401/403: retry only after backoff_max_s
 E_TIMER = const(3)     # the backoff delay is over
 
 _NTP_EVERY_MS = const(6 * 3600 * 1000)  # re-sync the clock this often (at a link start)
+# Connection attempts in a row that found no heap before a clean reboot (see _backoff).
+_OOM_REBOOT = const(8)
 
 # (state << 2) | event -> next state. Anything not listed is a bug: logged, then BACKOFF.
 _TABLE = {
@@ -112,6 +114,7 @@ class Supervisor:
         wsclient.reserve(len(self._bb))  # its frames' buffer too, while the heap is young
         self._batch_n = cfg.batch_max  # halved when a batch does not fit and _bb cannot grow
         self._ntp_at = None
+        self._oom = 0           # attempts in a row that failed with MemoryError
 
     # ---- the state machine ----
 
@@ -187,6 +190,8 @@ class Supervisor:
                        where, e.status, self._delay)
             return E_REFUSED
         self._delay = self.backoff.link_lost(up_for)
+        if isinstance(e, MemoryError):
+            self._oom += 1
         _log.warn("%s: %s: %s; retry in %.1f s", where, type(e).__name__, e, self._delay)
         return E_FAIL
 
@@ -229,6 +234,7 @@ class Supervisor:
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
         self.down_since = None
+        self._oom = 0
         self._why = None
         self._dead = asyncio.Event()
         self._kick.set()
@@ -272,6 +278,13 @@ class Supervisor:
             r.cancel()
 
     async def _backoff(self):
+        if self._oom >= _OOM_REBOOT and self.connects:
+            # The heap got too fragmented to connect again (96k in ROM: 7.6 KB free, no block
+            # over 384 B, every attempt failing for good while the outbox filled and dropped).
+            # This boot did connect, so a fresh heap can: everything to flash, reset. A boot
+            # that never connected keeps retrying (a reset would only loop).
+            _log.error("no heap for a connection %d times in a row: clean reboot", self._oom)
+            self.reset_now()
         t0 = ticks_ms()
         limit = int(self._delay * 1000)
         while True:
@@ -416,6 +429,19 @@ class Supervisor:
     async def reboot(self):
         """Clean reboot: close the link, everything to flash (no reboot gap), reset."""
         await self._once("link_commands", "reboot")
+
+    def reset_now(self):
+        """Everything to flash (no reboot gap), then reset. Here, not in link_commands: with
+        no heap to connect there may be none to import it either."""
+        try:
+            self.outbox.flush()
+        except Exception as e:  # a flash error or no heap must not cancel the reset
+            _log.error("reboot: flush failed: %s", e)  # (a reboot gap covers RAM)
+        if self._reset is not None:
+            self._reset()
+        else:
+            import machine
+            machine.reset()
 
     async def _once(self, mod, fn, *args):
         """Await fieldlink.<mod>.<fn>(self, *args) and forget the module again: the code the

@@ -1,0 +1,116 @@
+"""A heap too fragmented to connect again: the supervisor reboots the board cleanly.
+
+Found with `fieldlink soak --rom --heapsize 96k` (and a 40 s reproduction: one blackhole): a
+reconnect during a blackhole met the spill to flash, and from then on every connection attempt
+failed with MemoryError (7.6 KB free, no block over 384 B: 'connect: MemoryError ... allocating
+234 bytes' every backoff), for good: the board sampled on, filled its outbox and dropped
+readings until a power cut gave it a fresh heap. Now, after _OOM_REBOOT such attempts in a row
+on a boot that did connect before (so a fresh heap can), the supervisor saves everything to
+flash (no reboot gap) and resets. A boot that never connected keeps retrying instead: a reset
+would not give it more heap, only a reset loop.
+
+CPython + websockets; connect() is made to fail with MemoryError after the first connection."""
+import asyncio
+import json
+import random
+
+import websockets
+
+from fieldlink import proto
+from fieldlink import supervisor as supmod
+from fieldlink.backoff import Backoff
+from fieldlink.clock import Clock
+from fieldlink.outbox import Outbox
+from fieldlink.supervisor import Supervisor
+
+OOM = supmod._OOM_REBOOT
+
+
+class Cfg:
+    wifi_ssid = "x"
+    wifi_password = "secret"
+    ntp_host = ""
+    token = "tok"
+    device_id = "dev-1"
+    ca_file = None
+    connect_timeout_s = 5
+    ping_interval_s = 5
+    ping_timeout_s = 5
+    batch_max = 16
+    window = 64
+    health_interval_s = 60
+
+
+class CountingOutbox(Outbox):
+    flushes = 0
+
+    def flush(self):
+        self.flushes += 1
+        Outbox.flush(self)
+
+
+def _run(monkeypatch, good_connects, attempts_after):
+    """The first `good_connects` connect() calls work (welcome, then the server closes the
+    link); every later one raises MemoryError. Runs until the board reset or
+    `attempts_after` failed attempts were made; returns (resets, failed attempts, sup)."""
+    real = supmod.wsclient.connect
+    calls = [0]
+    failed = [0]
+
+    def connect(*a, **kw):
+        calls[0] += 1
+        if calls[0] > good_connects:
+            failed[0] += 1
+            raise MemoryError("memory allocation failed, allocating 234 bytes")
+        return real(*a, **kw)
+    monkeypatch.setattr(supmod.wsclient, "connect", connect)
+
+    async def main():
+        async def handler(ws):
+            async for m in ws:
+                if json.loads(m).get("t") == "hello":
+                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION, "ack": 0,
+                                              "time": 1.5e9}))
+                    await ws.close(1001, "going away")  # the link drops: reconnect
+
+        async with websockets.serve(handler, "127.0.0.1", 0,
+                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
+            cfg = Cfg()
+            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+            resets = []
+            ob = CountingOutbox(4096)
+            for q in range(1, 6):
+                ob.push(q, proto.reading(q, 1764100000000 + q, q, "s.t", 20.0, "C"))
+            sup = Supervisor(cfg, ob, Clock(), Backoff(0.01, 0.02, 60, random.Random(3).random),
+                             reset=lambda: resets.append(failed[0]))
+            task = asyncio.create_task(sup.run())
+            loop = asyncio.get_running_loop()
+            try:
+                deadline = loop.time() + 30
+                while not resets and failed[0] < attempts_after and not task.done() \
+                        and loop.time() < deadline:
+                    await asyncio.sleep(0.01)
+                assert not task.done(), "supervisor ended: %r" % (task.exception(),)
+                return resets, failed[0], sup, ob
+            finally:
+                end = loop.time() + 20
+                while not task.done() and loop.time() < end:
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=0.5)
+
+    return asyncio.run(main())
+
+
+def test_no_heap_to_reconnect_after_streaming_reboots_cleanly(monkeypatch):
+    resets, failed, sup, ob = _run(monkeypatch, 1, 5 * OOM)
+    assert sup.connects == 1
+    # reset once, right after the _OOM_REBOOT-th attempt in a row that found no heap
+    # (before: never; the board retried for good while its outbox filled and dropped)
+    assert resets[:1] == [OOM], (resets, failed)
+    assert ob.flushes >= 1   # everything saved to flash first: no reboot gap
+
+
+def test_a_boot_that_never_connected_does_not_reset_loop(monkeypatch):
+    resets, failed, sup, ob = _run(monkeypatch, 0, 3 * OOM)
+    assert sup.connects == 0 and failed >= 3 * OOM
+    assert resets == [] and ob.flushes == 0
