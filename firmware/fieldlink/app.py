@@ -87,29 +87,39 @@ class App:
             if self.wdt is not None and ticks_diff(ticks_ms(), sup.progress_ms) < allowance:
                 self.wdt.feed()
             await asyncio.sleep(1)
-            down = sup.down_since
-            if down is None:
-                self._spilled = False
-            elif self.clock.uptime_ms() - down >= spill_ms:  # (days: not ticks, see Supervisor)
-                # first time: everything to flash; then only whole segments (few, big writes)
-                try:
-                    self.outbox.spill(self._spilled)
-                except (OSError, MemoryError) as e:
-                    # flash full or failing (e.g. the meta write), or no heap for the flash
-                    # code: the readings stay in RAM (the oldest dropped and counted);
-                    # maintenance and streaming go on, and the spill is tried again
-                    gc.collect()
-                    _log.warn("spill: %s: %s", type(e).__name__, e)
-                self._spilled = True
-            free = _mem()[1]  # small heap: collect often, so the minimum below means live data
-            sup.note_heap()
-            if ticks_diff(ticks_ms(), last_health) >= health_ms:
-                last_health = ticks_ms()
-                ob = self.outbox
-                _log.info("health state=%s heap_free=%d heap_min=%d held=%d dropped=%d "
-                          "reconnects=%d next=%d", ("wifi", "connect", "hello", "stream",
-                                                    "backoff")[sup.state], free,
-                          sup.heap_min, ob.held(), ob.dropped, sup.reconnects, ob.next_seq)
+            try:
+                self._spill_check(sup, spill_ms)
+                free = _mem()[1]  # small heap: collect often, so the minimum is live data
+                sup.note_heap()
+                if ticks_diff(ticks_ms(), last_health) >= health_ms:
+                    last_health = ticks_ms()
+                    ob = self.outbox
+                    _log.info("health state=%s heap_free=%d heap_min=%d held=%d dropped=%d "
+                              "reconnects=%d next=%d", ("wifi", "connect", "hello", "stream",
+                                                        "backoff")[sup.state], free,
+                              sup.heap_min, ob.held(), ob.dropped, sup.reconnects,
+                              ob.next_seq)
+            except MemoryError:
+                # No heap for a log line's text (the health line at 96k: 120 B): this task
+                # must not end for it, it feeds the watchdog and spills (before: 'Task
+                # exception wasn't retrieved', no spill or health line again).
+                gc.collect()
+
+    def _spill_check(self, sup, spill_ms):
+        down = sup.down_since
+        if down is None:
+            self._spilled = False
+        elif self.clock.uptime_ms() - down >= spill_ms:  # (days: not ticks, see Supervisor)
+            # first time: everything to flash; then only whole segments (few, big writes)
+            try:
+                self.outbox.spill(self._spilled)
+            except (OSError, MemoryError) as e:
+                # flash full or failing (e.g. the meta write), or no heap for the flash
+                # code: the readings stay in RAM (the oldest dropped and counted);
+                # maintenance and streaming go on, and the spill is tried again
+                gc.collect()
+                _log.warn("spill: %s: %s", type(e).__name__, e)
+            self._spilled = True
 
     async def run(self):
         try:

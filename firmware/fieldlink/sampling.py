@@ -2,6 +2,7 @@
 hands readings to emit(name, value, unit, err). A failed read is emitted as missing
 (value None, err set) and logged; it never stops the loop. Intervals change at run time."""
 import asyncio
+import gc
 import sys
 
 from fieldlink.clock import ticks_diff, ticks_ms
@@ -264,18 +265,26 @@ class Sampler:
         self._wake = asyncio.Event()
         self._t0 = ticks_ms()
         while True:
-            now = self._clock()
-            delay = self.next_due() - now
-            if delay > 0:
-                await self._wait(delay if delay < _WAIT_MAX_MS else _WAIT_MAX_MS)
+            try:
+                now = self._clock()
+                delay = self.next_due() - now
+                if delay > 0:
+                    await self._wait(delay if delay < _WAIT_MAX_MS else _WAIT_MAX_MS)
+                    continue
+                slots = self.due_slots(now)
+                wait, errs = self.start_slots(slots)
+                if wait:
+                    await _sleep_ms(wait)
+                for r in self.finish_slots(slots, errs, self._clock(), emit):
+                    if r is not None and hasattr(r, "send"):
+                        await r
+            except MemoryError:
+                # A fragmented heap (96k: wait_for's task, 200 B) ended the sampler, and so
+                # the app (a crash and reset: RAM's readings lost). A round that found no
+                # heap is tried again shortly; readings not taken got no seq (none lost).
+                gc.collect()
+                await _sleep_ms(_POKE_MS)
                 continue
-            slots = self.due_slots(now)
-            wait, errs = self.start_slots(slots)
-            if wait:
-                await _sleep_ms(wait)
-            for r in self.finish_slots(slots, errs, self._clock(), emit):
-                if r is not None and hasattr(r, "send"):
-                    await r
             # Always give the loop a turn before the next round. A sampler that is behind
             # (reading and emitting take longer than the interval) finds the next sensor due
             # at once and would never reach an await: the link's tasks (keepalive, sender,
