@@ -59,8 +59,10 @@ class App:
             ob.push(q, self._reading(q, self.clock.unix_ms(), self.clock.uptime_ms(), name,
                                      value, unit, err))
         except MemoryError:
-            # The reading got no seq, so nothing is lost from the protocol's view; say so.
+            # The reading got no seq, so no seq is lost; it is counted (health `skipped`) and
+            # said, so a sampled reading never vanishes without a trace.
             gc.collect()
+            self.sup.skipped += 1
             _log.warn("no memory for reading %s: skipped", name)
             return
         self.sup.kick()
@@ -95,10 +97,10 @@ class App:
                     last_health = ticks_ms()
                     ob = self.outbox
                     _log.info("health state=%s heap_free=%d heap_min=%d held=%d dropped=%d "
-                              "reconnects=%d next=%d", ("wifi", "connect", "hello", "stream",
-                                                        "backoff")[sup.state], free,
-                              sup.heap_min, ob.held(), ob.dropped, sup.reconnects,
-                              ob.next_seq)
+                              "skipped=%d reconnects=%d next=%d",
+                              ("wifi", "connect", "hello", "stream", "backoff")[sup.state],
+                              free, sup.heap_min, ob.held(), ob.dropped, sup.skipped,
+                              sup.reconnects, ob.next_seq)
             except MemoryError:
                 # No heap for a log line's text (the health line at 96k: 120 B): this task
                 # must not end for it, it feeds the watchdog and spills (before: 'Task

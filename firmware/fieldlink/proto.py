@@ -202,7 +202,10 @@ def reply(cid, ok, result=None, err=None):
     return json.dumps(m)
 
 
-def health(heap_free, heap_min, reconnects, dropped, rssi, uptime_s, boot, held):
+def health(heap_free, heap_min, reconnects, dropped, rssi, uptime_s, boot, held, skipped=0):
+    # skipped: readings sampled but not kept, for lack of heap (no seq given, so they are in
+    # no gap and not in `dropped`); counted since boot
     return json.dumps({"t": "health", "heap_free": heap_free, "heap_min": heap_min,
                        "reconnects": reconnects, "dropped": dropped, "rssi": rssi,
-                       "uptime_s": uptime_s, "boot": boot, "held": held})
+                       "uptime_s": uptime_s, "boot": boot, "held": held,
+                       "skipped": skipped})

@@ -84,4 +84,6 @@ def parse_device(text):
         for k in ("heap_free", "heap_min", "reconnects", "dropped", "uptime_s", "boot", "held"):
             _need(obj, k, _is_num, "a number")
         _need(obj, "rssi", _opt_num, "a number or null")
+        if "skipped" in obj:  # (absent from devices before it was added)
+            _need(obj, "skipped", lambda x: _is_int(x) and x >= 0, "an integer >= 0")
     return obj

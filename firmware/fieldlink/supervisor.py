@@ -115,6 +115,7 @@ class Supervisor:
         self._batch_n = cfg.batch_max  # halved when a batch does not fit and _bb cannot grow
         self._ntp_at = None
         self._oom = 0           # attempts in a row that failed with MemoryError
+        self.skipped = 0        # readings sampled but not kept for lack of heap (App.emit)
 
     # ---- the state machine ----
 
@@ -404,7 +405,7 @@ class Supervisor:
             rssi = None
         await self._send(proto.health(_heap_free(), self.heap_min, self.reconnects,
                                       ob.dropped, rssi, self.clock.uptime_ms() // 1000,
-                                      ob.boot, ob.held()))
+                                      ob.boot, ob.held(), self.skipped))
 
     async def _monitor(self):
         # Dead-link checks the WebSocket keepalive cannot see: Wi-Fi gone (on the board the

@@ -72,8 +72,11 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 "Authorization": "Bearer tok-1", "X-Fieldlink-Device": "dev-1"}) as ws:
             for m in messages:
                 await ws.send(json.dumps(m))
+                if m["t"] == "health":
+                    continue  # no answer to a health message
                 assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"] in (
                     "welcome", "ack")
+            await ws.close()  # a clean close: the collector handled everything sent
 
     async def main():
         store = SQLiteStore(tmp_path / "c.db")
@@ -121,7 +124,11 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 await dt.js("window.__marker = 'same page'")
                 await device_send(c.url, [hello("dev-1", next=4),
                                           {"t": "batch", "r": readings([4, 5, 6])},
-                                          {"t": "gap", "from": 7, "to": 9, "why": "dropped"}])
+                                          {"t": "gap", "from": 7, "to": 9, "why": "dropped"},
+                                          {"t": "health", "heap_free": 9000, "heap_min": 4000,
+                                           "reconnects": 1, "dropped": 3, "rssi": None,
+                                           "uptime_s": 60, "boot": 1, "held": 0,
+                                           "skipped": 2}])
 
                 async def updated():
                     return await dt.js(
@@ -137,6 +144,16 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 assert cell == "20.06 C"
                 events = await dt.js("document.getElementById('events').textContent")
                 assert "gap 7..9 (dropped)" in events
+                # readings the board had no heap to keep: shown, flagged, beside its heap
+                heap_js = ("(() => { const c = document.querySelector('#devices "
+                           "tr[data-dev=\"dev-1\"] td.heap'); return [c.textContent,"
+                           " c.classList.contains('warn')]; })()")
+
+                async def heap_shown():
+                    return (await dt.js(heap_js))[0] != "–"
+                await wait_for(heap_shown, "the health message on the page")
+                heap = await dt.js(heap_js)
+                assert heap == ["9000 / 4000 (2 readings skipped)", True], heap
                 # Nothing on the page came from elsewhere: no external requests possible.
                 assert await dt.js("Array.from(document.querySelectorAll('[src],[href]'))"
                                    ".every(e => !/^(https?:)?\\/\\//.test("

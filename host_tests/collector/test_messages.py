@@ -25,7 +25,7 @@ GOOD = [
                                                          "why": "reboot"},
     {"t": "reply", "id": "c1", "ok": True, "result": {"a": 1}},
     {"t": "reply", "id": "c1", "ok": False, "err": "unknown command"},
-    health(), health(rssi=-70), {"t": "something-new", "x": 1},
+    health(), health(rssi=-70), health(skipped=3), {"t": "something-new", "x": 1},
 ]
 
 
@@ -66,6 +66,8 @@ BAD = [
     (health(heap_free=-1), 1007, "bad_message"),
     (health(uptime_s=None), 1007, "bad_message"),
     (health(rssi="weak"), 1007, "bad_message"),
+    (health(skipped=-1), 1007, "bad_message"),
+    (health(skipped=1.5), 1007, "bad_message"),
 ]
 
 

@@ -33,6 +33,7 @@ class NoHeapOutbox(FailingFlashOutbox):
 class LinkDown:
     state = 4  # backoff
     heap_min = 0
+    skipped = 0
     reconnects = 1
 
     def __init__(self, clock):
@@ -151,3 +152,29 @@ def test_spill_memoryerror_does_not_end_maintenance():
     warns = [x for x in lines if x.startswith("WARN app: spill: MemoryError")]
     assert len(warns) >= 3, lines
     assert a.wdt.fed >= 3
+
+
+class NoHeapForReadings(FailingFlashOutbox):
+    def push(self, seq, text):
+        raise MemoryError("memory allocation failed, allocating 96 bytes")
+
+
+def test_a_reading_with_no_heap_is_skipped_and_counted():
+    # No seq is given, so none is lost; the health message's `skipped` (and the health line)
+    # count it, so a sampled reading never vanishes without a trace.
+    a = _app(NoHeapForReadings())
+    a._reading = lambda *args: "{}"
+    a.readings = 0
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        a.emit("env.t", 21.5, "C", None)
+        a.emit("env.h", 40.0, "%", None)
+        _maintain_until(a, lambda: [x for x in lines if x.startswith("INFO app: health")])
+    finally:
+        log.set_sink(print)
+    assert a.sup.skipped == 2 and a.readings == 0
+    assert [x for x in lines if x.startswith("WARN app: no memory for reading env.")] == [
+        "WARN app: no memory for reading env.t: skipped",
+        "WARN app: no memory for reading env.h: skipped"], lines
+    assert "skipped=2" in [x for x in lines if x.startswith("INFO app: health")][0], lines

@@ -89,6 +89,7 @@ def test_built_messages_pass_the_validator():
         proto.reply("c2", False, err="unknown command"),
         proto.health(40000, 35000, 2, 2, -61, 100, 3, 3),
         proto.health(40000, 35000, 2, 2, None, 100, 3, 3),
+        proto.health(40000, 35000, 2, 2, None, 100, 3, 3, 17),
     ]
     for m in msgs:
         obj = proto_check.parse_device(m)

@@ -40,6 +40,7 @@ class NoHeapForHealth:
 class Sup:
     state = 3
     heap_min = 0
+    skipped = 0
     reconnects = 0
     down_since = None
 

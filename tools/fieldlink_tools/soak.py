@@ -569,6 +569,11 @@ class Campaign:
         if oom:
             ok = False
             w("board MemoryErrors: %d (see the logs in %s)\n" % (oom, self.workdir))
+        # readings sampled but not kept for lack of heap: no seq, so outside the audit above
+        skipped = sum(len(b.lines("no memory for reading")) for b in self.boards.values())
+        if skipped:
+            ok = False
+            w("readings skipped for lack of heap (no seq, health `skipped`): %d\n" % skipped)
         if self.stalls:
             w("stalls (no progress within 60 s after a fault): %r\n" % self.stalls)
         w("audit: %s\n" % ("PASS" if ok else "FAIL"))

@@ -206,6 +206,8 @@ def _check_reply(m):
 def _check_health(m):
     for key in ("heap_free", "heap_min", "reconnects", "dropped", "boot", "held"):
         _int(m, key, 0)
+    if "skipped" in m:  # readings not kept for lack of heap; absent from older firmware
+        _int(m, "skipped", 0)
     _num_or_null(m, "rssi")
     up = m.get("uptime_s")
     if not _is_num(up) or up < 0:

@@ -62,7 +62,11 @@ function renderDevices() {
     const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
     tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
     tr.append(el("td", d.gaps, "num"));
-    tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min : "–", "num"));
+    // readings the board sampled but had no heap to keep (no seq: in no gap) show here
+    const skipped = h.skipped || 0;
+    tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min +
+                 (skipped ? " (" + skipped + " readings skipped)" : "") : "–",
+                 "num heap" + (skipped ? " warn" : "")));
     tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
     tr.append(el("td", fmtUptime(h.uptime_s), "num"));
     tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
