@@ -145,7 +145,18 @@ def main(config_path="config.json"):
     not fix itself, so the board stays at the REPL instead of reset-looping)."""
     app = _boot(config_path)
     if app is not None:
-        asyncio.run(app.run())
+        try:
+            asyncio.run(app.run())
+        except KeyboardInterrupt:
+            # Ctrl-C (someone at the REPL, `fieldlink sim` or the demo stopping the board):
+            # an intended stop, so nothing is lost to it. Everything goes to flash with the
+            # seq mark, and the next boot sends it on with no reboot gap.
+            try:
+                app.outbox.flush()
+                _log.info("stopped: %d readings kept on flash", app.outbox.held())
+            except Exception as e:  # a failing flash: the next boot declares a reboot gap
+                _log.error("stopped: flush failed: %s", e)
+            raise
 
 
 def _boot(path):

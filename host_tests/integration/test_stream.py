@@ -122,6 +122,28 @@ def test_reboot_command_resumes_without_gap(collector_proc, sim_board):
     assert b.boots == 2 and b.exits[0] == 75
 
 
+def test_ctrl_c_stops_the_board_without_losing_a_reading(collector_proc, sim_board, tmp_path):
+    # Ctrl-C (the demo or `fieldlink sim` stopping the board, someone at the REPL) is an
+    # intended stop: everything goes to flash with the seq mark, and the next boot sends it
+    # on. Before: RAM's readings and the rest of the seq block were declared a reboot gap.
+    c = collector_proc({"dev-1": "tok-1"})
+    flash = tmp_path / "flash-ctrl-c"
+    b = sim_board(c.url, flash=flash, sample_interval_s=0.05)
+    c.wait_seqs("dev-1", 30, timeout=60)
+    b.stop()  # SIGINT: KeyboardInterrupt in the firmware
+    n = len(c.seqs("dev-1"))
+    b2 = sim_board(c.url, flash=flash, sample_interval_s=0.05)
+    seqs = c.wait_seqs("dev-1", n + 30, timeout=60)
+    assert seqs == list(range(1, len(seqs) + 1)), seqs  # in order, none missing
+    assert not b2.lines("INFO link: gap"), b2.lines("INFO link: gap")
+    st = c.store()
+    try:
+        assert st.gaps("dev-1") == []
+    finally:
+        st.close()
+    assert b.lines("INFO app: stopped:"), b.lines()[-10:]
+
+
 def test_malformed_config_names_the_key(sim_board):
     b = sim_board("ws://127.0.0.1:9/ws", ping_interval_s="abc")
     assert b.wait() == 0
