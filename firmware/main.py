@@ -1,5 +1,6 @@
 # main.py: start the fieldlink app. A crash is logged and the board resets after a pause;
-# Ctrl-C (KeyboardInterrupt) is not caught, so it drops to the REPL for maintenance.
+# Ctrl-C (KeyboardInterrupt) is not caught, so it drops to the REPL for maintenance (app.main
+# saves the outbox to flash first: nothing is lost to it).
 # (A config error is reported by app.main(), which then returns: the board stays at the REPL.)
 import sys
 import time
