@@ -7,29 +7,16 @@ wasn't retrieved ... supervisor.mpy, in run', then `state=connect` in every heal
 import asyncio
 import json
 import random
+import sys
+from pathlib import Path
 
-import websockets
-
-from fieldlink import proto
 from fieldlink.backoff import Backoff
 from fieldlink.clock import Clock
 from fieldlink.outbox import Outbox
 from fieldlink.supervisor import S_STREAM, Supervisor
 
-
-class Cfg:
-    wifi_ssid = "x"
-    wifi_password = "secret"
-    ntp_host = ""
-    token = "tok"
-    device_id = "dev-1"
-    ca_file = None
-    connect_timeout_s = 5
-    ping_interval_s = 5
-    ping_timeout_s = 5
-    batch_max = 16
-    window = 64
-    health_interval_s = 60
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from supervisor_support import running, server, until, welcome  # noqa: E402
 
 
 class FlakyOutbox(Outbox):
@@ -50,13 +37,9 @@ def test_no_heap_in_the_failure_path_does_not_end_the_supervisor():
             async for m in ws:
                 if json.loads(m).get("t") == "hello":
                     hellos.append(m)
-                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION, "ack": 0,
-                                              "time": 1.5e9}))
+                    await ws.send(welcome())
 
-        async with websockets.serve(handler, "127.0.0.1", 0,
-                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
-            cfg = Cfg()
-            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+        async with server(handler) as cfg:
             sup = Supervisor(cfg, FlakyOutbox(4096), Clock(),
                              Backoff(0.05, 0.2, 60, random.Random(1).random))
             close = sup._close
@@ -68,26 +51,15 @@ def test_no_heap_in_the_failure_path_does_not_end_the_supervisor():
                     raise MemoryError("memory allocation failed, allocating 184 bytes")
                 await close(ws, code, reason)
             sup._close = close_without_heap
-            task = asyncio.create_task(sup.run())
-            loop = asyncio.get_running_loop()
-            try:
-                deadline = loop.time() + 30
-                while not (sup.connects >= 1 and sup.state == S_STREAM) and not task.done() \
-                        and loop.time() < deadline:
-                    await asyncio.sleep(0.05)
-                assert not task.done(), "supervisor ended: %r" % (task.exception(),)
+            async with running(sup) as task:
+                await until(task, lambda: sup.connects >= 1 and sup.state == S_STREAM)
                 assert closes and closes[0] is not None   # the failed hello had a connection
                 assert sup.state == S_STREAM and len(hellos) == 2, (sup.state, hellos)
                 # the connection the failure path could not close was stopped all the same
+                loop = asyncio.get_running_loop()
                 deadline = loop.time() + 10
                 while not closes[0].closed and loop.time() < deadline:
                     await asyncio.sleep(0.05)
                 assert closes[0].closed
-            finally:
-                end = loop.time() + 20
-                while not task.done() and loop.time() < end:
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.5)
-                assert task.done(), "supervisor task ignored cancellation for 20 s"
 
     asyncio.run(main())

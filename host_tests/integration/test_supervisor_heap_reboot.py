@@ -13,8 +13,8 @@ CPython + websockets; connect() is made to fail with MemoryError after the first
 import asyncio
 import json
 import random
-
-import websockets
+import sys
+from pathlib import Path
 
 from fieldlink import proto
 from fieldlink import supervisor as supmod
@@ -23,22 +23,10 @@ from fieldlink.clock import Clock
 from fieldlink.outbox import Outbox
 from fieldlink.supervisor import Supervisor
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from supervisor_support import running, server, until, welcome  # noqa: E402
+
 OOM = supmod._OOM_REBOOT
-
-
-class Cfg:
-    wifi_ssid = "x"
-    wifi_password = "secret"
-    ntp_host = ""
-    token = "tok"
-    device_id = "dev-1"
-    ca_file = None
-    connect_timeout_s = 5
-    ping_interval_s = 5
-    ping_timeout_s = 5
-    batch_max = 16
-    window = 64
-    health_interval_s = 60
 
 
 class CountingOutbox(Outbox):
@@ -69,34 +57,19 @@ def _run(monkeypatch, good_connects, attempts_after):
         async def handler(ws):
             async for m in ws:
                 if json.loads(m).get("t") == "hello":
-                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION, "ack": 0,
-                                              "time": 1.5e9}))
+                    await ws.send(welcome())
                     await ws.close(1001, "going away")  # the link drops: reconnect
 
-        async with websockets.serve(handler, "127.0.0.1", 0,
-                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
-            cfg = Cfg()
-            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+        async with server(handler) as cfg:
             resets = []
             ob = CountingOutbox(4096)
             for q in range(1, 6):
                 ob.push(q, proto.reading(q, 1764100000000 + q, q, "s.t", 20.0, "C"))
             sup = Supervisor(cfg, ob, Clock(), Backoff(0.01, 0.02, 60, random.Random(3).random),
                              reset=lambda: resets.append(failed[0]))
-            task = asyncio.create_task(sup.run())
-            loop = asyncio.get_running_loop()
-            try:
-                deadline = loop.time() + 30
-                while not resets and failed[0] < attempts_after and not task.done() \
-                        and loop.time() < deadline:
-                    await asyncio.sleep(0.01)
-                assert not task.done(), "supervisor ended: %r" % (task.exception(),)
+            async with running(sup) as task:
+                await until(task, lambda: resets or failed[0] >= attempts_after, step=0.01)
                 return resets, failed[0], sup, ob
-            finally:
-                end = loop.time() + 20
-                while not task.done() and loop.time() < end:
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.5)
 
     return asyncio.run(main())
 

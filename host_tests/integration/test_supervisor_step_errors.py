@@ -13,8 +13,7 @@ import asyncio
 import json
 import random
 import sys
-
-import websockets
+from pathlib import Path
 
 from fieldlink import proto
 from fieldlink import supervisor as supmod
@@ -24,22 +23,10 @@ from fieldlink.outbox import Outbox
 from fieldlink.supervisor import S_STREAM, Supervisor
 from fieldlink.ws import client as wsclient
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from supervisor_support import Cfg, running, server, until, welcome  # noqa: E402
+
 N = 120  # readings queued for the batch tests
-
-
-class Cfg:
-    wifi_ssid = "x"
-    wifi_password = "secret"
-    ntp_host = ""
-    token = "tok"
-    device_id = "dev-1"
-    ca_file = None
-    connect_timeout_s = 5
-    ping_interval_s = 5
-    ping_timeout_s = 5
-    batch_max = 16
-    window = 64
-    health_interval_s = 60
 
 
 class FlakyOutbox(Outbox):
@@ -61,38 +48,16 @@ def test_unexpected_error_in_a_step_is_retried_not_fatal():
                 obj = json.loads(m)
                 if obj.get("t") == "hello":
                     hellos.append(obj)
-                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION, "ack": 0,
-                                              "time": 1.5e9}))
+                    await ws.send(welcome())
 
-        async with websockets.serve(handler, "127.0.0.1", 0,
-                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
-            port = srv.sockets[0].getsockname()[1]
-            cfg = Cfg()
-            cfg.url = "ws://127.0.0.1:%d/ws" % port
+        async with server(handler) as cfg:
             sup = Supervisor(cfg, FlakyOutbox(4096), Clock(),
                              Backoff(0.05, 0.2, 60, random.Random(1).random))
-            task = asyncio.create_task(sup.run())
-            try:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 30
+            async with running(sup) as task:
                 # streaming again after the failed hello (connects counts welcomes taken)
-                while not (sup.connects >= 1 and sup.state == S_STREAM) and not task.done() \
-                        and loop.time() < deadline:
-                    await asyncio.sleep(0.05)
-                assert not task.done(), "supervisor ended: %r" % (task.exception(),)
+                await until(task, lambda: sup.connects >= 1 and sup.state == S_STREAM)
                 assert sup.connects == 1 and sup.state == S_STREAM and len(hellos) == 2, hellos
                 assert_dropped("link_hello")   # loaded for the hello only (heap)
-            finally:
-                # cancelled only while it waits in the stream state (CPython 3.11's wait_for
-                # can swallow a cancel that races with its result)
-                # Cancel again until it ends (bounded): a cancel swallowed by 3.11's wait_for
-                # inside the teardown must not hang the test (asyncio.wait_for(task) would
-                # wait on a task that ignores the cancel with no limit).
-                end = loop.time() + 20
-                while not task.done() and loop.time() < end:
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.5)
-                assert task.done(), "supervisor task ignored cancellation for 20 s"
 
     asyncio.run(main())
 
@@ -158,37 +123,23 @@ def _run(monkeypatch, starve):
             async for m in ws:
                 obj = json.loads(m)
                 if obj.get("t") == "hello":
-                    await ws.send(json.dumps({"t": "welcome", "v": proto.VERSION,
-                                              "ack": len(stored), "time": 1.5e9}))
+                    await ws.send(welcome(len(stored)))
                 elif obj.get("t") == "batch":
                     batches.append(len(obj["r"]))
                     stored.update(r["q"] for r in obj["r"])
                     await ws.send(json.dumps({"t": "ack", "ack": len(stored)}))
 
-        async with websockets.serve(handler, "127.0.0.1", 0,
-                                    subprotocols=[proto.SUBPROTOCOL]) as srv:
-            cfg = Cfg()
-            cfg.url = "ws://127.0.0.1:%d/ws" % srv.sockets[0].getsockname()[1]
+        async with server(handler) as cfg:
             ob = Outbox(32768)
             for q in range(1, N + 1):  # ~100 B each: 16 need ~1.6 KB, the buffer has 1 KB
                 ob.push(q, proto.reading(q, 1764100000000 + q, q, "a.long.sensor.name.here",
                                          20.0 + q / 100, "degC"))
             sup = Supervisor(cfg, ob, Clock(), Backoff(0.05, 0.2, 60, random.Random(1).random))
             starve()
-            task = asyncio.create_task(sup.run())
-            try:
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 30
-                while len(stored) < N and not task.done() and loop.time() < deadline:
-                    await asyncio.sleep(0.05)
-                assert not task.done(), task.exception()
+            async with running(sup) as task:
+                await until(task, lambda: len(stored) >= N)
                 assert stored == set(range(1, N + 1)), (len(stored), batches[:20])
                 assert sup._batch_n == 8 and max(batches) <= 8, (sup._batch_n, batches)
                 assert sup.reconnects <= 1, sup.reconnects
-            finally:
-                end = loop.time() + 20
-                while not task.done() and loop.time() < end:
-                    task.cancel()
-                    await asyncio.wait({task}, timeout=0.5)
 
     asyncio.run(main())
