@@ -4,7 +4,7 @@
   taking the welcome's ack) goes through the one failure path and the link is retried,
   instead of ending the supervisor's task for good (the board would sample on and never send
   again);
-- a batch longer than the sender's buffers (readings longer than the 64 B a slot was sized
+- a batch longer than the sender's buffers (readings longer than the 96 B a slot is sized
   for) on a heap with no block to grow the batch buffer or the WebSocket's frame buffer into
   fails the connection once; batches are halved from then on and everything is delivered.
   Before: the same batch failed after every reconnect, for good, while the outbox filled and
@@ -111,7 +111,7 @@ def test_a_batch_that_does_not_fit_is_halved_not_retried_forever(monkeypatch):
 def test_a_batch_whose_frame_does_not_fit_is_halved_too(monkeypatch):
     # the batch buffer grows, the WebSocket's frame buffer cannot (the 1416 B seen at 96k)
     _run(monkeypatch, lambda: monkeypatch.setattr(wsclient.WebSocket, "send_utf8",
-                                                  _frames_up_to(1000)))
+                                                  _frames_up_to(1200)))
 
 
 def _run(monkeypatch, starve):
@@ -131,9 +131,10 @@ def _run(monkeypatch, starve):
 
         async with server(handler) as cfg:
             ob = Outbox(32768)
-            for q in range(1, N + 1):  # ~100 B each: 16 need ~1.6 KB, the buffer has 1 KB
-                ob.push(q, proto.reading(q, 1764100000000 + q, q, "a.long.sensor.name.here",
-                                         20.0 + q / 100, "degC"))
+            for q in range(1, N + 1):  # ~130 B each: 16 need ~2.1 KB, the buffer has 1.5 KB
+                ob.push(q, proto.reading(q, 1764100000000 + q, q,
+                                         "a.long.sensor.name.here.and.longer.still",
+                                         20.0 + q / 100, "degC", "calibrating"))
             sup = Supervisor(cfg, ob, Clock(), Backoff(0.05, 0.2, 60, random.Random(1).random))
             starve()
             async with running(sup) as task:
