@@ -3,10 +3,9 @@
 (OSError from the outbox's segment or meta write, e.g. a full filesystem) is logged and the
 task goes on (it used to end: no more spills, no more health lines); the watchdog is fed
 only while the supervisor makes progress."""
-import asyncio
-
 from fieldlink import app, log
 from fieldlink.clock import Clock, ticks_ms
+from task_support import FastAsyncio, until
 
 
 class FailingFlashOutbox:
@@ -73,32 +72,11 @@ def _app(outbox, wdt=None):
     return a
 
 
-class FastAsyncio:
-    """Stands in for the asyncio module inside app: a round takes 10 ms, not 1 s."""
-
-    @staticmethod
-    async def sleep(s):
-        await asyncio.sleep(0.01)
-
-
 def _maintain_until(a, done, limit_s=20):
-    async def main():
-        t = asyncio.create_task(a._maintain())
-        waited = 0
-        while not done() and not t.done() and waited < limit_s * 100:
-            await asyncio.sleep(0.01)
-            waited += 1
-        ended = t.done()
-        t.cancel()
-        try:
-            await t
-        except BaseException:  # the cancel, or what ended the task
-            pass
-        return ended
     real = app.asyncio
     app.asyncio = FastAsyncio
     try:
-        return asyncio.run(main())
+        return until(a._maintain, done, limit_s)
     finally:
         app.asyncio = real
 

@@ -13,6 +13,7 @@ except ImportError:
     import uasyncio as asyncio
 from fieldlink import app, log, sampling
 from fieldlink.clock import Clock, ticks_ms
+from task_support import FastAsyncio, until
 
 
 # ---- App._maintain ----
@@ -67,32 +68,6 @@ class Watchdog:
         self.fed += 1
 
 
-class FastAsyncio:
-    """Stands in for the asyncio module inside app: a round takes 10 ms, not 1 s."""
-
-    @staticmethod
-    async def sleep(s):
-        await asyncio.sleep(0.01)
-
-
-def _until(coro_fn, done, limit_s=20):
-    """Run coro_fn() as a task until done() (or it ended, or limit_s); True if it ended."""
-    async def main():
-        t = asyncio.create_task(coro_fn())
-        waited = 0
-        while not done() and not t.done() and waited < limit_s * 100:
-            await asyncio.sleep(0.01)
-            waited += 1
-        ended = t.done()
-        t.cancel()
-        try:
-            await t
-        except BaseException:  # the cancel, or what ended the task
-            pass
-        return ended
-    return asyncio.run(main())
-
-
 def test_no_heap_for_the_health_line_does_not_end_maintenance():
     a = object.__new__(app.App)  # only what _maintain uses
     a.cfg = Cfg()
@@ -107,7 +82,7 @@ def test_no_heap_for_the_health_line_does_not_end_maintenance():
     app.asyncio = FastAsyncio
     try:
         health = lambda: [x for x in lines if x.startswith("INFO app: health")]  # noqa: E731
-        ended = _until(a._maintain, lambda: len(health()) >= 2)
+        ended = until(a._maintain, lambda: len(health()) >= 2)
     finally:
         app.asyncio = real
         log.set_sink(print)
@@ -162,7 +137,7 @@ def test_no_heap_for_the_samplers_wait_does_not_end_it():
     real = sampling.asyncio
     sampling.asyncio = fake
     try:
-        ended = _until(lambda: s.run(emit), lambda: len(got) >= 4 and fake.calls > 4)
+        ended = until(lambda: s.run(emit), lambda: len(got) >= 4 and fake.calls > 4)
     finally:
         sampling.asyncio = real
     assert not ended, "the sampler ended (the app would crash)"
