@@ -314,9 +314,10 @@ class Supervisor:
         if self._dead is not None:
             self._dead.set()
 
-    async def _send(self, text, utf8=False):
+    async def _send(self, text, n=-1):
+        # n >= 0: text is UTF-8 bytes, of which the first n go (the batch buffer, uncut)
         self._sending = ticks_ms()
-        await (self.ws.send_utf8(text) if utf8 else self.ws.send(text))
+        await (self.ws.send_utf8(text, n) if n >= 0 else self.ws.send(text))
         self._sending = None
         self.mark()
 
@@ -369,7 +370,7 @@ class Supervisor:
                     k = self._put(k, b)
                 k = self._put(k, b"]}")
                 b = None
-                await self._send(self._bb[:k], True)
+                await self._send(self._bb, k)
             except MemoryError:
                 # Longer readings than _bb and the frame buffer were sized for, and no block
                 # to grow them into on a fragmented heap. The readings taken go again after

@@ -213,6 +213,10 @@ def test_send_message_text_from_utf8_bytes():
     assert p.enc.out[0] == 0x81
     p.send_message(b"b")
     assert p.enc.out[0] == 0x82                       # bytes without text=True: binary
+    # n: only the first n bytes of the buffer (the sender's batch buffer goes uncut)
+    buf = bytearray(b"[1,2]xxxxxxxx")
+    n = p.send_message(memoryview(buf), True, 5)
+    assert p.enc.out[0] == 0x81 and p.enc.out[1] == 0x80 | 5 and bytes(p.enc.out[6:n]) == b"[1,2]"
 
 
 def test_ping_queued_and_size_limited():

@@ -95,10 +95,11 @@ def _no_bigger_block(size):
 def _frames_up_to(limit):
     send_utf8 = wsclient.WebSocket.send_utf8
 
-    def send(self, buf):
-        if len(buf) > limit:  # the frame buffer would have to grow: no block for it
-            raise MemoryError("memory allocation failed, allocating %d bytes" % (len(buf) + 14))
-        return send_utf8(self, buf)
+    def send(self, buf, n=-1):
+        n = len(buf) if n < 0 else n
+        if n > limit:  # the frame buffer would have to grow: no block for it
+            raise MemoryError("memory allocation failed, allocating %d bytes" % (n + 14))
+        return send_utf8(self, buf, n)
     return send
 
 

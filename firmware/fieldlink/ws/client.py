@@ -291,19 +291,20 @@ class WebSocket:
         everything else: binary, big frames, closed, a backlog."""
         return self._out(data, False)
 
-    def send_utf8(self, buf):
+    def send_utf8(self, buf, n=-1):
         """A text frame from a bytes-like of UTF-8 the caller vouches for (not re-checked),
-        without a str: the app sends batches cut from a reused buffer this way, so a message
-        costs no allocation of its size (on a small heap those fragmented it). The frame is
-        built before this returns: the buffer may change after. `await ws.send_utf8(b)`."""
-        return self._out(buf, True)
+        without a str: the app sends batches built in a reused buffer this way, so a message
+        costs no allocation (on a small heap those fragmented it). n >= 0: the first n bytes
+        of buf (no view to cut). The frame is built before this returns: the buffer may
+        change after. `await ws.send_utf8(b)`."""
+        return self._out(buf, True, n)
 
-    def _out(self, data, text):
+    def _out(self, data, text, n=-1):
         if self._exc is not None:
             raise self._exc
         p = self._p
         try:
-            n = p.send_message(data, text)  # raises once closing/closed
+            n = p.send_message(data, text, n)  # raises once closing/closed
             aw = self._io.write(p.enc.out, n)
         except OSError:
             raise self._lost("send failed")

@@ -207,15 +207,16 @@ class Protocol:
         self._events.append((_CLOSE, (code, reason)))
 
     # --- sending ---------------------------------------------------------------------------
-    def send_message(self, data, text=False):
+    def send_message(self, data, text=False, n=-1):
         """Frame a message into enc.out; return its length. str -> text, else binary; with
         text=True a bytes-like is framed as text: UTF-8 the caller vouches for (§5.6: a text
-        frame's payload must be valid UTF-8; not re-checked here)."""
+        frame's payload must be valid UTF-8; not re-checked here). n >= 0: only the first n
+        bytes of a bytes-like (no slice of it to make)."""
         if self.state != OPEN:
             raise self.closed_error()
         if isinstance(data, str):
             return self.enc.encode_text(data)  # MicroPython: no encoded copy of the str
-        return self.enc.encode(_TEXT if text else _BINARY, data, len(data))
+        return self.enc.encode(_TEXT if text else _BINARY, data, len(data) if n < 0 else n)
 
     def send_ping(self, payload=b""):
         if self.state != OPEN:
