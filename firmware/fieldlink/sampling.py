@@ -51,15 +51,12 @@ def check_config(cfg):
     The checking code is in sampling_check.py, imported for this call and dropped again
     (boot only: a streaming board holds none of it).
     """
+    from fieldlink import lazy
     name = "fieldlink.sampling_check"
     try:
-        __import__(name)
-        sys.modules[name].check_config(cfg)
+        lazy.load(name).check_config(cfg)
     finally:
-        sys.modules.pop(name, None)
-        pkg = sys.modules.get("fieldlink")
-        if pkg is not None and "sampling_check" in pkg.__dict__:  # set by the import
-            delattr(pkg, "sampling_check")
+        lazy.drop(name)
 
 
 class _Slot:

@@ -6,18 +6,9 @@ import gc
 import fieldlink
 from fieldlink import log
 from fieldlink.app import App, Settings
+from fieldlink.lazy import drop as unload  # boot's modules are dropped after use
 
 _log = log.Logger("app")
-
-
-def unload(name):
-    """Forget a module only needed at boot so the garbage collector can free it."""
-    import sys
-    sys.modules.pop(name, None)
-    pkg, _, leaf = name.rpartition(".")
-    p = sys.modules.get(pkg)
-    if p is not None and leaf in getattr(p, "__dict__", {}):
-        delattr(p, leaf)
 
 
 def load_settings(path):
