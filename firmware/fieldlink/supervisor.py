@@ -157,11 +157,10 @@ class Supervisor:
                     ev = self._failed(e, STATE_NAMES[st])
                 except MemoryError:
                     # Not even heap for the failure path (the _close coroutine's 184 B at
-                    # 128k over wss://): this task must not end for it. Stop the connection's
-                    # reader (it closes the socket), collect, back off at least a second.
-                    r = getattr(ws, "_reader", None)
-                    if r is not None:
-                        r.cancel()
+                    # 128k over wss://): this task must not end for it. End the
+                    # connection without a handshake, collect, back off at least a second.
+                    if ws is not None:
+                        ws.abort()
                     gc.collect()
                     if self._delay < 1:
                         self._delay = 1
@@ -276,11 +275,7 @@ class Supervisor:
             await asyncio.wait_for(ws.close(code, reason[:60]), 3)
         except Exception:
             pass
-        # A blackholed link can leave the closing handshake waiting: stop the client's
-        # reader for sure, which closes the socket. (The client has no public abort.)
-        r = getattr(ws, "_reader", None)
-        if r is not None:
-            r.cancel()
+        ws.abort()  # a blackholed link can leave the closing handshake waiting
 
     async def _backoff(self):
         if self._oom >= _OOM_REBOOT and self.connects:

@@ -100,6 +100,9 @@ class FakeWS:
     async def close(self, code=1000, reason=""):
         pass
 
+    def abort(self):
+        pass
+
 
 def test_a_link_up_for_a_week_counts_as_stable_when_it_drops():
     t = Ticks()

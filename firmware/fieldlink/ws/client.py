@@ -233,7 +233,7 @@ def _give_back(rbuf, enc):
 
 
 class WebSocket:
-    """An open connection. send()/recv()/close(); `subprotocol`, `closed`."""
+    """An open connection. send()/recv()/close()/abort(); `subprotocol`, `closed`."""
 
     def __init__(self, io, rbuf, subprotocol, early, ping_interval_s, ping_timeout_s,
                  max_message, enc=None):
@@ -419,6 +419,20 @@ class WebSocket:
         except asyncio.TimeoutError:
             self._reader.cancel()
             await self._done.wait()
+
+    def abort(self):
+        """End the connection now, without a closing handshake: for when one cannot be
+        afforded (no heap for it) or cannot complete (a blackholed link). Stops the reader and
+        closes the socket; recv() then raises ConnectionClosed 1006, close() returns at once.
+        The reader's own ending would do the rest, but a reader cancelled before it first
+        ran never runs its cleanup."""
+        self._fast = None
+        self._reader.cancel()  # first: the cancel takes its socket off the poller
+        self._io.close()
+        if self._exc is None:
+            self._exc = ConnectionClosed(1006, "aborted")
+        self._wake()
+        self._done.set()
 
     # --- internals -----------------------------------------------------------------------
     async def _send_control(self, queue_it, *args):
