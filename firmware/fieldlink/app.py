@@ -84,6 +84,7 @@ class App:
         allowance = int((max(2 * cfg.connect_timeout_s + 1, cfg.wifi_timeout_s,
                              cfg.ping_interval_s + cfg.ping_timeout_s) + 5) * 1000)
         last_health = ticks_ms()
+        from fieldlink.link import STATE_NAMES
         while True:
             sup = self.sup
             if self.wdt is not None and ticks_diff(ticks_ms(), sup.progress_ms) < allowance:
@@ -98,7 +99,7 @@ class App:
                     ob = self.outbox
                     _log.info("health state=%s heap_free=%d heap_min=%d held=%d dropped=%d "
                               "skipped=%d reconnects=%d next=%d",
-                              ("wifi", "connect", "hello", "stream", "backoff")[sup.state],
+                              STATE_NAMES[sup.state],
                               free, sup.heap_min, ob.held(), ob.dropped, sup.skipped,
                               sup.reconnects, ob.next_seq)
             except MemoryError:

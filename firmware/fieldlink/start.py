@@ -51,11 +51,11 @@ def build_sensors(path):
 def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
     """The App and its parts: sampler, outbox (RAM, spilling to flash), clock, supervisor."""
     import random
-    from fieldlink.backoff import Backoff
     from fieldlink.clock import Clock
+    from fieldlink.link import Backoff
+    from fieldlink.link.supervisor import Supervisor
     from fieldlink.outbox import DirStore, Outbox
     from fieldlink.sampling import Sampler
-    from fieldlink.supervisor import Supervisor
     # cfg.sampling: "*" already carries sample_interval_s (load_settings)
     sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
     store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None

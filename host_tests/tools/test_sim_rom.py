@@ -33,9 +33,9 @@ COST = """\
 import gc
 gc.collect()
 a = gc.mem_alloc()
-import fieldlink.outbox, fieldlink.proto, fieldlink.supervisor
+import fieldlink.outbox, fieldlink.proto, fieldlink.link.supervisor
 gc.collect()
-print("COST", gc.mem_alloc() - a, fieldlink.supervisor.__file__)
+print("COST", gc.mem_alloc() - a, fieldlink.link.supervisor.__file__)
 """
 
 
@@ -67,13 +67,13 @@ def test_code_in_rom_takes_less_heap_than_code_in_the_flash(tmp_path, micropytho
     r = upy.run(code=COST, path=sim.mp_dirs(), cwd=str(flash))
     assert r.returncode == 0, r.stderr
     files, where = r.stdout.split()[1:3]
-    assert where == "fieldlink/supervisor.mpy"
+    assert where == "fieldlink/link/supervisor.mpy"
     sim.prepare_flash(str(flash), sim.make_config("ws://127.0.0.1:9/ws"), rom=True)
     r = subprocess.run(rom.command(rom.image(), "2M", COST), env=upy.env_for(()),
                        cwd=str(flash), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     in_rom, where = r.stdout.split()[1:3]
-    assert where == "/rom/fieldlink/supervisor.mpy"
+    assert where == "/rom/fieldlink/link/supervisor.mpy"
     # bytecode and constants stay in the image; qstrs and objects are still made in the heap
     assert int(in_rom) < int(files) * 3 // 4, (in_rom, files)
 

@@ -22,13 +22,14 @@ from . import rom, sim, upy
 from . import paths
 from .bench_link import LINK, SIM_ONLY
 
-# In the order the app loads them (supervisor pulls in the WebSocket client when it is built).
+# In the order the app loads them (the link pulls in the WebSocket client when it is built).
 # Not listed: fieldlink.filters (loaded only when the config names a filter), outbox_flash
-# (only while the flash holds readings), the link_* modules (one use each, then dropped).
-STREAMING = ("random", "fieldlink.backoff", "fieldlink.proto",
-             "fieldlink.sampling", "fieldlink.outbox", "fieldlink.ws.errors",
-             "fieldlink.ws._viper", "fieldlink.ws.frames", "fieldlink.ws.protocol",
-             "fieldlink.ws.client", "fieldlink.supervisor")
+# (only while the flash holds readings), the link's wifi, hello and commands steps (one use
+# each, then dropped).
+STREAMING = ("random", "fieldlink.proto", "fieldlink.sampling", "fieldlink.outbox",
+             "fieldlink.ws.errors", "fieldlink.ws._viper", "fieldlink.ws.frames",
+             "fieldlink.ws.protocol", "fieldlink.ws.client", "fieldlink.link",
+             "fieldlink.link.supervisor")
 CONNECTING = ("fieldlink.ws.handshake", "fieldlink.ws.opening")
 _LINE = re.compile(r"^HEAP (.+) (\d+) (-?\d+)$")
 

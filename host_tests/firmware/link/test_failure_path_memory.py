@@ -10,10 +10,10 @@ import random
 import sys
 from pathlib import Path
 
-from fieldlink.backoff import Backoff
 from fieldlink.clock import Clock
+from fieldlink.link import S_STREAM, Backoff
+from fieldlink.link.supervisor import Supervisor
 from fieldlink.outbox import Outbox
-from fieldlink.supervisor import S_STREAM, Supervisor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from supervisor_support import running, server, until, welcome  # noqa: E402

@@ -1,21 +1,18 @@
-"""The link supervisor: one state machine for the link's whole life.
+"""The link supervisor: the connection's whole life, one state at a time (state.py):
+Wi-Fi, then DNS, TCP, TLS and the WebSocket handshake, then hello/welcome (the resume point),
+then streaming; after any failure one backoff, then Wi-Fi again.
 
-    WIFI -> CONNECT (DNS, TCP, TLS, WebSocket handshake) -> HELLO -> STREAM
-      ^                                                                 |
-      +---------------- BACKOFF <-------- any failure ------------------+
+Each state's step returns its event or raises. Whatever it raises goes through _failed(), the
+one failure path: the connection closed, the failure classified (backoff.classify), the delay
+drawn from the backoff. While streaming, four tasks run (reader, sender, health, monitor); the
+first to fail ends the connection and all of them are cancelled before the next attempt.
 
-Every transition is in `_TABLE`; every failure goes through `_failed()`, the one place that
-decides what it means and how long to wait (backoff.py decides the number). While streaming,
-four tasks run (reader, sender, health, monitor); the first to fail ends the connection and
-all of them are cancelled before the next attempt.
-
-Code the link runs seldom lives in modules imported for one use and dropped again (see _once),
-so its heap is free while streaming: link_wifi.py (association, clock sync), link_hello.py
-(the hello/welcome exchange) and link_commands.py (server commands, reboot).
+The steps run seldom are imported for one use and dropped again (_seldom), so their code takes
+no heap while streaming: wifi.py (association, clock sync), hello.py (hello/welcome) and
+commands.py (server commands).
 """
 import asyncio
 import gc
-import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
@@ -29,50 +26,17 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-from fieldlink import log, proto
+from fieldlink import lazy, log, proto
+from fieldlink import link
 from fieldlink.ws import client as wsclient
-from fieldlink.ws.errors import HandshakeError
-
-# states
-S_WIFI = const(0)      # associate with the access point
-S_CONNECT = const(1)   # DNS + TCP + TLS + WebSocket opening handshake, each with a deadline
-S_HELLO = const(2)     # hello sent, waiting for welcome (resume point)
-S_STREAM = const(3)    # readings flow, acks come back
-S_BACKOFF = const(4)   # waiting before the next attempt
-STATE_NAMES = ("wifi", "connect", "hello", "stream", "backoff")
-
-# events
-E_OK = const(0)        # the state's step succeeded
-E_FAIL = const(1)      # failed: retry after an ordinary backoff delay
-E_REFUSED = const(2)   # 401/403: retry only after backoff_max_s
-E_TIMER = const(3)     # the backoff delay is over
 
 _NTP_EVERY_MS = const(6 * 3600 * 1000)  # re-sync the clock this often (at a link start)
-# Connection attempts in a row that found no heap before a clean reboot (see _backoff).
-_OOM_REBOOT = const(8)
 # Bytes per reading the batch buffer is sized for at boot (with its comma): a reading with a
-# synced time stamp is ~85-90 B (the 64 B of before made every board grow the buffer at its
-# first full batch, mid-stream, on whatever heap was left).
+# synced time stamp is ~85-90 B, and a buffer that has to grow mid-stream needs a block the
+# heap may no longer have.
 _SLOT = const(96)
 
-# (state << 2) | event -> next state. Anything not listed is a bug: logged, then BACKOFF.
-_TABLE = {
-    (S_WIFI << 2) | E_OK: S_CONNECT,
-    (S_WIFI << 2) | E_FAIL: S_BACKOFF,
-    (S_CONNECT << 2) | E_OK: S_HELLO,
-    (S_CONNECT << 2) | E_FAIL: S_BACKOFF,
-    (S_CONNECT << 2) | E_REFUSED: S_BACKOFF,
-    (S_HELLO << 2) | E_OK: S_STREAM,
-    (S_HELLO << 2) | E_FAIL: S_BACKOFF,
-    (S_STREAM << 2) | E_FAIL: S_BACKOFF,
-    (S_BACKOFF << 2) | E_TIMER: S_WIFI,
-}
-
 _log = log.Logger("link")
-
-
-class LinkFailure(Exception):
-    """A failure the supervisor detected itself (Wi-Fi lost, send stalled, bad order)."""
 
 
 def _heap_free():
@@ -80,6 +44,16 @@ def _heap_free():
         return gc.mem_free()
     except AttributeError:  # CPython
         return 0
+
+
+def _seldom(name):
+    """Module `name`, imported for one use: it is forgotten at once, and once the caller's
+    frame ends (the step's own, never a long-running one: the VM does not clear a running
+    frame's stale slots) nothing keeps its code on the heap."""
+    try:
+        return lazy.load(name)
+    finally:
+        lazy.drop(name)
 
 
 class Supervisor:
@@ -94,8 +68,8 @@ class Supervisor:
         self.board = board
         self.fw = fw
         self._reset = reset
-        self.state = S_WIFI
-        self.ws = None  # type: Any  # the WebSocket from _connect() until _teardown()
+        self.state = link.S_WIFI
+        self.ws = None  # type: Any  # the WebSocket from _connect() until it is closed
         self.reconnects = 0     # connections lost after streaming
         self.connects = 0       # welcomes received
         self.heap_min = _heap_free()
@@ -105,7 +79,7 @@ class Supervisor:
         # days on an ESP32), after that a week-long outage or stable link read as negative.
         self.down_since = clock.uptime_ms()  # type: int | None  # link lost; None: streaming
         self._delay = 0
-        self._why = None
+        self._why = None  # type: Any  # what ended the stream: the first task to fail
         self._dead = None
         self._kick = asyncio.Event()
         self._tasks = []        # every task of the current connection, cancelled on failure
@@ -124,11 +98,11 @@ class Supervisor:
     # ---- the state machine ----
 
     def _go(self, ev):
-        nxt = _TABLE.get((self.state << 2) | ev)
+        nxt = link.next_state(self.state, ev)
         if nxt is None:
-            _log.error("no transition from %s on event %d", STATE_NAMES[self.state], ev)
-            nxt = S_BACKOFF
-        _log.debug("%s -> %s", STATE_NAMES[self.state], STATE_NAMES[nxt])
+            _log.error("no transition from %s on event %d", link.STATE_NAMES[self.state], ev)
+            nxt = link.S_BACKOFF
+        _log.debug("%s -> %s", link.STATE_NAMES[self.state], link.STATE_NAMES[nxt])
         self.state = nxt
 
     async def run(self):
@@ -136,37 +110,21 @@ class Supervisor:
             self.mark()
             st = self.state
             try:
-                if st == S_WIFI:
+                if st == link.S_WIFI:
                     ev = await self._wifi()
-                elif st == S_CONNECT:
+                elif st == link.S_CONNECT:
                     ev = await self._connect()
-                elif st == S_HELLO:
+                elif st == link.S_HELLO:
                     ev = await self._hello()
-                elif st == S_STREAM:
+                elif st == link.S_STREAM:
                     ev = await self._stream()
                 else:
                     ev = await self._backoff()
             except Exception as e:
-                # Not a failure the step expected (e.g. a flash write in the outbox): it
-                # still goes through the one failure path, or this task would end and the
-                # board would sample on without ever sending again.
-                ws = self.ws
-                self.ws = None
-                try:
-                    await self._close(ws, proto.CLOSE_GOING_AWAY, "internal error")
-                    ev = self._failed(e, STATE_NAMES[st])
-                except MemoryError:
-                    # Not even heap for the failure path (the _close coroutine's 184 B at
-                    # 128k over wss://): this task must not end for it. End the
-                    # connection without a handshake, collect, back off at least a second.
-                    if ws is not None:
-                        ws.abort()
-                    gc.collect()
-                    if self._delay < 1:
-                        self._delay = 1
-                    ev = E_FAIL
-                if st == S_BACKOFF:
-                    ev = E_TIMER
+                # Whatever a step raises, expected or not (e.g. a flash write in the outbox),
+                # goes through the one failure path: this task must not end, or the board
+                # would sample on without ever sending again.
+                ev = link.E_TIMER if st == link.S_BACKOFF else await self._failed(e, st)
             self._go(ev)
 
     def mark(self):
@@ -177,38 +135,69 @@ class Supervisor:
         """Something to send (a new reading): wake the sender."""
         self._kick.set()
 
-    # ---- the one place that decides what a failure means ----
+    # ---- the one failure path ----
 
-    def _failed(self, e, where):
-        up_for = None
-        if self._stream_start is not None:
-            up_for = (self.clock.uptime_ms() - self._stream_start) / 1000
-            self._stream_start = None
-            self.reconnects += 1
-        if self.down_since is None:
-            self.down_since = self.clock.uptime_ms()
-        if isinstance(e, HandshakeError) and e.status in (401, 403):
-            # the server knows us and says no: a retry will not fix it soon
-            self._delay = self.backoff.penalty()
-            _log.error("%s: refused (%d): check device_id and token; retry in %d s",
-                       where, e.status, self._delay)
-            return E_REFUSED
-        self._delay = self.backoff.link_lost(up_for)
-        if isinstance(e, MemoryError):
-            self._oom += 1
-        _log.warn("%s: %s: %s; retry in %.1f s", where, type(e).__name__, e, self._delay)
-        return E_FAIL
+    async def _failed(self, e, st):
+        """Close the connection (if any), then what `e` means: the event, the delay set."""
+        ws = self.ws
+        self.ws = None
+        try:
+            await self._close(ws, getattr(e, "code", proto.CLOSE_GOING_AWAY), str(e))
+            where = link.STATE_NAMES[st]
+            up_for = None
+            if self._stream_start is not None:
+                up_for = (self.clock.uptime_ms() - self._stream_start) / 1000
+                self._stream_start = None
+                self.reconnects += 1
+            if self.down_since is None:
+                self.down_since = self.clock.uptime_ms()
+            if isinstance(e, MemoryError):
+                self._oom += 1
+            b = self.backoff
+            v = link.classify(e, up_for, b.stable_after, self._oom, self.connects)
+            if v == link.REFUSED:
+                self._delay = b.penalty()
+                _log.error("%s: refused (%d): check device_id and token; retry in %d s",
+                           where, e.status, self._delay)
+                return link.E_REFUSED
+            if v == link.RETRY:
+                b.reset()
+            self._delay = b.next_delay()
+            _log.warn("%s: %s: %s; retry in %.1f s", where, type(e).__name__, e, self._delay)
+            if v == link.REBOOT:
+                _log.error("no heap for a connection %d times in a row: clean reboot", self._oom)
+                self.reset_now()
+            return link.E_FAIL
+        except MemoryError:
+            # Not even heap for the failure path (the _close coroutine's 184 B at 128k over
+            # wss://): this task must not end for it. End the connection without a
+            # handshake, collect, back off at least a second.
+            if ws is not None:
+                ws.abort()
+            gc.collect()
+            if self._delay < 1:
+                self._delay = 1
+            return link.E_FAIL
 
     # ---- states ----
 
     async def _wifi(self):
         w = self.wlan
+        c = self.cfg
         at = self._ntp_at
-        ntp_due = bool(self.cfg.ntp_host) and (at is None or self.clock.uptime_ms() - at >
-                                               _NTP_EVERY_MS)
-        if (w is None or w.isconnected()) and not ntp_due:
-            return E_OK
-        return await self._once("link_wifi", "run", ntp_due)
+        ntp_due = bool(c.ntp_host) and (at is None or self.clock.uptime_ms() - at >
+                                        _NTP_EVERY_MS)
+        up = w is None or w.isconnected()
+        if up and not ntp_due:
+            return link.E_OK
+        m = _seldom("fieldlink.link.wifi")
+        if not up:
+            await m.associate(w, c.wifi_ssid, c.wifi_password, c.wifi_timeout_s)
+        if ntp_due:
+            self.mark()
+            await m.sync_clock(self.clock, c.ntp_host)
+            self._ntp_at = self.clock.uptime_ms()
+        return link.E_OK
 
     async def _connect(self):
         c = self.cfg
@@ -222,18 +211,18 @@ class Supervisor:
                 ping_interval_s=c.ping_interval_s, ping_timeout_s=c.ping_timeout_s,
                 max_message=16384), 2 * c.connect_timeout_s + 1)
         except asyncio.TimeoutError:
-            return self._failed(LinkFailure("connect: no answer"), "connect")
-        except Exception as e:
-            return self._failed(e, "connect")
-        if ws.subprotocol != proto.SUBPROTOCOL:
-            await self._close(ws, proto.CLOSE_PROTOCOL, "subprotocol")
-            return self._failed(LinkFailure("server selected subprotocol %r, need %s"
-                                            % (ws.subprotocol, proto.SUBPROTOCOL)), "connect")
+            raise link.LinkFailure("connect: no answer")
         self.ws = ws
-        return E_OK
+        if ws.subprotocol != proto.SUBPROTOCOL:
+            raise proto.ProtoError(proto.CLOSE_PROTOCOL, "server selected subprotocol %r, "
+                                   "need %s" % (ws.subprotocol, proto.SUBPROTOCOL))
+        return link.E_OK
 
     async def _hello(self):
-        return await self._once("link_hello", "run")
+        await _seldom("fieldlink.link.hello").run(self.ws, self.cfg, self.outbox, self.clock,
+                                                  self.fw, self.board)
+        self.connects += 1
+        return link.E_OK
 
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
@@ -248,7 +237,7 @@ class Supervisor:
             await self._dead.wait()
         finally:
             await self._teardown()
-        return self._failed(self._why, "stream")
+        raise self._why  # (set by the task that ended the connection)
 
     async def _teardown(self):
         for t in self._tasks:
@@ -278,19 +267,12 @@ class Supervisor:
         ws.abort()  # a blackholed link can leave the closing handshake waiting
 
     async def _backoff(self):
-        if self._oom >= _OOM_REBOOT and self.connects:
-            # The heap got too fragmented to connect again (96k in ROM: 7.6 KB free, no block
-            # over 384 B, every attempt failing for good while the outbox filled and dropped).
-            # This boot did connect, so a fresh heap can: everything to flash, reset. A boot
-            # that never connected keeps retrying (a reset would only loop).
-            _log.error("no heap for a connection %d times in a row: clean reboot", self._oom)
-            self.reset_now()
         t0 = ticks_ms()
         limit = int(self._delay * 1000)
         while True:
             left = limit - ticks_diff(ticks_ms(), t0)
             if left <= 0:
-                return E_TIMER
+                return link.E_TIMER
             self.mark()
             await asyncio.sleep(min(left, 1000) / 1000)
 
@@ -299,7 +281,7 @@ class Supervisor:
     async def _guard(self, coro):
         try:
             await coro
-            self._end(LinkFailure("task ended"))
+            self._end(link.LinkFailure("task ended"))
         except Exception as e:
             self._end(e)
 
@@ -328,7 +310,7 @@ class Supervisor:
                 ob.ack(ev[1])
                 self._kick.set()
             elif t == "cmd":
-                await self._once("link_commands", "run", ev)
+                await self._command(ev)
             elif t == "error":
                 _log.warn("server error %s: %s", ev[1], ev[2])
             elif t == "welcome":
@@ -415,10 +397,10 @@ class Supervisor:
         while True:
             await asyncio.sleep(1)
             if self.wlan is not None and not self.wlan.isconnected():
-                raise LinkFailure("Wi-Fi lost")
+                raise link.LinkFailure("Wi-Fi lost")
             s = self._sending
             if s is not None and ticks_diff(ticks_ms(), s) > stall:
-                raise LinkFailure("send stalled for %d s (peer not reading)" % (stall // 1000))
+                raise link.LinkFailure("send stalled for %d s (peer not reading)" % (stall // 1000))
             self.note_heap()
             self.mark()
 
@@ -427,13 +409,27 @@ class Supervisor:
         if f < self.heap_min or not self.heap_min:
             self.heap_min = f
 
+    async def _command(self, ev):
+        reply, then = _seldom("fieldlink.link.commands").run(ev, self.sampler)
+        if then == "health":
+            await self.send_health()
+        await self._send(reply)
+        if then == "reboot":
+            await self.reboot()
+
     async def reboot(self):
         """Clean reboot: close the link, everything to flash (no reboot gap), reset."""
-        await self._once("link_commands", "reboot")
+        _log.info("rebooting")
+        try:
+            # self.ws stays: the sender may still be using it. Closing it can end the stream,
+            # and then the teardown cancels this task mid-await: the finally still reboots.
+            await self._close(self.ws, proto.CLOSE_NORMAL, "reboot")
+        finally:
+            self.reset_now()  # (a flash error does not cancel the reboot promised)
 
     def reset_now(self):
-        """Everything to flash (no reboot gap), then reset. Here, not in link_commands: with
-        no heap to connect there may be none to import it either."""
+        """Everything to flash (no reboot gap), then reset. Resident: with no heap to connect
+        there may be none to import a module for it either."""
         try:
             self.outbox.flush()
         except Exception as e:  # a flash error or no heap must not cancel the reset
@@ -443,17 +439,3 @@ class Supervisor:
         else:
             import machine
             machine.reset()
-
-    async def _once(self, mod, fn, *args):
-        """Await fieldlink.<mod>.<fn>(self, *args) and forget the module again: the code the
-        link runs seldom takes heap only while it runs. Its own frame, so no stale slot of a
-        long-running one keeps the module alive (the VM does not clear them)."""
-        name = "fieldlink." + mod
-        try:
-            __import__(name)
-            return await getattr(sys.modules[name], fn)(self, *args)
-        finally:
-            sys.modules.pop(name, None)
-            pkg = sys.modules.get("fieldlink")
-            if pkg is not None and mod in pkg.__dict__:  # the import set it on the package
-                delattr(pkg, mod)

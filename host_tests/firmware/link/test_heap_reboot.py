@@ -4,7 +4,7 @@ Found with `fieldlink soak --rom --heapsize 96k` (and a 40 s reproduction: one b
 reconnect during a blackhole met the spill to flash, and from then on every connection attempt
 failed with MemoryError (7.6 KB free, no block over 384 B: 'connect: MemoryError ... allocating
 234 bytes' every backoff), for good: the board sampled on, filled its outbox and dropped
-readings until a power cut gave it a fresh heap. Now, after _OOM_REBOOT such attempts in a row
+readings until a power cut gave it a fresh heap. Now, after NO_HEAP_REBOOT such attempts in a row
 on a boot that did connect before (so a fresh heap can), the supervisor saves everything to
 flash (no reboot gap) and resets. A boot that never connected keeps retrying instead: a reset
 would not give it more heap, only a reset loop.
@@ -17,16 +17,16 @@ import sys
 from pathlib import Path
 
 from fieldlink import proto
-from fieldlink import supervisor as supmod
-from fieldlink.backoff import Backoff
 from fieldlink.clock import Clock
+from fieldlink.link import NO_HEAP_REBOOT, Backoff
+from fieldlink.link import supervisor as supmod
+from fieldlink.link.supervisor import Supervisor
 from fieldlink.outbox import Outbox
-from fieldlink.supervisor import Supervisor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from supervisor_support import running, server, until, welcome  # noqa: E402
 
-OOM = supmod._OOM_REBOOT
+OOM = NO_HEAP_REBOOT
 
 
 class CountingOutbox(Outbox):
@@ -77,7 +77,7 @@ def _run(monkeypatch, good_connects, attempts_after):
 def test_no_heap_to_reconnect_after_streaming_reboots_cleanly(monkeypatch):
     resets, failed, sup, ob = _run(monkeypatch, 1, 5 * OOM)
     assert sup.connects == 1
-    # reset once, right after the _OOM_REBOOT-th attempt in a row that found no heap
+    # reset once, right after the NO_HEAP_REBOOT-th attempt in a row that found no heap
     # (before: never; the board retried for good while its outbox filled and dropped)
     assert resets[:1] == [OOM], (resets, failed)
     assert ob.flushes >= 1   # everything saved to flash first: no reboot gap

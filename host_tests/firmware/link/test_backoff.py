@@ -1,8 +1,8 @@
 # dual: runs on CPython and on MicroPython
-"""Backoff: full-jitter delays stay inside [0, min(cap, base*2**n)]; reset after stability."""
+"""Backoff: full-jitter delays stay inside [0, min(cap, base*2**n)]; reset() starts over."""
 from dualsupport import raises
 
-from fieldlink.backoff import Backoff
+from fieldlink.link import Backoff
 
 
 def lcg(seed):
@@ -45,14 +45,13 @@ def test_rand_extremes_map_to_range_ends():
     assert 9.99 < d < 10
 
 
-def test_short_links_keep_growing_stable_link_resets():
+def test_failures_in_a_row_grow_the_range_reset_starts_over():
     b = Backoff(1, 64, 30, lambda: 1.0)
-    assert b.link_lost(None) == 1
-    assert b.link_lost(2) == 2      # up 2 s: not stable, exponent grows
-    assert b.link_lost(29.9) == 4
+    assert [b.next_delay() for _ in range(3)] == [1, 2, 4]
     assert b.attempt == 3
-    assert b.link_lost(30) == 1     # stable for 30 s: back to the base
-    assert b.link_lost(0) == 2
+    b.reset()  # the link was stable (classify: RETRY)
+    assert b.next_delay() == 1
+    assert b.next_delay() == 2
 
 
 def test_cap_reached_and_held():
