@@ -3,7 +3,9 @@ flash) and builds the buses and sensor drivers it describes. No GPIO number appe
 else in the firmware; the same files run on an ESP32 and on the virtual board."""
 import json
 
-# driver name -> (module under fieldlink, class, kind of bus it needs)
+# The one driver table: name -> (module under fieldlink, class, what it is attached to: an
+# "i2c" or "onewire" bus, a "pin", an "adc" (a pin with an ADC), or None). The host's
+# `fieldlink boards validate` reads it too (tools/fieldlink_tools/boards.py).
 DRIVERS = {
     "bme280": ("drivers.bme280", "BME280", "i2c"),
     "bmp280": ("drivers.bme280", "BME280", "i2c"),
@@ -11,7 +13,7 @@ DRIVERS = {
     "sht4x": ("drivers.sht3x", "SHT4x", "i2c"),
     "ds18b20": ("drivers.ds18b20", "DS18B20", "onewire"),
     "dht22": ("drivers.dht", "DHT22", "pin"),
-    "analog": ("drivers.analog", "Analog", "pin"),
+    "analog": ("drivers.analog", "Analog", "adc"),
     "chip_temp": ("drivers.chip_temp", "ChipTemp", None),
     "simulated": ("simulated", "Simulated", None),  # no hardware: not a driver
 }
@@ -83,7 +85,7 @@ def check(data):
                                  % (p, b, kind))
             if kind == "i2c":
                 _need(s, "address", p, (int,), "a 7-bit I2C address")
-        elif kind == "pin":
+        elif kind == "pin" or kind == "adc":  # (which pins have an ADC: the host checks)
             _pin(s, "pin", p)
         for key, most in (("quantity", QUANTITY_MAX), ("unit", UNIT_MAX)):
             if key in s:

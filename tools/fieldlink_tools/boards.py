@@ -4,6 +4,7 @@
 checks one board file (or all) against its chip's pin rules: errors refuse the file,
 warnings (strapping pins, console pins) are printed and allowed.
 """
+import importlib.util
 import json
 import re
 import sys
@@ -54,10 +55,20 @@ CHIPS = {
     },
     "unix": None,  # the virtual board: any pin number, no rules
 }
-# driver -> what it is attached to; mirrors firmware/fieldlink/board.py DRIVERS
-DRIVERS = {"bme280": "i2c", "bmp280": "i2c", "sht3x": "i2c", "sht4x": "i2c",
-           "ds18b20": "onewire", "dht22": "pin", "analog": "adc", "chip_temp": None,
-           "simulated": None}
+
+
+def _firmware_drivers():
+    # The firmware's board.py (plain Python, json its only import) holds the one driver
+    # table; loaded from its file, so the tools need no firmware on sys.path.
+    spec = importlib.util.spec_from_file_location(
+        "fieldlink_firmware_board", paths.FIRMWARE / "fieldlink" / "board.py")
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    return m.DRIVERS
+
+
+# driver -> what it is attached to: "i2c", "onewire", "pin", "adc" or None
+DRIVERS = {name: d[2] for name, d in _firmware_drivers().items()}
 ADDRESSES = {"bme280": (0x76, 0x77), "bmp280": (0x76, 0x77), "sht3x": (0x44, 0x45),
              "sht4x": (0x44, 0x45, 0x46)}
 ATTENS = (0, 2.5, 6, 11)
