@@ -169,9 +169,9 @@ class Supervisor:
                 self.reset_now()
             return link.E_FAIL
         except MemoryError:
-            # Not even heap for the failure path (the _close coroutine's 184 B at 128k over
-            # wss://): this task must not end for it. End the connection without a
-            # handshake, collect, back off at least a second.
+            # Not even heap for the failure path (a coroutine for the close): this task must
+            # not end for it. End the connection without a handshake, collect, back off at
+            # least a second.
             if ws is not None:
                 ws.abort()
             gc.collect()
@@ -332,8 +332,8 @@ class Supervisor:
                 await self._kick.wait()
                 continue
             # The message is built in _bb around the readings and framed from there: no
-            # string per batch (on a small heap the two per batch fragmented it until no
-            # 700-byte block was left). From RAM the readings, already joined, are a view of
+            # string per batch (strings the size of a batch, two per batch, fragment a small
+            # heap until no block that big is left). From RAM the readings, already joined, are a view of
             # the outbox's buffer; from flash a list of them as read, each ending in a
             # separator byte that becomes the batch's "," (the last one is cut).
             k = len(proto.BATCH_HEAD)
@@ -352,8 +352,8 @@ class Supervisor:
                 # Longer readings than _bb and the frame buffer were sized for, and no block
                 # to grow them into on a fragmented heap. The readings taken go again after
                 # the reconnect this failure leads to; batches are half as long from now on,
-                # until they fit (before: the same batch failed after every reconnect, for
-                # good, while the outbox filled and dropped).
+                # until they fit (the same batch would fail after every reconnect, for good,
+                # while the outbox filled and dropped).
                 b = None
                 if n > 1:
                     self._batch_n = n // 2
