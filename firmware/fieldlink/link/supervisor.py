@@ -26,8 +26,9 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-from fieldlink import lazy, log, proto
-from fieldlink import link
+# The pure core's names are read through the package (link.S_WIFI): one global here instead
+# of one per name, each of which the board would keep in this module's globals too.
+from fieldlink import lazy, link, log, proto
 from fieldlink.ws import client as wsclient
 
 _NTP_EVERY_MS = const(6 * 3600 * 1000)  # re-sync the clock this often (at a link start)
