@@ -94,14 +94,14 @@ def test_redeploy_after_changing_one_file_copies_one_file(vboard, tmp_path):
     assert re.search(r"^0 of \d+ files changed", r.stdout, re.M), r.stdout
     assert snapshot(vboard.flash) == before
 
-    with open(fw / "fieldlink" / "backoff.py", "a") as f:
+    with open(fw / "fieldlink" / "link" / "commands.py", "a") as f:
         f.write("\n_DEPLOY_TEST_MARK = 1\n")
     r = deploy(vboard, *args, tmp_path=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"^1 of \d+ files changed", r.stdout, re.M), r.stdout
     after = snapshot(vboard.flash)
     changed = sorted(k for k in after if after[k] != before.get(k))
-    assert changed == ["fieldlink/backoff.mpy"]
+    assert changed == ["fieldlink/link/commands.mpy"]
     assert set(after) == set(before)
 
 
