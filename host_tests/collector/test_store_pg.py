@@ -302,3 +302,22 @@ def test_postgresql_restarted_under_load_loses_nothing_acked(collector_proc, pg_
     for d in devices:
         audit(st, d.dev, 400)
     st.close()
+
+
+def test_a_role_with_only_data_privileges_runs_once_the_tables_exist(pg_server, pg_database):
+    PostgresStore(pg_database).close()                         # the owner made the tables
+    dbname = pg_database.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        con.execute("DROP ROLE IF EXISTS collector_%s" % dbname)
+        con.execute("CREATE ROLE collector_%s LOGIN" % dbname)
+        con.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        con.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON devices, readings, gaps, health,"
+                    " epochs TO collector_%s" % dbname)
+    dsn = pg_database.replace("fieldlink@", "collector_%s@" % dbname)
+    s = PostgresStore(dsn)
+    assert s.add_readings("d", readings([1, 2]))[0] == 2
+    s.record_health("d", {"heap_free": 1})
+    s.close()
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        con.execute("DROP OWNED BY collector_%s" % dbname)
+        con.execute("DROP ROLE collector_%s" % dbname)

@@ -175,7 +175,9 @@ class PostgresStore(Store):
                 conn.execute("SET synchronous_commit = " + self._sync_commit)
                 if self.readonly:
                     conn.execute("SET default_transaction_read_only = on")
-                else:
+                elif not self._has_tables(conn):
+                    # Only then: CREATE ... IF NOT EXISTS still needs the CREATE privilege,
+                    # which a collector's role may lack once the tables exist.
                     with conn.transaction():
                         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                         conn.execute(SCHEMA)
@@ -186,6 +188,13 @@ class PostgresStore(Store):
             raise StoreError("cannot use the database: %s" % _first_line(e)) from e
         self._conn = conn
         return conn
+
+    @staticmethod
+    def _has_tables(conn):
+        row = conn.execute("SELECT to_regclass('devices'), to_regclass('readings'),"
+                           " to_regclass('gaps'), to_regclass('health'),"
+                           " to_regclass('epochs')").fetchone()
+        return all(x is not None for x in row)
 
     def _drop_connection(self):
         if self._conn is not None:
