@@ -321,3 +321,15 @@ def test_a_role_with_only_data_privileges_runs_once_the_tables_exist(pg_server, 
     with psycopg.connect(pg_database, autocommit=True) as con:
         con.execute("DROP OWNED BY collector_%s" % dbname)
         con.execute("DROP ROLE collector_%s" % dbname)
+
+
+def test_acks_wait_for_the_wal_flush_whatever_the_database_default(pg_database):
+    dbname = pg_database.split("?")[0].rsplit("/", 1)[1]
+    with psycopg.connect(pg_database, autocommit=True) as con:
+        con.execute("ALTER DATABASE %s SET synchronous_commit = off" % dbname)
+    full, normal = PostgresStore(pg_database), PostgresStore(pg_database, synchronous="NORMAL")
+    # the store's own session setting (a query on its connection)
+    assert full._query("SHOW synchronous_commit") == [("on",)]
+    assert normal._query("SHOW synchronous_commit") == [("off",)]
+    full.close()
+    normal.close()

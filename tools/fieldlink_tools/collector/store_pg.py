@@ -87,6 +87,19 @@ _READING_COLS = (
 # of one batch when many readings wait above a hole).
 _RUN_CHUNK = 1000
 
+# One step of the ack: the run of stored readings from ack+1 within (ack, hi] (its rows are
+# those with seq - rank = ack; counted only when ack+1 is stored, so readings waiting above a
+# hole are not walked on every batch), and the furthest end of the gaps starting in (looked, the run's
+# end + 1] (the only ones that can reach past it). OFFSET 0 keeps the planner from turning
+# that MAX into "the top of gaps_by_to, filtered", which walks every gap above the mark.
+_RUN_THEN_GAP = (
+    "SELECT r.n, (SELECT MAX(g.seq_to) FROM (SELECT seq_to FROM gaps WHERE device = %(d)s"
+    " AND seq_from > %(looked)s AND seq_from <= %(ack)s + 1 + r.n OFFSET 0) g)"
+    " FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM readings WHERE device = %(d)s"
+    " AND seq = %(ack)s + 1) THEN (SELECT COUNT(*) FROM (SELECT seq - ROW_NUMBER() OVER"
+    " (ORDER BY seq) AS k FROM readings WHERE device = %(d)s AND seq > %(ack)s"
+    " AND seq <= %(hi)s) t WHERE k = %(ack)s) ELSE 0 END AS n) r")
+
 # The methods `apply` runs (the writes); each returns what its single method returns.
 WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
 
@@ -296,34 +309,30 @@ class PostgresStore(Store):
         starting at or below ack+1 ends at or below it. The only gaps that can move it are
         those this transaction made (`covered`: seq ranges now inside gaps) and older ones
         starting above the old mark, which are looked up by the primary key (device,
-        seq_from, ...) only within the range the mark has just passed, each once."""
-        looked = ack + 1        # gaps starting at or below this were considered
-        while True:
-            moved = False
+        seq_from, ...) only within the range the mark has just passed, each once. Runs of
+        stored readings are counted a chunk of seqs at a time. One round trip per step."""
+        covered = sorted(covered)
+
+        def chain(ack):
             for a, b in covered:
                 if a <= ack + 1 and b > ack:
-                    ack, moved = b, True
-            if ack + 1 > looked:
-                cur.execute("SELECT MAX(seq_to) FROM gaps WHERE device = %s AND seq_from > %s"
-                            " AND seq_from <= %s", (device, looked, ack + 1))
-                looked = ack + 1
-                top = cur.fetchone()[0]
-                if top is not None and top > ack:
-                    ack, moved = top, True
-            if moved:
-                continue
-            # The run of stored readings from ack+1, a chunk of seqs per round trip: in
-            # (ack, ack+chunk], the rows of that run are those with seq - rank = ack.
-            while True:
-                cur.execute("SELECT COUNT(*) FROM (SELECT seq - ROW_NUMBER() OVER (ORDER BY seq)"
-                            " AS k FROM readings WHERE device = %s AND seq > %s AND seq <= %s)"
-                            " t WHERE k = %s", (device, ack, ack + _RUN_CHUNK, ack))
-                n = cur.fetchone()[0]
-                ack += n
-                if n:
-                    moved = True
-                if n < _RUN_CHUNK:
-                    break
+                    ack = b
+            return ack
+
+        looked = ack + 1        # gaps starting at or below this were considered
+        ack = chain(ack)
+        while True:
+            cur.execute(_RUN_THEN_GAP, {"d": device, "ack": ack, "hi": ack + _RUN_CHUNK,
+                                        "looked": looked})
+            n, top = cur.fetchone()
+            ack += n
+            looked = ack + 1
+            moved = n == _RUN_CHUNK          # the run may go on past the chunk
+            if top is not None and top > ack:
+                ack, moved = top, True
+            nxt = chain(ack)
+            if nxt != ack:
+                ack, moved = nxt, True
             if not moved:
                 return ack
 
@@ -356,32 +365,41 @@ class PostgresStore(Store):
     def _add_readings(self, cur, device, readings, boot=None, epoch="", rejected=()):
         now = time.time()
         epoch = epoch or ""
-        ack, _, _, _ = self._lock_device(cur, device, now)
+        cols = ([], [], [], [], [], [], [])
+        for r in readings:
+            ts = r.get("ts")
+            for col, x in zip(cols, (r["q"], None if ts is None else float(ts), r.get("up"),
+                                     r["n"], encode_value(r.get("v")), r.get("u"), r.get("e"))):
+                col.append(x)
+        # One statement locks the device (as _lock_device) and inserts the batch; RETURNING
+        # names the seqs that were not there. Safe without the lock first: the unique key
+        # decides what is new even against a concurrent writer, and what follows (the ack)
+        # runs in later statements, after the lock.
+        cur.execute(
+            "WITH d AS (INSERT INTO devices (device, first_seen, last_seen)"
+            "  VALUES (%(d)s, %(now)s, %(now)s) ON CONFLICT (device)"
+            "  DO UPDATE SET last_seen = EXCLUDED.last_seen RETURNING ack),"
+            " ins AS (INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
+            "  received, epoch)"
+            "  SELECT %(d)s, q, %(boot)s, ts, up, n, v::numeric, u, e, %(now)s, %(epoch)s"
+            "  FROM unnest(%(q)s::bigint[], %(ts)s::float8[], %(up)s::bigint[], %(n)s::text[],"
+            "  %(v)s::text[], %(u)s::text[], %(e)s::text[]) AS t(q, ts, up, n, v, u, e)"
+            "  ON CONFLICT (device, seq) DO NOTHING RETURNING seq)"
+            " SELECT (SELECT ack FROM d), ARRAY(SELECT seq FROM ins)",
+            {"d": device, "now": now, "boot": boot, "epoch": epoch, "q": cols[0],
+             "ts": cols[1], "up": cols[2], "n": cols[3], "v": cols[4], "u": cols[5],
+             "e": cols[6]})
+        ack, fresh = cur.fetchone()
+        fresh = set(fresh)
+        new = []
+        for r in readings:
+            if r["q"] in fresh:
+                fresh.discard(r["q"])           # a seq twice in one batch: the first is new
+                new.append(r)
         covered = []
         for seq, reason in rejected:
             self._insert_gap(cur, device, seq, seq, "rejected", reason, now)
             covered.append((seq, seq))
-        new = []
-        if readings:
-            cols = ([], [], [], [], [], [], [], [])
-            for r in readings:
-                for col, x in zip(cols, (r["q"], r.get("ts"), r.get("up"), r["n"],
-                                         encode_value(r.get("v")), r.get("u"), r.get("e"))):
-                    col.append(x)
-            # One statement for the batch; RETURNING names the seqs that were not there.
-            cur.execute(
-                "INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
-                " received, epoch)"
-                " SELECT %s, q, %s, ts, up, n, v::numeric, u, e, %s, %s"
-                " FROM unnest(%s::bigint[], %s::float8[], %s::bigint[], %s::text[],"
-                " %s::text[], %s::text[], %s::text[]) AS t(q, ts, up, n, v, u, e)"
-                " ON CONFLICT (device, seq) DO NOTHING RETURNING seq",
-                (device, boot, now, epoch) + tuple(cols[:7]))
-            fresh = {row[0] for row in cur.fetchall()}
-            for r in readings:
-                if r["q"] in fresh:
-                    fresh.discard(r["q"])       # a seq twice in one batch: the first is new
-                    new.append(r)
         new_ack = self._advance(cur, device, ack, covered)
         if new:
             cur.execute("UPDATE devices SET readings = readings + %s,"
