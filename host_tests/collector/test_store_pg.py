@@ -333,3 +333,35 @@ def test_acks_wait_for_the_wal_flush_whatever_the_database_default(pg_database):
     assert normal._query("SHOW synchronous_commit") == [("off",)]
     full.close()
     normal.close()
+
+
+def test_a_group_chosen_as_a_deadlock_victim_runs_again(pg_database):
+    """Two writers locking the same devices in opposite orders (two collectors, each holding a
+    device the other's group also touches): PostgreSQL aborts one transaction; that group is
+    run again, not failed."""
+    s = PostgresStore(pg_database)
+    s.add_readings("d1", readings([1]))
+    s.add_readings("d2", readings([1]))
+    other = psycopg.connect(pg_database)              # the other writer, in a transaction
+    other.execute("SET deadlock_timeout = '60s'")     # so the victim is the store's group
+    other.execute("SELECT 1 FROM devices WHERE device = 'd2' FOR UPDATE")
+    out = []
+    t = threading.Thread(target=lambda: out.append(s.apply([
+        ("add_readings", ("d1", readings([2]))), ("add_readings", ("d2", readings([2])))])))
+    t.start()
+    with psycopg.connect(pg_database, autocommit=True) as watch:
+        deadline = time.monotonic() + 30
+        while not watch.execute("SELECT 1 FROM pg_stat_activity WHERE application_name ="
+                                " 'fieldlink-collector' AND wait_event_type = 'Lock'"
+                                ).fetchone():
+            assert time.monotonic() < deadline, "the group never waited for d2"
+            time.sleep(0.02)
+    # now the store's group holds d1 and waits for d2: take d1 too, closing the cycle
+    other.execute("SELECT 1 FROM devices WHERE device = 'd1' FOR UPDATE")
+    other.execute("UPDATE devices SET hello = '{}' WHERE device IN ('d1', 'd2')")
+    other.commit()
+    other.close()
+    t.join(60)
+    assert out and [r[0] for r in out[0]] == [2, 2]
+    assert s.ack("d1") == s.ack("d2") == 2
+    s.close()

@@ -12,6 +12,7 @@ before committed; an ack is returned only after COMMIT, which waits for the WAL 
 """
 import json
 import math
+import random
 import threading
 import time
 from decimal import Decimal
@@ -99,6 +100,10 @@ _RUN_THEN_GAP = (
     " AND seq = %(ack)s + 1) THEN (SELECT COUNT(*) FROM (SELECT seq - ROW_NUMBER() OVER"
     " (ORDER BY seq) AS k FROM readings WHERE device = %(d)s AND seq > %(ack)s"
     " AND seq <= %(hi)s) t WHERE k = %(ack)s) ELSE 0 END AS n) r")
+
+# How often a group is tried when a deadlock or a serialisation failure rolled it back.
+_RETRIES = 3
+_RETRY_STATES = ("40P01", "40001")
 
 # The methods `apply` runs (the writes); each returns what its single method returns.
 WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
@@ -233,31 +238,41 @@ class PostgresStore(Store):
         if self.readonly:
             raise StoreError("read-only store")
         with self._lock:
-            conn = self._connection()
-            try:
-                # Savepoints only when an op failed: a savepoint that writes is a
-                # subtransaction, and past 64 of them in one transaction every session's
-                # snapshots get slower (the subxid cache overflows). So the group runs
-                # plainly; if an op fails on its data, it runs again with one savepoint
-                # per op, which gives the same result as if it always had.
+            for attempt in range(1, _RETRIES + 1):
                 try:
-                    with conn.transaction():
-                        return [self._run(conn, name, args) for name, args in ops]
+                    return self._apply(ops)
+                except psycopg.Error as e:
+                    # A deadlock with another collector writing the same devices in another
+                    # order (or a serialisation failure): the server rolled the whole group
+                    # back, so running it again is safe; a short random wait first lets the
+                    # other transaction finish instead of meeting it again.
+                    if e.sqlstate in _RETRY_STATES and attempt < _RETRIES:
+                        time.sleep(random.uniform(0.01, 0.05) * attempt)
+                        continue
+                    self._drop_connection()
+                    raise StoreError("database failed: %s" % _first_line(e)) from e
+
+    def _apply(self, ops):
+        conn = self._connection()
+        # Savepoints only when an op failed: a savepoint that writes is a subtransaction, and
+        # past 64 of them in one transaction every session's snapshots get slower (the subxid
+        # cache overflows). So the group runs plainly; if an op fails on its data, it runs
+        # again with one savepoint per op, which gives the same result as if it always had.
+        try:
+            with conn.transaction():
+                return [self._run(conn, name, args) for name, args in ops]
+        except _OpFailed as e:
+            if len(ops) == 1:
+                return [e.error]
+        results = []
+        with conn.transaction():
+            for name, args in ops:
+                try:
+                    with conn.transaction():     # SAVEPOINT ... RELEASE / ROLLBACK TO
+                        results.append(self._run(conn, name, args))
                 except _OpFailed as e:
-                    if len(ops) == 1:
-                        return [e.error]
-                results = []
-                with conn.transaction():
-                    for name, args in ops:
-                        try:
-                            with conn.transaction():     # SAVEPOINT ... RELEASE / ROLLBACK TO
-                                results.append(self._run(conn, name, args))
-                        except _OpFailed as e:
-                            results.append(e.error)
-                return results
-            except psycopg.Error as e:
-                self._drop_connection()
-                raise StoreError("database failed: %s" % _first_line(e)) from e
+                    results.append(e.error)
+        return results
 
     def _run(self, conn, name, args):
         try:
