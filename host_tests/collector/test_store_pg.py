@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -74,7 +75,7 @@ def test_the_same_query_gives_the_same_answer_on_both(tmp_path, pg_database):
                                1.0000000000000002, 2 ** 62, -2 ** 63, 2 ** 63 - 1, 123.456e10,
                                True, None])
 def test_values_round_trip_exactly_with_their_type(v):
-    back = decode_value(None if v is None else __import__("decimal").Decimal(encode_value(v)))
+    back = decode_value(None if v is None else Decimal(encode_value(v)))
     want = int(v) if isinstance(v, bool) else v
     assert back == want and type(back) is type(want)
 
@@ -365,3 +366,31 @@ def test_a_group_chosen_as_a_deadlock_victim_runs_again(pg_database):
     assert out and [r[0] for r in out[0]] == [2, 2]
     assert s.ack("d1") == s.ack("d2") == 2
     s.close()
+
+
+def test_the_collector_in_process_on_postgresql_serves_what_it_stored(pg_database):
+    import asyncio
+    import json
+    import urllib.request
+    from fieldlink_tools.collector import Collector, Devices
+
+    async def main():
+        store = PostgresStore(pg_database)
+        c = Collector(store, Devices({"dev-1": "tok-1"}), port=0)
+        await c.start()
+        try:
+            def device():
+                with FakeDevice(c.url, "dev-1", "tok-1") as d:
+                    assert d.hello(epoch="ab") == 0
+                    assert d.batch([1, 2, 3]) == 3
+                    assert d.gap(4, 5) == 5
+                with urllib.request.urlopen(c.http_url + "api/devices", timeout=10) as r:
+                    return json.loads(r.read())
+            return await asyncio.wait_for(asyncio.to_thread(device), 60)
+        finally:
+            await c.stop()
+            store.close()
+    got = asyncio.run(main())
+    (dev,) = got["devices"] if isinstance(got, dict) else got
+    assert dev["ack"] == 5 and dev["readings"] == 3 and dev["dropped_gaps"] == 2
+    assert dev["epoch"] == "ab" and [r["q"] for r in dev["latest"]][:3] == [3, 2, 1]
