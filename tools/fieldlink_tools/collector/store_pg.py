@@ -474,9 +474,10 @@ class PostgresStore(Store):
         cur.execute("INSERT INTO health (device, received, body) VALUES (%s, %s, %s)",
                     (device, now, body))
         if self.keep_health:
-            # the newest keep_health stay (ties on `received` broken by the physical row)
+            # the newest keep_health stay: those past them in health_by_device order go (a
+            # walk of keep_health index entries, no sort)
             cur.execute("DELETE FROM health WHERE ctid IN (SELECT ctid FROM health"
-                        " WHERE device = %s ORDER BY received DESC, ctid DESC OFFSET %s)",
+                        " WHERE device = %s ORDER BY received DESC OFFSET %s)",
                         (device, self.keep_health))
         cur.execute("UPDATE devices SET health = %s, health_at = %s WHERE device = %s",
                     (body, now, device))
