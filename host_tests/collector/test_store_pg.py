@@ -394,3 +394,17 @@ def test_the_collector_in_process_on_postgresql_serves_what_it_stored(pg_databas
     (dev,) = got["devices"] if isinstance(got, dict) else got
     assert dev["ack"] == 5 and dev["readings"] == 3 and dev["dropped_gaps"] == 2
     assert dev["epoch"] == "ab" and [r["q"] for r in dev["latest"]][:3] == [3, 2, 1]
+
+
+def test_bench_store_prints_its_numbers(pg_database, capsys):
+    from fieldlink_tools import bench_store
+    assert bench_store.main(["--devices", "3", "--batches", "30", "--group", "10",
+                             "--db", pg_database]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    keys = dict(kv.split("=") for kv in last.split())
+    assert {"sqlite_single_batches_per_s", "postgres_single_batches_per_s",
+            "postgres_group_batches_per_s"} <= set(keys)
+    assert all(float(v) > 0 for v in keys.values())
+    s = PostgresStore(pg_database, readonly=True)
+    assert s.ack("dev-0") == 10 and s.ack("g-dev-0") == 10    # everything stored and acked
+    s.close()
