@@ -23,13 +23,17 @@ SUBPROTOCOL = "fieldlink.v1"
 @pytest.fixture
 def collector_proc(tmp_path):
     """Factory: collector_proc(devices, db_path=None, **CollectorProcess kwargs) -> started
-    CollectorProcess. Every one started is stopped (SIGTERM, then SIGKILL) at teardown; if the
+    CollectorProcess (db_path: a SQLite file, default in tmp_path, or a postgresql:// URL).
+    Every one started is stopped (SIGTERM, then SIGKILL) at teardown; if the
     test failed, their logs are printed."""
     started = []
 
     def make(devices=None, db_path=None, **kw):
         n = len(started)
         db = db_path or tmp_path / ("collector%s.db" % (n or ""))
+        if "workdir" not in kw:   # side files (log, devices) of a PostgreSQL collector
+            kw["workdir"] = tmp_path / ("collector%d" % n)
+            kw["workdir"].mkdir(exist_ok=True)
         c = CollectorProcess(db, devices if devices is not None else {"dev-1": "tok-1"}, **kw)
         started.append(c)
         return c.start()

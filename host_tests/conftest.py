@@ -1,4 +1,4 @@
-"""Shared fixtures: the MicroPython interpreter, firmware on sys.path, free ports."""
+"""Shared fixtures: the MicroPython interpreter, firmware on sys.path, free ports, PostgreSQL."""
 import os
 import socket
 import sys
@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT / "firmware"))
 sys.path.insert(0, str(HERE))
 
 from fieldlink_tools import upy  # noqa: E402
+from pg_support import pg_database, pg_server  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

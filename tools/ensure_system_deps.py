@@ -1,18 +1,27 @@
-"""Install the Debian packages the test suite needs (headless Chromium for the dashboard test).
+"""Install the Debian packages the test suite needs: headless Chromium (the dashboard test) and
+PostgreSQL (the store suite runs on it too; tools/fieldlink_tools/temp_postgres.py starts one).
 
 Runs before the suite in `make test`. It only acts when a package is missing and we are root
 with apt-get available (CI and the dev machines); elsewhere it says what to install.
 """
+import glob
 import os
 import shutil
 import subprocess
 import sys
 
-NEEDED = {"chromium": "chromium"}  # command -> Debian package
+
+def _installed(cmd):
+    # PostgreSQL puts no command on PATH: its binaries live in /usr/lib/postgresql/N/bin.
+    return (shutil.which(cmd) is not None
+            or bool(glob.glob("/usr/lib/postgresql/*/bin/%s" % cmd)))
+
+
+NEEDED = {"chromium": "chromium", "initdb": "postgresql"}  # command -> Debian package
 
 
 def main():
-    missing = [pkg for cmd, pkg in NEEDED.items() if shutil.which(cmd) is None]
+    missing = [pkg for cmd, pkg in NEEDED.items() if not _installed(cmd)]
     if not missing:
         return 0
     if os.geteuid() != 0 or shutil.which("apt-get") is None:

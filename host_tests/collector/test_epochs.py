@@ -1,7 +1,8 @@
 """Device epochs and rejected readings (docs/protocol.md "Epochs", "Rejected readings"), played
 by the fake device against `fieldlink server` as a process: a reflashed device's new seqs are
 stored (not dropped as duplicates), across collector restarts; a bad reading inside a good batch
-costs that reading only; an old database gains the new columns."""
+costs that reading only (on every store: `collector_db`); an old SQLite database gains the new
+columns."""
 import sqlite3
 
 from collector_fixtures import readings
@@ -19,8 +20,8 @@ def rows(c, dev="dev-1"):
 
 
 def test_reflashed_device_starts_a_new_epoch_and_nothing_is_dropped(collector_proc,
-                                                                    fake_device):
-    c = collector_proc(DEVS)
+                                                                    fake_device, collector_db):
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello(next=1, epoch="a1") == 0
     for a in range(1, 51, 10):
@@ -52,8 +53,8 @@ def test_reflashed_device_starts_a_new_epoch_and_nothing_is_dropped(collector_pr
     assert "dev-1: new epoch b2 (was a1)" in c.log() and " INFO " in c.log()
 
 
-def test_same_epoch_reconnect_changes_nothing(collector_proc, fake_device):
-    c = collector_proc(DEVS)
+def test_same_epoch_reconnect_changes_nothing(collector_proc, fake_device, collector_db):
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello(epoch="0f") == 0
     assert d.batch([1, 2, 3]) == 3
@@ -69,8 +70,8 @@ def test_same_epoch_reconnect_changes_nothing(collector_proc, fake_device):
     assert "new epoch" not in c.log()
 
 
-def test_new_epoch_closes_what_the_old_one_left_open(collector_proc, fake_device):
-    c = collector_proc(DEVS)
+def test_new_epoch_closes_what_the_old_one_left_open(collector_proc, fake_device, collector_db):
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello(epoch="a") == 0
     assert d.batch([1, 2, 3, 6, 7]) == 3                        # 4, 5 never came
@@ -85,8 +86,8 @@ def test_new_epoch_closes_what_the_old_one_left_open(collector_proc, fake_device
     assert [r["q"] for r in got] == [1, 2, 3, 6, 7, 8] and ack == 8
 
 
-def test_device_without_epoch_keeps_todays_numbering(collector_proc, fake_device):
-    c = collector_proc(DEVS)
+def test_device_without_epoch_keeps_todays_numbering(collector_proc, fake_device, collector_db):
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello() == 0
     assert d.batch([1, 2]) == 2
@@ -105,9 +106,10 @@ def test_device_without_epoch_keeps_todays_numbering(collector_proc, fake_device
     assert [(e["epoch"], e["offset"]) for e in epochs] == [("c0ffee", 0)]
 
 
-def test_pre_epoch_device_wiped_into_epoch_firmware_is_offset(collector_proc, fake_device):
+def test_pre_epoch_device_wiped_into_epoch_firmware_is_offset(collector_proc, fake_device,
+                                                              collector_db):
     # No epoch stored, but the counter is back below the ack: that is a wipe, not an upgrade.
-    c = collector_proc(DEVS)
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello() == 0
     assert d.batch(range(1, 6)) == 5
@@ -121,8 +123,9 @@ def test_pre_epoch_device_wiped_into_epoch_firmware_is_offset(collector_proc, fa
     assert [(e["epoch"], e["offset"], e["previous"]) for e in epochs] == [("1d", 5, "")]
 
 
-def test_a_bad_reading_is_rejected_alone_and_the_connection_stays(collector_proc, fake_device):
-    c = collector_proc(DEVS)
+def test_a_bad_reading_is_rejected_alone_and_the_connection_stays(collector_proc, fake_device,
+                                                                  collector_db):
+    c = collector_proc(DEVS, db_path=collector_db)
     d = fake_device(c.url, "dev-1", "tok-1")
     assert d.hello(epoch="e1") == 0
     assert d.batch([1, 2]) == 2

@@ -2,19 +2,18 @@
 sends every pending gap again on each new connection, merged with the newer drops next to it
 (Outbox.on_connect): over a flaky link while its outbox is full the same seqs arrive again
 inside wider and wider gaps. The store records each seq's gap once, so the dropped count the
-dashboard shows stays the device's own, however many reconnects it took."""
+dashboard shows stays the device's own, however many reconnects it took. On every store."""
 from collector_fixtures import readings
 from fieldlink import proto
 from fieldlink.outbox import Outbox
-from fieldlink_tools.collector.store import SQLiteStore
 
 
 def rd(q):
     return proto.reading(q, None, q, "env.temperature", 21.5, "C")
 
 
-def test_gaps_merged_across_reconnects_are_counted_once(tmp_path):
-    s = SQLiteStore(tmp_path / "s.db")
+def test_gaps_merged_across_reconnects_are_counted_once(store):
+    s = store
     ob = Outbox(ram_bytes=1024)  # RAM only: a full outbox drops its oldest, counted
     n = 0
     for _ in range(50):  # 50 connections that each die before the server's ack passes the gap
@@ -47,8 +46,8 @@ def test_gaps_merged_across_reconnects_are_counted_once(tmp_path):
     s.close()
 
 
-def test_exact_and_wider_resends_of_a_gap(tmp_path):
-    s = SQLiteStore(tmp_path / "s.db")
+def test_exact_and_wider_resends_of_a_gap(store):
+    s = store
     assert s.add_gap("d", 6, 8, "dropped") == 0  # 1..5 not stored yet: the ack waits
     s.add_gap("d", 6, 8, "dropped")              # resent as it was
     s.add_gap("d", 6, 12, "dropped")             # resent merged with newer drops

@@ -91,7 +91,8 @@ def test_help_documents_every_option():
     assert out.returncode == 0
     for opt in ("--host", "--port", "--db", "--devices", "--device", "--cert", "--key",
                 "--max-message", "--max-batch", "--max-devices", "--print-readings",
-                "--admin-token", "--sync", "Bearer", "401", "403", "/live"):
+                "--admin-token", "--sync", "--db-password-file", "postgresql://", "Bearer",
+                "401", "403", "/live"):
         assert opt in out.stdout, opt
 
 

@@ -1,5 +1,6 @@
 """Run the fieldlink collector: a WebSocket server for devices (app protocol v1, docs/protocol.md)
-that stores each reading once in SQLite and acks only what is on disk, plus a live dashboard.
+that stores each reading once (SQLite, or PostgreSQL with --db postgresql://...) and acks only
+what is durable, plus a live dashboard.
 
 Devices connect to ws://HOST:PORT/ws (wss:// with --cert/--key) with
 `Authorization: Bearer TOKEN` and `X-Fieldlink-Device: ID`; unknown devices get 401, disabled
@@ -16,7 +17,8 @@ import ssl
 import sys
 
 from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES, DEFAULT_MAX_MESSAGE, Collector, Devices
-from .store import DEFAULT_KEEP_HEALTH, SQLiteStore, StoreError
+from .dburl import is_postgres, open_store, redact
+from .store import DEFAULT_KEEP_HEALTH, StoreError
 
 
 def add_arguments(p):
@@ -26,7 +28,12 @@ def add_arguments(p):
     p.add_argument("--port", type=int, default=8765,
                    help="TCP port (default 8765; 0 picks a free one, printed on start)")
     p.add_argument("--db", default="var/collector.db",
-                   help="SQLite database file, created if missing (default var/collector.db)")
+                   help="SQLite database file, created if missing (default var/collector.db), "
+                        "or a PostgreSQL URL postgresql://USER@HOST:PORT/DBNAME (no password "
+                        "in it: see --db-password-file)")
+    p.add_argument("--db-password-file", metavar="FILE",
+                   help="PostgreSQL password, read from FILE (its first line); libpq's "
+                        "PGPASSFILE (~/.pgpass) and PGPASSWORD work too")
     p.add_argument("--devices", metavar="FILE",
                    help='JSON file of allowed devices: {"ID": "TOKEN", '
                         '"ID2": {"token": "TOKEN", "disabled": true}}')
@@ -46,8 +53,10 @@ def add_arguments(p):
     p.add_argument("--ping-timeout", type=float, default=20, metavar="S",
                    help="close a connection whose pong is S seconds late (default 20)")
     p.add_argument("--sync", choices=["full", "normal"], default="full",
-                   help="SQLite synchronous mode: full (default) fsyncs every commit before "
-                        "the ack; normal survives a crash but not a power cut")
+                   help="full (default): every commit is on disk before its ack (SQLite "
+                        "synchronous=FULL, PostgreSQL synchronous_commit=on); normal: SQLite "
+                        "survives a crash but not a power cut, PostgreSQL may lose the last "
+                        "commits of a server crash (synchronous_commit=off)")
     p.add_argument("--admin-token", metavar="TOKEN", default=os.environ.get(
                    "FIELDLINK_ADMIN_TOKEN"),
                    help="enable /admin (send commands to devices) with this bearer token "
@@ -112,12 +121,31 @@ def run(args):
         print("fieldlink server: --keep-health: 0 or more, got %d" % args.keep_health,
               file=sys.stderr)
         return 2
+    password = None
+    if args.db_password_file:
+        if not is_postgres(args.db):
+            print("fieldlink server: --db-password-file is for a postgresql:// --db",
+                  file=sys.stderr)
+            return 2
+        try:
+            with open(args.db_password_file) as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as e:
+            print("fieldlink server: --db-password-file %s: cannot read it (%s)"
+                  % (args.db_password_file, e.strerror or e), file=sys.stderr)
+            return 2
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
-        store = SQLiteStore(args.db, synchronous=args.sync.upper(), keep_health=args.keep_health)
-    except (OSError, StoreError) as e:
-        print("fieldlink server: --db %s: %s" % (args.db, e), file=sys.stderr)
+        if not is_postgres(args.db):
+            os.makedirs(os.path.dirname(os.path.abspath(args.db)), exist_ok=True)
+        store = open_store(args.db, synchronous=args.sync.upper(),
+                           keep_health=args.keep_health, password=password)
+    except ValueError as e:         # a refused URL; the message is redacted
+        print("fieldlink server: --db %s" % e, file=sys.stderr)
         return 2
+    except (OSError, StoreError) as e:
+        print("fieldlink server: --db %s: %s" % (redact(args.db), e), file=sys.stderr)
+        return 2
+    logging.getLogger("fieldlink.collector").info("store: %s", redact(args.db))
     return asyncio.run(_main(args, devices, ctx, store))
 
 

@@ -12,18 +12,25 @@ import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
-from .store import open_readonly
+from .dburl import is_postgres, open_store
 
 _LISTEN = re.compile(r"^fieldlink server: listening on (wss?)://([^:/]+):(\d+)/ws")
 
 
 class CollectorProcess:
     def __init__(self, db_path, devices, host="127.0.0.1", port=0, cert=None, key=None,
-                 extra_args=(), print_readings=False, env=None, log_path=None):
+                 extra_args=(), print_readings=False, env=None, log_path=None, workdir=None):
+        # db_path: a SQLite file, or a postgresql:// URL (its side files then go in workdir)
         self.db_path = str(db_path)
+        if is_postgres(self.db_path):
+            workdir = workdir or tempfile.mkdtemp(prefix="fieldlink-collector-")
+            self._side = os.path.join(str(workdir), "collector")
+        else:
+            self._side = self.db_path
         self.devices = dict(devices)
         self.host = host
         self.port = port
@@ -34,7 +41,7 @@ class CollectorProcess:
         self.admin_token = secrets.token_hex(16)
         self.env = env
         # stderr (the server's log) goes to a file so a test can show it when it fails.
-        self.log_path = str(log_path or (self.db_path + ".log"))
+        self.log_path = str(log_path or (self._side + ".log"))
         self.proc = None
         self.url = None
         self.lines = queue.Queue()     # stdout lines after the listening line
@@ -43,7 +50,7 @@ class CollectorProcess:
     # -- life ----------------------------------------------------------------------------
 
     def argv(self):
-        devfile = self.db_path + ".devices.json"
+        devfile = self._side + ".devices.json"
         with open(devfile, "w") as f:
             json.dump(self.devices, f)
         # The admin token goes in the environment ($FIELDLINK_ADMIN_TOKEN), not on the
@@ -153,7 +160,7 @@ class CollectorProcess:
 
     def store(self):
         """A read-only view of the database (safe while the server runs). Close it after."""
-        return open_readonly(self.db_path)
+        return open_store(self.db_path, readonly=True)
 
     def seqs(self, device):
         st = self.store()
