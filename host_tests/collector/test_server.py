@@ -628,3 +628,55 @@ def test_printed_values_are_rounded_for_display_only():
     assert r["v"] == 21.031891355764103   # the reading itself is not touched
     r.update(v=None, e="absent")
     assert format_reading("d", r) == "d #7 air.temperature = -- (absent) [up 1000ms]"
+
+
+# -- a device with a valid token cannot hurt the others (issue 12's review) -------------------
+
+def _strict(text):
+    def no(name):
+        raise ValueError("not JSON: " + name)
+    return json.loads(text, parse_constant=no)
+
+
+def test_hostile_readings_are_rejected_and_the_snapshot_stays_json(tmp_path):
+    import urllib.request
+    lines = []
+
+    async def main():
+        async with Server(tmp_path / "c.db", print_readings=lines.append) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                rs = readings([1, 2, 3, 4])
+                rs[0]["n"] = "a\ud800b"                       # lone surrogate: was 1011 forever
+                rs[1]["n"] = "env.t\ndev-2 #9 env.t = 99 C"   # forged print line
+                await ws.send(json.dumps({"t": "batch", "r": rs})[:-2]
+                              + ',{"q":5,"ts":1e20,"up":1,"n":"a.b","v":1e999,"u":"C"}]}')
+                err = await recv(ws)
+                assert err["code"] == "rejected" and err["seqs"] == [1, 2, 5], err
+                assert (await recv(ws)) == {"t": "ack", "ack": 5}
+                await send(ws, {"t": "gap", "from": 6, "to": 2 ** 63 - 48, "why": "dropped"})
+                await expect_close(ws, 1007, "bad_message")
+            async with dev_connect(c.url) as ws:    # not refused forever
+                assert await do_hello(ws, next=6) == 5
+            body = await asyncio.get_running_loop().run_in_executor(None, lambda: urllib.request
+                                                                    .urlopen(c.http_url + "api/devices",
+                                                                             timeout=T).read())
+            snap = _strict(body)
+            assert [r["q"] for r in snap["devices"][0]["latest"]] == [4, 3]
+    run(main())
+    assert all("\n" not in ln for ln in lines) and not any(ln.startswith("dev-2") for ln in lines)
+    assert [ln.split()[1] for ln in lines if "#" in ln] == ["#3", "#4"], lines
+
+
+def test_a_huge_health_message_is_stored_bounded(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", max_message=2 ** 20) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, {"t": "health", "heap_free": 1, "heap_min": 1, "reconnects": 0,
+                                "dropped": 0, "rssi": None, "uptime_s": 1, "boot": 1, "held": 0,
+                                "blob": "x" * 500000})
+                assert await do_batch(ws, [1]) == 1    # health handled before the batch
+            body = c.store.devices()[0]["health"]
+            assert len(json.dumps(body)) < 4096 and body["heap_free"] == 1
+    run(main())

@@ -11,6 +11,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -287,7 +288,7 @@ class Collector:
     def _print(self, line):
         if self.print_readings is not None:
             try:
-                self.print_readings(line)
+                self.print_readings(M.printable(line))
             except Exception:   # a closed stdout must not cost a device its connection
                 log.exception("print_readings failed; turning it off")
                 self.print_readings = None
@@ -331,7 +332,7 @@ class Collector:
                 return _body(200, (DASHBOARD / name).read_bytes(), ctype)
             if path == "/api/devices":
                 snap = await self.snapshot()
-                return _body(200, json.dumps(snap).encode(), "application/json")
+                return _body(200, json_text(snap).encode(), "application/json")
             if path == "/healthz":
                 return _text(conn, 200, "ok\n")
             return _text(conn, 404, "not found\n")
@@ -461,8 +462,9 @@ class Collector:
                 elif t == "gap":
                     await self._on_gap(s, m)
                 elif t == "health":
-                    await self._db(self.store.record_health, dev, _without_t(m))
-                    self._publish({"t": "health", "dev": dev, "health": _without_t(m),
+                    body = M.stored(m)
+                    await self._db(self.store.record_health, dev, body)
+                    self._publish({"t": "health", "dev": dev, "health": body,
                                    "time": time.time()})
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
@@ -487,7 +489,8 @@ class Collector:
 
     async def _on_hello(self, s, m):
         dev = s.dev
-        await self._db(self.store.record_hello, dev, _without_t(m))
+        body = M.stored(m)
+        await self._db(self.store.record_hello, dev, body)
         ep = await self._db(self.store.enter_epoch, dev, m.get("epoch", ""), m["next"])
         s.epoch, s.offset, s.ack = ep["epoch"], ep["offset"], ep["ack"]
         s.first = m["first"] + s.offset
@@ -512,7 +515,7 @@ class Collector:
                         " firmware without hello.epoch)", dev, m["next"], s.ack - s.offset)
         await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": self._dev_ack(s),
                                  "time": now}))
-        self._publish({"t": "hello", "dev": dev, "hello": _without_t(m), "ack": s.ack,
+        self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
 
     async def _on_batch(self, s, m):
@@ -581,7 +584,7 @@ class Collector:
         Anything the browser sends is ignored."""
         sub = self.subscribe(maxsize=2000)
         try:
-            await ws.send(json.dumps(await self.snapshot()))
+            await ws.send(json_text(await self.snapshot()))
             # When the browser goes away, end the subscription too (not at the next event).
             drain = asyncio.ensure_future(_discard_incoming(ws, sub.close))
             try:
@@ -651,8 +654,23 @@ async def _discard_incoming(ws, then):
         then()
 
 
-def _without_t(m):
-    return {k: v for k, v in m.items() if k != "t"}
+def json_text(obj):
+    """Strict JSON (RFC 8259) for browsers and scripts: what a database written before numbers
+    were checked may still hold as infinity or NaN goes out as null."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False)
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def _bearer(headers):
