@@ -14,6 +14,9 @@ from fieldlink_tools.collector import Collector, Devices, SQLiteStore, StoreErro
 from fieldlink_tools.collector.store import open_readonly
 
 TOKENS = {"dev-1": "tok-1", "dev-2": "tok-2", "off": "tok-off"}
+VIEWER = "viewer-token-0123456789"
+ADMIN = "admin-token-0123456789"
+AS_VIEWER = {"Authorization": "Bearer " + VIEWER}
 T = 10  # generous deadline (s) for anything the server should answer at once
 
 
@@ -30,6 +33,8 @@ class Server:
         self.db = db
         self.store = store or SQLiteStore(db)
         kw.setdefault("devices", Devices(TOKENS, disabled={"off"}))
+        kw.setdefault("viewer_token", VIEWER)
+        kw.setdefault("admin_token", ADMIN)
         self.c = Collector(self.store, port=0, **kw)
 
     async def __aenter__(self):
@@ -434,7 +439,7 @@ def test_commands_round_trip(tmp_path):
 
 def test_command_through_admin_endpoint(tmp_path):
     async def main():
-        async with Server(tmp_path / "c.db", admin_token="adm") as c:
+        async with Server(tmp_path / "c.db") as c:
             admin = c.url[:-3] + "/admin"
             with pytest.raises(InvalidStatus) as e:
                 async with connect(admin, additional_headers={"Authorization": "Bearer no"}):
@@ -445,7 +450,7 @@ def test_command_through_admin_endpoint(tmp_path):
                 player = asyncio.ensure_future(answer_commands(ws, {"health": lambda a: None}))
                 try:
                     async with connect(admin, additional_headers={
-                            "Authorization": "Bearer adm"}) as a:
+                            "Authorization": "Bearer " + ADMIN}) as a:
                         await send(a, {"op": "cmd", "dev": "dev-1", "cmd": "health"})
                         out = await recv(a)
                         assert out["ok"] and out["reply"]["ok"] is True
@@ -534,7 +539,8 @@ def test_http_routes(tmp_path):
 
                 def get(path):
                     try:
-                        with urllib.request.urlopen(c.http_url + path, timeout=T) as r:
+                        req = urllib.request.Request(c.http_url + path, headers=AS_VIEWER)
+                        with urllib.request.urlopen(req, timeout=T) as r:
                             return r.status, r.headers["Content-Type"], r.read()
                     except urllib.error.HTTPError as e:
                         return e.code, None, b""
@@ -580,10 +586,12 @@ def test_live_feed_refuses_other_origins(tmp_path):
         async with Server(tmp_path / "c.db") as c:
             live = c.url[:-3] + "/live"
             with pytest.raises(InvalidStatus) as e:
-                async with connect(live, origin="http://evil.example"):
+                async with connect(live, origin="http://evil.example",
+                                   additional_headers=AS_VIEWER):
                     pass
             assert e.value.response.status_code == 403
-            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port,
+                               additional_headers=AS_VIEWER) as ws:
                 snap = await recv(ws)
                 assert snap["t"] == "snapshot" and snap["devices"] == []
                 async with dev_connect(c.url) as d:
@@ -603,7 +611,8 @@ def test_live_gap_events_carry_the_devices_dropped_total(tmp_path):
     async def main():
         async with Server(tmp_path / "c.db") as c:
             live = c.url[:-3] + "/live"
-            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port,
+                               additional_headers=AS_VIEWER) as ws:
                 await recv(ws)  # the snapshot
                 for to in (5, 8):  # the second connection resends 1-5 as 1-8
                     async with dev_connect(c.url) as d:
@@ -658,9 +667,9 @@ def test_hostile_readings_are_rejected_and_the_snapshot_stays_json(tmp_path):
                 await expect_close(ws, 1007, "bad_message")
             async with dev_connect(c.url) as ws:    # not refused forever
                 assert await do_hello(ws, next=6) == 5
-            body = await asyncio.get_running_loop().run_in_executor(None, lambda: urllib.request
-                                                                    .urlopen(c.http_url + "api/devices",
-                                                                             timeout=T).read())
+            req = urllib.request.Request(c.http_url + "api/devices", headers=AS_VIEWER)
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(req, timeout=T).read())
             snap = _strict(body)
             assert [r["q"] for r in snap["devices"][0]["latest"]] == [4, 3]
     run(main())

@@ -7,20 +7,23 @@ dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and
 """
 import asyncio
 import email.utils
+import http
 import hmac
 import itertools
 import json
 import logging
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from websockets.asyncio.server import serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
+from . import auth as A
 from . import messages as M
 from .store import StoreError
 
@@ -37,6 +40,20 @@ _STATIC = {
 DEFAULT_MAX_MESSAGE = 64 * 1024
 DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_DEVICES = 1000
+DEFAULT_MAX_VIEWERS = 100
+DEFAULT_MAX_ADMINS = 10
+
+# path -> (methods, role needed, kind); the static files are GET, no role.
+_ROUTES = {
+    "/ws": ("GET", None, "device"),            # the device token, in _auth_device
+    "/live": ("GET", A.VIEWER, "live"),
+    "/admin": ("GET", A.ADMIN, "admin"),
+    "/api/devices": ("GET", A.VIEWER, "devices"),
+    "/api/session": ("GET POST DELETE", None, "session"),
+    "/healthz": ("GET", None, "healthz"),
+}
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+HEALTH_PROBE_EVERY = 2.0   # s: /healthz writes to the store at most this often
 
 
 class DeviceNotConnected(Exception):
@@ -149,9 +166,11 @@ class Collector:
 
     def __init__(self, store, devices, host="127.0.0.1", port=0, ssl_context=None,
                  max_message=DEFAULT_MAX_MESSAGE, max_batch=DEFAULT_MAX_BATCH,
-                 max_devices=DEFAULT_MAX_DEVICES, admin_token=None,
+                 max_devices=DEFAULT_MAX_DEVICES, admin_token=None, viewer_token=None,
                  ping_interval=20, ping_timeout=20, print_readings=None, hello_timeout=30,
-                 open_timeout=10):
+                 open_timeout=10, allowed_hosts=(), max_viewers=DEFAULT_MAX_VIEWERS,
+                 max_admins=DEFAULT_MAX_ADMINS, session_ttl=12 * 3600,
+                 failures=None):
         self.store = store
         self.devices = devices if isinstance(devices, Devices) else Devices(devices)
         self.host = host
@@ -160,7 +179,18 @@ class Collector:
         self.max_message = max_message
         self.max_batch = max_batch
         self.max_devices = max_devices
-        self.admin_token = admin_token
+        self.tokens = A.Tokens(viewer=viewer_token, admin=admin_token)   # ValueError if weak
+        self.sessions = A.Sessions(ttl=session_ttl)
+        self.failures = failures if failures is not None else A.FailureLimit()
+        self.allowed_hosts = {"localhost"} | {h.lower() for h in allowed_hosts}
+        if host not in ("", "0.0.0.0", "::", None):
+            self.allowed_hosts.add(host.lower())
+        self.max_viewers = max_viewers
+        self.max_admins = max_admins
+        self._counts = {"live": 0, "admin": 0}
+        self._store_err = None                 # the last store failure on the devices' path
+        self._probe = (-1e9, None)             # (when, problem) of the last /healthz write
+        self.health_probe_every = HEALTH_PROBE_EVERY
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.print_readings = print_readings   # a callable(line) or None
@@ -191,7 +221,7 @@ class Collector:
             # bomb would slip past max_size accounting of the wire bytes).
             compression=None,
             server_header="fieldlink-collector",
-            logger=logging.getLogger("fieldlink.collector.ws"),
+            logger=WS_LOG,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -297,6 +327,29 @@ class Collector:
         for sub in list(self._subs):
             sub._put(event)
 
+    async def store_problem(self):
+        """None when the store takes writes, else why not (what /healthz answers): the last
+        failure on the devices' path, or a real write made at most every few seconds."""
+        now = time.monotonic()
+        if now - self._probe[0] >= self.health_probe_every or self._store_err:
+            problem = None
+            probe = getattr(self.store, "probe", None)
+            if probe is not None:
+                try:
+                    await self._db(probe)
+                except StoreError as e:
+                    problem = str(e)
+            self._probe = (now, problem)
+        return self._store_err or self._probe[1]
+
+    def _class_full(self, kind):
+        """Why a viewer or admin connection is refused (503), or None."""
+        if kind == "live" and self._counts["live"] >= self.max_viewers:
+            return "too many viewers connected\n"
+        if kind == "admin" and self._counts["admin"] >= self.max_admins:
+            return "too many admin connections\n"
+        return None
+
     def _select_subprotocol(self, conn, offered):
         if getattr(conn, "fl_route", None) == "device":
             if M.SUBPROTOCOL in offered:
@@ -304,51 +357,155 @@ class Collector:
             raise NegotiationError("this endpoint requires subprotocol %s" % M.SUBPROTOCOL)
         return None
 
+    # -- requests: routes, methods, Host, authentication -------------------------------
+
+    def role_of(self, request):
+        """The role a request's credentials grant: None, "viewer" or "admin". A bearer token
+        (`Authorization: Bearer`, any client) is judged alone; without one, the session cookie
+        the dashboard got from POST /api/session."""
+        token = _bearer(request.headers)
+        if token:
+            return self.tokens.role(token)
+        sid = A.cookie_value(request.headers)
+        return self.sessions.role(sid) if sid else None
+
+    def _authorize(self, conn, request, need):
+        """None when the request may go on, else the HTTP answer: 429 for a source over its
+        failed-token limit, 401 without (good) credentials, 403 for too low a role."""
+        ip = _peer(conn)
+        token = _bearer(request.headers)
+        if token and self.failures.blocked(ip):
+            return self._too_many(conn, ip)
+        role = self.role_of(request)
+        if A.RANK[role] >= A.RANK[need]:
+            return None
+        if role is None:
+            if token:
+                self.failures.failed(ip)
+                self.stats["rejected"] += 1
+                log.warning("refused a token from %s for %s", ip, _path(request))
+            resp = _text(conn, 401, "%s token required\n" % need)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="fieldlink"'
+            return resp
+        return _text(conn, 403, "this needs the %s token\n" % need)
+
+    def _too_many(self, conn, ip):
+        self.stats["rejected"] += 1
+        log.warning("refused %s: too many failed tokens", ip)
+        resp = _text(conn, 429, "too many failed tokens; try again later\n")
+        resp.headers["Retry-After"] = str(max(1, round(1 / self.failures.rate)))
+        return resp
+
+    def _host_ok(self, request):
+        """DNS rebinding: a page on another site whose name now resolves to this server must
+        not reach it, so the Host a browser sends must be one of ours."""
+        host = request.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower()
+        return (name in self.allowed_hosts or _IPV4.match(name) is not None
+                or (name.startswith("[") and name.endswith("]")))
+
+    def _same_origin(self, request):
+        """A browser always sends Origin on WebSocket upgrades and POSTs; it must be this
+        server (cross-site WebSocket hijacking, login CSRF). Clients that are not browsers
+        send none."""
+        origin = request.headers.get("Origin")
+        return origin is None or origin.split("://", 1)[-1] == request.headers.get("Host", "")
+
     async def _process_request(self, conn, request):
         """Routes, and authentication in the HTTP upgrade (before any data is accepted)."""
         try:
-            path = request.path.split("?", 1)[0]
-            if path == "/ws":
+            path = _path(request)
+            route = _ROUTES.get(path)
+            if route is None and path in _STATIC:
+                route = ("GET", None, "static")
+            if route is None:
+                return _text(conn, 404, "not found\n")
+            methods, need, kind = route
+            if request.method not in methods.split():
+                resp = _text(conn, 405, "method not allowed\n")
+                resp.headers["Allow"] = ", ".join(methods.split())
+                return resp
+            if kind == "device":
+                # Devices are not browsers (no DNS rebinding, no cookies): they name the
+                # collector however their config says.
                 return self._auth_device(conn, request)
-            if path == "/live":
-                # Read-only, but not for any web page the user happens to visit: a browser
-                # always sends Origin, and it must be this server (cross-site WebSocket
-                # hijacking). Non-browser clients send none.
-                origin = request.headers.get("Origin")
-                if origin is not None and origin.split("://", 1)[-1] != request.headers.get(
-                        "Host", ""):
-                    return _text(conn, 403, "cross-origin access to /live refused\n")
-                conn.fl_route = "live"
+            if kind != "healthz" and not self._host_ok(request):
+                return _text(conn, 421, "unknown Host; see --allowed-host\n")
+            if kind in ("live", "admin", "session") and not self._same_origin(request):
+                return _text(conn, 403, "cross-origin request refused\n")
+            if kind == "session":
+                return self._session(conn, request)
+            if need is not None:
+                refused = self._authorize(conn, request, need)
+                if refused is not None:
+                    return refused
+            if kind in ("live", "admin"):
+                full = self._class_full(kind)
+                if full:
+                    return _text(conn, 503, full)
+                conn.fl_route = kind
                 return None
-            if path == "/admin":
-                got = _bearer(request.headers)
-                if not self.admin_token or not hmac.compare_digest(
-                        got.encode(), self.admin_token.encode()):
-                    return _text(conn, 401, "admin token required\n")
-                conn.fl_route = "admin"
-                return None
-            if path in _STATIC:
+            if kind == "static":
                 name, ctype = _STATIC[path]
                 return _body(200, (DASHBOARD / name).read_bytes(), ctype)
-            if path == "/api/devices":
+            if kind == "devices":
                 snap = await self.snapshot()
                 return _body(200, json_text(snap).encode(), "application/json")
-            if path == "/healthz":
-                return _text(conn, 200, "ok\n")
+            if kind == "healthz":
+                problem = await self.store_problem()
+                return _text(conn, 503 if problem else 200,
+                             "store: %s\n" % problem if problem else "ok\n")
             return _text(conn, 404, "not found\n")
+        except MultipleValuesError:
+            return _text(conn, 400, "a header that must appear once appears twice\n")
         except Exception:
-            log.exception("process_request failed for %s", request.path)
+            log.exception("process_request failed for %s", _path(request))
             self.stats["errors"] += 1
             return _text(conn, 500, "internal error\n")
 
+    def _session(self, conn, request):
+        """POST with a bearer token: a session cookie for the browser (HttpOnly, SameSite=
+        Strict, Secure over TLS) holding a random id, never the token. GET: the session's
+        role. DELETE: log out."""
+        secure = self.ssl_context is not None
+        if request.method == "DELETE":
+            sid = A.cookie_value(request.headers)
+            if sid:
+                self.sessions.delete(sid)
+            resp = _body(200, b'{"role": null}', "application/json")
+            resp.headers["Set-Cookie"] = A.clear_cookie(secure)
+            return resp
+        if request.method == "GET":
+            refused = self._authorize(conn, request, A.VIEWER)
+            if refused is not None:
+                return refused
+            return _body(200, json.dumps({"role": self.role_of(request)}).encode(),
+                         "application/json")
+        if not _bearer(request.headers):
+            return _text(conn, 401, "POST /api/session with Authorization: Bearer TOKEN\n")
+        refused = self._authorize(conn, request, A.VIEWER)
+        if refused is not None:
+            return refused
+        role = self.role_of(request)
+        sid = self.sessions.create(role)
+        resp = _body(200, json.dumps({"role": role, "expires_in": self.sessions.ttl}).encode(),
+                     "application/json")
+        resp.headers["Set-Cookie"] = A.set_cookie(sid, self.sessions.ttl, secure)
+        return resp
+
     def _auth_device(self, conn, request):
+        ip = _peer(conn)
+        if self.failures.blocked(ip):
+            return self._too_many(conn, ip)
         dev = request.headers.get("X-Fieldlink-Device", "")
         token = _bearer(request.headers)
         status = self.devices.check(dev, token) if M.DEVICE_ID.match(dev) else 401
         if status != 200:
             self.stats["rejected"] += 1
-            log.warning("refused device %r from %s: %d", dev[:40],
-                        conn.remote_address[0] if conn.remote_address else "?", status)
+            if status == 401:
+                self.failures.failed(ip)
+            log.warning("refused device %r from %s: %d", M.printable(dev[:40]), ip, status)
             resp = _text(conn, status, "unknown device or wrong token\n" if status == 401
                          else "device disabled\n")
             if status == 401:
@@ -363,6 +520,8 @@ class Collector:
 
     async def _handler(self, ws):
         route = getattr(ws, "fl_route", None)
+        if route in self._counts:
+            self._counts[route] += 1
         try:
             if route == "device":
                 await self._device_session(ws)
@@ -380,6 +539,9 @@ class Collector:
                 await ws.close(M.INTERNAL, "internal error")
             except Exception:
                 pass
+        finally:
+            if route in self._counts:
+                self._counts[route] -= 1
 
     async def _fail(self, ws, close_code, code, msg):
         """Send `error` then close (docs/protocol.md: the device can log why)."""
@@ -475,10 +637,13 @@ class Collector:
                     self._publish({"t": "reply", "dev": dev, "reply": m})
                 else:
                     # Forward compatibility (docs/protocol.md "Versioning").
-                    log.info("%s: ignoring unknown message type %r", dev, t)
+                    log.info("%s: ignoring unknown message type %r", dev, M.printable(t[:32]))
+                if t in ("hello", "batch", "gap", "health"):
+                    self._store_err = None
             except StoreError as e:
                 # 1011: nothing of what failed was acked; the device keeps it and resends.
                 self.stats["errors"] += 1
+                self._store_err = str(e) or type(e).__name__
                 log.error("%s: store failed: %s", dev, e)
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
@@ -673,6 +838,32 @@ def _finite(x):
     return x
 
 
+def _path(request):
+    # never the query: a client may have put a secret there, and it must not reach the log
+    return request.path.split("?", 1)[0][:100]
+
+
+class _Redact(logging.Filter):
+    """websockets logs every request and response header at debug level: credentials
+    (tokens, session ids) are replaced before any handler sees them."""
+    SECRET = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+
+    def filter(self, record):
+        args = record.args
+        if (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str)
+                and args[0].lower() in self.SECRET):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+WS_LOG = logging.getLogger("fieldlink.collector.ws")
+WS_LOG.addFilter(_Redact())
+
+
+def _peer(conn):
+    return conn.remote_address[0] if conn.remote_address else "?"
+
+
 def _bearer(headers):
     auth = headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -692,9 +883,13 @@ def _body(status, body, ctype):
         ("Content-Type", ctype),
         ("Cache-Control", "no-store"),
         # The dashboard loads nothing from elsewhere; say so to the browser too.
-        ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:"),
+        # connect-src 'self' covers ws(s):// to this host in current browsers (CSP level 3)
+        ("Content-Security-Policy", "default-src 'self'; connect-src 'self'; "
+                                    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
     ])
-    return Response(status, "OK" if status == 200 else "Error", headers, body)
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 def _host_for_url(host):

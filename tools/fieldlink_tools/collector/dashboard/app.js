@@ -1,5 +1,7 @@
-// fieldlink dashboard: keeps a WebSocket to the collector's read-only /live feed and renders
-// devices, their newest readings, acks, drops/gaps and health. Plain JS, no build step.
+// fieldlink dashboard: logs in with a token typed into the page (exchanged at /api/session for an
+// HttpOnly session cookie; the token is kept nowhere), then keeps a WebSocket to the read-only
+// /live feed and renders devices, their newest readings, acks, drops/gaps and health.
+// Plain JS, no build step.
 "use strict";
 
 const FEED_MAX = 100;     // rows kept in the readings table
@@ -173,9 +175,53 @@ function setStatus(on, text) {
   s.dataset.state = on ? "live" : "offline";
 }
 
+let live = null;          // the /live WebSocket while logged in
+
+function showLogin(message) {
+  document.getElementById("login").hidden = false;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("login-error").textContent = message || "";
+  setStatus(false, "logged out");
+  document.getElementById("token").focus();
+}
+
+async function session(method, token) {
+  const headers = token ? { "Authorization": "Bearer " + token } : {};
+  const r = await fetch("api/session", { method, headers, credentials: "same-origin",
+                                         cache: "no-store" });
+  return r.status;
+}
+
+function loggedIn() {
+  document.getElementById("login").hidden = true;
+  document.getElementById("logout").hidden = false;
+  if (!live) connect();
+}
+
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const box = document.getElementById("token");
+  const token = box.value;
+  box.value = "";                         // not kept: the cookie carries the session
+  let status;
+  try { status = await session("POST", token); } catch (e) { status = 0; }
+  if (status === 200) loggedIn();
+  else showLogin(status === 429 ? "too many failed tokens: wait a little"
+                 : status === 401 ? "wrong token" : "login failed (" + status + ")");
+});
+
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await session("DELETE"); } catch (e) { /* logged out locally anyway */ }
+  const ws = live;
+  live = null;
+  if (ws) ws.close();
+  showLogin();
+});
+
 function connect() {
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live";
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(url);          // the session cookie goes along (same origin)
+  live = ws;
   ws.onmessage = (ev) => {
     let m;
     try { m = JSON.parse(ev.data); } catch (e) { return; }
@@ -185,11 +231,18 @@ function connect() {
     if (m.t === "snapshot") { retryMs = 500; setStatus(true, "live"); }
     renderDevices();
   };
-  ws.onclose = () => {
+  ws.onclose = async () => {
+    if (live !== ws) return;              // logged out
+    live = null;
     setStatus(false, "reconnecting…");
-    setTimeout(connect, retryMs);
+    // A refused upgrade looks like any lost connection: ask whether the session still holds.
+    let status;
+    try { status = await session("GET"); } catch (e) { status = 0; }
+    if (status === 401) { showLogin("session ended: log in again"); return; }
+    setTimeout(() => { if (!live) connect(); }, retryMs);
     retryMs = Math.min(retryMs * 2, 10000);
   };
 }
 
-connect();
+session("GET").then((status) => status === 200 ? loggedIn() : showLogin(),
+                    () => showLogin("collector unreachable"));
