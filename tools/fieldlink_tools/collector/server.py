@@ -6,6 +6,7 @@ dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and
 `/api/devices` a JSON snapshot.
 """
 import asyncio
+import collections
 import email.utils
 import http
 import hmac
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
 from . import auth as A
+from . import limits as L
 from . import messages as M
 from .store import StoreError
 
@@ -54,6 +56,10 @@ _ROUTES = {
 }
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 HEALTH_PROBE_EVERY = 2.0   # s: /healthz writes to the store at most this often
+WRITE_LIMIT = 64 * 1024    # bytes buffered for sending before a send waits (per connection)
+MAX_QUEUE = 16             # received messages buffered before reading the socket pauses
+VIEWER_EVENTS = 2000       # events a viewer may fall behind, and
+VIEWER_BYTES = 1 << 20     # bytes of them, before it is closed with 1013
 
 
 class DeviceNotConnected(Exception):
@@ -102,27 +108,42 @@ class Devices:
 
 
 class Subscription:
-    """An async iterator of collector events (dicts with a `t` field). Bounded: a consumer
-    that falls `maxsize` events behind is cut off (`overflowed` becomes True) rather than
-    letting the collector's memory grow."""
+    """An async iterator of collector events (dicts with a `t` field; JSON text for a `text`
+    subscription, serialised once for every viewer). Bounded: a consumer that falls `maxsize`
+    events (or `max_bytes` of text) behind is cut off (`overflowed` becomes True, `on_overflow`
+    is called) rather than letting the collector's memory grow; the publisher never waits."""
 
-    def __init__(self, collector, maxsize):
+    def __init__(self, collector, maxsize, text=False, max_bytes=None, on_overflow=None):
         self._collector = collector
         self._q = asyncio.Queue(maxsize)
+        self.text = text
+        self.max_bytes = max_bytes
+        self.bytes = 0             # text queued, not yet taken
+        self.on_overflow = on_overflow
         self.overflowed = False
         self.closed = False
 
     def _put(self, event):
+        if self.max_bytes is not None:
+            self.bytes += len(event)
+            if self.bytes > self.max_bytes:
+                return self._overflow()
         try:
             self._q.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self.close()
+            self._overflow()
+
+    def _overflow(self):
+        self.overflowed = True
+        self.close()
+        if self.on_overflow is not None:
+            self.on_overflow()
 
     def close(self):
         if not self.closed:
             self.closed = True
             self._collector._subs.discard(self)
+            self._collector._text_subs.discard(self)
             try:
                 self._q.put_nowait(None)
             except asyncio.QueueFull:
@@ -137,6 +158,8 @@ class Subscription:
         event = await self._q.get()
         if event is None or (self.overflowed and self._q.empty()):
             raise StopAsyncIteration
+        if self.max_bytes is not None:
+            self.bytes -= len(event)
         return event
 
     async def get(self, timeout=None):
@@ -199,6 +222,13 @@ class Collector:
         self._server = None
         self._live = {}                        # device -> _Session
         self._subs = set()
+        self._text_subs = set()                # viewers: events as JSON text
+        self._tcp = 0                          # TCP connections open (descriptors)
+        self._pending = collections.Counter()  # source -> handshakes in progress
+        self._handshaking = collections.OrderedDict()   # those connections, oldest first
+        self._evicting = 0                     # aborted for room, not yet gone
+        self.fd_budget = None                  # connections this process can hold (start())
+        self.viewer_bytes = VIEWER_BYTES
         self._cmd_ids = itertools.count(1)
         # SQLite blocks (fsync): run every store call on one worker thread, in order, so the
         # event loop keeps serving other devices while a commit is on its way to disk.
@@ -222,7 +252,16 @@ class Collector:
             compression=None,
             server_header="fieldlink-collector",
             logger=WS_LOG,
+            max_queue=MAX_QUEUE,
+            write_limit=WRITE_LIMIT,
+            create_connection=lambda *a, **kw: L.BoundedConnection(self, *a, **kw),
         )
+        self.fd_budget = L.fd_budget()
+        want = self.max_devices + self.max_viewers + self.max_admins
+        if self.fd_budget < want:
+            log.warning("only %d file descriptors for connections (ulimit -n) but the limits add"
+                        " up to %d: raise the limit; devices are kept %d of them",
+                        self.fd_budget, want, min(self.max_devices, self.fd_budget))
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("listening on %s", self.url)
@@ -326,6 +365,63 @@ class Collector:
     def _publish(self, event):
         for sub in list(self._subs):
             sub._put(event)
+        if self._text_subs:
+            text = json_text(event)
+            for sub in list(self._text_subs):
+                sub._put(text)
+
+    # -- connections: descriptors and per-source handshakes -----------------------------
+
+    def tcp_opened(self, conn, transport):
+        """A TCP connection was accepted. One source may have only so many handshakes in
+        progress; at the descriptor budget the oldest handshake in progress makes room (a
+        device's takes milliseconds, an idle stranger's would last open_timeout); inside the
+        descriptors kept for devices a connection may only become a device."""
+        self._tcp += 1
+        peer = transport.get_extra_info("peername")
+        source = peer[0] if peer else "?"
+        if self._pending[source] >= L.MAX_PENDING_PER_SOURCE:
+            log.warning("dropped a connection from %s: too many handshakes in progress from"
+                        " there", source)
+            transport.abort()
+            return
+        budget = self.fd_budget if self.fd_budget is not None else float("inf")
+        if self._tcp - self._evicting > budget:
+            if not self._handshaking:
+                log.warning("dropped a connection from %s: no descriptor left", source)
+                transport.abort()
+                return
+            old, _ = self._handshaking.popitem(last=False)
+            log.warning("dropped a handshake from %s in progress: descriptors ran out",
+                        old.fl_source)
+            self._evicting += 1
+            old.fl_evicted = True
+            self._handshake_done(old)
+            old.transport.abort()
+        kept = max(0, min(self.max_devices, budget) - len(self._live))
+        conn.fl_reserve_only = self._tcp > budget - kept
+        conn.fl_source = source
+        self._pending[source] += 1
+        self._handshaking[conn] = None
+
+    def _handshake_done(self, conn):
+        source = getattr(conn, "fl_source", None)
+        if source is not None:
+            conn.fl_source = None
+            self._handshaking.pop(conn, None)
+            self._pending[source] -= 1
+            if self._pending[source] <= 0:
+                del self._pending[source]
+
+    def tcp_closed(self, conn):
+        self._tcp -= 1
+        if getattr(conn, "fl_evicted", False):
+            self._evicting -= 1
+        self._handshake_done(conn)
+
+    def reply_backlog(self, conn):
+        log.warning("closing %s: it leaves its pongs unread (more than %d bytes)",
+                    getattr(conn, "fl_device", None) or _peer(conn), L.MAX_REPLY_BACKLOG)
 
     async def store_problem(self):
         """None when the store takes writes, else why not (what /healthz answers): the last
@@ -414,6 +510,7 @@ class Collector:
 
     async def _process_request(self, conn, request):
         """Routes, and authentication in the HTTP upgrade (before any data is accepted)."""
+        self._handshake_done(conn)
         try:
             path = _path(request)
             route = _ROUTES.get(path)
@@ -430,6 +527,8 @@ class Collector:
                 # Devices are not browsers (no DNS rebinding, no cookies): they name the
                 # collector however their config says.
                 return self._auth_device(conn, request)
+            if getattr(conn, "fl_reserve_only", False):
+                return _text(conn, 503, "the remaining connections are kept for devices\n")
             if kind != "healthz" and not self._host_ok(request):
                 return _text(conn, 421, "unknown Host; see --allowed-host\n")
             if kind in ("live", "admin", "session") and not self._same_origin(request):
@@ -747,14 +846,19 @@ class Collector:
     async def _live_feed(self, ws):
         """Read-only feed for the dashboard: a snapshot, then events as they happen.
         Anything the browser sends is ignored."""
-        sub = self.subscribe(maxsize=2000)
+        # A viewer that does not keep up is closed (1013: reconnect for a fresh snapshot);
+        # nothing waits for it. Its send buffer is bounded by write_limit, its queue here.
+        sub = Subscription(self, VIEWER_EVENTS, text=True, max_bytes=self.viewer_bytes,
+                           on_overflow=lambda: asyncio.ensure_future(
+                               _close_quietly(ws, 1013, "fell behind; reconnect")))
+        self._text_subs.add(sub)
         try:
             await ws.send(json_text(await self.snapshot()))
             # When the browser goes away, end the subscription too (not at the next event).
             drain = asyncio.ensure_future(_discard_incoming(ws, sub.close))
             try:
-                async for event in sub:
-                    await ws.send(json.dumps(event))
+                async for text in sub:
+                    await ws.send(text)
             finally:
                 drain.cancel()
             if sub.overflowed:
@@ -858,6 +962,8 @@ class _Redact(logging.Filter):
 
 WS_LOG = logging.getLogger("fieldlink.collector.ws")
 WS_LOG.addFilter(_Redact())
+for _name in ("fieldlink.collector", "fieldlink.collector.ws", "asyncio"):
+    logging.getLogger(_name).addFilter(L.RepeatFilter())
 
 
 def _peer(conn):
