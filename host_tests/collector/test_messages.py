@@ -5,7 +5,11 @@ import json
 import pytest
 
 from collector_fixtures import hello, readings
+from dualsupport import load_vectors
 from fieldlink_tools.collector import messages as M
+
+# The same vectors the firmware's proto tests use (host_tests/firmware/test_proto.py).
+V = load_vectors("proto")
 
 
 def health(**kw):
@@ -256,3 +260,28 @@ def test_hello_strings_must_be_printable():
         with pytest.raises(M.ProtocolError) as e:
             M.parse(json.dumps(hello("dev-1", **{field: "1.0\n2"})))
         assert e.value.close_code == 1007
+
+
+# -- the shared protocol vectors ----------------------------------------------------------------
+
+@pytest.mark.parametrize("case", V["device_ok"], ids=lambda c: c["text"][:40])
+def test_vectors_device_ok(case):
+    m = M.parse(case["text"])
+    if m["t"] == "batch":
+        assert M.split_batch(m)[1] == []
+
+
+@pytest.mark.parametrize("case", V["device_bad"], ids=lambda c: c["text"][:40])
+def test_vectors_device_bad(case):
+    with pytest.raises(M.ProtocolError) as e:
+        m = M.parse(case["text"])
+        M.split_batch(m) if m["t"] == "batch" else None
+    assert e.value.close_code == case["code"], (case, e.value.msg)
+
+
+@pytest.mark.parametrize("case", V["device_rejected"], ids=lambda c: c["text"][:40])
+def test_vectors_device_rejected(case):
+    good, rejected = M.split_batch(M.parse(case["text"]))
+    assert [q for q, _ in rejected] == case["seqs"]
+    assert sorted([r["q"] for r in good] + case["seqs"]) == [
+        r["q"] for r in json.loads(case["text"])["r"]]
