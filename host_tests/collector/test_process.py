@@ -130,7 +130,7 @@ def test_bad_inputs_are_one_line_naming_the_culprit(tmp_path, capsys, case):
     }[case]
     if "--db" not in args:
         args = ["--db", db] + args
-    (tmp_path / "ok.json").write_text('{"d": "t"}')
+    (tmp_path / "ok.json").write_text('{"d": "a-device-token-of-24-chars"}')
     rc = cli.main(["server", "--port", "0", "--devices", str(tmp_path / "ok.json")] + args)
     err = capsys.readouterr().err
     assert rc == 2, err
@@ -189,3 +189,12 @@ def test_tokens_from_files_and_environment_reach_the_server(collector_proc, tmp_
     assert status(c.viewer_token) == 401         # the last --viewer-token-file counts
     with open("/proc/%d/cmdline" % c.proc.pid, "rb") as f:
         assert b"viewer-token-from-a-file" not in f.read()
+
+
+def test_short_device_tokens_are_named_at_startup(tmp_path, capsys):
+    from fieldlink_tools import cli
+    (tmp_path / "d.json").write_text('{"weak-1": "abc", "ok-1": "a-device-token-of-24-chars"}')
+    cli.main(["server", "--port", "0", "--devices", str(tmp_path / "d.json"),
+              "--db", str(tmp_path / "x" / "c.db"), "--keep-health", "-1"])
+    err = capsys.readouterr().err
+    assert "1 device token(s) shorter than 16 characters (weak-1)" in err and "abc" not in err

@@ -19,7 +19,7 @@ import signal
 import ssl
 import sys
 
-from .auth import Tokens
+from .auth import MIN_TOKEN, Tokens
 from .server import (DEFAULT_MAX_ADMINS, DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES,
                      DEFAULT_MAX_MESSAGE, DEFAULT_MAX_VIEWERS, Collector, Devices)
 from .store import DEFAULT_KEEP_HEALTH, SQLiteStore, StoreError
@@ -133,6 +133,12 @@ def run(args):
         return 2
     if not devices.tokens:
         print("fieldlink server: warning: no devices allowed (use --devices FILE)",
+              file=sys.stderr)
+    short = sorted(d for d, t in devices.tokens.items() if len(t) < MIN_TOKEN)
+    if short:
+        print("fieldlink server: warning: %d device token(s) shorter than %d characters (%s):"
+              " give them longer ones" % (len(short), MIN_TOKEN, ", ".join(short[:5])
+                                          + (", ..." if len(short) > 5 else "")),
               file=sys.stderr)
     ctx = None
     if args.cert or args.key:
