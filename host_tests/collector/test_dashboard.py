@@ -41,6 +41,11 @@ async def wait_for(fn, what, timeout=DEADLINE, interval=0.1):
         await asyncio.sleep(interval)
 
 
+async def filtered_if(fn, first):
+    got = await fn()
+    return got if got.startswith(first) else None
+
+
 class DevTools:
     """The few DevTools calls this test needs, over websockets."""
 
@@ -86,6 +91,8 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
         proc = None
         try:
             # Stored before the page opens: must come from the snapshot.
+            for k in range(120):   # a fleet: the table pages and filters instead of growing
+                store.add_readings("fleet-%03d" % k, readings([1]), 1)
             await device_send(c.url, [hello("dev-1"), {"t": "batch", "r": readings([1, 2, 3])}])
             proc = subprocess.Popen(
                 [exe, *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, c.http_url],
@@ -142,7 +149,12 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                                    " td.ack').textContent") == "3"
 
                 # Sent now, while the page is open: must appear without a reload.
-                await dt.js("window.__marker = 'same page'")
+                await dt.js("window.__marker = 'same page';"
+                            "document.querySelector('#devices tr[data-dev=\"fleet-000\"]')"
+                            ".__kept = true")
+                assert await dt.js("[document.querySelector('#devices tbody').children.length,"
+                                   " document.getElementById('page').textContent]") == [
+                    50, "page 1 of 3 (121 shown)"]
                 await device_send(c.url, [hello("dev-1", next=4),
                                           {"t": "batch", "r": readings([4, 5, 6])},
                                           {"t": "gap", "from": 7, "to": 9, "why": "dropped"},
@@ -175,6 +187,20 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 await wait_for(heap_shown, "the health message on the page")
                 heap = await dt.js(heap_js)
                 assert heap == ["9000 / 4000 (2 readings skipped)", True], heap
+                # An event redraws its own device's row only, not the table.
+                assert await dt.js("document.querySelector('#devices tr[data-dev=\"fleet-000\"]')"
+                                   ".__kept === true")
+                await dt.js("const s = document.getElementById('search'); s.value = 'FLEET-11';"
+                            "s.dispatchEvent(new Event('input'))")
+
+                async def filtered():
+                    return await dt.js("Array.from(document.querySelectorAll('#devices tbody tr'))"
+                                       ".map(tr => tr.dataset.dev).join(' ')")
+                got = await wait_for(lambda: filtered_if(filtered, "fleet-110"), "the filter")
+                assert got.split() == ["fleet-%03d" % k for k in range(110, 120)], got
+                await dt.js("document.getElementById('next').click()")
+                assert await dt.js("document.getElementById('next').disabled") is True
+
                 # Logging out ends the session on the server, not just on the page.
                 await dt.js("document.getElementById('logout').click()")
                 await wait_for(login_shown, "the login form after logging out")

@@ -44,48 +44,102 @@ function device(id) {
   return d;
 }
 
-function renderDevices() {
-  const body = document.querySelector("#devices tbody");
-  body.replaceChildren();
-  const ids = Array.from(state.devices.keys()).sort();
-  document.getElementById("no-devices").hidden = ids.length > 0;
-  for (const id of ids) {
-    const d = state.devices.get(id);
-    const h = d.health || {}, hi = d.hello || {};
-    const tr = el("tr");
-    tr.dataset.dev = id;
-    tr.append(el("td", id));
-    tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
-    tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
-    tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
-    const ack = el("td", d.ack, "num ack");
-    tr.append(ack);
-    tr.append(el("td", d.readings, "num stored"));
-    const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
-    tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
-    tr.append(el("td", d.gaps, "num"));
-    // readings the board sampled but had no heap to keep (no seq: in no gap) show here
-    const skipped = h.skipped || 0;
-    tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min +
-                 (skipped ? " (" + skipped + " readings skipped)" : "") : "–",
-                 "num heap" + (skipped ? " warn" : "")));
-    tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
-    tr.append(el("td", fmtUptime(h.uptime_s), "num"));
-    tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
-    tr.append(el("td", h.held !== undefined ? h.held : "–", "num"));
-    const vals = el("td", null, "values");
-    for (const [name, r] of Array.from(d.values.entries()).sort()) {
-      const s = el("span", name + " " + fmtValue(r));
-      s.dataset.name = name;
-      vals.append(s);
-    }
-    tr.append(vals);
-    body.append(tr);
+// The device table shows one page of the (filtered) devices; an event redraws only its own
+// device's row, at most once per animation frame, so 10,000 devices cost what 50 do.
+const PAGE = 50;
+const view = { filter: "", page: 0, ids: null, dirty: new Set(), all: false, scheduled: false };
+
+function deviceRow(d) {
+  const h = d.health || {}, hi = d.hello || {};
+  const tr = el("tr");
+  tr.dataset.dev = d.device;
+  tr.append(el("td", d.device));
+  tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
+  tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
+  tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
+  tr.append(el("td", d.ack, "num ack"));
+  tr.append(el("td", d.readings, "num stored"));
+  const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
+  tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
+  tr.append(el("td", d.gaps, "num"));
+  // readings the board sampled but had no heap to keep (no seq: in no gap) show here
+  const skipped = h.skipped || 0;
+  tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min +
+               (skipped ? " (" + skipped + " readings skipped)" : "") : "–",
+               "num heap" + (skipped ? " warn" : "")));
+  tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
+  tr.append(el("td", fmtUptime(h.uptime_s), "num"));
+  tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
+  tr.append(el("td", h.held !== undefined ? h.held : "–", "num"));
+  const vals = el("td", null, "values");
+  for (const [name, r] of Array.from(d.values.entries()).sort()) {
+    const s = el("span", name + " " + fmtValue(r));
+    s.dataset.name = name;
+    vals.append(s);
   }
-  document.getElementById("counts").textContent =
-    ids.length + " device(s), " + Array.from(state.devices.values()).filter(d => d.connected).length +
-    " online, " + state.readings + " readings seen live";
+  tr.append(vals);
+  return tr;
 }
+
+// Called after every event: `id` is the device it changed, or nothing for "everything".
+function renderDevices(id) {
+  if (id === undefined) view.all = true;
+  else view.dirty.add(id);
+  if (!view.scheduled) {
+    view.scheduled = true;
+    requestAnimationFrame(drawDevices);
+  }
+}
+
+function shownIds() {
+  if (view.ids === null) {
+    const f = view.filter;
+    view.ids = Array.from(state.devices.keys()).filter(id => !f || id.toLowerCase().includes(f))
+      .sort();
+  }
+  return view.ids;
+}
+
+function drawDevices() {
+  view.scheduled = false;
+  const body = document.querySelector("#devices tbody");
+  const newDevice = Array.from(view.dirty).some(id => !body.querySelector(
+    'tr[data-dev="' + CSS.escape(id) + '"]') && (!view.filter || id.toLowerCase().includes(view.filter)));
+  if (view.all || newDevice) view.ids = null;
+  const ids = shownIds();
+  const pages = Math.max(1, Math.ceil(ids.length / PAGE));
+  view.page = Math.min(view.page, pages - 1);
+  const onPage = ids.slice(view.page * PAGE, (view.page + 1) * PAGE);
+  if (view.all || newDevice) {
+    body.replaceChildren(...onPage.map(id => deviceRow(state.devices.get(id))));
+  } else {
+    for (const id of view.dirty) {
+      const tr = body.querySelector('tr[data-dev="' + CSS.escape(id) + '"]');
+      if (tr) tr.replaceWith(deviceRow(state.devices.get(id)));
+    }
+  }
+  view.dirty.clear();
+  view.all = false;
+  document.getElementById("no-devices").hidden = state.devices.size > 0;
+  document.getElementById("page").textContent = ids.length > PAGE ?
+    "page " + (view.page + 1) + " of " + pages + " (" + ids.length + " shown)" :
+    ids.length + " shown";
+  document.getElementById("prev").disabled = view.page === 0;
+  document.getElementById("next").disabled = view.page >= pages - 1;
+  let online = 0;
+  for (const d of state.devices.values()) if (d.connected) online++;
+  document.getElementById("counts").textContent =
+    state.devices.size + " device(s), " + online + " online, " + state.readings +
+    " readings seen live";
+}
+
+document.getElementById("search").addEventListener("input", (ev) => {
+  view.filter = ev.target.value.trim().toLowerCase();
+  view.page = 0;
+  renderDevices();
+});
+document.getElementById("prev").addEventListener("click", () => { view.page--; renderDevices(); });
+document.getElementById("next").addEventListener("click", () => { view.page++; renderDevices(); });
 
 function addFeedRow(dev, r, fresh) {
   const body = document.querySelector("#feed tbody");
@@ -229,7 +283,7 @@ function connect() {
     if (!h) return;                       // unknown events: newer server, ignore
     h(m);
     if (m.t === "snapshot") { retryMs = 500; setStatus(true, "live"); }
-    renderDevices();
+    renderDevices(m.t === "snapshot" ? undefined : m.dev);
   };
   ws.onclose = async () => {
     if (live !== ws) return;              // logged out
