@@ -256,3 +256,28 @@ def test_no_token_reaches_the_log_even_at_debug(tmp_path, caplog):
     assert "Authorization" in text or "authorization" in text.lower()   # debug logging was on
     for secret in (device_token, guessed, VIEWER, ADMIN, sid):
         assert secret not in text, secret
+
+
+def test_the_session_cookie_is_secure_over_tls(tmp_path):
+    import ssl
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def main():
+        async with Server(tmp_path / "c.db", ssl_context=server_ctx) as c:
+            def go():
+                conn = http.client.HTTPSConnection("127.0.0.1", c.port, timeout=T,
+                                                   context=client_ctx)
+                try:
+                    conn.request("POST", "/api/session", headers=AS_VIEWER)
+                    r = conn.getresponse()
+                    return r.status, r.getheader("Set-Cookie")
+                finally:
+                    conn.close()
+            st, cookie = await asyncio.get_running_loop().run_in_executor(None, go)
+            assert st == 200 and "Secure" in [a.strip() for a in cookie.split(";")]
+    run(main())
