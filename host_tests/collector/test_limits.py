@@ -200,3 +200,36 @@ def test_repeated_log_lines_are_counted_not_written():
     r = rec("refused %s", 99)
     assert f.filter(r) and r.getMessage() == (
         "refused 99 (and 7 similar lines left out in 10 s)")
+
+
+def test_handshakes_in_progress_are_bounded_per_source(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", max_handshakes_per_source=3) as c:
+            loop = asyncio.get_running_loop()
+
+            def idle_strangers():
+                socks = [socket.create_connection(("127.0.0.1", c.port), timeout=T)
+                         for _ in range(5)]
+                dropped = []
+                for s in socks[3:]:
+                    try:
+                        dropped.append(s.recv(1) == b"")
+                    except ConnectionResetError:
+                        dropped.append(True)
+                return socks, dropped
+            socks, dropped = await loop.run_in_executor(None, idle_strangers)
+            try:
+                assert dropped == [True, True]
+                assert c._pending["127.0.0.1"] == 3
+                for s in socks[:3]:
+                    s.close()
+                deadline = time.monotonic() + T
+                while c._pending:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                async with dev_connect(c.url) as ws:
+                    await do_hello(ws)
+            finally:
+                for s in socks:
+                    s.close()
+    run(main())

@@ -20,6 +20,7 @@ import ssl
 import sys
 
 from .auth import MIN_TOKEN, Tokens
+from .limits import MAX_PENDING_PER_SOURCE
 from .server import (DEFAULT_MAX_ADMINS, DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES,
                      DEFAULT_MAX_MESSAGE, DEFAULT_MAX_VIEWERS, Collector, Devices)
 from .store import DEFAULT_KEEP_HEALTH, SQLiteStore, StoreError
@@ -72,6 +73,10 @@ def add_arguments(p):
                    help="most /live connections at once; more get 503 (default %(default)s)")
     p.add_argument("--max-admins", type=int, default=DEFAULT_MAX_ADMINS, metavar="N",
                    help="most /admin connections at once; more get 503 (default %(default)s)")
+    p.add_argument("--max-handshakes-per-source", type=int, default=MAX_PENDING_PER_SOURCE,
+                   metavar="N", help="connections from one address still in their opening "
+                   "handshake; more are dropped (default %(default)s; raise it for many "
+                   "devices behind one NAT)")
     p.add_argument("--keep-health", type=int, default=DEFAULT_KEEP_HEALTH, metavar="N",
                    help="health messages kept per device, the newest N (default %(default)s, "
                         "a week at one a minute; 0 keeps all); readings and gaps are all kept")
@@ -175,7 +180,8 @@ async def _main(args, devices, ctx, store):
         max_message=args.max_message, max_batch=args.max_batch, max_devices=args.max_devices,
         admin_token=args.admin_token, viewer_token=args.viewer_token,
         allowed_hosts=args.allowed_host, max_viewers=args.max_viewers,
-        max_admins=args.max_admins, ping_interval=args.ping_interval or None,
+        max_admins=args.max_admins,
+        max_handshakes_per_source=args.max_handshakes_per_source, ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout or None, print_readings=printer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

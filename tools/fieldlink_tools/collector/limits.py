@@ -11,8 +11,9 @@ from websockets.asyncio.server import ServerConnection
 # Bytes of automatic replies (pongs, close frames) a peer may leave unread: a ping flood that
 # never reads its pongs would otherwise grow the server byte for byte.
 MAX_REPLY_BACKLOG = 256 * 1024
-# Handshakes in progress from one address: idle TCP connections cannot use up the descriptors.
-MAX_PENDING_PER_SOURCE = 64
+# Handshakes in progress from one address (idle TCP connections cost a descriptor and memory
+# until the open timeout); generous, as a site's devices behind one NAT reconnect together.
+MAX_PENDING_PER_SOURCE = 256
 # Descriptors that are not connections: the database and its WAL, the log, listening sockets.
 FD_SPARE = 64
 

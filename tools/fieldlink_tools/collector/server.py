@@ -193,7 +193,7 @@ class Collector:
                  ping_interval=20, ping_timeout=20, print_readings=None, hello_timeout=30,
                  open_timeout=10, allowed_hosts=(), max_viewers=DEFAULT_MAX_VIEWERS,
                  max_admins=DEFAULT_MAX_ADMINS, session_ttl=12 * 3600,
-                 failures=None):
+                 failures=None, max_handshakes_per_source=L.MAX_PENDING_PER_SOURCE):
         self.store = store
         self.devices = devices if isinstance(devices, Devices) else Devices(devices)
         self.host = host
@@ -209,6 +209,7 @@ class Collector:
         if host not in ("", "0.0.0.0", "::", None):
             self.allowed_hosts.add(host.lower())
         self.max_viewers = max_viewers
+        self.max_handshakes_per_source = max_handshakes_per_source
         self.max_admins = max_admins
         self._counts = {"live": 0, "admin": 0}
         self._store_err = None                 # the last store failure on the devices' path
@@ -380,7 +381,7 @@ class Collector:
         self._tcp += 1
         peer = transport.get_extra_info("peername")
         source = peer[0] if peer else "?"
-        if self._pending[source] >= L.MAX_PENDING_PER_SOURCE:
+        if self._pending[source] >= self.max_handshakes_per_source:
             log.warning("dropped a connection from %s: too many handshakes in progress from"
                         " there", source)
             transport.abort()
