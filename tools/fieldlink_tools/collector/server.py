@@ -287,7 +287,7 @@ class Collector:
         """Close every connection (1001 by default) and wait for the handlers to finish.
         The store is not closed: it belongs to whoever made it."""
         if self._server is not None:
-            for sub in list(self._subs):
+            for sub in list(self._subs | self._text_subs):
                 sub.close()
             self._server.close(code=code, reason="server shutting down")
             await self._server.wait_closed()
