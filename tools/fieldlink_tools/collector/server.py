@@ -57,7 +57,9 @@ _ROUTES = {
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 HEALTH_PROBE_EVERY = 2.0   # s: /healthz writes to the store at most this often
 WRITE_LIMIT = 64 * 1024    # bytes buffered for sending before a send waits (per connection)
-MAX_QUEUE = 16             # received messages buffered before reading the socket pauses
+# received messages buffered before reading the socket pauses (TCP back-pressure): a device's
+# window (64 readings in batches of 20) and its health fit; a hostile one buffers <= 8 x 64 KiB
+MAX_QUEUE = 8
 VIEWER_EVENTS = 2000       # events a viewer may fall behind, and
 VIEWER_BYTES = 1 << 20     # bytes of them, before it is closed with 1013
 
