@@ -233,3 +233,35 @@ def test_handshakes_in_progress_are_bounded_per_source(tmp_path):
                 for s in socks:
                     s.close()
     run(main())
+
+
+async def _get_status(port, path, headers):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n" % (path, port, "".join(
+        "%s: %s\r\n" % kv for kv in headers.items()))).encode())
+    await w.drain()
+    status = int((await asyncio.wait_for(r.readline(), T)).split()[1])
+    await asyncio.wait_for(r.read(), T)
+    w.close()
+    return status
+
+
+def test_a_crowd_of_viewers_costs_the_store_one_snapshot_at_a_time(tmp_path):
+    calls = []
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            real = c.store.devices
+
+            def slow_devices():
+                calls.append(1)
+                time.sleep(0.2)       # a big fleet: the store thread is busy meanwhile
+                return real()
+            c.store.devices = slow_devices
+            got = await asyncio.gather(*[_get_status(c.port, "/api/devices", AS_VIEWER)
+                                         for _ in range(20)])
+            assert got == [200] * 20
+            async with connect(c.url[:-3] + "/live", additional_headers=AS_VIEWER) as ws:
+                assert (await recv(ws))["t"] == "snapshot"
+    run(main())
+    assert len(calls) <= 4, len(calls)      # was one per request: 21

@@ -226,6 +226,8 @@ class Collector:
         self._live = {}                        # device -> _Session
         self._subs = set()
         self._text_subs = set()                # viewers: events as JSON text
+        self._snap_next = None                 # the snapshot viewers wait for (not started)
+        self._snap_lock = asyncio.Lock()
         self._tcp = 0                          # TCP connections open (descriptors)
         self._pending = collections.Counter()  # source -> handshakes in progress
         self._handshaking = collections.OrderedDict()   # those connections, oldest first
@@ -351,6 +353,25 @@ class Collector:
             d["connected"] = s is not None
             d["peer"] = s.peer if s else None
         return {"t": "snapshot", "time": time.time(), "devices": devs}
+
+    async def _shared_snapshot(self):
+        """snapshot() for viewers and /api/devices: computed once for everyone asking while the
+        previous one runs, and always started after the call (a /live viewer subscribes first,
+        so it misses nothing), so a crowd of viewers costs the store thread one snapshot at a
+        time, not one each."""
+        if self._snap_next is None:
+            self._snap_next = asyncio.get_running_loop().create_future()
+            asyncio.ensure_future(self._run_snapshot(self._snap_next))
+        return await asyncio.shield(self._snap_next)
+
+    async def _run_snapshot(self, fut):
+        async with self._snap_lock:
+            if self._snap_next is fut:
+                self._snap_next = None          # who asks from now on gets the next one
+            try:
+                fut.set_result(await self.snapshot())
+            except Exception as e:
+                fut.set_exception(e)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -552,7 +573,7 @@ class Collector:
                 name, ctype = _STATIC[path]
                 return _body(200, (DASHBOARD / name).read_bytes(), ctype)
             if kind == "devices":
-                snap = await self.snapshot()
+                snap = await self._shared_snapshot()
                 return _body(200, json_text(snap).encode(), "application/json")
             if kind == "healthz":
                 problem = await self.store_problem()
@@ -856,7 +877,7 @@ class Collector:
                                _close_quietly(ws, 1013, "fell behind; reconnect")))
         self._text_subs.add(sub)
         try:
-            await ws.send(json_text(await self.snapshot()))
+            await ws.send(json_text(await self._shared_snapshot()))
             # When the browser goes away, end the subscription too (not at the next event).
             drain = asyncio.ensure_future(_discard_incoming(ws, sub.close))
             try:
