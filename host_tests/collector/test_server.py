@@ -689,3 +689,19 @@ def test_a_huge_health_message_is_stored_bounded(tmp_path):
             body = c.store.devices()[0]["health"]
             assert len(json.dumps(body)) < 4096 and body["heap_free"] == 1
     run(main())
+
+
+def test_an_old_database_holding_infinity_still_gives_strict_json(tmp_path):
+    import urllib.request
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            # written by a collector from before numbers were checked
+            c.store.add_readings("dev-1", readings([1], value=lambda q: float("inf")), 1)
+            c.store.record_health("dev-1", {"uptime_s": float("nan")})
+            req = urllib.request.Request(c.http_url + "api/devices", headers=AS_VIEWER)
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(req, timeout=T).read())
+            dev = _strict(body)["devices"][0]
+            assert dev["latest"][0]["v"] is None and dev["health"]["uptime_s"] is None
+    run(main())
