@@ -189,6 +189,10 @@ def test_tokens_from_files_and_environment_reach_the_server(collector_proc, tmp_
     assert status(c.viewer_token) == 401         # the last --viewer-token-file counts
     with open("/proc/%d/cmdline" % c.proc.pid, "rb") as f:
         assert b"viewer-token-from-a-file" not in f.read()
+    import os
+    import stat
+    for path in (c.viewer_token_path, c.db_path + ".devices.json"):   # secrets: owner only
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
 
 def test_short_device_tokens_are_named_at_startup(tmp_path, capsys):

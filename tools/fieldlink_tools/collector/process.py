@@ -46,11 +46,8 @@ class CollectorProcess:
 
     def argv(self):
         devfile = self.db_path + ".devices.json"
-        with open(devfile, "w") as f:
-            json.dump(self.devices, f)
-        fd = os.open(self.viewer_token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.viewer_token + "\n")
+        _write_secret(devfile, json.dumps(self.devices))
+        _write_secret(self.viewer_token_path, self.viewer_token + "\n")
         # Tokens come from files and the environment ($FIELDLINK_ADMIN_TOKEN), never the
         # command line, where every local user can read them (ps, /proc/PID/cmdline).
         argv = [sys.executable, "-m", "fieldlink_tools.cli", "server", "--host", self.host,
@@ -225,3 +222,12 @@ class CollectorProcess:
                      ssl=ssl_ctx, open_timeout=open_timeout) as ws:
             ws.send(json.dumps(request))
             return json.loads(ws.recv(reply_timeout))
+
+
+def _write_secret(path, text):
+    """Write a file only its owner can read (tokens)."""
+    if os.path.exists(path):
+        os.chmod(path, 0o600)   # an older run may have left it readable
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
