@@ -1,7 +1,7 @@
 """Validation of device -> server messages of the app protocol v1 (docs/protocol.md), for the
 collector, tools and tests. Kept out of proto.py so the board never loads it (RAM)."""
-from fieldlink.proto import (CLOSE_BAD_DATA, WHY_DROPPED, WHY_REBOOT, ProtoError, _decode,
-                             _is_int, _is_num, _need, _seq)
+from fieldlink.proto import (CLOSE_BAD_DATA, CLOSE_POLICY, WHY_DROPPED, WHY_REBOOT, ProtoError,
+                             _decode, _is_int, _is_num, _need, _seq)
 
 
 def _opt_num(x):
@@ -69,7 +69,7 @@ def parse_device(text):
         for r in rs:
             _check_reading(r)
             if r["q"] <= last:
-                raise ProtoError(CLOSE_BAD_DATA, "batch: seqs must increase")
+                raise ProtoError(CLOSE_POLICY, "batch: seqs must increase")
             last = r["q"]
     elif t == "gap":
         f = _need(obj, "from", lambda x: _is_int(x) and x >= 1, "an integer >= 1")

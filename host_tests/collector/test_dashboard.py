@@ -20,6 +20,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-sync", "--no-first-run", "--disable-quic",
                   "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
 DEADLINE = 60  # s; the machine is shared, Chromium's start can be slow
+VIEWER = "viewer-token-for-the-page"
 
 
 def chromium_path():
@@ -38,6 +39,11 @@ async def wait_for(fn, what, timeout=DEADLINE, interval=0.1):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("timed out waiting for " + what)
         await asyncio.sleep(interval)
+
+
+async def filtered_if(fn, first):
+    got = await fn()
+    return got if got.startswith(first) else None
 
 
 class DevTools:
@@ -80,11 +86,13 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
 
     async def main():
         store = SQLiteStore(tmp_path / "c.db")
-        c = Collector(store, {"dev-1": "tok-1"}, port=0)
+        c = Collector(store, {"dev-1": "tok-1"}, port=0, viewer_token=VIEWER)
         await c.start()
         proc = None
         try:
             # Stored before the page opens: must come from the snapshot.
+            for k in range(120):   # a fleet: the table pages and filters instead of growing
+                store.add_readings("fleet-%03d" % k, readings([1]), 1)
             await device_send(c.url, [hello("dev-1"), {"t": "batch", "r": readings([1, 2, 3])}])
             proc = subprocess.Popen(
                 [exe, *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, c.http_url],
@@ -111,17 +119,42 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
             async with connect(url, max_size=2**24) as ws:
                 dt = DevTools(ws)
 
+                async def login_shown():
+                    return await dt.js("!document.getElementById('login').hidden")
+                await wait_for(login_shown, "the login form (no data without a token)")
+                assert await dt.js("document.querySelector('#devices tbody').children.length"
+                                   ) == 0
+                await dt.js("document.getElementById('token').value = 'wrong-token-000000';"
+                            "document.querySelector('#login button').click()")
+
+                async def refused():
+                    return await dt.js("document.getElementById('login-error').textContent")
+                assert await wait_for(refused, "the wrong token refused") == "wrong token"
+                await dt.js("document.getElementById('token').value = %s;"
+                            "document.querySelector('#login button').click()"
+                            % json.dumps(VIEWER))
+
                 async def live():
                     return await dt.js("document.getElementById('status').dataset.state"
                                        " === 'live' && document.querySelector("
                                        "'#feed tr[data-dev=\"dev-1\"][data-seq=\"3\"]') !== null")
                 await wait_for(live, "the snapshot's readings on the page")
                 assert await dt.js("document.title") == "fieldlink collector"
+                # the token is in no URL, no storage, no script-readable cookie, no field
+                assert await dt.js("[location.href.includes('token'), localStorage.length,"
+                                   " sessionStorage.length, document.cookie,"
+                                   " document.getElementById('token').value]") == [
+                    False, 0, 0, "", ""]
                 assert await dt.js("document.querySelector('#devices tr[data-dev=\"dev-1\"]"
                                    " td.ack').textContent") == "3"
 
                 # Sent now, while the page is open: must appear without a reload.
-                await dt.js("window.__marker = 'same page'")
+                await dt.js("window.__marker = 'same page';"
+                            "document.querySelector('#devices tr[data-dev=\"fleet-000\"]')"
+                            ".__kept = true")
+                assert await dt.js("[document.querySelector('#devices tbody').children.length,"
+                                   " document.getElementById('page').textContent]") == [
+                    50, "page 1 of 3 (121 shown)"]
                 await device_send(c.url, [hello("dev-1", next=4),
                                           {"t": "batch", "r": readings([4, 5, 6])},
                                           {"t": "gap", "from": 7, "to": 9, "why": "dropped"},
@@ -154,6 +187,27 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 await wait_for(heap_shown, "the health message on the page")
                 heap = await dt.js(heap_js)
                 assert heap == ["9000 / 4000 (2 readings skipped)", True], heap
+                # An event redraws its own device's row only, not the table.
+                assert await dt.js("document.querySelector('#devices tr[data-dev=\"fleet-000\"]')"
+                                   ".__kept === true")
+                await dt.js("const s = document.getElementById('search'); s.value = 'FLEET-11';"
+                            "s.dispatchEvent(new Event('input'))")
+
+                async def filtered():
+                    return await dt.js("Array.from(document.querySelectorAll('#devices tbody tr'))"
+                                       ".map(tr => tr.dataset.dev).join(' ')")
+                got = await wait_for(lambda: filtered_if(filtered, "fleet-110"), "the filter")
+                assert got.split() == ["fleet-%03d" % k for k in range(110, 120)], got
+                await dt.js("document.getElementById('next').click()")
+                assert await dt.js("document.getElementById('next').disabled") is True
+
+                # Logging out ends the session on the server, not just on the page.
+                await dt.js("document.getElementById('logout').click()")
+                await wait_for(login_shown, "the login form after logging out")
+
+                got = await dt.call("Runtime.evaluate", awaitPromise=True, returnByValue=True,
+                                    expression="fetch('api/devices').then(r => r.status)")
+                assert got["result"]["value"] == 401
                 # Nothing on the page came from elsewhere: no external requests possible.
                 assert await dt.js("Array.from(document.querySelectorAll('[src],[href]'))"
                                    ".every(e => !/^(https?:)?\\/\\//.test("

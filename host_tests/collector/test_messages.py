@@ -5,7 +5,11 @@ import json
 import pytest
 
 from collector_fixtures import hello, readings
+from dualsupport import load_vectors
 from fieldlink_tools.collector import messages as M
+
+# The same vectors the firmware's proto tests use (host_tests/firmware/test_proto.py).
+V = load_vectors("proto")
 
 
 def health(**kw):
@@ -93,7 +97,11 @@ def _one(**kw):
 
 def split(m):
     """parse() then split_batch(): (stored seqs, {seq: reason} refused)."""
-    good, rejected = M.split_batch(M.parse(json.dumps(m)))
+    return split_text(json.dumps(m))
+
+
+def split_text(text):
+    good, rejected = M.split_batch(M.parse(text))
     return [r["q"] for r in good], dict(rejected)
 
 
@@ -163,3 +171,117 @@ def test_a_huge_integer_value_is_kept_as_a_float():
     assert good[0]["v"] == 1e20 and isinstance(good[0]["v"], float)
     good, _ = M.split_batch(M.parse(json.dumps(_one(v=2 ** 63 - 1))))
     assert good[0]["v"] == 2 ** 63 - 1
+
+
+# -- what a hostile device with a valid token sent (issue 12's review) -------------------------
+
+def test_numbers_json_cannot_carry_are_refused_not_stored():
+    # `v: 1e999` parsed to infinity and was stored: /api/devices became invalid JSON
+    text = '{"t":"batch","r":[{"q":1,"ts":null,"up":0,"n":"a.b","v":1e999,"u":"C"}]}'
+    assert split_text(text) == ([], {1: "reading 1: v is out of range"})
+    text = text.replace("1e999", "-1e999").replace('"ts":null', '"ts":1.5')
+    assert split_text(text)[1] == {1: "reading 1: v is out of range"}
+    for bad in ('{"t":"health","heap_free":1,"heap_min":1,"reconnects":0,"dropped":0,'
+                '"rssi":null,"uptime_s":1e999,"boot":1,"held":0}',
+                json.dumps(hello("dev-1"))[:-1] + ',"x":[1e999]}'):
+        with pytest.raises(M.ProtocolError) as e:
+            M.parse(bad)
+        assert e.value.close_code == 1007
+
+
+@pytest.mark.parametrize("ts", [1e20, -1.0, 2.0 ** 32])
+def test_timestamps_out_of_range_reject_that_reading(ts):
+    assert split(_one(ts=ts)) == ([], {1: "reading 1: ts must be Unix seconds in [0, 2**32)"})
+
+
+def test_deep_nesting_is_refused_at_parse_time():
+    deep = json.dumps(hello("dev-1"))[:-1] + ',"x":' + "[" * 979 + "]" * 979 + "}"
+    with pytest.raises(M.ProtocolError) as e:
+        M.parse(deep)
+    assert e.value.close_code == 1007
+    r = readings([1])
+    r[0]["extra"] = json.loads("[" * 20 + "]" * 20)
+    with pytest.raises(M.ProtocolError):
+        M.parse(json.dumps({"t": "batch", "r": r}))
+    M.parse(json.dumps(hello("dev-1", x={"a": [{"b": 1}]})))  # a little nesting is fine
+
+
+@pytest.mark.parametrize("m", [
+    {"t": "gap", "from": 1, "to": 2 ** 63 - 48, "why": "dropped"},
+    {"t": "gap", "from": 2 ** 53, "to": 2 ** 53, "why": "dropped"},
+    _one(q=2 ** 53), hello("dev-1", next=2 ** 53 + 1, first=1),
+], ids=["gap.to", "gap.from", "q", "hello.next"])
+def test_seqs_that_would_overflow_are_refused(m):
+    with pytest.raises(M.ProtocolError) as e:
+        M.parse(json.dumps(m))
+    assert e.value.close_code == 1007
+
+
+def test_the_largest_seqs_are_accepted():
+    M.parse(json.dumps({"t": "gap", "from": 1, "to": 2 ** 53 - 1, "why": "dropped"}))
+    M.parse(json.dumps(hello("dev-1", next=2 ** 53, first=2 ** 53)))
+    assert split(_one(q=2 ** 53 - 1)) == ([2 ** 53 - 1], {})
+
+
+@pytest.mark.parametrize("name", ["a\ud800b", "a.b\nother #9 x = 1 C", "a b", "tab\tx", ""])
+def test_bad_names_reject_that_reading_only(name):
+    text = json.dumps({"t": "batch", "r": readings([1, 2], name=name) + readings([3])})
+    good, rejected = split_text(text)
+    assert good == [3] and sorted(rejected) == [1, 2], rejected
+
+
+def test_units_and_reasons_stay_printable():
+    assert split(_one(u="\u00b0C")) == ([1], {})
+    assert split(_one(u="C\n")) == ([], {1: "reading 1: u must be printable"})
+    good, _ = M.split_batch(M.parse(json.dumps(_one(v=None, e="bus\nfake #1 line \ud800"))))
+    assert good[0]["e"] == "bus\\u000afake #1 line \\ud800"
+    assert "\n" not in good[0]["e"] and good[0]["e"].encode()
+
+
+def test_unknown_reading_fields_are_not_kept():
+    good, _ = M.split_batch(M.parse(json.dumps(_one(x="y" * 1000))))
+    assert set(good[0]) == {"q", "ts", "up", "n", "v", "u"}
+
+
+def test_stored_hello_and_health_are_bounded_in_bytes():
+    big = health(note="x" * 100000)
+    kept = M.stored(M.parse(json.dumps(big)))
+    assert len(json.dumps(kept)) <= M.EXTRAS_MAX and kept["truncated"] is True
+    assert kept["heap_free"] == 1 and "note" not in kept
+    small = health(note="hi")
+    assert M.stored(M.parse(json.dumps(small))) == {k: v for k, v in small.items() if k != "t"}
+    h = hello("dev-1", junk=["z" * 100] * 100)
+    kept = M.stored(M.parse(json.dumps(h)))
+    assert "junk" not in kept and kept["dev"] == "dev-1" and kept["next"] == 1
+
+
+def test_hello_strings_must_be_printable():
+    for field in ("fw", "board"):
+        with pytest.raises(M.ProtocolError) as e:
+            M.parse(json.dumps(hello("dev-1", **{field: "1.0\n2"})))
+        assert e.value.close_code == 1007
+
+
+# -- the shared protocol vectors ----------------------------------------------------------------
+
+@pytest.mark.parametrize("case", V["device_ok"], ids=lambda c: c["text"][:40])
+def test_vectors_device_ok(case):
+    m = M.parse(case["text"])
+    if m["t"] == "batch":
+        assert M.split_batch(m)[1] == []
+
+
+@pytest.mark.parametrize("case", V["device_bad"], ids=lambda c: c["text"][:40])
+def test_vectors_device_bad(case):
+    with pytest.raises(M.ProtocolError) as e:
+        m = M.parse(case["text"])
+        M.split_batch(m) if m["t"] == "batch" else None
+    assert e.value.close_code == case["code"], (case, e.value.msg)
+
+
+@pytest.mark.parametrize("case", V["device_rejected"], ids=lambda c: c["text"][:40])
+def test_vectors_device_rejected(case):
+    good, rejected = M.split_batch(M.parse(case["text"]))
+    assert [q for q, _ in rejected] == case["seqs"]
+    assert sorted([r["q"] for r in good] + case["seqs"]) == [
+        r["q"] for r in json.loads(case["text"])["r"]]

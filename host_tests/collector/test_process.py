@@ -89,10 +89,11 @@ def test_help_documents_every_option():
     out = subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "server", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
-    for opt in ("--host", "--port", "--db", "--devices", "--device", "--cert", "--key",
+    for opt in ("--host", "--port", "--db", "--devices", "--cert", "--key",
                 "--max-message", "--max-batch", "--max-devices", "--print-readings",
-                "--admin-token", "--sync", "--db-password-file", "postgresql://", "Bearer",
-                "401", "403", "/live"):
+                "--admin-token-file", "--viewer-token-file", "FIELDLINK_VIEWER_TOKEN",
+                "FIELDLINK_ADMIN_TOKEN", "--allowed-host", "--max-viewers", "--max-admins",
+                "--sync", "--db-password-file", "postgresql://", "Bearer", "401", "403", "429", "/live"):
         assert opt in out.stdout, opt
 
 
@@ -129,9 +130,75 @@ def test_bad_inputs_are_one_line_naming_the_culprit(tmp_path, capsys, case):
     }[case]
     if "--db" not in args:
         args = ["--db", db] + args
-    rc = cli.main(["server", "--port", "0", "--device", "d=t"] + args)
+    (tmp_path / "ok.json").write_text('{"d": "a-device-token-of-24-chars"}')
+    rc = cli.main(["server", "--port", "0", "--devices", str(tmp_path / "ok.json")] + args)
     err = capsys.readouterr().err
     assert rc == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("fieldlink server:")]
     assert len(lines) == 1 and named in lines[0], err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["device-flag", "admin-flag", "short-env", "short-file",
+                                  "same-tokens", "missing-file", "empty-file"])
+def test_secrets_come_from_files_or_the_environment(tmp_path, capsys, monkeypatch, case):
+    """A token on the command line is readable by every local user (ps): refused, naming the
+    replacement; a token shorter than 16 characters is refused at startup."""
+    from fieldlink_tools import cli
+    monkeypatch.delenv("FIELDLINK_ADMIN_TOKEN", raising=False)
+    monkeypatch.delenv("FIELDLINK_VIEWER_TOKEN", raising=False)
+    (tmp_path / "short").write_text("abc\n")
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "long").write_text("v" * 16 + "\n")
+    args, env, named = {
+        "device-flag": (["--device", "d=t"], {}, "--devices FILE"),
+        "admin-flag": (["--admin-token", "x" * 20], {}, "--admin-token-file"),
+        "short-env": ([], {"FIELDLINK_VIEWER_TOKEN": "short"}, "at least 16"),
+        "short-file": (["--admin-token-file", str(tmp_path / "short")], {}, "at least 16"),
+        "same-tokens": (["--viewer-token-file", str(tmp_path / "long")],
+                        {"FIELDLINK_ADMIN_TOKEN": "v" * 16}, "must differ"),
+        "missing-file": (["--viewer-token-file", str(tmp_path / "nope")], {}, "nope"),
+        "empty-file": (["--viewer-token-file", str(tmp_path / "empty")], {}, "empty"),
+    }[case]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    rc = cli.main(["server", "--port", "0", "--db", str(tmp_path / "c.db")] + args)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("fieldlink server:")]
+    assert rc == 2 and len(lines) == 1 and named in lines[0], err
+    assert "Traceback" not in err and "x" * 20 not in err
+
+
+def test_tokens_from_files_and_environment_reach_the_server(collector_proc, tmp_path):
+    tf = tmp_path / "viewer.token"
+    tf.write_text("viewer-token-from-a-file\n")
+    c = collector_proc({"dev-1": "tok-1"}, extra_args=["--viewer-token-file", str(tf)])
+    import urllib.request
+    import urllib.error
+
+    def status(token):
+        req = urllib.request.Request(c.http_url + "api/devices",
+                                     headers={"Authorization": "Bearer " + token})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+    assert status("viewer-token-from-a-file") == 200
+    assert status(c.admin_token) == 200          # $FIELDLINK_ADMIN_TOKEN, admin implies viewer
+    assert status(c.viewer_token) == 401         # the last --viewer-token-file counts
+    with open("/proc/%d/cmdline" % c.proc.pid, "rb") as f:
+        assert b"viewer-token-from-a-file" not in f.read()
+    import os
+    import stat
+    for path in (c.viewer_token_path, c.db_path + ".devices.json"):   # secrets: owner only
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+def test_short_device_tokens_are_named_at_startup(tmp_path, capsys):
+    from fieldlink_tools import cli
+    (tmp_path / "d.json").write_text('{"weak-1": "abc", "ok-1": "a-device-token-of-24-chars"}')
+    cli.main(["server", "--port", "0", "--devices", str(tmp_path / "d.json"),
+              "--db", str(tmp_path / "x" / "c.db"), "--keep-health", "-1"])
+    err = capsys.readouterr().err
+    assert "1 device token(s) shorter than 16 characters (weak-1)" in err and "abc" not in err

@@ -14,6 +14,9 @@ from fieldlink_tools.collector import Collector, Devices, SQLiteStore, StoreErro
 from fieldlink_tools.collector.store import open_readonly
 
 TOKENS = {"dev-1": "tok-1", "dev-2": "tok-2", "off": "tok-off"}
+VIEWER = "viewer-token-0123456789"
+ADMIN = "admin-token-0123456789"
+AS_VIEWER = {"Authorization": "Bearer " + VIEWER}
 T = 10  # generous deadline (s) for anything the server should answer at once
 
 
@@ -30,6 +33,8 @@ class Server:
         self.db = db
         self.store = store or SQLiteStore(db)
         kw.setdefault("devices", Devices(TOKENS, disabled={"off"}))
+        kw.setdefault("viewer_token", VIEWER)
+        kw.setdefault("admin_token", ADMIN)
         self.c = Collector(self.store, port=0, **kw)
 
     async def __aenter__(self):
@@ -434,7 +439,7 @@ def test_commands_round_trip(tmp_path):
 
 def test_command_through_admin_endpoint(tmp_path):
     async def main():
-        async with Server(tmp_path / "c.db", admin_token="adm") as c:
+        async with Server(tmp_path / "c.db") as c:
             admin = c.url[:-3] + "/admin"
             with pytest.raises(InvalidStatus) as e:
                 async with connect(admin, additional_headers={"Authorization": "Bearer no"}):
@@ -445,7 +450,7 @@ def test_command_through_admin_endpoint(tmp_path):
                 player = asyncio.ensure_future(answer_commands(ws, {"health": lambda a: None}))
                 try:
                     async with connect(admin, additional_headers={
-                            "Authorization": "Bearer adm"}) as a:
+                            "Authorization": "Bearer " + ADMIN}) as a:
                         await send(a, {"op": "cmd", "dev": "dev-1", "cmd": "health"})
                         out = await recv(a)
                         assert out["ok"] and out["reply"]["ok"] is True
@@ -534,7 +539,8 @@ def test_http_routes(tmp_path):
 
                 def get(path):
                     try:
-                        with urllib.request.urlopen(c.http_url + path, timeout=T) as r:
+                        req = urllib.request.Request(c.http_url + path, headers=AS_VIEWER)
+                        with urllib.request.urlopen(req, timeout=T) as r:
                             return r.status, r.headers["Content-Type"], r.read()
                     except urllib.error.HTTPError as e:
                         return e.code, None, b""
@@ -580,10 +586,12 @@ def test_live_feed_refuses_other_origins(tmp_path):
         async with Server(tmp_path / "c.db") as c:
             live = c.url[:-3] + "/live"
             with pytest.raises(InvalidStatus) as e:
-                async with connect(live, origin="http://evil.example"):
+                async with connect(live, origin="http://evil.example",
+                                   additional_headers=AS_VIEWER):
                     pass
             assert e.value.response.status_code == 403
-            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port,
+                               additional_headers=AS_VIEWER) as ws:
                 snap = await recv(ws)
                 assert snap["t"] == "snapshot" and snap["devices"] == []
                 async with dev_connect(c.url) as d:
@@ -603,7 +611,8 @@ def test_live_gap_events_carry_the_devices_dropped_total(tmp_path):
     async def main():
         async with Server(tmp_path / "c.db") as c:
             live = c.url[:-3] + "/live"
-            async with connect(live, origin="http://127.0.0.1:%d" % c.port) as ws:
+            async with connect(live, origin="http://127.0.0.1:%d" % c.port,
+                               additional_headers=AS_VIEWER) as ws:
                 await recv(ws)  # the snapshot
                 for to in (5, 8):  # the second connection resends 1-5 as 1-8
                     async with dev_connect(c.url) as d:
@@ -628,3 +637,71 @@ def test_printed_values_are_rounded_for_display_only():
     assert r["v"] == 21.031891355764103   # the reading itself is not touched
     r.update(v=None, e="absent")
     assert format_reading("d", r) == "d #7 air.temperature = -- (absent) [up 1000ms]"
+
+
+# -- a device with a valid token cannot hurt the others (issue 12's review) -------------------
+
+def _strict(text):
+    def no(name):
+        raise ValueError("not JSON: " + name)
+    return json.loads(text, parse_constant=no)
+
+
+def test_hostile_readings_are_rejected_and_the_snapshot_stays_json(tmp_path):
+    import urllib.request
+    lines = []
+
+    async def main():
+        async with Server(tmp_path / "c.db", print_readings=lines.append) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                rs = readings([1, 2, 3, 4])
+                rs[0]["n"] = "a\ud800b"                       # lone surrogate: was 1011 forever
+                rs[1]["n"] = "env.t\ndev-2 #9 env.t = 99 C"   # forged print line
+                await ws.send(json.dumps({"t": "batch", "r": rs})[:-2]
+                              + ',{"q":5,"ts":1e20,"up":1,"n":"a.b","v":1e999,"u":"C"}]}')
+                err = await recv(ws)
+                assert err["code"] == "rejected" and err["seqs"] == [1, 2, 5], err
+                assert (await recv(ws)) == {"t": "ack", "ack": 5}
+                await send(ws, {"t": "gap", "from": 6, "to": 2 ** 63 - 48, "why": "dropped"})
+                await expect_close(ws, 1007, "bad_message")
+            async with dev_connect(c.url) as ws:    # not refused forever
+                assert await do_hello(ws, next=6) == 5
+            req = urllib.request.Request(c.http_url + "api/devices", headers=AS_VIEWER)
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(req, timeout=T).read())
+            snap = _strict(body)
+            assert [r["q"] for r in snap["devices"][0]["latest"]] == [4, 3]
+    run(main())
+    assert all("\n" not in ln for ln in lines) and not any(ln.startswith("dev-2") for ln in lines)
+    assert [ln.split()[1] for ln in lines if "#" in ln] == ["#3", "#4"], lines
+
+
+def test_a_huge_health_message_is_stored_bounded(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db", max_message=2 ** 20) as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, {"t": "health", "heap_free": 1, "heap_min": 1, "reconnects": 0,
+                                "dropped": 0, "rssi": None, "uptime_s": 1, "boot": 1, "held": 0,
+                                "blob": "x" * 500000})
+                assert await do_batch(ws, [1]) == 1    # health handled before the batch
+            body = c.store.devices()[0]["health"]
+            assert len(json.dumps(body)) < 4096 and body["heap_free"] == 1
+    run(main())
+
+
+def test_an_old_database_holding_infinity_still_gives_strict_json(tmp_path):
+    import urllib.request
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            # written by a collector from before numbers were checked
+            c.store.add_readings("dev-1", readings([1], value=lambda q: float("inf")), 1)
+            c.store.record_health("dev-1", {"uptime_s": float("nan")})
+            req = urllib.request.Request(c.http_url + "api/devices", headers=AS_VIEWER)
+            body = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: urllib.request.urlopen(req, timeout=T).read())
+            dev = _strict(body)["devices"][0]
+            assert dev["latest"][0]["v"] is None and dev["health"]["uptime_s"] is None
+    run(main())

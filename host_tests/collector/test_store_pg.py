@@ -161,11 +161,17 @@ def test_a_connection_lost_mid_group_fails_the_group_and_nothing_of_it_stays(pg_
     s.close()
 
 
+def _devices_file(tmp_path):
+    f = tmp_path / "devices.json"
+    f.write_text('{"d": "a-device-token-of-24ch"}')
+    return str(f)
+
+
 def test_a_password_in_the_url_is_refused_and_never_printed(tmp_path):
     for db in ("postgresql://fieldlink:hunter2secret@127.0.0.1:1/x",
                "postgres://fieldlink@127.0.0.1:1/x?sslmode=disable&password=hunter2secret"):
         out = subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "server",
-                              "--port", "0", "--device", "d=t", "--db", db],
+                              "--port", "0", "--devices", _devices_file(tmp_path), "--db", db],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, out.stderr
         assert "--db-password-file" in out.stderr and "PGPASSWORD" in out.stderr
@@ -177,7 +183,7 @@ def test_a_password_in_the_url_is_refused_and_never_printed(tmp_path):
 
 def test_an_unreachable_database_is_one_line(tmp_path, refused_port):
     out = subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "server", "--port", "0",
-                          "--device", "d=t",
+                          "--devices", _devices_file(tmp_path),
                           "--db", "postgresql://fieldlink@127.0.0.1:%d/x" % refused_port],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
@@ -376,7 +382,8 @@ def test_the_collector_in_process_on_postgresql_serves_what_it_stored(pg_databas
 
     async def main():
         store = PostgresStore(pg_database)
-        c = Collector(store, Devices({"dev-1": "tok-1"}), port=0)
+        viewer = "a-viewer-token-of-24-ch"
+        c = Collector(store, Devices({"dev-1": "tok-1"}), port=0, viewer_token=viewer)
         await c.start()
         try:
             def device():
@@ -384,7 +391,9 @@ def test_the_collector_in_process_on_postgresql_serves_what_it_stored(pg_databas
                     assert d.hello(epoch="ab") == 0
                     assert d.batch([1, 2, 3]) == 3
                     assert d.gap(4, 5) == 5
-                with urllib.request.urlopen(c.http_url + "api/devices", timeout=10) as r:
+                req = urllib.request.Request(c.http_url + "api/devices",
+                                             headers={"Authorization": "Bearer " + viewer})
+                with urllib.request.urlopen(req, timeout=10) as r:
                     return json.loads(r.read())
             return await asyncio.wait_for(asyncio.to_thread(device), 60)
         finally:

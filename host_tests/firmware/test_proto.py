@@ -104,6 +104,15 @@ def test_bad_device_messages_refused():
     for case in V["device_bad"]:
         e = raises(proto.ProtoError, proto_check.parse_device, case["text"])
         assert e.code == case["code"], case
+    # readings the collector rejects one by one: a device never sends them
+    for case in V["device_rejected"]:
+        e = raises(proto.ProtoError, proto_check.parse_device, case["text"])
+        assert e.code == 1007, case
+
+
+def test_good_device_messages_pass_the_validator():
+    for case in V["device_ok"]:
+        assert isinstance(proto_check.parse_device(case["text"]), dict), case
 
 
 def test_constants_match_the_document():

@@ -27,7 +27,8 @@ def run(args):
     os.makedirs(work, exist_ok=True)
     c = CollectorProcess(work / "collector.db", {DEV: TOKEN}, print_readings=True)
     c.start()
-    print("fieldlink demo: collector at %s (dashboard %s)" % (c.url, c.http_url), flush=True)
+    print("fieldlink demo: collector at %s (dashboard %s, log in with the token in %s)"
+          % (c.url, c.http_url, c.viewer_token_path), flush=True)
     cfg = sim.make_config(c.url, DEV, TOKEN, {"sample_interval_s": args.interval})
     b = sim.SimBoard(work / "flash", cfg, args.board, args.heapsize,
                      log_path=work / "board.log")

@@ -4,8 +4,12 @@ what is durable, plus a live dashboard.
 
 Devices connect to ws://HOST:PORT/ws (wss:// with --cert/--key) with
 `Authorization: Bearer TOKEN` and `X-Fieldlink-Device: ID`; unknown devices get 401, disabled
-ones 403. The dashboard is at http://HOST:PORT/ (its live feed /live is read-only and needs no
-token: bind to 127.0.0.1 or a trusted network). See docs/collector.md.
+ones 403. The dashboard is at http://HOST:PORT/: it asks for the viewer (or admin) token and
+trades it for a session cookie; /live, /api/* need the viewer token (Bearer or that cookie),
+/admin the admin token. Failed tokens are limited per source address (429). Secrets come from
+files or the environment, never the command line: --devices FILE, --viewer-token-file FILE or
+$FIELDLINK_VIEWER_TOKEN, --admin-token-file FILE or $FIELDLINK_ADMIN_TOKEN (16+ characters).
+See docs/collector.md.
 """
 import argparse
 import asyncio
@@ -16,8 +20,11 @@ import signal
 import ssl
 import sys
 
-from .server import DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES, DEFAULT_MAX_MESSAGE, Collector, Devices
+from .auth import MIN_TOKEN, Tokens
 from .dburl import is_postgres, open_store, redact
+from .limits import MAX_PENDING_PER_SOURCE
+from .server import (DEFAULT_MAX_ADMINS, DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES,
+                     DEFAULT_MAX_MESSAGE, DEFAULT_MAX_VIEWERS, Collector, Devices)
 from .store import DEFAULT_KEEP_HEALTH, StoreError
 
 
@@ -38,7 +45,8 @@ def add_arguments(p):
                    help='JSON file of allowed devices: {"ID": "TOKEN", '
                         '"ID2": {"token": "TOKEN", "disabled": true}}')
     p.add_argument("--device", metavar="ID=TOKEN", action="append", default=[],
-                   help="allow one device (repeatable; adds to --devices)")
+                   help="refused: a token on the command line is readable by every local "
+                        "user; put it in the --devices file")
     p.add_argument("--cert", metavar="FILE", help="TLS certificate chain (PEM): serve wss://")
     p.add_argument("--key", metavar="FILE", help="TLS private key (PEM), with --cert")
     p.add_argument("--max-message", type=int, default=DEFAULT_MAX_MESSAGE, metavar="BYTES",
@@ -57,10 +65,27 @@ def add_arguments(p):
                         "synchronous=FULL, PostgreSQL synchronous_commit=on); normal: SQLite "
                         "survives a crash but not a power cut, PostgreSQL may lose the last "
                         "commits of a server crash (synchronous_commit=off)")
-    p.add_argument("--admin-token", metavar="TOKEN", default=os.environ.get(
-                   "FIELDLINK_ADMIN_TOKEN"),
-                   help="enable /admin (send commands to devices) with this bearer token "
-                        "(default: $FIELDLINK_ADMIN_TOKEN; unset = /admin disabled)")
+    p.add_argument("--admin-token", metavar="TOKEN",
+                   help="refused: use --admin-token-file or $FIELDLINK_ADMIN_TOKEN")
+    p.add_argument("--admin-token-file", metavar="FILE",
+                   help="the admin token (16+ characters): /admin (commands) and everything "
+                        "a viewer may (default: $FIELDLINK_ADMIN_TOKEN; neither = no admin)")
+    p.add_argument("--viewer-token-file", metavar="FILE",
+                   help="the viewer token (16+ characters): the dashboard's data, /live, "
+                        "/api/* (default: $FIELDLINK_VIEWER_TOKEN; neither = only the admin "
+                        "token sees them)")
+    p.add_argument("--allowed-host", metavar="NAME", action="append", default=[],
+                   help="a name browsers may use for this server (Host header; repeatable). "
+                        "localhost, IP addresses and --host are always allowed; others get "
+                        "421 (DNS rebinding)")
+    p.add_argument("--max-viewers", type=int, default=DEFAULT_MAX_VIEWERS, metavar="N",
+                   help="most /live connections at once; more get 503 (default %(default)s)")
+    p.add_argument("--max-admins", type=int, default=DEFAULT_MAX_ADMINS, metavar="N",
+                   help="most /admin connections at once; more get 503 (default %(default)s)")
+    p.add_argument("--max-handshakes-per-source", type=int, default=MAX_PENDING_PER_SOURCE,
+                   metavar="N", help="connections from one address still in their opening "
+                   "handshake; more are dropped (default %(default)s; raise it for many "
+                   "devices behind one NAT)")
     p.add_argument("--keep-health", type=int, default=DEFAULT_KEEP_HEALTH, metavar="N",
                    help="health messages kept per device, the newest N (default %(default)s, "
                         "a week at one a minute; 0 keeps all); readings and gaps are all kept")
@@ -70,17 +95,18 @@ def add_arguments(p):
 
 
 def load_devices(args):
-    tokens, disabled = {}, set()
-    if args.devices:
-        d = Devices.load(args.devices)
-        tokens.update(d.tokens)
-        disabled |= d.disabled
-    for spec in args.device:
-        dev, sep, token = spec.partition("=")
-        if not sep or not dev or not token:
-            raise SystemExit("fieldlink server: --device expects ID=TOKEN, got %r" % spec)
-        tokens[dev] = token
-    return Devices(tokens, disabled)
+    return Devices.load(args.devices) if args.devices else Devices()
+
+
+def load_token(path, env):
+    """A token from a file (first line, surrounding whitespace dropped) or the environment."""
+    if path:
+        with open(path) as f:
+            token = f.readline().strip()
+        if not token:
+            raise ValueError("%s is empty" % path)
+        return token
+    return os.environ.get(env) or None
 
 
 def run(args):
@@ -89,6 +115,23 @@ def run(args):
                         stream=sys.stderr)
     if not args.verbose:
         logging.getLogger("fieldlink.collector.ws").setLevel(logging.WARNING)
+    for old, new in (("device", "the --devices FILE"),
+                     ("admin_token", "--admin-token-file FILE or $FIELDLINK_ADMIN_TOKEN")):
+        if getattr(args, old):
+            print("fieldlink server: --%s is refused (a secret on the command line is readable "
+                  "by every local user); use %s" % (old.replace("_", "-"), new), file=sys.stderr)
+            return 2
+    try:
+        args.viewer_token = load_token(args.viewer_token_file, "FIELDLINK_VIEWER_TOKEN")
+        args.admin_token = load_token(args.admin_token_file, "FIELDLINK_ADMIN_TOKEN")
+        Tokens(viewer=args.viewer_token, admin=args.admin_token)   # strong enough, distinct
+    except OSError as e:
+        print("fieldlink server: token file %s: cannot read it (%s)" % (e.filename, e.strerror),
+              file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print("fieldlink server: %s" % e, file=sys.stderr)
+        return 2
     try:
         devices = load_devices(args)
     except OSError as e:
@@ -103,7 +146,13 @@ def run(args):
         print("fieldlink server: %s" % e, file=sys.stderr)
         return 2
     if not devices.tokens:
-        print("fieldlink server: warning: no devices allowed (use --devices or --device)",
+        print("fieldlink server: warning: no devices allowed (use --devices FILE)",
+              file=sys.stderr)
+    short = sorted(d for d, t in devices.tokens.items() if len(t) < MIN_TOKEN)
+    if short:
+        print("fieldlink server: warning: %d device token(s) shorter than %d characters (%s):"
+              " give them longer ones" % (len(short), MIN_TOKEN, ", ".join(short[:5])
+                                          + (", ..." if len(short) > 5 else "")),
               file=sys.stderr)
     ctx = None
     if args.cert or args.key:
@@ -157,7 +206,10 @@ async def _main(args, devices, ctx, store):
     collector = Collector(
         store, devices, host=args.host, port=args.port, ssl_context=ctx,
         max_message=args.max_message, max_batch=args.max_batch, max_devices=args.max_devices,
-        admin_token=args.admin_token, ping_interval=args.ping_interval or None,
+        admin_token=args.admin_token, viewer_token=args.viewer_token,
+        allowed_hosts=args.allowed_host, max_viewers=args.max_viewers,
+        max_admins=args.max_admins,
+        max_handshakes_per_source=args.max_handshakes_per_source, ping_interval=args.ping_interval or None,
         ping_timeout=args.ping_timeout or None, print_readings=printer)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@
 close code the server must use and the `error` code/message it sends first.
 """
 import json
+import math
 import re
 
 VERSION = 1
@@ -14,6 +15,14 @@ NAME_MAX = 64             # a reading's `n`
 UNIT_MAX = 16             # a reading's `u`
 E_MAX = 64                # a reading's `e` (why it is missing) is stored cut to this length
 INT_MAX = 2 ** 63 - 1     # JSON integers are unbounded; SQLite's INTEGER is 64-bit signed
+# Seqs (q, gap from/to, hello first) are below 2**53, hello.next at most 2**53: the store adds an
+# epoch offset to each, which must not overflow 64 bits, and JavaScript (the dashboard) numbers
+# are exact only up to 2**53.
+SEQ_LIMIT = 2 ** 53
+NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")   # a reading's `n`: no spaces, no control chars
+TS_MAX = 2 ** 32          # a reading's `ts`: Unix seconds in [0, 2**32), up to the year 2106
+MAX_DEPTH = 8             # nesting of objects and lists in a message (a batch is 3 deep)
+EXTRAS_MAX = 2048         # bytes of JSON stored of a hello or health (beyond: known fields only)
 
 # Close codes (docs/protocol.md "Errors and close codes"; RFC 6455 §7.4.1).
 NORMAL = 1000
@@ -44,7 +53,21 @@ def _is_int(x):
 
 
 def _is_num(x):
-    return _is_int(x) or isinstance(x, float)
+    return _is_int(x) or (isinstance(x, float) and math.isfinite(x))
+
+
+def _is_text(x):
+    """A string that can be stored and shown on one line: no lone surrogates (not UTF-8, the
+    store refuses them), no control characters (a newline would forge printed lines)."""
+    return isinstance(x, str) and x.isprintable()
+
+
+def printable(s):
+    """s with anything not printable (control characters, lone surrogates) escaped."""
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else ("\\u%04x" % ord(c) if ord(c) < 0x10000
+                                               else "\\U%08x" % ord(c)) for c in s)
 
 
 def _reject_constant(name):
@@ -53,17 +76,22 @@ def _reject_constant(name):
     raise ValueError("non-standard JSON constant %s" % name)
 
 
-def _int(m, key, lo=None):
+def _int(m, key, lo=None, hi=None):
     x = m.get(key)
-    if not _is_int(x) or (lo is not None and x < lo):
-        raise _bad("%s.%s: expected an integer%s, got %r" % (
-            m.get("t"), key, "" if lo is None else " >= %d" % lo, x))
+    if not _is_int(x) or (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise _bad("%s.%s: expected an integer%s%s, got %r" % (
+            m.get("t"), key, "" if lo is None else " >= %d" % lo,
+            "" if hi is None else " <= %d" % hi, x))
     return x
+
+
+def _seq(m, key, last=SEQ_LIMIT - 1):
+    return _int(m, key, 1, last)
 
 
 def _str(m, key, maxlen=None):
     x = m.get(key)
-    if not isinstance(x, str) or (maxlen is not None and len(x) > maxlen):
+    if not _is_text(x) or (maxlen is not None and len(x) > maxlen):
         raise _bad("%s.%s: expected a string%s, got %r" % (
             m.get("t"), key, "" if maxlen is None else " of at most %d chars" % maxlen, x))
     return x
@@ -88,8 +116,8 @@ def _check_hello(m):
     _str(m, "fw", 64)
     _str(m, "board", 64)
     _int(m, "boot", 0)
-    nxt = _int(m, "next", 1)
-    first = _int(m, "first", 1)
+    nxt = _seq(m, "next", SEQ_LIMIT)
+    first = _seq(m, "first", SEQ_LIMIT)
     if first > nxt:
         raise _bad("hello.first (%d) is above hello.next (%d)" % (first, nxt))
     _int(m, "held", 0)
@@ -108,8 +136,8 @@ def reading_seq(r):
     if not isinstance(r, dict):
         raise _bad("batch.r: each reading must be an object")
     q = r.get("q")
-    if not _is_int(q) or q < 1:
-        raise _bad("reading.q: expected an integer >= 1, got %r" % (q,))
+    if not _is_int(q) or not 1 <= q < SEQ_LIMIT:
+        raise _bad("reading.q: expected an integer in 1..2**53-1, got %r" % (q,))
     return q
 
 
@@ -121,31 +149,43 @@ def check_reading(r):
     ts = r.get("ts", ...)
     if ts is ... or not (ts is None or _is_num(ts)):
         return "reading %d: ts must be a number or null" % q
+    if ts is not None and not 0 <= ts < TS_MAX:
+        return "reading %d: ts must be Unix seconds in [0, 2**32)" % q
     up = r.get("up")
     if not _is_int(up) or up < 0:
         return "reading %d: up must be an integer >= 0" % q
     n = r.get("n")
     if not isinstance(n, str) or not 0 < len(n) <= NAME_MAX:
         return "reading %d: n must be a string of 1-%d chars" % (q, NAME_MAX)
+    if not NAME.match(n):
+        return "reading %d: n may hold only [A-Za-z0-9_.:/-]" % q
     v = r.get("v", ...)
     if isinstance(v, int) and not isinstance(v, bool) and not _is_int(v):
         try:
             v = r["v"] = float(v)  # a measurement beyond 64 bits: keep it, as the number it is
         except OverflowError:
             return "reading %d: v is out of range" % q
+    if isinstance(v, float) and not math.isfinite(v):
+        return "reading %d: v is out of range" % q
     if v is ... or not (v is None or _is_num(v)):
         return "reading %d: v must be a number or null" % q
     u = r.get("u")
     if not isinstance(u, str) or len(u) > UNIT_MAX:
         return "reading %d: u must be a string of at most %d chars" % (q, UNIT_MAX)
+    if not _is_text(u):
+        return "reading %d: u must be printable" % q
     e = r.get("e")
     if e is not None and not isinstance(e, str):
         return "reading %d: e must be a string" % q
-    if e is not None and len(e) > E_MAX:
+    if e is not None:
         # Why a value is missing is free text (driver messages run long). Refusing it would
-        # make the device resend the same reading forever; keep the first E_MAX chars.
-        r["e"] = e[:E_MAX]
+        # make the device resend the same reading forever; keep the first E_MAX chars, made
+        # printable.
+        r["e"] = printable(e[:E_MAX])[:E_MAX]
     return None
+
+
+READING_KEYS = ("q", "ts", "up", "n", "v", "u", "e")
 
 
 def split_batch(m):
@@ -156,7 +196,9 @@ def split_batch(m):
     for r in m["r"]:
         why = check_reading(r)
         if why is None:
-            good.append(r)
+            # only the fields the protocol defines travel on (store, events): unknown ones
+            # are ignored, as the versioning asks, and cannot grow what is kept
+            good.append({k: r[k] for k in READING_KEYS if k in r})
         else:
             rejected.append((r["q"], why))
     return good, rejected
@@ -184,8 +226,8 @@ SERVER_GAPS = ("lost", "rejected")   # gap.why values only the server records
 
 
 def _check_gap(m):
-    a = _int(m, "from", 1)
-    b = _int(m, "to", 1)
+    a = _seq(m, "from")
+    b = _seq(m, "to")
     if b < a:
         raise _bad("gap: to (%d) is below from (%d)" % (b, a))
     why = _str(m, "why", 32)
@@ -217,6 +259,23 @@ def _check_health(m):
 KNOWN = ("hello", "batch", "gap", "reply", "health")
 
 
+def _check_tree(x, depth, skip=None):
+    """Nesting within MAX_DEPTH and numbers JSON can carry (a float like 1e999 parses to
+    infinity), anywhere in the message but inside `skip` (the readings, judged one by one)."""
+    if depth > MAX_DEPTH:
+        raise _bad("nested deeper than %d" % MAX_DEPTH)
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if v is not skip and isinstance(v, (dict, list, float)):
+                _check_tree(v, depth + 1)
+    elif isinstance(x, list):
+        for v in x:
+            if isinstance(v, (dict, list, float)):
+                _check_tree(v, depth + 1)
+    elif isinstance(x, float) and not math.isfinite(x):
+        raise _bad("a number beyond what JSON can carry (%r)" % x)
+
+
 def decode(text):
     """JSON text -> a dict with a string `t`, or ProtocolError 1007."""
     try:
@@ -226,7 +285,32 @@ def decode(text):
     if not isinstance(m, dict) or not isinstance(m.get("t"), str):
         raise ProtocolError(INVALID_DATA, "bad_message",
                             "a message must be a JSON object with a string field t")
+    r = m.get("r") if m["t"] == "batch" else None
+    _check_tree(m, 1, r if isinstance(r, list) else None)
+    if isinstance(r, list):
+        for reading in r:   # depth only: a reading's numbers are judged with the reading
+            if isinstance(reading, dict):
+                for v in reading.values():
+                    if isinstance(v, (dict, list)):
+                        _check_tree(v, 4)
     return m
+
+
+HELLO_KEYS = ("v", "dev", "fw", "board", "boot", "next", "first", "held", "dropped", "synced",
+              "epoch")
+HEALTH_KEYS = ("heap_free", "heap_min", "reconnects", "dropped", "rssi", "uptime_s", "boot",
+               "held", "skipped")
+
+
+def stored(m):
+    """What is kept of a checked hello or health message: all of it but `t` while its JSON is
+    within EXTRAS_MAX bytes, else only the fields the protocol defines (so a device cannot make
+    the store keep megabytes per message)."""
+    body = {k: v for k, v in m.items() if k != "t"}
+    if len(json.dumps(body)) <= EXTRAS_MAX:
+        return body
+    keys = HELLO_KEYS if m["t"] == "hello" else HEALTH_KEYS
+    return dict({k: body[k] for k in keys if k in body}, truncated=True)
 
 
 def check(m, max_batch=500):

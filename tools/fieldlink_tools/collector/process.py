@@ -39,6 +39,8 @@ class CollectorProcess:
         self.extra_args = list(extra_args)
         self.print_readings = print_readings
         self.admin_token = secrets.token_hex(16)
+        self.viewer_token = secrets.token_hex(16)
+        self.viewer_token_path = self._side + ".viewer-token"   # for a person to log in
         self.env = env
         # stderr (the server's log) goes to a file so a test can show it when it fails.
         self.log_path = str(log_path or (self._side + ".log"))
@@ -51,12 +53,13 @@ class CollectorProcess:
 
     def argv(self):
         devfile = self._side + ".devices.json"
-        with open(devfile, "w") as f:
-            json.dump(self.devices, f)
-        # The admin token goes in the environment ($FIELDLINK_ADMIN_TOKEN), not on the
-        # command line, where every local user can read it (ps, /proc/PID/cmdline).
+        _write_secret(devfile, json.dumps(self.devices))
+        _write_secret(self.viewer_token_path, self.viewer_token + "\n")
+        # Tokens come from files and the environment ($FIELDLINK_ADMIN_TOKEN), never the
+        # command line, where every local user can read them (ps, /proc/PID/cmdline).
         argv = [sys.executable, "-m", "fieldlink_tools.cli", "server", "--host", self.host,
-                "--port", str(self.port), "--db", self.db_path, "--devices", devfile]
+                "--port", str(self.port), "--db", self.db_path, "--devices", devfile,
+                "--viewer-token-file", self.viewer_token_path]
         if self.cert:
             argv += ["--cert", str(self.cert), "--key", str(self.key)]
         if self.print_readings:
@@ -226,3 +229,12 @@ class CollectorProcess:
                      ssl=ssl_ctx, open_timeout=open_timeout) as ws:
             ws.send(json.dumps(request))
             return json.loads(ws.recv(reply_timeout))
+
+
+def _write_secret(path, text):
+    """Write a file only its owner can read (tokens)."""
+    if os.path.exists(path):
+        os.chmod(path, 0o600)   # an older run may have left it readable
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

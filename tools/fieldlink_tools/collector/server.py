@@ -6,20 +6,26 @@ dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and
 `/api/devices` a JSON snapshot.
 """
 import asyncio
+import collections
 import email.utils
+import http
 import hmac
 import itertools
 import json
 import logging
+import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from websockets.asyncio.server import serve
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
+from . import auth as A
+from . import limits as L
 from . import messages as M
 from .store import StoreError
 
@@ -36,6 +42,26 @@ _STATIC = {
 DEFAULT_MAX_MESSAGE = 64 * 1024
 DEFAULT_MAX_BATCH = 500
 DEFAULT_MAX_DEVICES = 1000
+DEFAULT_MAX_VIEWERS = 100
+DEFAULT_MAX_ADMINS = 10
+
+# path -> (methods, role needed, kind); the static files are GET, no role.
+_ROUTES = {
+    "/ws": ("GET", None, "device"),            # the device token, in _auth_device
+    "/live": ("GET", A.VIEWER, "live"),
+    "/admin": ("GET", A.ADMIN, "admin"),
+    "/api/devices": ("GET", A.VIEWER, "devices"),
+    "/api/session": ("GET POST DELETE", None, "session"),
+    "/healthz": ("GET", None, "healthz"),
+}
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+HEALTH_PROBE_EVERY = 2.0   # s: /healthz writes to the store at most this often
+WRITE_LIMIT = 64 * 1024    # bytes buffered for sending before a send waits (per connection)
+# received messages buffered before reading the socket pauses (TCP back-pressure): a device's
+# window (64 readings in batches of 20) and its health fit; a hostile one buffers <= 8 x 64 KiB
+MAX_QUEUE = 8
+VIEWER_EVENTS = 2000       # events a viewer may fall behind, and
+VIEWER_BYTES = 1 << 20     # bytes of them, before it is closed with 1013
 
 
 class DeviceNotConnected(Exception):
@@ -84,27 +110,42 @@ class Devices:
 
 
 class Subscription:
-    """An async iterator of collector events (dicts with a `t` field). Bounded: a consumer
-    that falls `maxsize` events behind is cut off (`overflowed` becomes True) rather than
-    letting the collector's memory grow."""
+    """An async iterator of collector events (dicts with a `t` field; JSON text for a `text`
+    subscription, serialised once for every viewer). Bounded: a consumer that falls `maxsize`
+    events (or `max_bytes` of text) behind is cut off (`overflowed` becomes True, `on_overflow`
+    is called) rather than letting the collector's memory grow; the publisher never waits."""
 
-    def __init__(self, collector, maxsize):
+    def __init__(self, collector, maxsize, text=False, max_bytes=None, on_overflow=None):
         self._collector = collector
         self._q = asyncio.Queue(maxsize)
+        self.text = text
+        self.max_bytes = max_bytes
+        self.bytes = 0             # text queued, not yet taken
+        self.on_overflow = on_overflow
         self.overflowed = False
         self.closed = False
 
     def _put(self, event):
+        if self.max_bytes is not None:
+            self.bytes += len(event)
+            if self.bytes > self.max_bytes:
+                return self._overflow()
         try:
             self._q.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True
-            self.close()
+            self._overflow()
+
+    def _overflow(self):
+        self.overflowed = True
+        self.close()
+        if self.on_overflow is not None:
+            self.on_overflow()
 
     def close(self):
         if not self.closed:
             self.closed = True
             self._collector._subs.discard(self)
+            self._collector._text_subs.discard(self)
             try:
                 self._q.put_nowait(None)
             except asyncio.QueueFull:
@@ -119,6 +160,8 @@ class Subscription:
         event = await self._q.get()
         if event is None or (self.overflowed and self._q.empty()):
             raise StopAsyncIteration
+        if self.max_bytes is not None:
+            self.bytes -= len(event)
         return event
 
     async def get(self, timeout=None):
@@ -148,9 +191,11 @@ class Collector:
 
     def __init__(self, store, devices, host="127.0.0.1", port=0, ssl_context=None,
                  max_message=DEFAULT_MAX_MESSAGE, max_batch=DEFAULT_MAX_BATCH,
-                 max_devices=DEFAULT_MAX_DEVICES, admin_token=None,
+                 max_devices=DEFAULT_MAX_DEVICES, admin_token=None, viewer_token=None,
                  ping_interval=20, ping_timeout=20, print_readings=None, hello_timeout=30,
-                 open_timeout=10):
+                 open_timeout=10, allowed_hosts=(), max_viewers=DEFAULT_MAX_VIEWERS,
+                 max_admins=DEFAULT_MAX_ADMINS, session_ttl=12 * 3600,
+                 failures=None, max_handshakes_per_source=L.MAX_PENDING_PER_SOURCE):
         self.store = store
         self.devices = devices if isinstance(devices, Devices) else Devices(devices)
         self.host = host
@@ -159,7 +204,19 @@ class Collector:
         self.max_message = max_message
         self.max_batch = max_batch
         self.max_devices = max_devices
-        self.admin_token = admin_token
+        self.tokens = A.Tokens(viewer=viewer_token, admin=admin_token)   # ValueError if weak
+        self.sessions = A.Sessions(ttl=session_ttl)
+        self.failures = failures if failures is not None else A.FailureLimit()
+        self.allowed_hosts = {"localhost"} | {h.lower() for h in allowed_hosts}
+        if host not in ("", "0.0.0.0", "::", None):
+            self.allowed_hosts.add(host.lower())
+        self.max_viewers = max_viewers
+        self.max_handshakes_per_source = max_handshakes_per_source
+        self.max_admins = max_admins
+        self._counts = {"live": 0, "admin": 0}
+        self._store_err = None                 # the last store failure on the devices' path
+        self._probe = (-1e9, None)             # (when, problem) of the last /healthz write
+        self.health_probe_every = HEALTH_PROBE_EVERY
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.print_readings = print_readings   # a callable(line) or None
@@ -168,6 +225,15 @@ class Collector:
         self._server = None
         self._live = {}                        # device -> _Session
         self._subs = set()
+        self._text_subs = set()                # viewers: events as JSON text
+        self._snap_next = None                 # the snapshot viewers wait for (not started)
+        self._snap_lock = asyncio.Lock()
+        self._tcp = 0                          # TCP connections open (descriptors)
+        self._pending = collections.Counter()  # source -> handshakes in progress
+        self._handshaking = collections.OrderedDict()   # those connections, oldest first
+        self._evicting = 0                     # aborted for room, not yet gone
+        self.fd_budget = None                  # connections this process can hold (start())
+        self.viewer_bytes = VIEWER_BYTES
         self._cmd_ids = itertools.count(1)
         # SQLite blocks (fsync): run every store call on one worker thread, in order, so the
         # event loop keeps serving other devices while a commit is on its way to disk.
@@ -190,8 +256,17 @@ class Collector:
             # bomb would slip past max_size accounting of the wire bytes).
             compression=None,
             server_header="fieldlink-collector",
-            logger=logging.getLogger("fieldlink.collector.ws"),
+            logger=WS_LOG,
+            max_queue=MAX_QUEUE,
+            write_limit=WRITE_LIMIT,
+            create_connection=lambda *a, **kw: L.BoundedConnection(self, *a, **kw),
         )
+        self.fd_budget = L.fd_budget()
+        want = self.max_devices + self.max_viewers + self.max_admins
+        if self.fd_budget < want:
+            log.warning("only %d file descriptors for connections (ulimit -n) but the limits add"
+                        " up to %d: raise the limit; devices are kept %d of them",
+                        self.fd_budget, want, min(self.max_devices, self.fd_budget))
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info("listening on %s", self.url)
@@ -216,7 +291,7 @@ class Collector:
         """Close every connection (1001 by default) and wait for the handlers to finish.
         The store is not closed: it belongs to whoever made it."""
         if self._server is not None:
-            for sub in list(self._subs):
+            for sub in list(self._subs | self._text_subs):
                 sub.close()
             self._server.close(code=code, reason="server shutting down")
             await self._server.wait_closed()
@@ -279,6 +354,25 @@ class Collector:
             d["peer"] = s.peer if s else None
         return {"t": "snapshot", "time": time.time(), "devices": devs}
 
+    async def _shared_snapshot(self):
+        """snapshot() for viewers and /api/devices: computed once for everyone asking while the
+        previous one runs, and always started after the call (a /live viewer subscribes first,
+        so it misses nothing), so a crowd of viewers costs the store thread one snapshot at a
+        time, not one each."""
+        if self._snap_next is None:
+            self._snap_next = asyncio.get_running_loop().create_future()
+            asyncio.ensure_future(self._run_snapshot(self._snap_next))
+        return await asyncio.shield(self._snap_next)
+
+    async def _run_snapshot(self, fut):
+        async with self._snap_lock:
+            if self._snap_next is fut:
+                self._snap_next = None          # who asks from now on gets the next one
+            try:
+                fut.set_result(await self.snapshot())
+            except Exception as e:
+                fut.set_exception(e)
+
     # -- internals -----------------------------------------------------------------------
 
     async def _db(self, fn, *args):
@@ -287,7 +381,7 @@ class Collector:
     def _print(self, line):
         if self.print_readings is not None:
             try:
-                self.print_readings(line)
+                self.print_readings(M.printable(line))
             except Exception:   # a closed stdout must not cost a device its connection
                 log.exception("print_readings failed; turning it off")
                 self.print_readings = None
@@ -295,6 +389,86 @@ class Collector:
     def _publish(self, event):
         for sub in list(self._subs):
             sub._put(event)
+        if self._text_subs:
+            text = json_text(event)
+            for sub in list(self._text_subs):
+                sub._put(text)
+
+    # -- connections: descriptors and per-source handshakes -----------------------------
+
+    def tcp_opened(self, conn, transport):
+        """A TCP connection was accepted. One source may have only so many handshakes in
+        progress; at the descriptor budget the oldest handshake in progress makes room (a
+        device's takes milliseconds, an idle stranger's would last open_timeout); inside the
+        descriptors kept for devices a connection may only become a device."""
+        self._tcp += 1
+        peer = transport.get_extra_info("peername")
+        source = peer[0] if peer else "?"
+        if self._pending[source] >= self.max_handshakes_per_source:
+            log.warning("dropped a connection from %s: too many handshakes in progress from"
+                        " there", source)
+            transport.abort()
+            return
+        budget = self.fd_budget if self.fd_budget is not None else float("inf")
+        if self._tcp - self._evicting > budget:
+            if not self._handshaking:
+                log.warning("dropped a connection from %s: no descriptor left", source)
+                transport.abort()
+                return
+            old, _ = self._handshaking.popitem(last=False)
+            log.warning("dropped a handshake from %s in progress: descriptors ran out",
+                        old.fl_source)
+            self._evicting += 1
+            old.fl_evicted = True
+            self._handshake_done(old)
+            old.transport.abort()
+        kept = max(0, min(self.max_devices, budget) - len(self._live))
+        conn.fl_reserve_only = self._tcp > budget - kept
+        conn.fl_source = source
+        self._pending[source] += 1
+        self._handshaking[conn] = None
+
+    def _handshake_done(self, conn):
+        source = getattr(conn, "fl_source", None)
+        if source is not None:
+            conn.fl_source = None
+            self._handshaking.pop(conn, None)
+            self._pending[source] -= 1
+            if self._pending[source] <= 0:
+                del self._pending[source]
+
+    def tcp_closed(self, conn):
+        self._tcp -= 1
+        if getattr(conn, "fl_evicted", False):
+            self._evicting -= 1
+        self._handshake_done(conn)
+
+    def reply_backlog(self, conn):
+        log.warning("closing %s: it leaves its pongs unread (more than %d bytes)",
+                    getattr(conn, "fl_device", None) or _peer(conn), L.MAX_REPLY_BACKLOG)
+
+    async def store_problem(self):
+        """None when the store takes writes, else why not (what /healthz answers): the last
+        failure on the devices' path, or a real write made at most every few seconds."""
+        now = time.monotonic()
+        if now - self._probe[0] >= self.health_probe_every or self._store_err:
+            problem = None
+            probe = getattr(self.store, "probe", None)
+            if probe is not None:
+                try:
+                    await self._db(probe)
+                except StoreError as e:
+                    problem = str(e)
+            self._probe = (now, problem)
+        return self._store_err or self._probe[1]
+
+    def _class_full(self, kind):
+        """Why a viewer or admin connection is refused (503), or None."""
+        if kind == "live" and self._counts["live"] >= self.max_viewers:
+            return "too many viewers connected\n"
+        if kind == "admin" and self._counts["admin"] >= self.max_admins:
+            return "too many admin connections\n"
+        return None
 
     def _select_subprotocol(self, conn, offered):
         if getattr(conn, "fl_route", None) == "device":
@@ -303,51 +477,158 @@ class Collector:
             raise NegotiationError("this endpoint requires subprotocol %s" % M.SUBPROTOCOL)
         return None
 
+    # -- requests: routes, methods, Host, authentication -------------------------------
+
+    def role_of(self, request):
+        """The role a request's credentials grant: None, "viewer" or "admin". A bearer token
+        (`Authorization: Bearer`, any client) is judged alone; without one, the session cookie
+        the dashboard got from POST /api/session."""
+        token = _bearer(request.headers)
+        if token:
+            return self.tokens.role(token)
+        sid = A.cookie_value(request.headers)
+        return self.sessions.role(sid) if sid else None
+
+    def _authorize(self, conn, request, need):
+        """None when the request may go on, else the HTTP answer: 429 for a source over its
+        failed-token limit, 401 without (good) credentials, 403 for too low a role."""
+        ip = _peer(conn)
+        token = _bearer(request.headers)
+        if token and self.failures.blocked(ip):
+            return self._too_many(conn, ip)
+        role = self.role_of(request)
+        if A.RANK[role] >= A.RANK[need]:
+            return None
+        if role is None:
+            if token:
+                self.failures.failed(ip)
+                self.stats["rejected"] += 1
+                log.warning("refused a token from %s for %s", ip, _path(request))
+            resp = _text(conn, 401, "%s token required\n" % need)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="fieldlink"'
+            return resp
+        return _text(conn, 403, "this needs the %s token\n" % need)
+
+    def _too_many(self, conn, ip):
+        self.stats["rejected"] += 1
+        log.warning("refused %s: too many failed tokens", ip)
+        resp = _text(conn, 429, "too many failed tokens; try again later\n")
+        resp.headers["Retry-After"] = str(max(1, round(1 / self.failures.rate)))
+        return resp
+
+    def _host_ok(self, request):
+        """DNS rebinding: a page on another site whose name now resolves to this server must
+        not reach it, so the Host a browser sends must be one of ours."""
+        host = request.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.lower()
+        return (name in self.allowed_hosts or _IPV4.match(name) is not None
+                or (name.startswith("[") and name.endswith("]")))
+
+    def _same_origin(self, request):
+        """A browser always sends Origin on WebSocket upgrades and POSTs; it must be this
+        server (cross-site WebSocket hijacking, login CSRF). Clients that are not browsers
+        send none."""
+        origin = request.headers.get("Origin")
+        return origin is None or origin.split("://", 1)[-1] == request.headers.get("Host", "")
+
     async def _process_request(self, conn, request):
         """Routes, and authentication in the HTTP upgrade (before any data is accepted)."""
+        self._handshake_done(conn)
         try:
-            path = request.path.split("?", 1)[0]
-            if path == "/ws":
+            path = _path(request)
+            route = _ROUTES.get(path)
+            if route is None and path in _STATIC:
+                route = ("GET", None, "static")
+            if route is None:
+                return _text(conn, 404, "not found\n")
+            methods, need, kind = route
+            if request.method not in methods.split():
+                resp = _text(conn, 405, "method not allowed\n")
+                resp.headers["Allow"] = ", ".join(methods.split())
+                return resp
+            if kind == "device":
+                # Devices are not browsers (no DNS rebinding, no cookies): they name the
+                # collector however their config says.
                 return self._auth_device(conn, request)
-            if path == "/live":
-                # Read-only, but not for any web page the user happens to visit: a browser
-                # always sends Origin, and it must be this server (cross-site WebSocket
-                # hijacking). Non-browser clients send none.
-                origin = request.headers.get("Origin")
-                if origin is not None and origin.split("://", 1)[-1] != request.headers.get(
-                        "Host", ""):
-                    return _text(conn, 403, "cross-origin access to /live refused\n")
-                conn.fl_route = "live"
+            if getattr(conn, "fl_reserve_only", False):
+                return _text(conn, 503, "the remaining connections are kept for devices\n")
+            if kind != "healthz" and not self._host_ok(request):
+                return _text(conn, 421, "unknown Host; see --allowed-host\n")
+            if kind in ("live", "admin", "session") and not self._same_origin(request):
+                return _text(conn, 403, "cross-origin request refused\n")
+            if kind == "session":
+                return self._session(conn, request)
+            if need is not None:
+                refused = self._authorize(conn, request, need)
+                if refused is not None:
+                    return refused
+            if kind in ("live", "admin"):
+                full = self._class_full(kind)
+                if full:
+                    return _text(conn, 503, full)
+                conn.fl_route = kind
                 return None
-            if path == "/admin":
-                got = _bearer(request.headers)
-                if not self.admin_token or not hmac.compare_digest(
-                        got.encode(), self.admin_token.encode()):
-                    return _text(conn, 401, "admin token required\n")
-                conn.fl_route = "admin"
-                return None
-            if path in _STATIC:
+            if kind == "static":
                 name, ctype = _STATIC[path]
                 return _body(200, (DASHBOARD / name).read_bytes(), ctype)
-            if path == "/api/devices":
-                snap = await self.snapshot()
-                return _body(200, json.dumps(snap).encode(), "application/json")
-            if path == "/healthz":
-                return _text(conn, 200, "ok\n")
+            if kind == "devices":
+                snap = await self._shared_snapshot()
+                return _body(200, json_text(snap).encode(), "application/json")
+            if kind == "healthz":
+                problem = await self.store_problem()
+                return _text(conn, 503 if problem else 200,
+                             "store: %s\n" % problem if problem else "ok\n")
             return _text(conn, 404, "not found\n")
+        except MultipleValuesError:
+            return _text(conn, 400, "a header that must appear once appears twice\n")
         except Exception:
-            log.exception("process_request failed for %s", request.path)
+            log.exception("process_request failed for %s", _path(request))
             self.stats["errors"] += 1
             return _text(conn, 500, "internal error\n")
 
+    def _session(self, conn, request):
+        """POST with a bearer token: a session cookie for the browser (HttpOnly, SameSite=
+        Strict, Secure over TLS) holding a random id, never the token. GET: the session's
+        role. DELETE: log out."""
+        secure = self.ssl_context is not None
+        if request.method == "DELETE":
+            sid = A.cookie_value(request.headers)
+            if sid:
+                self.sessions.delete(sid)
+            resp = _body(200, b'{"role": null}', "application/json")
+            resp.headers["Set-Cookie"] = A.clear_cookie(secure)
+            return resp
+        if request.method == "GET":
+            refused = self._authorize(conn, request, A.VIEWER)
+            if refused is not None:
+                return refused
+            return _body(200, json.dumps({"role": self.role_of(request)}).encode(),
+                         "application/json")
+        if not _bearer(request.headers):
+            return _text(conn, 401, "POST /api/session with Authorization: Bearer TOKEN\n")
+        refused = self._authorize(conn, request, A.VIEWER)
+        if refused is not None:
+            return refused
+        role = self.role_of(request)
+        sid = self.sessions.create(role)
+        resp = _body(200, json.dumps({"role": role, "expires_in": self.sessions.ttl}).encode(),
+                     "application/json")
+        resp.headers["Set-Cookie"] = A.set_cookie(sid, self.sessions.ttl, secure)
+        return resp
+
     def _auth_device(self, conn, request):
+        ip = _peer(conn)
+        if self.failures.blocked(ip):
+            return self._too_many(conn, ip)
         dev = request.headers.get("X-Fieldlink-Device", "")
         token = _bearer(request.headers)
         status = self.devices.check(dev, token) if M.DEVICE_ID.match(dev) else 401
         if status != 200:
             self.stats["rejected"] += 1
-            log.warning("refused device %r from %s: %d", dev[:40],
-                        conn.remote_address[0] if conn.remote_address else "?", status)
+            if status == 401:
+                self.failures.failed(ip)
+            log.warning("refused device %r from %s: %d", M.printable(dev[:40]), ip, status)
             resp = _text(conn, status, "unknown device or wrong token\n" if status == 401
                          else "device disabled\n")
             if status == 401:
@@ -362,6 +643,8 @@ class Collector:
 
     async def _handler(self, ws):
         route = getattr(ws, "fl_route", None)
+        if route in self._counts:
+            self._counts[route] += 1
         try:
             if route == "device":
                 await self._device_session(ws)
@@ -379,6 +662,9 @@ class Collector:
                 await ws.close(M.INTERNAL, "internal error")
             except Exception:
                 pass
+        finally:
+            if route in self._counts:
+                self._counts[route] -= 1
 
     async def _fail(self, ws, close_code, code, msg):
         """Send `error` then close (docs/protocol.md: the device can log why)."""
@@ -461,8 +747,9 @@ class Collector:
                 elif t == "gap":
                     await self._on_gap(s, m)
                 elif t == "health":
-                    await self._db(self.store.record_health, dev, _without_t(m))
-                    self._publish({"t": "health", "dev": dev, "health": _without_t(m),
+                    body = M.stored(m)
+                    await self._db(self.store.record_health, dev, body)
+                    self._publish({"t": "health", "dev": dev, "health": body,
                                    "time": time.time()})
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
@@ -473,10 +760,13 @@ class Collector:
                     self._publish({"t": "reply", "dev": dev, "reply": m})
                 else:
                     # Forward compatibility (docs/protocol.md "Versioning").
-                    log.info("%s: ignoring unknown message type %r", dev, t)
+                    log.info("%s: ignoring unknown message type %r", dev, M.printable(t[:32]))
+                if t in ("hello", "batch", "gap", "health"):
+                    self._store_err = None
             except StoreError as e:
                 # 1011: nothing of what failed was acked; the device keeps it and resends.
                 self.stats["errors"] += 1
+                self._store_err = str(e) or type(e).__name__
                 log.error("%s: store failed: %s", dev, e)
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
@@ -487,7 +777,8 @@ class Collector:
 
     async def _on_hello(self, s, m):
         dev = s.dev
-        await self._db(self.store.record_hello, dev, _without_t(m))
+        body = M.stored(m)
+        await self._db(self.store.record_hello, dev, body)
         ep = await self._db(self.store.enter_epoch, dev, m.get("epoch", ""), m["next"])
         s.epoch, s.offset, s.ack = ep["epoch"], ep["offset"], ep["ack"]
         s.first = m["first"] + s.offset
@@ -512,7 +803,7 @@ class Collector:
                         " firmware without hello.epoch)", dev, m["next"], s.ack - s.offset)
         await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": self._dev_ack(s),
                                  "time": now}))
-        self._publish({"t": "hello", "dev": dev, "hello": _without_t(m), "ack": s.ack,
+        self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
 
     async def _on_batch(self, s, m):
@@ -579,14 +870,19 @@ class Collector:
     async def _live_feed(self, ws):
         """Read-only feed for the dashboard: a snapshot, then events as they happen.
         Anything the browser sends is ignored."""
-        sub = self.subscribe(maxsize=2000)
+        # A viewer that does not keep up is closed (1013: reconnect for a fresh snapshot);
+        # nothing waits for it. Its send buffer is bounded by write_limit, its queue here.
+        sub = Subscription(self, VIEWER_EVENTS, text=True, max_bytes=self.viewer_bytes,
+                           on_overflow=lambda: asyncio.ensure_future(
+                               _close_quietly(ws, 1013, "fell behind; reconnect")))
+        self._text_subs.add(sub)
         try:
-            await ws.send(json.dumps(await self.snapshot()))
+            await ws.send(json_text(await self._shared_snapshot()))
             # When the browser goes away, end the subscription too (not at the next event).
             drain = asyncio.ensure_future(_discard_incoming(ws, sub.close))
             try:
-                async for event in sub:
-                    await ws.send(json.dumps(event))
+                async for text in sub:
+                    await ws.send(text)
             finally:
                 drain.cancel()
             if sub.overflowed:
@@ -651,8 +947,51 @@ async def _discard_incoming(ws, then):
         then()
 
 
-def _without_t(m):
-    return {k: v for k, v in m.items() if k != "t"}
+def json_text(obj):
+    """Strict JSON (RFC 8259) for browsers and scripts: what a database written before numbers
+    were checked may still hold as infinity or NaN goes out as null."""
+    try:
+        return json.dumps(obj, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(obj), allow_nan=False)
+
+
+def _finite(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _path(request):
+    # never the query: a client may have put a secret there, and it must not reach the log
+    return request.path.split("?", 1)[0][:100]
+
+
+class _Redact(logging.Filter):
+    """websockets logs every request and response header at debug level: credentials
+    (tokens, session ids) are replaced before any handler sees them."""
+    SECRET = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
+
+    def filter(self, record):
+        args = record.args
+        if (isinstance(args, tuple) and len(args) == 2 and isinstance(args[0], str)
+                and args[0].lower() in self.SECRET):
+            record.args = (args[0], "[redacted]")
+        return True
+
+
+WS_LOG = logging.getLogger("fieldlink.collector.ws")
+WS_LOG.addFilter(_Redact())
+for _name in ("fieldlink.collector", "fieldlink.collector.ws", "asyncio"):
+    logging.getLogger(_name).addFilter(L.RepeatFilter())
+
+
+def _peer(conn):
+    return conn.remote_address[0] if conn.remote_address else "?"
 
 
 def _bearer(headers):
@@ -674,9 +1013,13 @@ def _body(status, body, ctype):
         ("Content-Type", ctype),
         ("Cache-Control", "no-store"),
         # The dashboard loads nothing from elsewhere; say so to the browser too.
-        ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:"),
+        # connect-src 'self' covers ws(s):// to this host in current browsers (CSP level 3)
+        ("Content-Security-Policy", "default-src 'self'; connect-src 'self'; "
+                                    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
     ])
-    return Response(status, "OK" if status == 200 else "Error", headers, body)
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 def _host_for_url(host):

@@ -85,6 +85,9 @@ class Store:
         """One summary dict per device that ever sent something."""
         raise NotImplementedError
 
+    def probe(self):
+        """Raise StoreError unless the store takes writes right now (for /healthz)."""
+
     def close(self):
         raise NotImplementedError
 
@@ -368,6 +371,14 @@ class SQLiteStore(Store):
                 out["lost"] = (ack + 1, top)
             return out
         return self._tx(tx)
+
+    def probe(self):
+        """A real, committed write, so /healthz sees a read-only, immutable or broken
+        database as the devices would."""
+        def tx(db):
+            db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL)")
+            db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
+        self._tx(tx)
 
     def record_hello(self, device, hello):
         now = time.time()

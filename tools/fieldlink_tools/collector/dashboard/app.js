@@ -1,5 +1,7 @@
-// fieldlink dashboard: keeps a WebSocket to the collector's read-only /live feed and renders
-// devices, their newest readings, acks, drops/gaps and health. Plain JS, no build step.
+// fieldlink dashboard: logs in with a token typed into the page (exchanged at /api/session for an
+// HttpOnly session cookie; the token is kept nowhere), then keeps a WebSocket to the read-only
+// /live feed and renders devices, their newest readings, acks, drops/gaps and health.
+// Plain JS, no build step.
 "use strict";
 
 const FEED_MAX = 100;     // rows kept in the readings table
@@ -42,48 +44,102 @@ function device(id) {
   return d;
 }
 
-function renderDevices() {
-  const body = document.querySelector("#devices tbody");
-  body.replaceChildren();
-  const ids = Array.from(state.devices.keys()).sort();
-  document.getElementById("no-devices").hidden = ids.length > 0;
-  for (const id of ids) {
-    const d = state.devices.get(id);
-    const h = d.health || {}, hi = d.hello || {};
-    const tr = el("tr");
-    tr.dataset.dev = id;
-    tr.append(el("td", id));
-    tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
-    tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
-    tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
-    const ack = el("td", d.ack, "num ack");
-    tr.append(ack);
-    tr.append(el("td", d.readings, "num stored"));
-    const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
-    tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
-    tr.append(el("td", d.gaps, "num"));
-    // readings the board sampled but had no heap to keep (no seq: in no gap) show here
-    const skipped = h.skipped || 0;
-    tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min +
-                 (skipped ? " (" + skipped + " readings skipped)" : "") : "–",
-                 "num heap" + (skipped ? " warn" : "")));
-    tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
-    tr.append(el("td", fmtUptime(h.uptime_s), "num"));
-    tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
-    tr.append(el("td", h.held !== undefined ? h.held : "–", "num"));
-    const vals = el("td", null, "values");
-    for (const [name, r] of Array.from(d.values.entries()).sort()) {
-      const s = el("span", name + " " + fmtValue(r));
-      s.dataset.name = name;
-      vals.append(s);
-    }
-    tr.append(vals);
-    body.append(tr);
+// The device table shows one page of the (filtered) devices; an event redraws only its own
+// device's row, at most once per animation frame, so 10,000 devices cost what 50 do.
+const PAGE = 50;
+const view = { filter: "", page: 0, ids: null, dirty: new Set(), all: false, scheduled: false };
+
+function deviceRow(d) {
+  const h = d.health || {}, hi = d.hello || {};
+  const tr = el("tr");
+  tr.dataset.dev = d.device;
+  tr.append(el("td", d.device));
+  tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
+  tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
+  tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
+  tr.append(el("td", d.ack, "num ack"));
+  tr.append(el("td", d.readings, "num stored"));
+  const dropped = Math.max(d.dropped_gaps || 0, h.dropped || 0, hi.dropped || 0);
+  tr.append(el("td", dropped, "num" + (dropped ? " warn" : "")));
+  tr.append(el("td", d.gaps, "num"));
+  // readings the board sampled but had no heap to keep (no seq: in no gap) show here
+  const skipped = h.skipped || 0;
+  tr.append(el("td", h.heap_free !== undefined ? h.heap_free + " / " + h.heap_min +
+               (skipped ? " (" + skipped + " readings skipped)" : "") : "–",
+               "num heap" + (skipped ? " warn" : "")));
+  tr.append(el("td", h.rssi !== undefined && h.rssi !== null ? h.rssi + " dBm" : "–", "num"));
+  tr.append(el("td", fmtUptime(h.uptime_s), "num"));
+  tr.append(el("td", h.reconnects !== undefined ? h.reconnects : "–", "num"));
+  tr.append(el("td", h.held !== undefined ? h.held : "–", "num"));
+  const vals = el("td", null, "values");
+  for (const [name, r] of Array.from(d.values.entries()).sort()) {
+    const s = el("span", name + " " + fmtValue(r));
+    s.dataset.name = name;
+    vals.append(s);
   }
-  document.getElementById("counts").textContent =
-    ids.length + " device(s), " + Array.from(state.devices.values()).filter(d => d.connected).length +
-    " online, " + state.readings + " readings seen live";
+  tr.append(vals);
+  return tr;
 }
+
+// Called after every event: `id` is the device it changed, or nothing for "everything".
+function renderDevices(id) {
+  if (id === undefined) view.all = true;
+  else view.dirty.add(id);
+  if (!view.scheduled) {
+    view.scheduled = true;
+    requestAnimationFrame(drawDevices);
+  }
+}
+
+function shownIds() {
+  if (view.ids === null) {
+    const f = view.filter;
+    view.ids = Array.from(state.devices.keys()).filter(id => !f || id.toLowerCase().includes(f))
+      .sort();
+  }
+  return view.ids;
+}
+
+function drawDevices() {
+  view.scheduled = false;
+  const body = document.querySelector("#devices tbody");
+  const newDevice = Array.from(view.dirty).some(id => !body.querySelector(
+    'tr[data-dev="' + CSS.escape(id) + '"]') && (!view.filter || id.toLowerCase().includes(view.filter)));
+  if (view.all || newDevice) view.ids = null;
+  const ids = shownIds();
+  const pages = Math.max(1, Math.ceil(ids.length / PAGE));
+  view.page = Math.min(view.page, pages - 1);
+  const onPage = ids.slice(view.page * PAGE, (view.page + 1) * PAGE);
+  if (view.all || newDevice) {
+    body.replaceChildren(...onPage.map(id => deviceRow(state.devices.get(id))));
+  } else {
+    for (const id of view.dirty) {
+      const tr = body.querySelector('tr[data-dev="' + CSS.escape(id) + '"]');
+      if (tr) tr.replaceWith(deviceRow(state.devices.get(id)));
+    }
+  }
+  view.dirty.clear();
+  view.all = false;
+  document.getElementById("no-devices").hidden = state.devices.size > 0;
+  document.getElementById("page").textContent = ids.length > PAGE ?
+    "page " + (view.page + 1) + " of " + pages + " (" + ids.length + " shown)" :
+    ids.length + " shown";
+  document.getElementById("prev").disabled = view.page === 0;
+  document.getElementById("next").disabled = view.page >= pages - 1;
+  let online = 0;
+  for (const d of state.devices.values()) if (d.connected) online++;
+  document.getElementById("counts").textContent =
+    state.devices.size + " device(s), " + online + " online, " + state.readings +
+    " readings seen live";
+}
+
+document.getElementById("search").addEventListener("input", (ev) => {
+  view.filter = ev.target.value.trim().toLowerCase();
+  view.page = 0;
+  renderDevices();
+});
+document.getElementById("prev").addEventListener("click", () => { view.page--; renderDevices(); });
+document.getElementById("next").addEventListener("click", () => { view.page++; renderDevices(); });
 
 function addFeedRow(dev, r, fresh) {
   const body = document.querySelector("#feed tbody");
@@ -173,9 +229,53 @@ function setStatus(on, text) {
   s.dataset.state = on ? "live" : "offline";
 }
 
+let live = null;          // the /live WebSocket while logged in
+
+function showLogin(message) {
+  document.getElementById("login").hidden = false;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("login-error").textContent = message || "";
+  setStatus(false, "logged out");
+  document.getElementById("token").focus();
+}
+
+async function session(method, token) {
+  const headers = token ? { "Authorization": "Bearer " + token } : {};
+  const r = await fetch("api/session", { method, headers, credentials: "same-origin",
+                                         cache: "no-store" });
+  return r.status;
+}
+
+function loggedIn() {
+  document.getElementById("login").hidden = true;
+  document.getElementById("logout").hidden = false;
+  if (!live) connect();
+}
+
+document.getElementById("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const box = document.getElementById("token");
+  const token = box.value;
+  box.value = "";                         // not kept: the cookie carries the session
+  let status;
+  try { status = await session("POST", token); } catch (e) { status = 0; }
+  if (status === 200) loggedIn();
+  else showLogin(status === 429 ? "too many failed tokens: wait a little"
+                 : status === 401 ? "wrong token" : "login failed (" + status + ")");
+});
+
+document.getElementById("logout").addEventListener("click", async () => {
+  try { await session("DELETE"); } catch (e) { /* logged out locally anyway */ }
+  const ws = live;
+  live = null;
+  if (ws) ws.close();
+  showLogin();
+});
+
 function connect() {
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/live";
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(url);          // the session cookie goes along (same origin)
+  live = ws;
   ws.onmessage = (ev) => {
     let m;
     try { m = JSON.parse(ev.data); } catch (e) { return; }
@@ -183,13 +283,20 @@ function connect() {
     if (!h) return;                       // unknown events: newer server, ignore
     h(m);
     if (m.t === "snapshot") { retryMs = 500; setStatus(true, "live"); }
-    renderDevices();
+    renderDevices(m.t === "snapshot" ? undefined : m.dev);
   };
-  ws.onclose = () => {
+  ws.onclose = async () => {
+    if (live !== ws) return;              // logged out
+    live = null;
     setStatus(false, "reconnecting…");
-    setTimeout(connect, retryMs);
+    // A refused upgrade looks like any lost connection: ask whether the session still holds.
+    let status;
+    try { status = await session("GET"); } catch (e) { status = 0; }
+    if (status === 401) { showLogin("session ended: log in again"); return; }
+    setTimeout(() => { if (!live) connect(); }, retryMs);
     retryMs = Math.min(retryMs * 2, 10000);
   };
 }
 
-connect();
+session("GET").then((status) => status === 200 ? loggedIn() : showLogin(),
+                    () => showLogin("collector unreachable"));
