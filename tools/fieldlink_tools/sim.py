@@ -428,7 +428,10 @@ class SimBoard:
 
 
 def add_arguments(p):
-    p.add_argument("--url", required=True, help="collector URL, e.g. ws://127.0.0.1:8765/ws")
+    p.add_argument("--url", default=None,
+                   help="collector URL, e.g. ws://127.0.0.1:8765/ws (required, except with "
+                        "--pty: without it the pty board's flash is left as it is, empty "
+                        "when new, a target for `fieldlink deploy`)")
     p.add_argument("--device-id", default="sim-1", help="device id (default sim-1)")
     p.add_argument("--token", default="sim-token", help="device token (default sim-token)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -454,12 +457,18 @@ def add_arguments(p):
 
 def run(args):
     flash = args.flash or str(paths.VAR / "sim" / args.device_id)
-    cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.rom and (args.pty or args.source):
         raise SystemExit("fieldlink sim: --rom runs the compiled firmware from ROM; it does not "
                          "go with --%s" % ("pty (a deploy target)" if args.pty else "source"))
+    if args.url is None and not args.pty:
+        raise SystemExit("fieldlink sim: --url is required (the collector the board streams "
+                         "to), except with --pty")
+    cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.pty:
         from .vboard_pty import run_pty
+        if args.url is None:
+            # a fresh board, as flashed with MicroPython: only what is in its flash runs
+            return run_pty(flash, board=args.board, heapsize=args.heapsize)
         # the pty board's path has tools/vboard itself (vboard_pty.child_env)
         prepare_flash(flash, cfg, args.board, compiled=not args.source, vboard=False)
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
