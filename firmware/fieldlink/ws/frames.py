@@ -70,6 +70,8 @@ class Encoder:
         if 4 * n + 14 > len(self.buf) or n >= _VIPER_MAX:
             # (viper takes a str for a ptr8 argument: its UTF-8 bytes)
             n = str_nbytes(s, n)  # type: ignore[arg-type]
+            if n >= _VIPER_MAX:  # framed in Python, which masks bytes, not a str
+                s = s.encode()
             return self.encode_frame(OP_TEXT, s, n, True)
         # viper reads the str's UTF-8 in place (no encoded copy) and counts its bytes
         self.out = self.buf
