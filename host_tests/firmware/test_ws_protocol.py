@@ -61,6 +61,8 @@ def check(v, chunks, how):
     assert events == expected_events(v), name
     if "fail" in v:
         assert err is not None and err.code == v["fail"], (name, err)
+        if "fail_reason" in v:  # (a 1009 names the limit, not the room a fragment left)
+            assert err.reason == v["fail_reason"], (name, err.reason)
         # §7.1.7: a masked close frame carrying the failure code went out
         assert sent[0] == 0x88 and sent[1] & 0x80, name
         assert (sent[6] << 8 | sent[7]) == v["fail"], name

@@ -144,6 +144,9 @@ class Decoder:
 
     def __init__(self, max_size):
         self.max_size = max_size
+        # the message limit a 1009 names; max_size is lowered to the room the fragments of a
+        # message leave (Protocol), which is no limit the server could know
+        self.limit = max_size
         self._buf = None   # an incomplete frame
         self._have = 0     # bytes of it in _buf
         self._want = 0     # its full size, or 0 while its header is incomplete
@@ -232,7 +235,7 @@ class Decoder:
                 n = (n << 8) | mv[pos + 2 + i]
             h = 10
         if op < OP_CLOSE and n > self.max_size:
-            raise ProtocolError(1009, "message over %d bytes" % self.max_size)
+            raise ProtocolError(1009, "message over %d bytes" % self.limit)
         stop = pos + h + n
         if stop > end:
             self._size = h + n
