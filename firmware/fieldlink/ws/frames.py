@@ -13,6 +13,10 @@ except ImportError:  # CPython
 
 from .errors import ProtocolError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 try:
     from ._viper import frame_into, str_nbytes
 except ImportError:  # CPython, or no viper emitter: the Encoder builds frames in Python
@@ -152,6 +156,9 @@ class Decoder:
         self._want = 0     # its full size, or 0 while its header is incomplete
         self._size = 0     # set by _frame when it found a header but not the whole payload
         self.stopped = False  # set once the connection is closed: parse nothing more
+        # on_part(opcode, payload bytes) for the payload of a frame that is still incomplete,
+        # as it arrives (Protocol checks text there: a bad byte fails at once), or None
+        self.on_part = None  # type: Any
 
     def stop(self):
         self.stopped = True
@@ -169,10 +176,13 @@ class Decoder:
             else:
                 have = self._have
                 k = min(len(data), self._want - have)
-                memoryview(buf)[have:have + k] = memoryview(data)[:k]
+                src = memoryview(data)[:k]
+                memoryview(buf)[have:have + k] = src
                 have += k
                 if have < self._want:
                     self._buf, self._have = buf, have
+                    if buf[0] & 0x0F <= OP_TEXT and self.on_part is not None:
+                        self.on_part(buf[0] & 0x0F, src)
                     return
                 self._frame(memoryview(buf), 0, have, on_frame)
                 if self.stopped:
@@ -197,6 +207,12 @@ class Decoder:
                 else:
                     buf = bytearray(mv[pos:end])
                 self._buf, self._have, self._want = buf, k, total
+                op = mv[pos] & 0x0F
+                if total and op <= OP_TEXT and self.on_part is not None:
+                    n = mv[pos + 1] & 0x7F
+                    h = pos + (4 if n == 126 else 10 if n == 127 else 2)
+                    if h < end:
+                        self.on_part(op, mv[h:end])
                 return
             pos = nxt
 
