@@ -13,7 +13,6 @@ import subprocess
 import sys
 import termios
 import threading
-import time
 from pathlib import Path
 
 from fieldlink_tools import sim, soak
@@ -75,32 +74,10 @@ class Terminal:
         os.close(self.master)
 
 
-def wait_for(what, pred, timeout=90, tail=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("no %s within %ss\n%s" % (what, timeout, tail()))
-        time.sleep(0.05)
-
-
-def stored(db, dev):
-    """Seqs stored for dev (none while the database does not exist yet)."""
-    if not Path(db).exists():
-        return []
-    from fieldlink_tools.collector.store import open_readonly
-    try:
-        st = open_readonly(db)
-    except Exception:   # being created
-        return []
-    try:
-        return [r["q"] for r in st.readings(dev)]
-    except Exception:   # its tables being created
-        return []
-    finally:
-        st.close()
+def store_of(db):
+    """The database a tool's collector writes, read the way the tests read a collector's
+    (CollectorProcess.wait_for copes with a database still being created)."""
+    return CollectorProcess(db, {})
 
 
 def fieldlink(*args):
@@ -110,8 +87,10 @@ def fieldlink(*args):
 def stop_with_ctrl_c(term, db, dev, board_log, n=40):
     """Let dev store n readings through the tool in the terminal, then Ctrl-C it."""
     try:
-        wait_for("%d stored readings" % n, lambda: len(stored(db, dev)) >= n,
-                 tail=lambda: term.text()[-2000:])
+        try:
+            store_of(db).wait_seqs(dev, n, timeout=90)
+        except TimeoutError as e:
+            raise AssertionError("%s; the terminal:\n%s" % (e, term.text()[-2000:]))
         term.ctrl_c()
         term.wait()
     finally:
@@ -124,7 +103,7 @@ def stop_with_ctrl_c(term, db, dev, board_log, n=40):
 def assert_next_run_loses_nothing(db, devices, dev, flash, board_data=None, log=None):
     """The next run from the same flash (its config, with the new collector's URL) and
     database: every seq stored, no reboot gap."""
-    before = stored(db, dev)
+    before = store_of(db).seqs(dev)
     with open(Path(flash) / "config.json") as f:
         cfg = json.load(f)
     c = CollectorProcess(db, devices)
