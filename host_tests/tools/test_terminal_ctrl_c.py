@@ -96,8 +96,9 @@ def stop_with_ctrl_c(term, db, dev, board_log, n=40):
     finally:
         term.close()
     log = Path(board_log).read_text(errors="replace")
+    print("--- the terminal (exit status %s) ---\n%s" % (term.proc.returncode, term.text()))
     # the flush ran to its end (the KeyboardInterrupt that stopped the board follows)
-    assert "INFO app: stopped:" in log, (log[-3000:], term.proc.returncode, term.text()[-2000:])
+    assert "INFO app: stopped:" in log, log[-3000:]
 
 
 def assert_next_run_loses_nothing(db, devices, dev, flash, board_data=None, log=None):
