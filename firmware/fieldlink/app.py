@@ -149,15 +149,32 @@ def main(config_path="config.json"):
         try:
             asyncio.run(app.run())
         except KeyboardInterrupt:
-            # Ctrl-C (someone at the REPL, `fieldlink sim` or the demo stopping the board):
-            # an intended stop, so nothing is lost to it. Everything goes to flash with the
-            # seq mark, and the next boot sends it on with no reboot gap.
-            try:
-                app.outbox.flush()
-                _log.info("stopped: %d readings kept on flash", app.outbox.held())
-            except Exception as e:  # a failing flash: the next boot declares a reboot gap
-                _log.error("stopped: flush failed: %s", e)
+            _keep(app.outbox)
             raise
+
+
+def _keep(outbox):
+    # Ctrl-C (someone at the REPL, `fieldlink sim` or the demo stopping the board): an
+    # intended stop, so nothing is lost to it. Everything goes to flash with the seq mark, and
+    # the next boot sends it on with no reboot gap. Ctrl-C is off meanwhile: a second one must
+    # not cut the flush half-way. (On the unix port kbd_intr(-1) restores SIGINT's default
+    # action, so the virtual board's tools send none then: fieldlink_tools/ctrl_c.py.)
+    try:
+        from micropython import kbd_intr
+    except ImportError:  # CPython
+        kbd_intr = _no_kbd_intr
+    kbd_intr(-1)
+    try:
+        outbox.flush()
+        _log.info("stopped: %d readings kept on flash", outbox.held())
+    except Exception as e:  # a failing flash: the next boot declares a reboot gap
+        _log.error("stopped: flush failed: %s", e)
+    finally:
+        kbd_intr(3)
+
+
+def _no_kbd_intr(chr: int) -> None:  # CPython: no Ctrl-C character to turn off
+    pass
 
 
 def _boot(path):

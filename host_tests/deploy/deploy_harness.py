@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class VBoard:
     """A virtual board process; .port is its /dev/pts/N, .flash its flash directory."""
 
-    def __init__(self, flash, log_path, board="virtual", heapsize=None):
+    def __init__(self, flash, log_path, board="virtual", heapsize=None, argv=None):
+        self.argv = argv   # another command that serves the board (e.g. `fieldlink sim --pty`)
         self.flash = Path(flash)
         self.log_path = Path(log_path)
         self.board = board
@@ -33,6 +34,8 @@ class VBoard:
             cmd += ["--board", self.board]
         if self.heapsize:
             cmd += ["--heapsize", self.heapsize]
+        if self.argv is not None:
+            cmd = [str(a) for a in self.argv]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         line = b""

@@ -1,5 +1,7 @@
 """The virtual board's pseudo-terminal, driven by the real mpremote and ampy: raw REPL, file
 transfer into the flash directory, Ctrl-C, soft and hard resets the way a board does them."""
+import os
+import sys
 import time
 
 import serial
@@ -111,3 +113,20 @@ def test_ampy_put_ls_and_run(vboard, tmp_path):
     # `ampy ls` is the one ampy command that differs from a board: docs/deploy.md)
     r = ampy(vboard.port, "get", "blink.py")
     assert r.stdout.strip() == "print('ampy ran me')", r.stderr
+
+
+def test_fieldlink_sim_pty_serves_a_fresh_empty_board_without_a_url(tmp_path, micropython):
+    # docs/deploy.md's first command: a board on a pty is a deploy target, so it needs no
+    # collector URL; its flash is left as it is (empty when new: nothing written into it).
+    from deploy_harness import VBoard
+    flash = tmp_path / "vb1"
+    b = VBoard(flash, tmp_path / "board.log", argv=[
+        sys.executable, "-m", "fieldlink_tools.cli", "sim", "--pty", "--flash", flash])
+    b.start()
+    try:
+        r = mpremote(b.port, "exec", "import os; print('files', sorted(os.listdir('')))")
+        assert r.returncode == 0, r.stderr
+        assert "files []" in r.stdout, r.stdout
+    finally:
+        b.stop()
+    assert os.listdir(flash) == []

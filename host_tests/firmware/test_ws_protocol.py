@@ -61,6 +61,8 @@ def check(v, chunks, how):
     assert events == expected_events(v), name
     if "fail" in v:
         assert err is not None and err.code == v["fail"], (name, err)
+        if "fail_reason" in v:  # (a 1009 names the limit, not the room a fragment left)
+            assert err.reason == v["fail_reason"], (name, err.reason)
         # §7.1.7: a masked close frame carrying the failure code went out
         assert sent[0] == 0x88 and sent[1] & 0x80, name
         assert (sent[6] << 8 | sent[7]) == v["fail"], name
@@ -285,3 +287,39 @@ def test_control_output_and_events_reuse_two_objects():
         outs.append(out)
         evs.append(ev)
     assert len(set(id(o) for o in outs)) == 2 and len(set(id(e) for e in evs)) == 2
+
+
+def test_bad_utf8_fails_as_soon_as_it_arrives_inside_a_split_frame():
+    # §8.1 / docs/websocket.md: a text frame that arrives in pieces fails with the piece that
+    # holds the bad byte, not when the whole frame is in: in the first piece (header and
+    # payload), in a later one, and in a continuation frame of a text message
+    bad = b"ok" * 20 + b"\xff" + b"z" * 59   # 100 bytes, the bad one at 40
+    cases = [unhex("8164") + bad,                                  # one 100-byte text frame
+             unhex("0164") + b"a" * 100 + unhex("8064") + bad]     # then its continuation
+    for data in cases:
+        at = len(data) - 59   # just after the bad byte
+        for cut in range(len(data) - 102, at):   # from the last frame's header on
+            p = protocol.Protocol(randbytes=ZERO)
+            if cut:
+                try:
+                    p.receive_data(data[:cut])   # nothing bad in it yet
+                except ProtocolError:
+                    raise AssertionError("failed before the bad byte: cut %d" % cut)
+            e = raises(ProtocolError, p.receive_data, data[cut:at])
+            assert e.code == 1007, (cut, e.code)
+            assert p.state == protocol.CLOSED
+
+
+def test_valid_text_split_anywhere_is_checked_once_and_delivered():
+    # the early check and the check of the whole frame agree: a multi-byte character cut by
+    # any split, with continuation frames
+    msg = ("h\u00e9\u20ac\U0001F600" * 20).encode()
+    data = unhex("01") + bytes([40]) + msg[:40] + unhex("80") + bytes([126]) + \
+        len(msg[40:]).to_bytes(2, "big") + msg[40:]
+    for cut in range(1, len(data)):
+        for cut2 in (cut, min(len(data), cut + 3)):
+            p = protocol.Protocol(randbytes=ZERO)
+            for part in (data[:cut], data[cut:cut2], data[cut2:]):
+                if part:
+                    p.receive_data(part)
+            assert [as_list(x) for x in p.events_received()] == [["text", msg.decode()]], cut

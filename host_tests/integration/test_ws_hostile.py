@@ -208,3 +208,28 @@ def test_keepalive_satisfied_by_pongs():
             "opts": {"ping_interval_s": 0.2, "ping_timeout_s": 0.3}})
     assert {"step": "msg", "type": "str", "text": "still here"} in lines
     assert lines[-1]["exc"] == "ConnectionClosed" and lines[-1]["code"] == 1000
+
+
+@pytest.mark.parametrize("interp", ["micropython", "cpython"])
+def test_close_frame_then_reset_ends_with_the_servers_code(interp):
+    # §7.1.5: the close code is the one in the close frame received, even when the server
+    # then resets TCP instead of closing it (Autobahn's server does; so do load balancers):
+    # right after its close frame (0: the client's echo may meet the reset), or once the
+    # client's close frame arrived (1). Both ways the reader and a recv() reading the socket.
+    bye = F(8, b"\x0f\xa1bye")
+    cases = [{"send": F(1, b"before") + bye, "rst": True},
+             {"send": F(1, b"before") + bye, "after_close": "rst"}]
+    with S.Hostile(cases) as h:
+        lines = S.run_client("hostile", {"urls": [h.url(0), h.url(1)]}, interp=interp)
+    with S.Hostile([{"send": F(1, b"before"), "later": F(1, b"second") + bye,
+                     "rst_later": True},
+                    {"send": F(1, b"before"), "later": F(1, b"second") + bye,
+                     "after_close": "rst"}]) as h:
+        lines += S.run_client("exchange", {"urls": [h.url(0), h.url(1)]}, interp=interp)
+    ends = [l for l in lines if l["step"] == "case"]
+    assert len(ends) == 4, lines
+    for end in ends:
+        assert (end["exc"], end["code"], end["reason"]) == ("ConnectionClosed", 4001, "bye"), end
+    for l in lines:
+        if l["step"] == "send_after":
+            assert (l["exc"], l["code"]) == ("ConnectionClosed", 4001), l

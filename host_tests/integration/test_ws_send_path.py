@@ -123,3 +123,69 @@ def test_every_frame_sent_is_exact_minimal_and_freshly_keyed(interp):
     assert res["frames"] > 64 * 4
     if interp == "micropython":
         assert res["fast"]  # the frames above came from the viper path  # the key pool was refilled several times
+
+
+# Text of 8 MiB or more leaves the viper path (its length field is a small int): the frame is
+# built in Python. Both ways of getting there: 8 Mi ASCII characters, and fewer characters
+# whose UTF-8 is 8 MiB or more. The frame is parsed back on the host.
+BIG_TEXT = r'''
+import asyncio, sys
+from fieldlink.ws import client, errors
+
+class IO:
+    direct = False
+    idle = True
+    s = None
+    def __init__(self):
+        self.frames = []
+    def write(self, buf, n):
+        self.frames.append(bytes(memoryview(buf)[:n]))
+        return client._READY
+    async def readinto(self, buf):
+        await asyncio.sleep(3600)
+    def close(self):
+        pass
+
+async def main():
+    for m in ("a" * (1 << 23), "\u00e9" * ((1 << 22) + 1)):
+        io = IO()
+        ws = client.WebSocket(io, bytearray(64), None, b"", 0, 0, 16384)
+        try:
+            await ws.send(m)
+        except errors.WSError as e:
+            print("WSError", e)
+        except Exception as e:
+            print("ESCAPED", type(e).__name__, e)
+        else:
+            with open(sys.argv[-1], "ab") as f:
+                f.write(io.frames[0])
+        m = None
+        io.frames = None
+
+asyncio.run(main())
+'''
+
+
+def test_text_of_8_mib_or_more_is_sent_on_micropython(tmp_path):
+    from fieldlink_tools import paths, upy
+    out = tmp_path / "frames"
+    r = upy.run(code=BIG_TEXT, path=(paths.FIRMWARE,), heapsize="512m", timeout=300,
+                args=[out])
+    assert r.returncode == 0 and "ESCAPED" not in r.stdout and "WSError" not in r.stdout, (
+        r.stdout[-2000:] + r.stderr[-2000:])
+    data = out.read_bytes()
+    want = ["a" * (1 << 23), "\u00e9" * ((1 << 22) + 1)]
+    pos = 0
+    for m in want:
+        body = m.encode()
+        assert data[pos] == 0x81 and data[pos + 1] == 0xFF   # final text frame, masked, 64-bit
+        n = int.from_bytes(data[pos + 2:pos + 10], "big")
+        assert n == len(body)
+        key = data[pos + 10:pos + 14]
+        payload = data[pos + 14:pos + 14 + n]
+        mask = (key * (n // 4 + 1))[:n]
+        got = (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
+            n, "little")
+        assert got == body
+        pos += 14 + n
+    assert pos == len(data)

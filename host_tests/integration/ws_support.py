@@ -6,6 +6,8 @@ import base64
 import hashlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -111,9 +113,11 @@ class Hostile:
     handshake, "silent": True (never answer), "eof": True (close right after sending),
     "later": bytes sent once the client's first frame arrived, "eof_later": True (close
     right after those), "after_close": what to do once the client's close frame arrived
-    instead of closing TCP: "linger" (never close) or "half_close" (send EOF); then read until
-    the client closes, recording "eof" or "reset" in .ends[N]} and records everything the
-    client sent afterwards in .received[N]."""
+    instead of closing TCP: "linger" (never close), "half_close" (send EOF; then read until
+    the client closes, recording "eof" or "reset" in .ends[N]) or "rst" (reset TCP, as
+    Autobahn's server and load balancers do), "rst": True / "rst_later": True (reset TCP
+    right after "send" / "later")}
+    and records everything the client sent afterwards in .received[N]."""
 
     def __init__(self, cases):
         self.cases = cases
@@ -164,6 +168,9 @@ class Hostile:
                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept)
             writer.write(resp.encode() + case.get("send", b""))
             await writer.drain()
+            if case.get("rst"):
+                _reset(writer)
+                return
             if case.get("eof"):
                 return
             got = bytearray()
@@ -183,10 +190,16 @@ class Hostile:
                     later = None
                     if case.get("eof_later"):
                         return
+                    if case.get("rst_later"):
+                        _reset(writer)
+                        return
                 if any(op == 8 for op, _ in parse_client_frames(bytes(got))):
                     after = case.get("after_close")
                     if after is None:
                         break  # the client's close frame: end TCP as a server should (§7.1.1)
+                    if after == "rst":
+                        _reset(writer)
+                        return
                     if after == "half_close":
                         writer.write_eof()
                     try:
@@ -200,6 +213,14 @@ class Hostile:
             pass
         finally:
             writer.close()
+
+
+def _reset(writer):
+    """Close with SO_LINGER 0: the kernel sends RST instead of FIN (what is written before
+    still reaches the peer first)."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 def run_client(scenario, cfg, interp="micropython", heapsize="512k", timeout=120):

@@ -1,11 +1,13 @@
-"""`fieldlink demo` (make demo): readings appear, and SIGTERM (a CI timeout, kill) stops the
-collector and the board it started instead of orphaning them."""
+"""`fieldlink demo` (make demo): readings appear, and SIGTERM (a CI timeout, kill) or SIGHUP
+(the terminal closed) stops the collector and the board it started instead of orphaning them."""
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+
+import pytest
 
 
 def _procs_under(d):
@@ -23,7 +25,10 @@ def _procs_under(d):
     return found
 
 
-def test_demo_shows_readings_and_sigterm_stops_everything(tmp_path, micropython):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_demo_shows_readings_and_sigterm_stops_everything(tmp_path, micropython, sig):
+    # SIGHUP: the terminal closed. The board runs in a session of its own (a terminal's
+    # Ctrl-C must reach only the tool), so no hangup reaches it but through the tool.
     work = str(tmp_path / "demo")
     p = subprocess.Popen([sys.executable, "-m", "fieldlink_tools.cli", "demo", "--dir", work,
                           "--interval", "0.2"], stdout=subprocess.PIPE,
@@ -40,8 +45,8 @@ def test_demo_shows_readings_and_sigterm_stops_everything(tmp_path, micropython)
     try:
         assert seen.wait(60), "no reading printed in 60 s:\n" + "".join(lines)
         assert _procs_under(work), "collector and board should be running"
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(30) == 0, "".join(lines)   # unwound like Ctrl-C, not killed (-15)
+        p.send_signal(sig)
+        assert p.wait(30) == 0, "".join(lines)   # unwound like Ctrl-C, not killed (-15, -1)
         deadline = time.monotonic() + 10
         while _procs_under(work):
             assert time.monotonic() < deadline, "left running: %s" % _procs_under(work)

@@ -49,9 +49,11 @@ def main(argv=None):
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    # SIGTERM (kill, systemd, CI timeouts) unwinds like Ctrl-C, so `finally` blocks stop the
-    # collector and board processes a command started instead of leaving them orphaned.
+    # SIGTERM (kill, systemd, CI timeouts) and SIGHUP (the terminal closed) unwind like
+    # Ctrl-C, so `finally` blocks stop the collector and board processes a command started
+    # instead of leaving them orphaned (boards run in a session of their own: sim.SimBoard).
     old = signal.signal(signal.SIGTERM, _interrupt)
+    old_hup = signal.signal(signal.SIGHUP, _interrupt)
     try:
         return args._run(args) or 0
     except KeyboardInterrupt:
@@ -61,6 +63,7 @@ def main(argv=None):
         return 2
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGHUP, old_hup)
 
 
 def _interrupt(signum, frame):

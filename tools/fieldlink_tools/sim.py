@@ -302,8 +302,11 @@ class SimBoard:
         env = dict(self.env)
         env["FIELDLINK_VBOARD_RESET_CAUSE"] = cause
         env["FIELDLINK_BOARD"] = self.board
+        # A session of its own: a terminal's Ctrl-C (SIGINT to its foreground process group)
+        # reaches only the tool, which stops the board once (stop()); a second SIGINT would
+        # interrupt the board's last flush.
         io = dict(cwd=self.flash, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                  stdin=subprocess.DEVNULL)
+                  stdin=subprocess.DEVNULL, start_new_session=True)
         if self.rom:
             from . import rom
             p = subprocess.Popen(rom.command(self.image, self.heapsize, self.BOOT),
@@ -349,15 +352,25 @@ class SimBoard:
             p.kill()
         self._join()
 
-    def stop(self, timeout=5):
-        """Ctrl-C, then kill if it does not end."""
+    def stop(self, timeout=20):
+        """Ctrl-C (one SIGINT: the firmware saves its outbox to flash and ends), then kill if
+        it does not end (a power cut: what was in RAM is lost)."""
         self._stop.set()
         with self._lock:
             p = self.proc
         if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGINT)
+            from . import ctrl_c
+            deadline = time.monotonic() + timeout
             try:
-                p.wait(timeout)
+                # at a point where it cannot break the interpreter; while Ctrl-C is off (the
+                # firmware saving its outbox, or the interpreter not started yet) only wait
+                while ctrl_c.interrupt(p.pid) is None and p.poll() is None and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.05)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
         self._join()
@@ -428,7 +441,10 @@ class SimBoard:
 
 
 def add_arguments(p):
-    p.add_argument("--url", required=True, help="collector URL, e.g. ws://127.0.0.1:8765/ws")
+    p.add_argument("--url", default=None,
+                   help="collector URL, e.g. ws://127.0.0.1:8765/ws (required, except with "
+                        "--pty: without it the pty board's flash is left as it is, empty "
+                        "when new, a target for `fieldlink deploy`)")
     p.add_argument("--device-id", default="sim-1", help="device id (default sim-1)")
     p.add_argument("--token", default="sim-token", help="device token (default sim-token)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -454,12 +470,18 @@ def add_arguments(p):
 
 def run(args):
     flash = args.flash or str(paths.VAR / "sim" / args.device_id)
-    cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.rom and (args.pty or args.source):
         raise SystemExit("fieldlink sim: --rom runs the compiled firmware from ROM; it does not "
                          "go with --%s" % ("pty (a deploy target)" if args.pty else "source"))
+    if args.url is None and not args.pty:
+        raise SystemExit("fieldlink sim: --url is required (the collector the board streams "
+                         "to), except with --pty")
+    cfg = make_config(args.url, args.device_id, args.token, parse_set(args.set))
     if args.pty:
         from .vboard_pty import run_pty
+        if args.url is None:
+            # a fresh board, as flashed with MicroPython: only what is in its flash runs
+            return run_pty(flash, board=args.board, heapsize=args.heapsize)
         # the pty board's path has tools/vboard itself (vboard_pty.child_env)
         prepare_flash(flash, cfg, args.board, compiled=not args.source, vboard=False)
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
@@ -475,5 +497,7 @@ def run(args):
         rc = b.wait()
     except KeyboardInterrupt:
         b.stop()
+        print("fieldlink sim: board stopped (exit status %s)" % (b.exits[-1] if b.exits else "?"),
+              flush=True)
         return 130
     return rc or 0

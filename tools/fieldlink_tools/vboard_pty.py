@@ -19,7 +19,9 @@ Ctrl-A). What a board does that the unix port does not, and this bridge adds:
 - Ctrl-C while code runs: a board's UART driver raises KeyboardInterrupt; the child's terminal
   is kept in raw mode (no ISIG, so a Ctrl-C can never kill the interpreter between runs), and
   the bridge sends SIGINT itself exactly when the child has its SIGINT handler installed,
-  i.e. while it executes Python code (see `_executing`).
+  i.e. while it executes Python code and has not turned Ctrl-C off (`micropython.kbd_intr(-1)`
+  on the unix port restores SIGINT's default action), at a point where it cannot break the
+  interpreter (ctrl_c.py).
 - line endings: output processing is off on the child's terminal (so REPL strings keep their
   single `\\r\\n`) and the bridge turns a lone `\\n` from print() into `\\r\\n`, as a board's
   stdout does.
@@ -37,7 +39,7 @@ import termios
 import time
 import tty
 
-from . import paths, upy
+from . import ctrl_c, paths, upy
 
 # Exit statuses the virtual board's machine module uses for resets (tools/vboard/machine.py).
 EXIT_MACHINE_RESET = 75
@@ -123,18 +125,6 @@ def _own_session():
     interpreter instead of leaving it running unattended."""
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def _sigint_caught(pid):
-    """True while the unix port has its SIGINT handler installed, i.e. runs Python code."""
-    try:
-        with open("/proc/%d/status" % pid, "rb") as f:
-            for line in f:
-                if line.startswith(b"SigCgt:"):
-                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
-    except (OSError, ValueError):
-        pass
-    return False
 
 
 class _Board:
@@ -265,11 +255,17 @@ class _Board:
         for b in data:
             # A board's UART driver turns Ctrl-C into KeyboardInterrupt while code runs and
             # does not pass it on; at a prompt it is an ordinary key.
-            if b == _CTRL_C and _sigint_caught(self.proc.pid):
+            if b == _CTRL_C and ctrl_c.sigint_caught(self.proc.pid):
                 if out:
                     os.write(self.child_master, bytes(out))
                     out.clear()
-                os.kill(self.proc.pid, signal.SIGINT)
+                try:
+                    # where it cannot break the interpreter; not sent if Ctrl-C went off
+                    # meanwhile: then it is an ordinary key, as on a board
+                    if ctrl_c.interrupt(self.proc.pid) is None:
+                        out.append(b)
+                except ProcessLookupError:
+                    pass
             else:
                 out.append(b)
         if out:

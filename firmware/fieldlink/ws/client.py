@@ -547,7 +547,11 @@ class WebSocket:
                 except (OSError, ValueError, asyncio.TimeoutError):
                     pass  # reset, TLS error or deadline: close now
         except OSError as e:
-            exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
+            if p.close_code is None or p.failure is not None:
+                exc = ConnectionClosed(1006, "connection lost: %s" % (e,))
+            # else the server's close frame arrived, so a reset after it (sent instead of a
+            # FIN by Autobahn's server and load balancers) loses nothing: §7.1.5, the close
+            # code is the one in that frame (set below)
         except MemoryError:
             # A small, fragmented heap: the connection ends like a lost one (the owner
             # reconnects) instead of this task dying with an exception nobody awaits.

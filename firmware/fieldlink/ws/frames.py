@@ -13,6 +13,10 @@ except ImportError:  # CPython
 
 from .errors import ProtocolError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 try:
     from ._viper import frame_into, str_nbytes
 except ImportError:  # CPython, or no viper emitter: the Encoder builds frames in Python
@@ -70,6 +74,8 @@ class Encoder:
         if 4 * n + 14 > len(self.buf) or n >= _VIPER_MAX:
             # (viper takes a str for a ptr8 argument: its UTF-8 bytes)
             n = str_nbytes(s, n)  # type: ignore[arg-type]
+            if n >= _VIPER_MAX:  # framed in Python, which masks bytes, not a str
+                s = s.encode()
             return self.encode_frame(OP_TEXT, s, n, True)
         # viper reads the str's UTF-8 in place (no encoded copy) and counts its bytes
         self.out = self.buf
@@ -142,11 +148,17 @@ class Decoder:
 
     def __init__(self, max_size):
         self.max_size = max_size
+        # the message limit a 1009 names; max_size is lowered to the room the fragments of a
+        # message leave (Protocol), which is no limit the server could know
+        self.limit = max_size
         self._buf = None   # an incomplete frame
         self._have = 0     # bytes of it in _buf
         self._want = 0     # its full size, or 0 while its header is incomplete
         self._size = 0     # set by _frame when it found a header but not the whole payload
         self.stopped = False  # set once the connection is closed: parse nothing more
+        # on_part(opcode, payload bytes) for the payload of a frame that is still incomplete,
+        # as it arrives (Protocol checks text there: a bad byte fails at once), or None
+        self.on_part = None  # type: Any
 
     def stop(self):
         self.stopped = True
@@ -164,10 +176,13 @@ class Decoder:
             else:
                 have = self._have
                 k = min(len(data), self._want - have)
-                memoryview(buf)[have:have + k] = memoryview(data)[:k]
+                src = memoryview(data)[:k]
+                memoryview(buf)[have:have + k] = src
                 have += k
                 if have < self._want:
                     self._buf, self._have = buf, have
+                    if buf[0] & 0x0F <= OP_TEXT and self.on_part is not None:
+                        self.on_part(buf[0] & 0x0F, src)
                     return
                 self._frame(memoryview(buf), 0, have, on_frame)
                 if self.stopped:
@@ -192,6 +207,12 @@ class Decoder:
                 else:
                     buf = bytearray(mv[pos:end])
                 self._buf, self._have, self._want = buf, k, total
+                op = mv[pos] & 0x0F
+                if total and op <= OP_TEXT and self.on_part is not None:
+                    n = mv[pos + 1] & 0x7F
+                    h = pos + (4 if n == 126 else 10 if n == 127 else 2)
+                    if h < end:
+                        self.on_part(op, mv[h:end])
                 return
             pos = nxt
 
@@ -230,7 +251,7 @@ class Decoder:
                 n = (n << 8) | mv[pos + 2 + i]
             h = 10
         if op < OP_CLOSE and n > self.max_size:
-            raise ProtocolError(1009, "message over %d bytes" % self.max_size)
+            raise ProtocolError(1009, "message over %d bytes" % self.limit)
         stop = pos + h + n
         if stop > end:
             self._size = h + n

@@ -65,6 +65,8 @@ class Protocol:
         self._parts = None          # its fragments so far (bytearray) if more than one
         self._first = None          # its first fragment (bytes) while it is the only one
         self._u8 = 0                # UTF-8 validator state across text fragments
+        self._pre = 0               # bytes of the incomplete text frame checked (_on_part)
+        self._dec.on_part = self._on_part
 
     # --- receiving -------------------------------------------------------------------------
     def receive_data(self, data):
@@ -148,10 +150,16 @@ class Protocol:
             if self._op is not None:
                 raise ProtocolError(1002, "new message before the previous one finished")
             self._op = op
-            self._u8 = 0
+            if not self._pre:
+                self._u8 = 0
         n = len(payload)
         if self._op == _TEXT:
-            self._u8 = _utf8_check(self._u8, payload, n)
+            pre = self._pre
+            if pre:  # its first bytes were checked as they arrived
+                self._pre = 0
+                self._u8 = _utf8_check(self._u8, payload[pre:], n - pre)
+            else:
+                self._u8 = _utf8_check(self._u8, payload, n)
             if self._u8 < 0:
                 raise ProtocolError(1007, "invalid UTF-8 in a text message")
         if not fin:
@@ -183,6 +191,22 @@ class Protocol:
         self._events.append((self._op, msg))
         self._op = self._parts = self._first = None
         self._dec.max_size = self.max_message
+
+    def _on_part(self, op, chunk):
+        # Payload of a text frame still arriving (§8.1): fail as soon as a bad byte is in,
+        # not when the frame completes. Frames out of order are left to _on_frame (1002).
+        if op == _TEXT:
+            if self._op is not None:
+                return
+            if not self._pre:
+                self._u8 = 0
+        elif op != _CONT or self._op != _TEXT:
+            return
+        n = len(chunk)
+        self._u8 = _utf8_check(self._u8, chunk, n)
+        self._pre += n
+        if self._u8 < 0:
+            raise ProtocolError(1007, "invalid UTF-8 in a text message")
 
     def _on_close(self, payload):
         # §5.5.1: an optional 2-byte code, then an optional UTF-8 reason.
