@@ -465,6 +465,12 @@ def run(args):
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
+    if args.rom:
+        from . import rom
+        try:
+            rom.check()
+        except rom.RomError as e:
+            raise SystemExit("fieldlink sim: --rom: %s" % e)
     print("fieldlink sim: device %s -> %s, flash %s, heap %s%s" % (
         args.device_id, args.url, flash, args.heapsize, ", firmware in ROM" if args.rom
         else ""), flush=True)
