@@ -46,3 +46,14 @@ def test_columns_leave_out_what_a_binary_cannot_run(tmp_path, micropython):
     assert any(s.startswith("  micropython-script rom: left out (") for s in said), said
     r = fieldlink("bench", "link", "--micropython", tmp_path / "missing", "--no-bisect")
     assert r.returncode != 0 and "no binary %s" % (tmp_path / "missing") in r.stderr
+
+
+def test_bench_march_compares_the_viper_code_compiled_ahead_of_time(micropython):
+    r = fieldlink("bench", "march", "--micropython", micropython)
+    assert r.returncode == 0, r.stdout + r.stderr
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith("pypi ")]
+    assert len(row) == 1 and row[0].split()[1] == "x64", row
+    last = dict(kv.split("=") for kv in r.stdout.splitlines()[-1].split())
+    assert sorted(last) == ["bits_pypi_x64", "resident_b_pypi_import", "resident_b_pypi_march",
+                            "smallest_heap_k_pypi_import", "smallest_heap_k_pypi_march"]
+    assert all(v.isdigit() for v in last.values()), last   # both imports worked
