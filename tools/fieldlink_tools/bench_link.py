@@ -6,7 +6,9 @@ through the fault proxy to a real collector. Prints numbers, asserts nothing.
   3. dead-link detection time after a blackhole (keepalive: ping_interval_s + ping_timeout_s);
   4. the board's heap: live heap after gc and high-water mark (its own `mem`/`health` lines);
   5. the smallest `-X heapsize` (bisected in 8k steps) at which the board streams 10,000
-     readings: all stored, no MemoryError in its log, no reboot.
+     readings: all stored, no MemoryError in its log, no reboot. Sampled every 2 ms
+     (--interval) a loaded machine's link carries less than the board makes: the outbox
+     fills and drops readings (declared gaps), which fails a run too and says so.
 
 One column per binary and placement given (--micropython, repeatable; --placement): the
 firmware as .mpy files in the flash (`fieldlink deploy`'s layout), in a ROMFS image (`sim
@@ -160,9 +162,18 @@ def streams(heap, board_data, n=10000, interval=0.002, timeout=120, placement="f
             return "ok" if rig.stored()[0] >= n else None
         why = _wait(done, timeout, 0.2) or "timeout (%d stored)" % rig.stored()[0]
         if why == "ok":
-            seqs = rig.c.seqs("bench-1")[:n]
-            if seqs != list(range(1, n + 1)):
-                why = "missing seqs"
+            # n stored can hold newer readings while older ones from the flash are still on
+            # their way: missing means not there after the link had time to deliver them
+            want = list(range(1, n + 1))
+            if not _wait(lambda: rig.c.seqs("bench-1")[:n] == want, 30, 0.2):
+                lost = sorted(set(want) - set(rig.c.seqs("bench-1")))
+                st = rig.c.store()
+                try:
+                    gaps = st.gaps("bench-1")
+                finally:
+                    st.close()
+                why = "missing seqs: %d of 1..%d, first %s; %d gaps declared %s" % (
+                    len(lost), n, lost[:1], len(gaps), gaps[:2])
             elif rig.b.lines("MemoryError"):
                 why = "MemoryError"
         return why == "ok", why
@@ -171,21 +182,24 @@ def streams(heap, board_data, n=10000, interval=0.002, timeout=120, placement="f
         shutil.rmtree(work, ignore_errors=True)
 
 
-def smallest_heap(board_data, lo_k, hi_k, step_k, n, say, placement="files"):
+def smallest_heap(board_data, lo_k, hi_k, step_k, n, say, placement="files", interval=0.002):
     """Bisect on a grid of step_k: the smallest size that streams, or None."""
     lo = lo_k // step_k           # grid indices; lo might fail, hi must work
     hi = hi_k // step_k
-    ok, why = streams("%dk" % (hi * step_k), board_data, n, placement=placement)
+    ok, why = streams("%dk" % (hi * step_k), board_data, n, placement=placement,
+                      interval=interval)
     say("  %4dk: %s" % (hi * step_k, why))
     if not ok:
         return None
-    ok, why = streams("%dk" % (lo * step_k), board_data, n, placement=placement)
+    ok, why = streams("%dk" % (lo * step_k), board_data, n, placement=placement,
+                      interval=interval)
     say("  %4dk: %s" % (lo * step_k, why))
     if ok:
         return lo * step_k
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        ok, why = streams("%dk" % (mid * step_k), board_data, n, placement=placement)
+        ok, why = streams("%dk" % (mid * step_k), board_data, n, placement=placement,
+                          interval=interval)
         say("  %4dk: %s" % (mid * step_k, why))
         if ok:
             hi = mid
@@ -281,6 +295,10 @@ def main(argv=None):
     ap.add_argument("--lo", default="32k", help="bisection range, low end (32k)")
     ap.add_argument("--hi", default="256k", help="bisection range, high end (256k)")
     ap.add_argument("--no-bisect", action="store_true", help="skip the heap bisection")
+    ap.add_argument("--interval", type=float, default=0.002,
+                    help="sampling interval of the bisection runs, s (0.002: more than a "
+                         "loaded machine's link carries, so the outbox fills and drops, "
+                         "declared, count as a failure too)")
     ap.add_argument("--no-link", action="store_true",
                     help="skip the link numbers (throughput, restart, dead link, heap)")
     add_column_arguments(ap)
@@ -300,7 +318,8 @@ def main(argv=None):
             ("heap high-water at %s, B (incl. garbage)" % args.heapsize,
              "heap_high_water_b", "%d"),
             ("MemoryErrors at %s" % args.heapsize, "memory_errors", "%d"),
-            ("smallest -X heapsize streaming %d readings, k (8k steps)" % args.readings,
+            ("smallest heap streaming %d readings (every %g s), k" % (args.readings,
+                                                                       args.interval),
              "min_heapsize_k", "%s")]
     results = []
     for binary, label, placement in cols:
@@ -318,7 +337,8 @@ def main(argv=None):
                 say("%s %s: smallest heap streaming %d readings (%s..%s)" % (
                     label, placement, args.readings, args.lo, args.hi))
                 k = smallest_heap(board_data, _k(args.lo) // 1024, _k(args.hi) // 1024, 8,
-                                  args.readings, say, placement=placement)
+                                  args.readings, say, placement=placement,
+                                  interval=args.interval)
                 r["min_heapsize_k"] = k or "none"
         results.append(r)
     width = max(12, *(len(c[1]) + 1 for c in cols))
