@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fieldlink_tools import rom, sim, upy
 
 
@@ -138,21 +140,26 @@ int main(int argc, char **argv) {
 """
 
 
-def _fake_micropython(tmp_path):
+def _fake_micropython(tmp_path, bits):
     import shutil
     cc = shutil.which("cc") or shutil.which("gcc")
     if not cc:
-        import pytest
         pytest.skip("no C compiler to build a stand-in MicroPython binary")
     src = tmp_path / "fake_mp.c"
     src.write_text(FAKE_MP_C)
     exe = tmp_path / "micropython-fake"
-    subprocess.run([cc, "-o", str(exe), str(src)], check=True, capture_output=True)
+    r = subprocess.run([cc, "-m%d" % bits, "-o", str(exe), str(src)], capture_output=True,
+                       text=True)
+    if r.returncode != 0 and bits == 32:
+        pytest.skip("the C compiler cannot build 32-bit programs (gcc-multilib)")
+    assert r.returncode == 0, r.stderr
     return exe
 
 
-def test_rom_maps_the_image_into_the_binary_micropython_names(tmp_path, monkeypatch):
-    exe = _fake_micropython(tmp_path)
+@pytest.mark.parametrize("bits", [64, 32])
+def test_rom_maps_the_image_into_the_binary_micropython_names(tmp_path, monkeypatch, bits):
+    exe = _fake_micropython(tmp_path, bits)
+    assert rom._elf(exe) == (bits, True)
     img = tmp_path / "rom.img"
     img.write_bytes(b"\xd2\xcd\x31\x07" + bytes(5000))
     monkeypatch.setenv("MICROPYTHON", str(exe))
