@@ -106,7 +106,7 @@ def explain_failure(output, status, board, port, image):
 def run_esptool(cmd, out=None, keep=16384):
     """Run one esptool command, passing its output (the progress included) straight through;
     returns (status, the last `keep` bytes of output as text) for explain_failure."""
-    out = out or sys.stdout.buffer
+    out = out or getattr(sys.stdout, "buffer", None)   # a captured stdout may have none
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
@@ -116,8 +116,12 @@ def run_esptool(cmd, out=None, keep=16384):
             chunk = os.read(proc.stdout.fileno(), 4096)
             if not chunk:
                 break
-            out.write(chunk)
-            out.flush()
+            if out is None:
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            else:
+                out.write(chunk)
+                out.flush()
             tail += chunk
             del tail[:-keep]
     except KeyboardInterrupt:
