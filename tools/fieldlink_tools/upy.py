@@ -41,9 +41,10 @@ def check_frozen(binary=None):
     exe = binary or find_micropython()
     r = subprocess.run([exe, "-c", "import %s as k; print('KEY', k.KEY)" % FROZEN_KEY_MODULE],
                        capture_output=True, text=True, timeout=60,
-                       env=dict(os.environ, MICROPYPATH=".frozen"), stdin=subprocess.DEVNULL)
+                       env=dict(os.environ, MICROPYPATH=".frozen"), stdin=subprocess.DEVNULL,
+                       cwd="/")   # '' on sys.path: no fieldlink_frozen.py of a build dir
     words = r.stdout.split()
-    if r.returncode != 0 or words[:1] != ["KEY"]:
+    if r.returncode != 0 or len(words) != 2 or words[0] != "KEY":
         raise MicroPythonMissing(
             "%s has no fieldlink firmware frozen in (build one with tools/build_micropython.py "
             "SRC --kind frozen and name it with $MICROPYTHON)" % exe)
