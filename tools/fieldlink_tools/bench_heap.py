@@ -4,9 +4,12 @@ App constructed) and prints the live heap after a collection at every step, with
 each firmware module the app keeps loaded while it streams, in load order. Code compiled with
 mpy-cross as on a board; the unix port's objects are 64-bit. Prints numbers, asserts nothing.
 
-Two columns, one run each: the firmware as .mpy files in the flash (`fieldlink deploy`'s
-layout: each module's bytecode is loaded into the heap) and in ROM (rom.py: bytecode runs in
-place from memory-mapped flash, as frozen modules or a ROMFS partition do on a board).
+One column, one run each, per binary (--micropython, repeatable) and placement (--placement):
+the firmware as .mpy files in the flash (`fieldlink deploy`'s layout: each module's bytecode
+is loaded into the heap), in a ROMFS image (rom.py: bytecode runs in place from memory-mapped
+flash, as from a board's ROMFS partition) or frozen into the binary (tools/build_micropython.py:
+bytecode, constants and qstrs all in the binary's read-only data). Each cell: live heap, and in
+brackets what the step added.
 
 The connect-time modules (handshake, opening) are listed last: they are loaded only while a
 connection is being opened, on top of everything else.
@@ -20,7 +23,7 @@ import tempfile
 
 from . import rom, sim, upy
 from . import paths
-from .bench_link import LINK, SIM_ONLY
+from .bench_link import LINK, PLACED, SIM_ONLY, add_column_arguments, columns, key, using
 
 # In the order the app loads them (the link pulls in the WebSocket client when it is built).
 # Not listed: fieldlink.filters (loaded only when the config names a filter), outbox_flash
@@ -34,15 +37,18 @@ CONNECTING = ("fieldlink.ws.handshake", "fieldlink.ws.opening")
 _LINE = re.compile(r"^HEAP (.+) (\d+) (-?\d+)$")
 
 
-def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M", in_rom=False):
-    """[(step, live heap after it, its cost)] from one run of tools/bench/heap_probe.py, with
-    the firmware as .mpy files in the flash, or in_rom (rom.py)."""
+def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M",
+            placement="files"):
+    """[(step, live heap after it, its cost)] from one run of tools/bench/heap_probe.py on
+    $MICROPYTHON's binary, with the firmware as .mpy files in the flash, in ROM (rom.py) or
+    frozen into the binary."""
+    in_rom = placement == "rom"
     work = tempfile.mkdtemp(prefix="fl-bench-heap-")
     try:
         flash = os.path.join(work, "flash")
         conf = sim.make_config("ws://127.0.0.1:9/ws", "heap-1", "tok", dict(LINK))
         # installs fieldlink/*.mpy, or (in_rom) leaves the flash to data
-        sim.prepare_flash(flash, conf, "virtual", board_data, rom=in_rom)
+        sim.prepare_flash(flash, conf, "virtual", board_data, rom=placement != "files")
         env = {"FIELDLINK_BOARD": "virtual"}
         probe = paths.TOOLS / "bench" / "heap_probe.py"
         if in_rom:
@@ -51,7 +57,8 @@ def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M", 
                                env=upy.env_for((paths.FIRMWARE,), env), cwd=flash,
                                capture_output=True, text=True, timeout=60)
         else:
-            r = upy.run(script=probe, path=sim.mp_dirs(), heapsize=heapsize, args=modules,
+            path = sim.mp_dirs() if placement == "files" else (paths.FIRMWARE,)
+            r = upy.run(script=probe, path=path, heapsize=heapsize, args=modules,
                         cwd=flash, env=env, timeout=60)
         rows = [(m.group(1), int(m.group(2)), int(m.group(3)))
                 for m in map(_LINE.match, r.stdout.splitlines()) if m]
@@ -69,27 +76,28 @@ def main(argv=None):
     ap.add_argument("--board", choices=("sim", "full"), default="sim",
                     help="sim: one simulated sensor (the memory test's board); full: "
                          "boards/virtual with its device models")
+    add_column_arguments(ap)
     args = ap.parse_args(argv)
-    upy.find_micropython()
     data = SIM_ONLY if args.board == "sim" else None
-    files = measure(data)
-    in_rom = dict((tag, (live, cost)) for tag, live, cost in measure(data, in_rom=True))
-    print("fieldlink bench heap: board %s, live heap after gc, bytes (unix port, 64-bit)"
-          % args.board)
-    print("firmware as .mpy files in the flash (loaded into the heap) | in ROM (runs in "
-          "place: frozen, or a ROMFS partition; `fieldlink sim --rom`)")
-    print("%-36s %8s %8s   %8s %8s" % ("step", "live", "cost", "live", "cost"))
-    totals = {"files": [0, 0], "rom": [0, 0]}   # [resident while streaming, connect extra]
-    for tag, live, cost in files:
-        rlive, rcost = in_rom.get(tag, (0, 0))
-        print("%-36s %8d %8d   %8d %8d" % (tag, live, cost, rlive, rcost))
-        if tag in CONNECTING:
-            totals["files"][1] += cost
-            totals["rom"][1] += rcost
-    totals["files"][0] = files[-1][1] - totals["files"][1]
-    totals["rom"][0] = in_rom[files[-1][0]][0] - totals["rom"][1]
-    for name in ("files", "rom"):
-        streaming, connecting = totals[name]
-        print("%s: resident_streaming_b=%d connect_extra_b=%d board=%s" % (
-            name, streaming, connecting, args.board))
+    print("fieldlink bench heap: board %s, live heap after gc, bytes; columns:" % args.board)
+    cols = columns(args, print)
+    runs = []
+    for binary, label, placement in cols:
+        with using(binary):
+            runs.append(dict((tag, (live, cost)) for tag, live, cost in
+                             measure(data, placement=placement)))
+    steps = [tag for tag in runs[0]]
+    w = max(16, *(len(c[1]) + 1 for c in cols))
+    print("%-36s" % "step" + "".join("%*s" % (w, c[1]) for c in cols))
+    print("%-36s" % "" + "".join("%*s" % (w, PLACED[c[2]]) for c in cols))
+    for tag in steps:
+        print("%-36s" % tag + "".join(
+            "%*s" % (w, "%d (%+d)" % r[tag] if tag in r else "-") for r in runs))
+    pairs = []
+    for (binary, label, placement), r in zip(cols, runs):
+        connecting = sum(r[t][1] for t in CONNECTING if t in r)
+        pairs += ["%s=%d" % (key("resident_streaming_b", label, placement),
+                             r[steps[-1]][0] - connecting),
+                  "%s=%d" % (key("connect_extra_b", label, placement), connecting)]
+    print(" ".join(pairs) + " board=%s" % args.board)
     return 0

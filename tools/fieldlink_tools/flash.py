@@ -2,6 +2,7 @@
 chip's offset. The image named by the board file must be downloaded first (no network access is
 assumed): the error says where from and where to put it. Afterwards: `fieldlink deploy`."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def check_image(path):
 
 
 def esptool_commands(board, port, image, baud=460800, erase=True):
-    """The esptool command lines that flash this board."""
+    """The esptool command lines that flash this board: write (erasing the whole flash first
+    unless erase is False; esptool checks that the image fits before it erases anything, and
+    checks the written data's hash), then verify the flash against the image again."""
     chip = board.get("chip")
     mp = board.get("micropython") or {}
     offset = mp.get("flash_offset")
@@ -57,12 +60,76 @@ def esptool_commands(board, port, image, baud=460800, erase=True):
     if not offset:
         raise DeployError("board %s has no micropython.flash_offset" % board.get("name"))
     base = [sys.executable, "-m", "esptool", "--chip", chip, "--port", port]
-    cmds = []
+    # no reset between the steps: a chip put into its bootloader by hand stays there to verify
+    write = base + ["--baud", str(baud), "--after", "no-reset", "write-flash"]
     if erase:
-        cmds.append(base + ["erase-flash"])
-    cmds.append(base + ["--baud", str(baud), "write-flash", "--compress", str(offset),
-                        str(image)])
-    return cmds
+        write.append("--erase-all")
+    write += ["--compress", str(offset), str(image)]
+    return [write, base + ["verify-flash", str(offset), str(image)]]
+
+
+def _size(n):
+    return "%d MB" % (n >> 20) if n >= 1 << 20 and not n & 0xFFFFF else "%d bytes" % n
+
+
+def explain_failure(output, status, board, port, image):
+    """One line for the user from esptool's output when it failed (status != 0)."""
+    m = re.search(r"will not fit in (\d+) bytes of flash", output)
+    if m:
+        offset = (board.get("micropython") or {}).get("flash_offset")
+        return ("%s (%d bytes) at %s does not fit the chip's %s flash: is it the image for "
+                "board %s? nothing was erased or written"
+                % (Path(image).name, os.path.getsize(image), offset, _size(int(m.group(1))),
+                   board.get("name")))
+    m = re.search(r"This chip is (\S+), not (\S+?)\.", output)
+    if m:
+        return ("the chip on %s is an %s, but board %s is an %s: pass the board file for "
+                "this chip (boards/)" % (port, m.group(1), board.get("name"), board.get("chip")))
+    m = re.search(r"'[^\n]*' is not an? (\S+) image", output)
+    if m:
+        return ("%s is not an image for the %s of board %s (its header names another chip): "
+                "download the board's image from %s"
+                % (Path(image).name, m.group(1), board.get("name"),
+                   (board.get("micropython") or {}).get("url")))
+    m = re.search(r"Failed to connect to [^:]*: ([^\n]*)", output)
+    if m:
+        return ("no ESP32 bootloader answered on %s (%s). Is it the board's port? To enter "
+                "the bootloader hold BOOT while pressing EN; close any program using the port "
+                "(fieldlink monitor, mpremote, a terminal)" % (port, m.group(1).strip()))
+    m = re.search(r"Could not open port [^\n]*?: ([^\n]*?)\)?\n", output)
+    if m or "Could not open" in output:
+        return "cannot open %s%s" % (port, ": " + m.group(1) if m else "")
+    m = re.findall(r"fatal error occurred: ([^\n]*)", output)
+    return "esptool failed (status %d)%s" % (status, ": " + m[-1] if m else "")
+
+
+def run_esptool(cmd, out=None, keep=16384):
+    """Run one esptool command, passing its output (the progress included) straight through;
+    returns (status, the last `keep` bytes of output as text) for explain_failure."""
+    out = out or getattr(sys.stdout, "buffer", None)   # a captured stdout may have none
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    tail = bytearray()
+    try:
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            if out is None:
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+            else:
+                out.write(chunk)
+                out.flush()
+            tail += chunk
+            del tail[:-keep]
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    return proc.wait(), tail.decode("utf-8", "replace")
 
 
 def add_arguments(parser):
@@ -100,12 +167,16 @@ def run(args):
         return 2
     for i, c in enumerate(cmds, 1):
         print("[%d/%d] %s" % (i, len(cmds), " ".join(c[2:])), flush=True)
-        r = subprocess.run(c, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        if r.returncode != 0:
-            print("fieldlink flash: error: esptool failed (status %d). Hold BOOT while "
-                  "pressing EN if the chip does not enter its bootloader by itself."
-                  % r.returncode, file=sys.stderr)
+        try:
+            status, output = run_esptool(c)
+        except KeyboardInterrupt:
+            print("fieldlink flash: interrupted: the flash may hold a partial image; run "
+                  "fieldlink flash again", file=sys.stderr)
+            return 130
+        if status != 0:
+            print("fieldlink flash: error: %s"
+                  % explain_failure(output, status, board, args.port, image), file=sys.stderr)
             return 1
-    print("flashed MicroPython onto %s; next: fieldlink deploy --port %s --board %s"
-          % (args.port, args.port, board.get("name")))
+    print("flashed MicroPython onto %s and verified it; next: fieldlink deploy --port %s "
+          "--board %s" % (args.port, args.port, board.get("name")))
     return 0

@@ -261,7 +261,8 @@ class SimBoard:
     BOOT = "import boot\nimport main\n"
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
-                 echo=False, env=None, compiled=True, board_data=None, rom=False):
+                 echo=False, env=None, compiled=True, board_data=None, rom=False,
+                 frozen=False):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -273,6 +274,7 @@ class SimBoard:
         self.compiled = compiled
         self.board_data = board_data
         self.rom = rom           # run the firmware from the ROM image (rom.py)
+        self.frozen = frozen     # the firmware frozen into the binary (upy.check_frozen)
         self.image = None
         self.path = None
         self.proc = None
@@ -285,9 +287,13 @@ class SimBoard:
     # ---- life ----
 
     def start(self):
+        if self.frozen:
+            upy.check_frozen()
         prepare_flash(self.flash, self.cfg, self.board, self.board_data, self.compiled,
-                      rom=self.rom)
-        if self.rom:
+                      rom=self.rom or self.frozen)
+        if self.frozen:
+            self.path = (paths.FIRMWARE,)   # boot.py and main.py; the rest is in the binary
+        elif self.rom:
             from . import rom
             self.image = rom.image()
             self.path = (paths.FIRMWARE,)   # boot.py and main.py; the rest is in the ROM
@@ -463,6 +469,9 @@ def add_arguments(p):
                         "as on a board with the firmware frozen in or in a ROMFS partition: "
                         "the code takes no heap (default: .mpy files in the flash, loaded "
                         "into the heap, as `fieldlink deploy` puts them)")
+    p.add_argument("--frozen", action="store_true",
+                   help="run the firmware frozen into the binary $MICROPYTHON names (built by "
+                        "tools/build_micropython.py --kind frozen from this checkout)")
     p.add_argument("--pty", action="store_true",
                    help="serve the board on a pseudo-terminal (raw REPL) for mpremote/ampy "
                         "instead of running main.py here")
@@ -470,6 +479,11 @@ def add_arguments(p):
 
 def run(args):
     flash = args.flash or str(paths.VAR / "sim" / args.device_id)
+    if args.rom and args.frozen:
+        raise SystemExit("fieldlink sim: --rom and --frozen are two placements: pick one")
+    if args.frozen and (args.pty or args.source):
+        raise SystemExit("fieldlink sim: --frozen runs the firmware frozen into the binary; it "
+                         "does not go with --%s" % ("pty" if args.pty else "source"))
     if args.rom and (args.pty or args.source):
         raise SystemExit("fieldlink sim: --rom runs the compiled firmware from ROM; it does not "
                          "go with --%s" % ("pty (a deploy target)" if args.pty else "source"))
@@ -487,11 +501,22 @@ def run(args):
         return run_pty(flash, board=args.board, heapsize=args.heapsize,
                        extra_path=(paths.FIRMWARE,))
     upy.find_micropython()
+    if args.rom:
+        from . import rom
+        try:
+            rom.check()
+        except rom.RomError as e:
+            raise SystemExit("fieldlink sim: --rom: %s" % e)
+    if args.frozen:
+        try:
+            upy.check_frozen()
+        except upy.MicroPythonMissing as e:
+            raise SystemExit("fieldlink sim: --frozen: %s" % e)
     print("fieldlink sim: device %s -> %s, flash %s, heap %s%s" % (
         args.device_id, args.url, flash, args.heapsize, ", firmware in ROM" if args.rom
-        else ""), flush=True)
+        else ", firmware frozen in" if args.frozen else ""), flush=True)
     b = SimBoard(flash, cfg, args.board, args.heapsize, echo=True, compiled=not args.source,
-                 rom=args.rom)
+                 rom=args.rom, frozen=args.frozen)
     b.start()
     try:
         rc = b.wait()

@@ -20,6 +20,41 @@ class MicroPythonMissing(RuntimeError):
     pass
 
 
+# A binary with the firmware frozen in (tools/build_micropython.py) also freezes this module:
+# KEY is frozen_sources_key() of the sources it was built from.
+FROZEN_KEY_MODULE = "fieldlink_frozen"
+
+
+def frozen_sources_key():
+    """The firmware package's and the virtual board's stand-ins' sources, hashed."""
+    import hashlib
+    h = hashlib.sha1()
+    for base in (paths.FIRMWARE / "fieldlink", paths.VBOARD_MP):
+        for f in sorted(p for p in base.rglob("*.py") if "__pycache__" not in p.parts):
+            h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def check_frozen(binary=None):
+    """MicroPythonMissing unless the binary (default: find_micropython()) has this checkout's
+    firmware frozen in."""
+    exe = binary or find_micropython()
+    r = subprocess.run([exe, "-c", "import %s as k; print('KEY', k.KEY)" % FROZEN_KEY_MODULE],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=".frozen"), stdin=subprocess.DEVNULL,
+                       cwd="/")   # '' on sys.path: no fieldlink_frozen.py of a build dir
+    words = r.stdout.split()
+    if r.returncode != 0 or len(words) != 2 or words[0] != "KEY":
+        raise MicroPythonMissing(
+            "%s has no fieldlink firmware frozen in (build one with tools/build_micropython.py "
+            "SRC --kind frozen and name it with $MICROPYTHON)" % exe)
+    if words[1] != frozen_sources_key():
+        raise MicroPythonMissing(
+            "%s holds other firmware than this checkout's (frozen from sources %s, these are "
+            "%s): rebuild it with tools/build_micropython.py SRC --kind frozen --force"
+            % (exe, words[1], frozen_sources_key()))
+
+
 def find_micropython():
     """Return the path of the micropython binary or raise MicroPythonMissing."""
     env = os.environ.get("MICROPYTHON")
