@@ -20,10 +20,38 @@ class StoreError(Exception):
     """The store could not do what was asked (I/O error, disk full, closed)."""
 
 
+class StoreDataError(StoreError):
+    """One operation failed on its own data (a constraint, a value the database cannot hold):
+    only that operation was rolled back; retrying it unchanged fails the same way."""
+
+
+# The operations `Store.apply` takes, by method name: the ones that write.
+WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
+
+
 class Store:
     """What the server needs from a store. Methods are blocking; the server calls them from
     one worker thread, in order, so implementations need not be safe for concurrent use.
-    Failures are raised as StoreError (the server then closes with 1011 and acks nothing)."""
+    Failures are raised as StoreError; nothing of what failed may be acked.
+
+    Writes go through `apply` (the server's group committer batches many devices' messages
+    into one durable commit); each single write method is `apply([(name, args)])[0]`."""
+
+    def apply(self, ops):
+        """Run `ops`, a list of (method_name, args_tuple) with method_name in WRITE_OPS, in
+        order in ONE transaction (one durable commit). Each op runs inside its own savepoint:
+        an op that fails on its data rolls back alone and its slot in the returned list holds
+        a StoreDataError instance (the cause chained), while the others commit. Every other
+        slot holds exactly what the single method returns. A failure of the transaction
+        itself (I/O, disk full, commit, closed) raises StoreError: nothing of the group was
+        stored. The results are returned only after the commit."""
+        raise NotImplementedError
+
+    def _one(self, name, *args):
+        out = self.apply([(name, args)])[0]
+        if isinstance(out, BaseException):
+            raise out
+        return out
 
     def add_readings(self, device, readings, boot=None, epoch="", rejected=()):
         """Store readings (dicts with q, ts, up, n, v, u, e; q in the store's seq space) in one
@@ -31,12 +59,12 @@ class Store:
         same transaction as a one-seq gap `rejected`. Returns (ack, new): the ack after the
         commit, and the readings that were not stored before (resends are ignored), each with
         `boot`, `epoch` and `received` added."""
-        raise NotImplementedError
+        return self._one("add_readings", device, readings, boot, epoch, tuple(rejected))
 
     def add_gap(self, device, seq_from, seq_to, why, reason=None):
         """Record that seqs seq_from..seq_to (inclusive) will never arrive (`reason`: free
         text, for server-side gaps); return the new ack."""
-        raise NotImplementedError
+        return self._one("add_gap", device, seq_from, seq_to, why, reason)
 
     def enter_epoch(self, device, epoch, next_seq):
         """A hello said `epoch` ("" when it had none) and `next` (device numbering).
@@ -44,7 +72,7 @@ class Store:
         began: offset = the highest seq stored or in a gap), `previous` (the epoch before),
         `lost` ((from, to) recorded as gap `lost` when the old epoch left a hole below the
         new offset, else None) and `ack` (the store's ack afterwards)."""
-        raise NotImplementedError
+        return self._one("enter_epoch", device, epoch, next_seq)
 
     def epochs(self, device):
         """Epochs a device has announced, oldest first: dicts epoch, offset, started_at,
@@ -57,11 +85,11 @@ class Store:
 
     def record_hello(self, device, hello):
         """Remember the last `hello` of a device (firmware, board, boot, dropped, ...)."""
-        raise NotImplementedError
+        return self._one("record_hello", device, hello)
 
     def record_health(self, device, health):
         """Store one `health` message."""
-        raise NotImplementedError
+        return self._one("record_health", device, health)
 
     def readings(self, device, since=0, limit=None):
         """Readings of a device with seq > since, oldest first, as dicts (q: the store's
@@ -128,6 +156,7 @@ CREATE TABLE IF NOT EXISTS gaps (
     PRIMARY KEY (device, seq_from, seq_to, why)   -- a resent gap is stored once
 );
 CREATE INDEX IF NOT EXISTS gaps_by_to ON gaps (device, seq_to);
+CREATE INDEX IF NOT EXISTS gaps_by_why ON gaps (device, why, seq_from);
 CREATE TABLE IF NOT EXISTS health (
     device   TEXT NOT NULL,
     received REAL NOT NULL,
@@ -164,6 +193,13 @@ _READING_COLS_V1 = ("r.seq, r.boot, r.ts, r.up, r.name, r.value, r.unit, r.err, 
                     " '', r.seq")
 
 
+# An op that fails on its own data (the savepoint takes it back alone): a constraint, a value
+# SQLite cannot hold (an int past 64 bits, a lone surrogate), a field missing or of the wrong
+# type. Anything else from sqlite3 (I/O, disk full, locked, corrupt) fails the whole group.
+_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
+                sqlite3.ProgrammingError, OverflowError, ValueError, TypeError, KeyError)
+
+
 def _columns(db, table):
     return {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}
 
@@ -172,8 +208,9 @@ DEFAULT_KEEP_HEALTH = 10080  # a week of health messages at the firmware's defau
 
 
 class SQLiteStore(Store):
-    """SQLite in WAL mode; one transaction per batch; the ack is kept in `devices.ack` and
-    advanced inside the same transaction that stores the batch, so it is never rescanned."""
+    """SQLite in WAL mode; one transaction per `apply` group; the ack is kept in
+    `devices.ack` and advanced inside the same transaction that stores the batch, so it is
+    never rescanned."""
 
     def __init__(self, path, synchronous="FULL", keep_health=DEFAULT_KEEP_HEALTH):
         self.path = str(path)
@@ -215,83 +252,116 @@ class SQLiteStore(Store):
             raise
 
     # -- writing -------------------------------------------------------------------------
+    #
+    # One method per write op, `_op_NAME(db, now, *args)`, run by `apply` inside the group's
+    # transaction and the op's savepoint. Each keeps `devices.ack` maximal when it returns
+    # (the invariant `_advance` relies on: no stored gap starting at or below ack+1 reaches
+    # past ack, and seq ack+1 is not stored).
 
-    def _tx(self, fn):
-        """Run fn(db) in one IMMEDIATE transaction; commit, or roll back and raise."""
+    def apply(self, ops):
+        ops = [(name, tuple(args)) for name, args in ops]
+        for name, _ in ops:
+            if name not in WRITE_OPS:
+                raise ValueError("not a store write op: %r" % (name,))
+        if not ops:
+            return []
         with self._lock:
-            if self._db is None:
+            db = self._db
+            if db is None:
                 raise StoreError("store is closed")
+            now = time.time()
+            out = []
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                db.execute("BEGIN IMMEDIATE")
                 try:
-                    out = fn(self._db)
-                    self._db.execute("COMMIT")
+                    for name, args in ops:
+                        db.execute("SAVEPOINT op")
+                        try:
+                            res = getattr(self, "_op_" + name)(db, now, *args)
+                        except _DATA_ERRORS as e:
+                            db.execute("ROLLBACK TO op")
+                            db.execute("RELEASE op")
+                            err = StoreDataError("%s: %s: %s" % (name, type(e).__name__, e))
+                            err.__cause__ = e
+                            out.append(err)
+                            continue
+                        db.execute("RELEASE op")
+                        out.append(res)
+                    db.execute("COMMIT")
                 except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
-                return out
             except sqlite3.Error as e:
                 raise StoreError(str(e)) from e
+            return out
 
     @staticmethod
     def _ensure_device(db, device, now):
-        db.execute("INSERT OR IGNORE INTO devices (device, first_seen, last_seen) VALUES (?,?,?)",
-                   (device, now, now))
-        db.execute("UPDATE devices SET last_seen=? WHERE device=?", (now, device))
-        return db.execute("SELECT ack FROM devices WHERE device=?", (device,)).fetchone()[0]
+        """The device's row (made on first use) with last_seen now; returns its ack."""
+        return db.execute(
+            "INSERT INTO devices (device, first_seen, last_seen) VALUES (?,?,?)"
+            " ON CONFLICT (device) DO UPDATE SET last_seen=excluded.last_seen RETURNING ack",
+            (device, now, now)).fetchone()[0]
 
     @staticmethod
-    def _advance(db, device, ack):
+    def _advance(db, device, ack, new_gaps=()):
         """Move the contiguous high-water mark up as far as stored readings and gaps allow.
-        Only rows above the mark are looked at (readings not yet contiguous, gaps reaching
-        past the mark), so the cost is that of the new data, not of the history."""
+        `new_gaps`: (from, to) of gaps written in this op. By the invariant above, a stored
+        gap can only matter if it was written now or starts above the old ack+1; the stored
+        ones are found by their start (primary key (device, seq_from, ...)) in the range the
+        mark passes over, each range looked at once: the work is that of the new data and of
+        the gaps the mark passes, never of a device's whole gap list."""
+        scanned = ack + 1          # stored gaps starting at or below this: already passed
         while True:
-            # A gap covering ack+1 moves the mark to its end (several may chain).
-            row = db.execute(
-                "SELECT MAX(seq_to) FROM gaps WHERE device=? AND seq_to>? AND seq_from<=?",
-                (device, ack, ack + 1)).fetchone()
-            if row[0] is not None:
-                ack = row[0]
+            top = ack
+            for a, b in new_gaps:
+                if a <= ack + 1 and b > top:
+                    top = b
+            if ack + 1 > scanned:
+                row = db.execute("SELECT MAX(seq_to) FROM gaps WHERE device=? AND seq_from>?"
+                                 " AND seq_from<=?", (device, scanned, ack + 1)).fetchone()
+                scanned = ack + 1
+                if row[0] is not None and row[0] > top:
+                    top = row[0]
+            if top > ack:
+                ack = top
                 continue
-            # A stored run starting at ack+1 ends at the first stored seq without a successor.
+            # A stored run starting at ack+1 ends at the first stored seq without a successor
+            # (walked in key order: the run's length, once).
             if db.execute("SELECT 1 FROM readings WHERE device=? AND seq=?",
                           (device, ack + 1)).fetchone() is None:
                 return ack
             ack = db.execute(
-                "SELECT MIN(r.seq) FROM readings r WHERE r.device=? AND r.seq>? AND NOT EXISTS"
-                " (SELECT 1 FROM readings s WHERE s.device=r.device AND s.seq=r.seq+1)",
-                (device, ack)).fetchone()[0]
+                "SELECT r.seq FROM readings r WHERE r.device=? AND r.seq>? AND NOT EXISTS"
+                " (SELECT 1 FROM readings s WHERE s.device=r.device AND s.seq=r.seq+1)"
+                " ORDER BY r.seq LIMIT 1", (device, ack)).fetchone()[0]
 
-    def add_readings(self, device, readings, boot=None, epoch="", rejected=()):
-        now = time.time()
-
-        def tx(db):
-            ack = self._ensure_device(db, device, now)
-            for seq, reason in rejected:
-                self._insert_gap(db, device, seq, seq, "rejected", reason, now)
-            new = []
-            for r in readings:
-                # PRIMARY KEY (device, seq) + ON CONFLICT DO NOTHING: a resent reading
-                # changes nothing (unlike INSERT OR IGNORE, other constraint failures still
-                # raise and roll the batch back); rowcount tells which ones are new.
-                cur = db.execute(
-                    "INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
-                    " received, epoch) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT (device, seq) DO NOTHING",
-                    (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
-                     r.get("u"), r.get("e"), now, epoch or ""))
-                if cur.rowcount == 1:
-                    new.append(r)
-            new_ack = self._advance(db, device, ack)
-            if new:
-                top = max(r["q"] for r in new)
-                db.execute("UPDATE devices SET readings=readings+?, last_seq=MAX(last_seq,?),"
-                           " ack=? WHERE device=?", (len(new), top, new_ack, device))
-            elif new_ack != ack:
-                db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
-            return new_ack, [dict(r, boot=boot, epoch=epoch or "", received=now) for r in new]
-        return self._tx(tx)
+    def _op_add_readings(self, db, now, device, readings, boot=None, epoch="", rejected=()):
+        ack = self._ensure_device(db, device, now)
+        for seq, reason in rejected:
+            self._insert_gap(db, device, seq, seq, "rejected", reason, now)
+        new = []
+        for r in readings:
+            # PRIMARY KEY (device, seq) + ON CONFLICT DO NOTHING: a resent reading changes
+            # nothing (unlike INSERT OR IGNORE, other constraint failures still raise and
+            # roll the op back); rowcount tells which ones are new.
+            cur = db.execute(
+                "INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
+                " received, epoch) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (device, seq) DO NOTHING",
+                (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
+                 r.get("u"), r.get("e"), now, epoch or ""))
+            if cur.rowcount == 1:
+                new.append(r)
+        new_ack = self._advance(db, device, ack, [(q, q) for q, _ in rejected])
+        if new:
+            top = max(r["q"] for r in new)
+            db.execute("UPDATE devices SET readings=readings+?, last_seq=MAX(last_seq,?),"
+                       " ack=? WHERE device=?", (len(new), top, new_ack, device))
+        elif new_ack != ack:
+            db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
+        return new_ack, [dict(r, boot=boot, epoch=epoch or "", received=now) for r in new]
 
     @staticmethod
     def _insert_gap(db, device, seq_from, seq_to, why, reason, now):
@@ -299,11 +369,19 @@ class SQLiteStore(Store):
         # on every connection, merged with newer drops next to them (Outbox.on_connect), so
         # over a flaky link the same seqs came back in wider and wider gaps, one row each,
         # and the dropped count summed them all (50 reconnects: 5640 for 235 dropped).
+        # Gaps of one kind never overlap (this function), so the ones that meet
+        # seq_from..seq_to are the last one starting below it and those starting inside it:
+        # found through gaps_by_why, not by scanning the device's gaps.
+        below = db.execute(
+            "SELECT seq_from, seq_to FROM gaps WHERE device=? AND why=? AND seq_from<?"
+            " ORDER BY seq_from DESC LIMIT 1", (device, why, seq_from)).fetchall()
+        inside = db.execute(
+            "SELECT seq_from, seq_to FROM gaps WHERE device=? AND why=? AND seq_from>=? AND"
+            " seq_from<=? ORDER BY seq_from", (device, why, seq_from, seq_to)).fetchall()
         lo = seq_from
-        for a, b in db.execute(
-                "SELECT seq_from, seq_to FROM gaps WHERE device=? AND seq_to>=? AND"
-                " seq_from<=? AND why=? ORDER BY seq_from",
-                (device, seq_from, seq_to, why)).fetchall():
+        for a, b in below + inside:
+            if b < lo:
+                continue
             if a > lo:
                 db.execute("INSERT INTO gaps (device, seq_from, seq_to, why, received, reason)"
                            " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -315,83 +393,68 @@ class SQLiteStore(Store):
                        " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                        (device, lo, seq_to, why, now, reason))
 
-    def add_gap(self, device, seq_from, seq_to, why, reason=None):
-        now = time.time()
+    def _op_add_gap(self, db, now, device, seq_from, seq_to, why, reason=None):
+        ack = self._ensure_device(db, device, now)
+        self._insert_gap(db, device, seq_from, seq_to, why, reason, now)
+        new_ack = self._advance(db, device, ack, [(seq_from, seq_to)])
+        if new_ack != ack:
+            db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
+        return new_ack
 
-        def tx(db):
-            ack = self._ensure_device(db, device, now)
-            self._insert_gap(db, device, seq_from, seq_to, why, reason, now)
-            new_ack = self._advance(db, device, ack)
-            if new_ack != ack:
-                db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
-            return new_ack
-        return self._tx(tx)
-
-    def enter_epoch(self, device, epoch, next_seq):
-        now = time.time()
-
-        def tx(db):
-            ack = self._ensure_device(db, device, now)
-            cur, offset, last_seq = db.execute(
-                "SELECT epoch, epoch_offset, last_seq FROM devices WHERE device=?",
-                (device,)).fetchone()
-            out = {"epoch": cur, "offset": offset, "started": False, "previous": cur,
-                   "lost": None, "ack": ack}
-            if not epoch or epoch == cur:
-                return out   # no epoch (older firmware: numbering as before) or the same one
-            out["epoch"] = epoch
-            if not cur and next_seq + offset > ack:
-                # The first epoch this device announces (new device, or firmware that now
-                # sends one and keeps numbering where it was): adopt it, same numbers.
-                db.execute("INSERT INTO epochs (device, epoch, seq_offset, started_at,"
-                           " previous) VALUES (?,?,?,?,?)", (device, epoch, offset, now, cur))
-                db.execute("UPDATE devices SET epoch=? WHERE device=?", (epoch, device))
-                return out
-            # A new epoch (its persistent state was wiped; or, from "", a device whose
-            # counter went back below the ack): its numbers start over above everything
-            # this device has stored or declared so far.
-            top = db.execute("SELECT MAX(seq_to) FROM gaps WHERE device=?",
-                             (device,)).fetchone()[0] or 0
-            top = max(top, ack, last_seq)
-            db.execute("INSERT INTO epochs (device, epoch, seq_offset, started_at, previous)"
-                       " VALUES (?,?,?,?,?)", (device, epoch, top, now, cur))
-            db.execute("UPDATE devices SET epoch=?, epoch_offset=? WHERE device=?",
-                       (epoch, top, device))
-            out.update(offset=top, started=True)
-            if ack < top:
-                # What the old epoch never delivered went with the wipe; without this gap the
-                # ack could never pass it and the new epoch would stall behind it.
-                self._insert_gap(db, device, ack + 1, top, "lost",
-                                 "epoch %s replaced %s" % (epoch, cur or '""'), now)
-                out["ack"] = self._advance(db, device, ack)
-                db.execute("UPDATE devices SET ack=? WHERE device=?", (out["ack"], device))
-                out["lost"] = (ack + 1, top)
+    def _op_enter_epoch(self, db, now, device, epoch, next_seq):
+        ack = self._ensure_device(db, device, now)
+        cur, offset, last_seq = db.execute(
+            "SELECT epoch, epoch_offset, last_seq FROM devices WHERE device=?",
+            (device,)).fetchone()
+        out = {"epoch": cur, "offset": offset, "started": False, "previous": cur,
+               "lost": None, "ack": ack}
+        if not epoch or epoch == cur:
+            return out   # no epoch (older firmware: numbering as before) or the same one
+        out["epoch"] = epoch
+        if not cur and next_seq + offset > ack:
+            # The first epoch this device announces (new device, or firmware that now sends
+            # one and keeps numbering where it was): adopt it, same numbers.
+            db.execute("INSERT INTO epochs (device, epoch, seq_offset, started_at,"
+                       " previous) VALUES (?,?,?,?,?)", (device, epoch, offset, now, cur))
+            db.execute("UPDATE devices SET epoch=? WHERE device=?", (epoch, device))
             return out
-        return self._tx(tx)
+        # A new epoch (its persistent state was wiped; or, from "", a device whose counter
+        # went back below the ack): its numbers start over above everything this device has
+        # stored or declared so far.
+        top = db.execute("SELECT MAX(seq_to) FROM gaps WHERE device=?",
+                         (device,)).fetchone()[0] or 0
+        top = max(top, ack, last_seq)
+        db.execute("INSERT INTO epochs (device, epoch, seq_offset, started_at, previous)"
+                   " VALUES (?,?,?,?,?)", (device, epoch, top, now, cur))
+        db.execute("UPDATE devices SET epoch=?, epoch_offset=? WHERE device=?",
+                   (epoch, top, device))
+        out.update(offset=top, started=True)
+        if ack < top:
+            # What the old epoch never delivered went with the wipe; without this gap the ack
+            # could never pass it and the new epoch would stall behind it.
+            self._insert_gap(db, device, ack + 1, top, "lost",
+                             "epoch %s replaced %s" % (epoch, cur or '""'), now)
+            out["ack"] = self._advance(db, device, ack, [(ack + 1, top)])
+            db.execute("UPDATE devices SET ack=? WHERE device=?", (out["ack"], device))
+            out["lost"] = (ack + 1, top)
+        return out
 
-    def record_hello(self, device, hello):
-        now = time.time()
+    def _op_record_hello(self, db, now, device, hello):
+        body = json.dumps(hello)
+        self._ensure_device(db, device, now)
+        db.execute("UPDATE devices SET hello=? WHERE device=?", (body, device))
 
-        def tx(db):
-            self._ensure_device(db, device, now)
-            db.execute("UPDATE devices SET hello=? WHERE device=?", (json.dumps(hello), device))
-        self._tx(tx)
-
-    def record_health(self, device, health):
-        now = time.time()
+    def _op_record_health(self, db, now, device, health):
         body = json.dumps(health)
-
-        def tx(db):
-            self._ensure_device(db, device, now)
-            db.execute("INSERT INTO health (device, received, body) VALUES (?,?,?)",
-                       (device, now, body))
-            if self.keep_health:
-                db.execute("DELETE FROM health WHERE device=? AND rowid <= (SELECT rowid FROM"
-                           " health WHERE device=? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-                           (device, device, self.keep_health))
-            db.execute("UPDATE devices SET health=?, health_at=? WHERE device=?",
-                       (body, now, device))
-        self._tx(tx)
+        self._ensure_device(db, device, now)
+        db.execute("INSERT INTO health (device, received, body) VALUES (?,?,?)",
+                   (device, now, body))
+        if self.keep_health:
+            db.execute("DELETE FROM health WHERE device=? AND rowid <= (SELECT rowid FROM"
+                       " health WHERE device=? ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                       (device, device, self.keep_health))
+        db.execute("UPDATE devices SET health=?, health_at=? WHERE device=?",
+                   (body, now, device))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -510,5 +573,5 @@ class ReadOnlySQLiteStore(SQLiteStore):
         except sqlite3.Error as e:
             raise StoreError("cannot open %s read-only: %s" % (self.path, e)) from e
 
-    def _tx(self, fn):
+    def apply(self, ops):
         raise StoreError("read-only store")
