@@ -3,7 +3,7 @@ API, plus the dashboard's HTTP routes and its read-only live feed. See docs/coll
 
 Routes (one port): `/ws` devices (token in the upgrade, subprotocol fieldlink.v1), `/live` the
 dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and its static files,
-`/api/devices` a JSON snapshot.
+`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (admin token).
 """
 import asyncio
 import email.utils
@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from websockets.asyncio.server import serve
@@ -21,7 +20,9 @@ from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
 from . import messages as M
-from .store import StoreError
+from .committer import GroupCommitter
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, CollectorMetrics
+from .store import StoreDataError, StoreError
 
 log = logging.getLogger("fieldlink.collector")
 
@@ -138,6 +139,7 @@ class _Session:
         self.offset = 0            # store seq = device seq + offset (docs/protocol.md "Epochs")
         self.first = 1             # hello.first, in store seqs
         self.superseded = False
+        self.received_at = 0.0     # perf_counter when the message in hand was read
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
         self.peer = ws.remote_address[0] if ws.remote_address else None
@@ -169,14 +171,20 @@ class Collector:
         self._live = {}                        # device -> _Session
         self._subs = set()
         self._cmd_ids = itertools.count(1)
-        # SQLite blocks (fsync): run every store call on one worker thread, in order, so the
-        # event loop keeps serving other devices while a commit is on its way to disk.
-        self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="fieldlink-store")
+        self.metrics = CollectorMetrics(connected=lambda: len(self._live))
+        # Every store call on one store thread (SQLite blocks on fsync), the writes of all
+        # devices grouped into one commit each (committer.py): the event loop keeps serving
+        # while a commit is on its way to disk, and one fsync acks many devices' batches.
+        self.committer = GroupCommitter(store, metrics=self.metrics,
+                                        max_queue=max(1000, 4 * max_devices))
+        self._lag_task = None
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
 
     # -- life ----------------------------------------------------------------------------
 
     async def start(self):
+        self.committer.start()
+        self._lag_task = asyncio.ensure_future(self.metrics.probe_loop_lag())
         self._server = await serve(
             self._handler, self.host, self.port,
             ssl=self.ssl_context,
@@ -219,9 +227,16 @@ class Collector:
             for sub in list(self._subs):
                 sub.close()
             self._server.close(code=code, reason="server shutting down")
+            # What is queued commits (or, with the store failing, fails unacked) so that no
+            # handler waits on the store while the server waits on the handlers.
+            await self.committer.close()
             await self._server.wait_closed()
             self._server = None
-        self._db_exec.shutdown(wait=True)
+        else:
+            await self.committer.close()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
 
     async def serve_forever(self):
         await self._server.wait_closed()
@@ -282,7 +297,18 @@ class Collector:
     # -- internals -----------------------------------------------------------------------
 
     async def _db(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._db_exec, fn, *args)
+        """A read on the store thread (writes go through self.committer)."""
+        return await self.committer.read(fn, *args)
+
+    def _may_see_metrics(self, request):
+        """Who may read /metrics: the admin token for now (the viewer role can take over)."""
+        got = _bearer(request.headers)
+        return bool(self.admin_token) and hmac.compare_digest(got.encode(),
+                                                             self.admin_token.encode())
+
+    async def _count_close(self, ws):
+        await ws.wait_closed()
+        self.metrics.closes.labels(str(ws.close_code)).inc()
 
     def _print(self, line):
         if self.print_readings is not None:
@@ -333,7 +359,16 @@ class Collector:
                 snap = await self.snapshot()
                 return _body(200, json.dumps(snap).encode(), "application/json")
             if path == "/healthz":
+                if self.committer.failing is not None:
+                    return _text(conn, 503, "store failing, acks paused: %s\n"
+                                 % self.committer.failing)
                 return _text(conn, 200, "ok\n")
+            if path == "/metrics":
+                if not self._may_see_metrics(request):
+                    resp = _text(conn, 401, "token required\n")
+                    resp.headers["WWW-Authenticate"] = 'Bearer realm="fieldlink"'
+                    return resp
+                return _body(200, self.metrics.render(), METRICS_CONTENT_TYPE)
             return _text(conn, 404, "not found\n")
         except Exception:
             log.exception("process_request failed for %s", request.path)
@@ -346,6 +381,7 @@ class Collector:
         status = self.devices.check(dev, token) if M.DEVICE_ID.match(dev) else 401
         if status != 200:
             self.stats["rejected"] += 1
+            self.metrics.refused.labels("unauthorized" if status == 401 else "disabled").inc()
             log.warning("refused device %r from %s: %d", dev[:40],
                         conn.remote_address[0] if conn.remote_address else "?", status)
             resp = _text(conn, status, "unknown device or wrong token\n" if status == 401
@@ -355,6 +391,7 @@ class Collector:
             return resp
         if dev not in self._live and len(self._live) >= self.max_devices:
             self.stats["rejected"] += 1
+            self.metrics.refused.labels("limit").inc()
             return _text(conn, 503, "collector at its connection limit\n")
         conn.fl_route = "device"
         conn.fl_device = dev
@@ -397,6 +434,7 @@ class Collector:
         old = self._live.get(dev)
         self._live[dev] = session
         self.stats["connections"] += 1
+        asyncio.ensure_future(self._count_close(ws))
         if old is not None:
             # One live connection per device; a half-open old socket must not lock it out.
             old.superseded = True
@@ -431,6 +469,7 @@ class Collector:
                     return "no hello"
             else:
                 raw = await ws.recv()
+            s.received_at = time.perf_counter()
             if isinstance(raw, bytes):
                 await self._fail(ws, M.UNSUPPORTED_DATA, "binary",
                                  "binary messages are refused; send JSON text")
@@ -461,7 +500,7 @@ class Collector:
                 elif t == "gap":
                     await self._on_gap(s, m)
                 elif t == "health":
-                    await self._db(self.store.record_health, dev, _without_t(m))
+                    await self.committer.one("record_health", dev, _without_t(m))
                     self._publish({"t": "health", "dev": dev, "health": _without_t(m),
                                    "time": time.time()})
                 elif t == "reply":
@@ -474,12 +513,18 @@ class Collector:
                 else:
                     # Forward compatibility (docs/protocol.md "Versioning").
                     log.info("%s: ignoring unknown message type %r", dev, t)
-            except StoreError as e:
-                # 1011: nothing of what failed was acked; the device keeps it and resends.
+            except StoreDataError as e:
+                # This message's own data could not be stored (the others of its group
+                # were): 1011, nothing of it acked; the device keeps it and resends.
                 self.stats["errors"] += 1
-                log.error("%s: store failed: %s", dev, e)
+                log.error("%s: store refused the data: %s", dev, e)
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
+            except StoreError as e:
+                # Only when the collector stops (a failing store is retried by the committer
+                # and keeps the device waiting, not closed): nothing of it was acked.
+                log.info("%s: not stored, collector stopping: %s", dev, e)
+                return "collector stopping"
 
     def _dev_ack(self, s):
         """The ack in the device's numbering (docs/protocol.md "Epochs"): never below 0."""
@@ -487,8 +532,10 @@ class Collector:
 
     async def _on_hello(self, s, m):
         dev = s.dev
-        await self._db(self.store.record_hello, dev, _without_t(m))
-        ep = await self._db(self.store.enter_epoch, dev, m.get("epoch", ""), m["next"])
+        # one group: both are in the same commit
+        _, ep = _raise_errors(await self.committer.submit([
+            ("record_hello", (dev, _without_t(m))),
+            ("enter_epoch", (dev, m.get("epoch", ""), m["next"]))]))
         s.epoch, s.offset, s.ack = ep["epoch"], ep["offset"], ep["ack"]
         s.first = m["first"] + s.offset
         s.hello = m
@@ -532,8 +579,8 @@ class Collector:
         if off:
             good = [dict(r, q=r["q"] + off) for r in good]
         rejected = [(q + off, why) for q, why in rejected]
-        ack, new = await self._db(self.store.add_readings, dev, good, s.hello["boot"],
-                                  s.epoch, rejected)
+        ack, new = await self.committer.one("add_readings", dev, good, s.hello["boot"],
+                                            s.epoch, tuple(rejected))
         s.ack = ack
         if rejected:
             # Refused readings become gaps `rejected` (stored in the same transaction): the
@@ -550,6 +597,9 @@ class Collector:
                                      "seqs": seqs}))
         # The ack goes out only now: the transaction above has committed.
         await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
+        self.metrics.ack_latency.observe(time.perf_counter() - s.received_at)
+        self.metrics.batches.inc()
+        self.metrics.readings.inc(len(new))
         self.stats["readings"] += len(new)
         if new:
             self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
@@ -564,7 +614,7 @@ class Collector:
         await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
 
     async def _gap(self, s, a, b, why, reason=None):
-        s.ack = await self._db(self.store.add_gap, s.dev, a, b, why, reason)
+        s.ack = await self.committer.one("add_gap", s.dev, a, b, why, reason)
         ev = {"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why, "ack": s.ack,
               "time": time.time()}
         if why == "dropped":
@@ -649,6 +699,13 @@ async def _discard_incoming(ws, then):
         pass
     finally:
         then()
+
+
+def _raise_errors(results):
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
 
 
 def _without_t(m):
