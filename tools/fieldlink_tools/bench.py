@@ -5,6 +5,7 @@
   fieldlink bench link       the link end to end on the virtual board (its own options)
   fieldlink bench heap       the board's heap per boot step and firmware module
   fieldlink bench collector  the collector's ingest rate (its own options follow)
+  fieldlink bench fleet      1k-10k lightweight devices against one collector on one core
 
 A target is either a function here taking the parsed args, or a module with main(argv) that
 parses its own options (add one line to TARGETS).
@@ -28,6 +29,8 @@ TARGETS = {
              "fieldlink_tools.bench_heap"),
     "collector": ("collector ingest rate (options: see --help of the module)",
                   "fieldlink_tools.bench_collector"),
+    "fleet": ("collector on one core, N fleet devices on the other: batches/s, ack p50/p99,"
+              " CPU, RSS", "fieldlink_tools.bench_fleet"),
 }
 
 BENCH_CLIENT = paths.TOOLS / "bench" / "ws_client.py"

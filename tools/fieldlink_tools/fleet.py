@@ -86,7 +86,7 @@ class FleetDevice:
 
     def __init__(self, url, dev, token, stats, rate=0.1, batch=20, window=64, outbox=1000,
                  backoff_base=1.0, backoff_cap=60.0, stable_after=30.0, rng=None, ssl=None,
-                 open_timeout=30.0, epoch=None, boot=1):
+                 open_timeout=30.0, epoch=None, boot=1, ramp=0.0):
         self.url, self.dev, self.token, self.stats = url, dev, token, stats
         self.rate, self.batch, self.window, self.outbox_max = rate, batch, window, outbox
         self.backoff_base, self.backoff_cap, self.stable_after = (backoff_base, backoff_cap,
@@ -97,6 +97,7 @@ class FleetDevice:
         # a fresh epoch per run, as a device whose flash was wiped: numbering starts at 1
         self.epoch = epoch or secrets.token_hex(4)
         self.boot = boot
+        self.ramp = ramp            # the first connect within [0, ramp) s: a fleet powering up
         self.next = 1               # the next seq to sample
         self.held = deque()         # (seq, up_ms, value) not yet acked, oldest first
         self.sent_to = 0            # highest seq sent on this connection
@@ -246,6 +247,11 @@ class FleetDevice:
         sampler = asyncio.ensure_future(self.sampler(stop))
         attempt = 0
         try:
+            if self.ramp:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.rng.random() * self.ramp)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
             while not stop.is_set():
                 up_since = time.monotonic()
                 try:

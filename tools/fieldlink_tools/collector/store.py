@@ -10,6 +10,7 @@ state was wiped starts again at 1 under a new `epoch` (docs/protocol.md "Epochs"
 gives each epoch an offset above everything stored so far, and the server adds it to what the
 device sends (and subtracts it from the acks it sends back).
 """
+import functools
 import json
 import sqlite3
 import threading
@@ -200,6 +201,16 @@ _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceErro
                 sqlite3.ProgrammingError, OverflowError, ValueError, TypeError, KeyError)
 
 
+_ROWS_PER_INSERT = 500   # 11 parameters a row: well under SQLite's 32,766 per statement
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_readings_sql(n):
+    return ("INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err, received,"
+            " epoch) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * n)
+            + " ON CONFLICT (device, seq) DO NOTHING RETURNING seq")
+
+
 def _columns(db, table):
     return {row[1] for row in db.execute("PRAGMA table_info(%s)" % table)}
 
@@ -223,8 +234,9 @@ class SQLiteStore(Store):
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         try:
+            # statement cache: one readings INSERT per batch size, up to 500 of them
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=30)
+                                       timeout=30, cached_statements=1024)
             self._db.execute("PRAGMA journal_mode=WAL")
             # Durability: an ack is a promise that the readings survive anything, so each
             # commit is fsynced (FULL). NORMAL in WAL mode survives a process crash but may
@@ -270,23 +282,19 @@ class SQLiteStore(Store):
             if db is None:
                 raise StoreError("store is closed")
             now = time.time()
-            out = []
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    for name, args in ops:
-                        db.execute("SAVEPOINT op")
-                        try:
-                            res = getattr(self, "_op_" + name)(db, now, *args)
-                        except _DATA_ERRORS as e:
-                            db.execute("ROLLBACK TO op")
-                            db.execute("RELEASE op")
-                            err = StoreDataError("%s: %s: %s" % (name, type(e).__name__, e))
-                            err.__cause__ = e
-                            out.append(err)
-                            continue
-                        db.execute("RELEASE op")
-                        out.append(res)
+                    try:
+                        # Almost every group is all good data: run it without savepoints
+                        # (two statements less per op)...
+                        out = self._run_ops(db, now, ops, False)
+                    except _DATA_ERRORS:
+                        # ...and when one op fails on its data, start the group over with a
+                        # savepoint per op, so that only that op is rolled back.
+                        db.execute("ROLLBACK")
+                        db.execute("BEGIN IMMEDIATE")
+                        out = self._run_ops(db, now, ops, True)
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
@@ -296,22 +304,46 @@ class SQLiteStore(Store):
                 raise StoreError(str(e)) from e
             return out
 
-    @staticmethod
-    def _ensure_device(db, device, now):
-        """The device's row (made on first use) with last_seen now; returns its ack."""
-        return db.execute(
-            "INSERT INTO devices (device, first_seen, last_seen) VALUES (?,?,?)"
-            " ON CONFLICT (device) DO UPDATE SET last_seen=excluded.last_seen RETURNING ack",
-            (device, now, now)).fetchone()[0]
+    def _run_ops(self, db, now, ops, savepoints):
+        out = []
+        for name, args in ops:
+            fn = getattr(self, "_op_" + name)
+            if not savepoints:
+                out.append(fn(db, now, *args))
+                continue
+            db.execute("SAVEPOINT op")
+            try:
+                res = fn(db, now, *args)
+            except _DATA_ERRORS as e:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                err = StoreDataError("%s: %s: %s" % (name, type(e).__name__, e))
+                err.__cause__ = e
+                out.append(err)
+                continue
+            db.execute("RELEASE op")
+            out.append(res)
+        return out
 
     @staticmethod
-    def _advance(db, device, ack, new_gaps=()):
+    def _ensure_device(db, device, now):
+        """The device's row (made on first use) with last_seen now; returns (ack, last_seq)."""
+        return db.execute(
+            "INSERT INTO devices (device, first_seen, last_seen) VALUES (?,?,?)"
+            " ON CONFLICT (device) DO UPDATE SET last_seen=excluded.last_seen"
+            " RETURNING ack, last_seq", (device, now, now)).fetchone()
+
+    @staticmethod
+    def _advance(db, device, ack, new_gaps=(), above=None):
         """Move the contiguous high-water mark up as far as stored readings and gaps allow.
         `new_gaps`: (from, to) of gaps written in this op. By the invariant above, a stored
         gap can only matter if it was written now or starts above the old ack+1; the stored
         ones are found by their start (primary key (device, seq_from, ...)) in the range the
         mark passes over, each range looked at once: the work is that of the new data and of
-        the gaps the mark passes, never of a device's whole gap list."""
+        the gaps the mark passes, never of a device's whole gap list.
+        `above`: when the caller knows them, the seqs of every reading stored above `ack`
+        (a device streaming in order: just the ones this op stored), so the run of readings
+        is followed without a query."""
         scanned = ack + 1          # stored gaps starting at or below this: already passed
         while True:
             top = ack
@@ -327,6 +359,12 @@ class SQLiteStore(Store):
             if top > ack:
                 ack = top
                 continue
+            if above is not None:
+                if ack + 1 not in above:
+                    return ack
+                while ack + 1 in above:
+                    ack += 1
+                continue
             # A stored run starting at ack+1 ends at the first stored seq without a successor
             # (walked in key order: the run's length, once).
             if db.execute("SELECT 1 FROM readings WHERE device=? AND seq=?",
@@ -338,30 +376,39 @@ class SQLiteStore(Store):
                 " ORDER BY r.seq LIMIT 1", (device, ack)).fetchone()[0]
 
     def _op_add_readings(self, db, now, device, readings, boot=None, epoch="", rejected=()):
-        ack = self._ensure_device(db, device, now)
+        ack, last_seq = self._ensure_device(db, device, now)
         for seq, reason in rejected:
             self._insert_gap(db, device, seq, seq, "rejected", reason, now)
-        new = []
-        for r in readings:
+        epoch = epoch or ""
+        stored = set()
+        for i in range(0, len(readings), _ROWS_PER_INSERT):
+            chunk = readings[i:i + _ROWS_PER_INSERT]
+            args = []
+            for r in chunk:
+                args += (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
+                         r.get("u"), r.get("e"), now, epoch)
             # PRIMARY KEY (device, seq) + ON CONFLICT DO NOTHING: a resent reading changes
             # nothing (unlike INSERT OR IGNORE, other constraint failures still raise and
-            # roll the op back); rowcount tells which ones are new.
-            cur = db.execute(
-                "INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err,"
-                " received, epoch) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT (device, seq) DO NOTHING",
-                (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
-                 r.get("u"), r.get("e"), now, epoch or ""))
-            if cur.rowcount == 1:
+            # roll the op back); RETURNING names the rows that are new. One statement for
+            # the batch, not one per reading.
+            stored.update(q for q, in db.execute(_insert_readings_sql(len(chunk)), args))
+        new, seen = [], set()
+        for r in readings:
+            q = r["q"]
+            if q in stored and q not in seen:
+                seen.add(q)
                 new.append(r)
-        new_ack = self._advance(db, device, ack, [(q, q) for q, _ in rejected])
+        # Nothing was stored above the ack before (a device streaming in order): the
+        # readings above it are the ones stored now.
+        above = {q for q in stored if q > ack} if last_seq <= ack else None
+        new_ack = self._advance(db, device, ack, [(q, q) for q, _ in rejected], above)
         if new:
             top = max(r["q"] for r in new)
             db.execute("UPDATE devices SET readings=readings+?, last_seq=MAX(last_seq,?),"
                        " ack=? WHERE device=?", (len(new), top, new_ack, device))
         elif new_ack != ack:
             db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
-        return new_ack, [dict(r, boot=boot, epoch=epoch or "", received=now) for r in new]
+        return new_ack, [dict(r, boot=boot, epoch=epoch, received=now) for r in new]
 
     @staticmethod
     def _insert_gap(db, device, seq_from, seq_to, why, reason, now):
@@ -394,15 +441,16 @@ class SQLiteStore(Store):
                        (device, lo, seq_to, why, now, reason))
 
     def _op_add_gap(self, db, now, device, seq_from, seq_to, why, reason=None):
-        ack = self._ensure_device(db, device, now)
+        ack, last_seq = self._ensure_device(db, device, now)
         self._insert_gap(db, device, seq_from, seq_to, why, reason, now)
-        new_ack = self._advance(db, device, ack, [(seq_from, seq_to)])
+        new_ack = self._advance(db, device, ack, [(seq_from, seq_to)],
+                                set() if last_seq <= ack else None)
         if new_ack != ack:
             db.execute("UPDATE devices SET ack=? WHERE device=?", (new_ack, device))
         return new_ack
 
     def _op_enter_epoch(self, db, now, device, epoch, next_seq):
-        ack = self._ensure_device(db, device, now)
+        ack, _ = self._ensure_device(db, device, now)
         cur, offset, last_seq = db.execute(
             "SELECT epoch, epoch_offset, last_seq FROM devices WHERE device=?",
             (device,)).fetchone()
@@ -434,7 +482,8 @@ class SQLiteStore(Store):
             # could never pass it and the new epoch would stall behind it.
             self._insert_gap(db, device, ack + 1, top, "lost",
                              "epoch %s replaced %s" % (epoch, cur or '""'), now)
-            out["ack"] = self._advance(db, device, ack, [(ack + 1, top)])
+            out["ack"] = self._advance(db, device, ack, [(ack + 1, top)],
+                                       set() if last_seq <= ack else None)
             db.execute("UPDATE devices SET ack=? WHERE device=?", (out["ack"], device))
             out["lost"] = (ack + 1, top)
         return out
