@@ -108,3 +108,55 @@ def test_unknown_op_and_closed_store(tmp_path):
     s.close()
     with pytest.raises(StoreError):
         s.apply([("record_hello", ("a", {}))])
+
+
+class OneByOne(SQLiteStore):
+    """The reference: every op on its own (the savepoint path), no bulk statements."""
+
+    def _run_bulk(self, db, now, ops):
+        return self._run_ops(db, now, ops, True)
+
+
+def test_bulk_batches_give_what_one_op_at_a_time_gives(tmp_path):
+    import random
+    rng = random.Random(12)
+    bulk, ref = SQLiteStore(tmp_path / "b.db"), OneByOne(tmp_path / "r.db")
+    devs = ["d%d" % i for i in range(8)]
+    for _ in range(60):
+        ops = []
+        for _ in range(rng.randint(1, 20)):
+            dev = rng.choice(devs)
+            kind = rng.random()
+            if kind < 0.75:        # a batch: in order, ahead (a hole), or resent
+                lo = rng.randint(1, 60)
+                seqs = sorted(rng.sample(range(lo, lo + 12), rng.randint(1, 6)))
+                if rng.random() < 0.1:
+                    seqs.append(seqs[0])             # a seq twice in one batch
+                ops.append(("add_readings", (dev, readings(seqs), 1, "", ())))
+            elif kind < 0.9:
+                a = rng.randint(1, 80)
+                ops.append(("add_gap", (dev, a, a + rng.randint(0, 5), "dropped")))
+            else:
+                ops.append(("add_readings", (dev, readings([rng.randint(1, 80)]), 1, "",
+                                             ((rng.randint(1, 80), "bad"),))))
+        got, want = bulk.apply(ops), ref.apply(ops)
+        norm = [r if isinstance(r, int) else (r[0], [x["q"] for x in r[1]]) for r in got]
+        assert norm == [r if isinstance(r, int) else (r[0], [x["q"] for x in r[1]])
+                        for r in want]
+    # in order up to a stored gap just above (no reading above the ack): the run and the gap
+    for st in (bulk, ref):
+        st.apply([("add_readings", ("g", readings([1]), 1, "", ())),
+                  ("add_gap", ("g", 3, 5, "dropped")), ("add_gap", ("g", 7, 7, "dropped"))])
+        assert st.apply([("add_readings", ("g", readings([2]), 1, "", ())),
+                         ("add_readings", ("h", readings([1]), 1, "", ()))])[0][0] == 5
+        assert st.apply([("add_readings", ("g", readings([6, 8]), 1, "", ()))])[0][0] == 8
+    devs.append("g")
+    for d in devs:
+        assert bulk.ack(d) == ref.ack(d)
+        assert [r["q"] for r in bulk.readings(d)] == [r["q"] for r in ref.readings(d)]
+    strip = [{k: v for k, v in d.items() if k not in ("first_seen", "last_seen")}
+             for d in bulk.devices()]
+    assert strip == [{k: v for k, v in d.items() if k not in ("first_seen", "last_seen")}
+                     for d in ref.devices()]
+    bulk.close()
+    ref.close()

@@ -604,8 +604,9 @@ class Collector:
         if new:
             self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
                            "time": time.time()})
-            for r in new:
-                self._print(format_reading(dev, r))
+            if self.print_readings is not None:   # not formatted for nobody
+                for r in new:
+                    self._print(format_reading(dev, r))
         else:
             self._publish({"t": "ack", "dev": dev, "ack": ack})
 

@@ -204,11 +204,41 @@ _DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceErro
 _ROWS_PER_INSERT = 500   # 11 parameters a row: well under SQLite's 32,766 per statement
 
 
+_DEVICES_PER_UPSERT = 1000
+
+
 @functools.lru_cache(maxsize=None)
-def _insert_readings_sql(n):
+def _insert_readings_sql(n, with_device=False):
     return ("INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err, received,"
             " epoch) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * n)
-            + " ON CONFLICT (device, seq) DO NOTHING RETURNING seq")
+            + " ON CONFLICT (device, seq) DO NOTHING RETURNING "
+            + ("device, seq" if with_device else "seq"))
+
+
+@functools.lru_cache(maxsize=None)
+def _upsert_devices_sql(n):
+    return ("INSERT INTO devices (device, first_seen, last_seen) VALUES "
+            + ",".join(["(?,?,?)"] * n) + " ON CONFLICT (device) DO UPDATE SET"
+            " last_seen=excluded.last_seen RETURNING device, ack, last_seq")
+
+
+@functools.lru_cache(maxsize=None)
+def _gaps_passed_sql(n):
+    # per device: the furthest-reaching stored gap starting in lo..hi (primary key range)
+    return ("WITH v(device, lo, hi) AS (VALUES " + ",".join(["(?,?,?)"] * n) + ")"
+            # (the primary key's index by name: left to itself, the planner takes gaps_by_to
+            # for the correlated range and reads every gap of the device)
+            " SELECT v.device, (SELECT MAX(g.seq_to) FROM gaps g"
+            " INDEXED BY sqlite_autoindex_gaps_1 WHERE g.device=v.device"
+            " AND g.seq_from>v.lo AND g.seq_from<=v.hi) FROM v")
+
+
+@functools.lru_cache(maxsize=None)
+def _update_devices_sql(n):
+    return ("WITH v(device, n, top, ack) AS (VALUES " + ",".join(["(?,?,?,?)"] * n) + ")"
+            " UPDATE devices SET readings=devices.readings+v.n,"
+            " last_seq=MAX(devices.last_seq, v.top), ack=v.ack FROM v"
+            " WHERE devices.device=v.device")
 
 
 def _columns(db, table):
@@ -305,12 +335,11 @@ class SQLiteStore(Store):
             return out
 
     def _run_ops(self, db, now, ops, savepoints):
+        if not savepoints:
+            return self._run_bulk(db, now, ops)
         out = []
         for name, args in ops:
             fn = getattr(self, "_op_" + name)
-            if not savepoints:
-                out.append(fn(db, now, *args))
-                continue
             db.execute("SAVEPOINT op")
             try:
                 res = fn(db, now, *args)
@@ -324,6 +353,99 @@ class SQLiteStore(Store):
             db.execute("RELEASE op")
             out.append(res)
         return out
+
+    def _run_bulk(self, db, now, ops):
+        """The ops in order; each run of consecutive batches (add_readings without rejected
+        readings, one per device) as a handful of statements for the whole run instead of
+        several per batch: every statement costs a round through sqlite3 and the GIL, which
+        the store thread shares with the event loop on one core."""
+        out = [None] * len(ops)
+        run, devs = [], set()
+
+        def flush():
+            if run:
+                self._bulk_readings(db, now, [ops[i][1] for i in run], out, run)
+                run.clear()
+                devs.clear()
+        for i, (name, args) in enumerate(ops):
+            if name == "add_readings" and len(args) >= 2 and not (args[4:5] and args[4]):
+                if args[0] in devs:
+                    flush()
+                run.append(i)
+                devs.add(args[0])
+                continue
+            flush()
+            out[i] = getattr(self, "_op_" + name)(db, now, *args)
+        flush()
+        return out
+
+    def _bulk_readings(self, db, now, batches, out, slots):
+        """add_readings for several devices at once (distinct devices, no rejected): the same
+        results as one _op_add_readings each, in 4 statements (+ chunks) for all of them."""
+        state = {}
+        for i in range(0, len(batches), _DEVICES_PER_UPSERT):
+            chunk = batches[i:i + _DEVICES_PER_UPSERT]
+            args = []
+            for b in chunk:
+                args += (b[0], now, now)
+            for dev, ack, last_seq in db.execute(_upsert_devices_sql(len(chunk)), args):
+                state[dev] = (ack, last_seq)
+        rows = []
+        for b in batches:
+            device, readings = b[0], b[1]
+            boot = b[2] if len(b) > 2 else None
+            epoch = (b[3] if len(b) > 3 else "") or ""
+            for r in readings:
+                rows += (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
+                         r.get("u"), r.get("e"), now, epoch)
+        stored = {}
+        width = _ROWS_PER_INSERT * 11
+        for i in range(0, len(rows), width):
+            chunk = rows[i:i + width]
+            for dev, q in db.execute(_insert_readings_sql(len(chunk) // 11, True), chunk):
+                stored.setdefault(dev, set()).add(q)
+        # the mark of each device: followed in Python where nothing was stored above the ack
+        # before, then one query for all of them: a stored gap starting where it passed?
+        marks, check = {}, []
+        for b in batches:
+            device = b[0]
+            ack, last_seq = state[device]
+            got = stored.get(device, ())
+            if last_seq <= ack:
+                a = ack
+                while a + 1 in got:
+                    a += 1
+                marks[device] = a
+                if a > ack:
+                    check += (device, ack + 1, a + 1)
+            else:
+                marks[device] = self._advance(db, device, ack)
+        if check:
+            for dev, top in db.execute(_gaps_passed_sql(len(check) // 3), check):
+                if top is not None:
+                    # a gap continues the run: the general walk from there (rare)
+                    marks[dev] = self._advance(db, dev, marks[dev], [(marks[dev] + 1, top)])
+        upd, results = [], []
+        for b, slot in zip(batches, slots):
+            device, readings = b[0], b[1]
+            boot = b[2] if len(b) > 2 else None
+            epoch = (b[3] if len(b) > 3 else "") or ""
+            got = stored.get(device, ())
+            new, seen = [], set()
+            for r in readings:
+                q = r["q"]
+                if q in got and q not in seen:
+                    seen.add(q)
+                    new.append(r)
+            ack, last_seq = state[device]
+            new_ack = marks[device]
+            if new or new_ack != ack:
+                upd += (device, len(new), max(got) if got else last_seq, new_ack)
+            out[slot] = (new_ack, [dict(r, boot=boot, epoch=epoch, received=now)
+                                   for r in new])
+        for i in range(0, len(upd), _DEVICES_PER_UPSERT * 4):
+            chunk = upd[i:i + _DEVICES_PER_UPSERT * 4]
+            db.execute(_update_devices_sql(len(chunk) // 4), chunk)
 
     @staticmethod
     def _ensure_device(db, device, now):
