@@ -207,38 +207,59 @@ _ROWS_PER_INSERT = 500   # 11 parameters a row: well under SQLite's 32,766 per s
 _DEVICES_PER_UPSERT = 1000
 
 
+def _reading_row(device, r, boot, epoch, now):
+    """The 11 values of one readings row, in _insert_readings_sql's column order."""
+    return (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"), r.get("u"),
+            r.get("e"), now, epoch)
+
+
+def _new_readings(readings, stored):
+    """The readings whose seq is in `stored` (just inserted), each seq once, in order."""
+    new, seen = [], set()
+    for r in readings:
+        q = r["q"]
+        if q in stored and q not in seen:
+            seen.add(q)
+            new.append(r)
+    return new
+
+
+def _rows(n, width):
+    """n rows of `width` placeholders, for a multi-row VALUES."""
+    return ",".join(["(" + ",".join("?" * width) + ")"] * n)
+
+
+# The statements of the bulk path, one text per row count (cached: sqlite3 keeps them
+# prepared by their text).
 @functools.lru_cache(maxsize=None)
 def _insert_readings_sql(n, with_device=False):
     return ("INSERT INTO readings (device, seq, boot, ts, up, name, value, unit, err, received,"
-            " epoch) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * n)
-            + " ON CONFLICT (device, seq) DO NOTHING RETURNING "
-            + ("device, seq" if with_device else "seq"))
+            " epoch) VALUES %s ON CONFLICT (device, seq) DO NOTHING RETURNING %s"
+            % (_rows(n, 11), "device, seq" if with_device else "seq"))
 
 
 @functools.lru_cache(maxsize=None)
 def _upsert_devices_sql(n):
-    return ("INSERT INTO devices (device, first_seen, last_seen) VALUES "
-            + ",".join(["(?,?,?)"] * n) + " ON CONFLICT (device) DO UPDATE SET"
-            " last_seen=excluded.last_seen RETURNING device, ack, last_seq")
+    return ("INSERT INTO devices (device, first_seen, last_seen) VALUES %s ON CONFLICT (device)"
+            " DO UPDATE SET last_seen=excluded.last_seen RETURNING device, ack, last_seq"
+            % _rows(n, 3))
 
 
 @functools.lru_cache(maxsize=None)
 def _gaps_passed_sql(n):
-    # per device: the furthest-reaching stored gap starting in lo..hi (primary key range)
-    return ("WITH v(device, lo, hi) AS (VALUES " + ",".join(["(?,?,?)"] * n) + ")"
-            # (the primary key's index by name: left to itself, the planner takes gaps_by_to
-            # for the correlated range and reads every gap of the device)
-            " SELECT v.device, (SELECT MAX(g.seq_to) FROM gaps g"
-            " INDEXED BY sqlite_autoindex_gaps_1 WHERE g.device=v.device"
-            " AND g.seq_from>v.lo AND g.seq_from<=v.hi) FROM v")
+    # per device: the furthest-reaching stored gap starting in lo..hi, through the primary
+    # key's index by name (left to itself, the planner takes gaps_by_to for the correlated
+    # range and reads every gap of the device)
+    return ("WITH v(device, lo, hi) AS (VALUES %s) SELECT v.device, (SELECT MAX(g.seq_to)"
+            " FROM gaps g INDEXED BY sqlite_autoindex_gaps_1 WHERE g.device=v.device"
+            " AND g.seq_from>v.lo AND g.seq_from<=v.hi) FROM v" % _rows(n, 3))
 
 
 @functools.lru_cache(maxsize=None)
 def _update_devices_sql(n):
-    return ("WITH v(device, n, top, ack) AS (VALUES " + ",".join(["(?,?,?,?)"] * n) + ")"
-            " UPDATE devices SET readings=devices.readings+v.n,"
-            " last_seq=MAX(devices.last_seq, v.top), ack=v.ack FROM v"
-            " WHERE devices.device=v.device")
+    return ("WITH v(device, n, top, ack) AS (VALUES %s) UPDATE devices SET"
+            " readings=devices.readings+v.n, last_seq=MAX(devices.last_seq, v.top), ack=v.ack"
+            " FROM v WHERE devices.device=v.device" % _rows(n, 4))
 
 
 def _columns(db, table):
@@ -396,8 +417,7 @@ class SQLiteStore(Store):
             boot = b[2] if len(b) > 2 else None
             epoch = (b[3] if len(b) > 3 else "") or ""
             for r in readings:
-                rows += (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
-                         r.get("u"), r.get("e"), now, epoch)
+                rows += _reading_row(device, r, boot, epoch, now)
         stored = {}
         width = _ROWS_PER_INSERT * 11
         for i in range(0, len(rows), width):
@@ -425,18 +445,13 @@ class SQLiteStore(Store):
                 if top is not None:
                     # a gap continues the run: the general walk from there (rare)
                     marks[dev] = self._advance(db, dev, marks[dev], [(marks[dev] + 1, top)])
-        upd, results = [], []
+        upd = []
         for b, slot in zip(batches, slots):
             device, readings = b[0], b[1]
             boot = b[2] if len(b) > 2 else None
             epoch = (b[3] if len(b) > 3 else "") or ""
             got = stored.get(device, ())
-            new, seen = [], set()
-            for r in readings:
-                q = r["q"]
-                if q in got and q not in seen:
-                    seen.add(q)
-                    new.append(r)
+            new = _new_readings(readings, got)
             ack, last_seq = state[device]
             new_ack = marks[device]
             if new or new_ack != ack:
@@ -507,19 +522,13 @@ class SQLiteStore(Store):
             chunk = readings[i:i + _ROWS_PER_INSERT]
             args = []
             for r in chunk:
-                args += (device, r["q"], boot, r.get("ts"), r.get("up"), r["n"], r.get("v"),
-                         r.get("u"), r.get("e"), now, epoch)
+                args += _reading_row(device, r, boot, epoch, now)
             # PRIMARY KEY (device, seq) + ON CONFLICT DO NOTHING: a resent reading changes
             # nothing (unlike INSERT OR IGNORE, other constraint failures still raise and
             # roll the op back); RETURNING names the rows that are new. One statement for
             # the batch, not one per reading.
             stored.update(q for q, in db.execute(_insert_readings_sql(len(chunk)), args))
-        new, seen = [], set()
-        for r in readings:
-            q = r["q"]
-            if q in stored and q not in seen:
-                seen.add(q)
-                new.append(r)
+        new = _new_readings(readings, stored)
         # Nothing was stored above the ack before (a device streaming in order): the
         # readings above it are the ones stored now.
         above = {q for q in stored if q > ack} if last_seq <= ack else None
