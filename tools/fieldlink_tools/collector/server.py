@@ -524,6 +524,7 @@ class Collector:
                 # Only when the collector stops (a failing store is retried by the committer
                 # and keeps the device waiting, not closed): nothing of it was acked.
                 log.info("%s: not stored, collector stopping: %s", dev, e)
+                await _close_quietly(ws, M.GOING_AWAY, "server shutting down")
                 return "collector stopping"
 
     def _dev_ack(self, s):
