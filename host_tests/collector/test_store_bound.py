@@ -4,7 +4,7 @@ count the rows a statement touches: never time."""
 import pytest
 
 from collector_fixtures import readings
-from fieldlink_tools.collector.store import SQLiteStore
+from fieldlink_tools.collector.store import _BACKFILL, SQLiteStore
 
 
 class Steps:
@@ -91,3 +91,36 @@ def test_filling_the_hole_passes_each_gap_once(tmp_path):
         assert one.n < 200 * 15000, one.n
     finally:
         s.close()
+
+
+def test_the_dropped_count_is_read_not_summed(tmp_path):
+    # the server asks for it after every gap `dropped`; it used to sum all the device's gaps
+    small = store_with_gaps(tmp_path / "small.db", 10)
+    big = store_with_gaps(tmp_path / "big.db", 20000)
+    try:
+        for s in (small, big):       # the rows above went in behind the store's back
+            with s._lock:
+                s._db.execute(_BACKFILL["devices", "dropped"])
+        assert small.dropped("d") == 10 and big.dropped("d") == 20000
+        c_small, c_big = cost(small, lambda: small.dropped("d")), cost(
+            big, lambda: big.dropped("d"))
+        assert c_big < 2 * c_small + 100, (c_small, c_big)
+        big.add_gap("d", 10 ** 7, 10 ** 7 + 9, "dropped")
+        big.add_gap("d", 10 ** 7 + 5, 10 ** 7 + 14, "dropped")   # resent wider: +5 only
+        assert big.dropped("d") == 20015
+    finally:
+        small.close()
+        big.close()
+
+
+def test_an_older_database_gets_its_dropped_count(tmp_path):
+    s = SQLiteStore(tmp_path / "s.db")
+    s.add_gap("d", 3, 5, "dropped")
+    s.add_gap("d", 4, 9, "dropped")
+    s.add_gap("d", 20, 20, "reboot")
+    with s._lock:
+        s._db.execute("ALTER TABLE devices DROP COLUMN dropped")   # as an older collector
+    s.close()
+    s = SQLiteStore(tmp_path / "s.db")
+    assert s.dropped("d") == 7 and s.devices()[0]["dropped_gaps"] == 7
+    s.close()

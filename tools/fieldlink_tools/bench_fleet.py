@@ -50,10 +50,26 @@ def metrics(c):
     for name in ("fieldlink_readings_total", "fieldlink_batches_total",
                  "fieldlink_store_group_ops_sum", "fieldlink_store_group_ops_count",
                  "fieldlink_loop_lag_seconds_sum", "fieldlink_loop_lag_seconds_count",
+                 "fieldlink_store_commit_seconds_sum", "fieldlink_store_queue_wait_seconds_sum",
+                 "fieldlink_store_queue_wait_seconds_count",
                  "fieldlink_devices_connected"):
         m = re.search(r"^%s (\S+)$" % name, text, re.M)
         out[name] = float(m.group(1)) if m else 0.0
+    out["ack_buckets"] = [(float(le), float(n)) for le, n in re.findall(
+        r'^fieldlink_ack_latency_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)]
     return out
+
+
+def bucket_quantile(b0, b1, q):
+    """The upper bound (ms) of the histogram bucket holding quantile q of what was observed
+    between two scrapes (cumulative buckets)."""
+    d = [(le, n1 - n0) for (le, n1), (_, n0) in zip(b1, b0)]
+    if not d or d[-1][1] <= 0:
+        return float("nan")
+    for le, n in d:
+        if n >= q * d[-1][1]:
+            return 1000 * le
+    return float("inf")
 
 
 async def _load(c, n, rate, batch, window, warmup, seconds, ramp):
@@ -83,10 +99,17 @@ async def _load(c, n, rate, batch, window, warmup, seconds, ramp):
             "sent_per_s": (b1 - b0) / dt,
             "stored_per_s": (m1["fieldlink_readings_total"] - m0["fieldlink_readings_total"]) / dt,
             "ack_p50_ms": s.latency_ms(0.5), "ack_p99_ms": s.latency_ms(0.99),
+            "server_p99_ms": bucket_quantile(m0["ack_buckets"], m1["ack_buckets"], 0.99),
             "collector_cpu_pct": 100 * (cpu1 - cpu0) / dt, "rss_mb": rss_mb(c.proc.pid),
             "commits_per_s": groups / dt,
             "ops_per_commit": (m1["fieldlink_store_group_ops_sum"]
                                - m0["fieldlink_store_group_ops_sum"]) / max(1, groups),
+            "commit_ms": 1000 * (m1["fieldlink_store_commit_seconds_sum"]
+                                 - m0["fieldlink_store_commit_seconds_sum"]) / max(1, groups),
+            "wait_ms": 1000 * (m1["fieldlink_store_queue_wait_seconds_sum"]
+                               - m0["fieldlink_store_queue_wait_seconds_sum"]) / max(
+                1, m1["fieldlink_store_queue_wait_seconds_count"]
+                - m0["fieldlink_store_queue_wait_seconds_count"]),
             "loop_lag_ms": 1000 * (m1["fieldlink_loop_lag_seconds_sum"]
                                    - m0["fieldlink_loop_lag_seconds_sum"]) / max(1, lagn),
             "closes": dict(s.closes), "refused": dict(s.refused),
@@ -131,18 +154,23 @@ def main(argv=None):
     print("fleet benchmark: collector on one core, devices on the other; %g readings/s per"
           " device, batch <= %d, window %d, sync %s; load average before %.2f"
           % (args.rate, args.batch, args.window, args.sync, load[0]), flush=True)
-    print("%7s %9s %9s %9s %8s %8s %6s %7s %8s %7s %7s" % (
+    print("%7s %9s %9s %9s %8s %8s %6s %7s %8s %7s %9s %7s %7s" % (
         "devices", "batches/s", "sent/s", "stored/s", "p50 ms", "p99 ms", "cpu %", "rss MB",
-        "commit/s", "ops/cmt", "lag ms"), flush=True)
+        "commit/s", "ops/cmt", "commit ms", "wait ms", "lag ms"), flush=True)
+    print("  (p50/p99: the fleet's, batch sent -> ack received; srv p99: the collector's"
+          " ack-latency histogram, bucket upper bound)", flush=True)
     last = None
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.devices:
             r = bench(n, args.rate, args.batch, args.window, args.sync, args.warmup,
                       args.seconds, tmp)
-            print("%7d %9.0f %9.0f %9.0f %8.1f %8.1f %6.0f %7.0f %8.0f %7.1f %7.1f" % (
-                r["devices"], r["batches_per_s"], r["sent_per_s"], r["stored_per_s"],
-                r["ack_p50_ms"], r["ack_p99_ms"], r["collector_cpu_pct"], r["rss_mb"],
-                r["commits_per_s"], r["ops_per_commit"], r["loop_lag_ms"]), flush=True)
+            print("%7d %9.0f %9.0f %9.0f %8.1f %8.1f %6.0f %7.0f %8.0f %7.1f %9.1f %7.1f %7.1f"
+                  % (r["devices"], r["batches_per_s"], r["sent_per_s"], r["stored_per_s"],
+                     r["ack_p50_ms"], r["ack_p99_ms"], r["collector_cpu_pct"], r["rss_mb"],
+                     r["commits_per_s"], r["ops_per_commit"], r["commit_ms"], r["wait_ms"],
+                     r["loop_lag_ms"]), flush=True)
+            print("  srv p99 <= %.0f ms, rss %.0f MB" % (r["server_p99_ms"], r["rss_mb"]),
+                  flush=True)
             if r["closes"] or r["refused"]:
                 print("  closes %s refused %s" % (r["closes"], r["refused"]), flush=True)
             last = r

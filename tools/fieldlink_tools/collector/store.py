@@ -131,7 +131,8 @@ CREATE TABLE IF NOT EXISTS devices (
     health     TEXT,                         -- last health, JSON
     health_at  REAL,
     epoch      TEXT NOT NULL DEFAULT '',     -- current epoch ('' = device never sent one)
-    epoch_offset INTEGER NOT NULL DEFAULT 0  -- store seq = device seq + this
+    epoch_offset INTEGER NOT NULL DEFAULT 0, -- store seq = device seq + this
+    dropped    INTEGER NOT NULL DEFAULT 0    -- seqs in gaps 'dropped', each counted once
 );
 CREATE TABLE IF NOT EXISTS readings (
     device   TEXT NOT NULL,
@@ -181,7 +182,14 @@ _ADDED_COLUMNS = (
     ("devices", "epoch_offset", "INTEGER NOT NULL DEFAULT 0"),
     ("readings", "epoch", "TEXT NOT NULL DEFAULT ''"),
     ("gaps", "reason", "TEXT"),
+    ("devices", "dropped", "INTEGER NOT NULL DEFAULT 0"),
 )
+# What a column added later holds for the rows that were there: computed once, at the
+# migration that adds it.
+_BACKFILL = {
+    ("devices", "dropped"): "UPDATE devices SET dropped=(SELECT COALESCE(SUM(seq_to-seq_from+1),"
+                            "0) FROM gaps g WHERE g.device=devices.device AND g.why='dropped')",
+}
 
 # A reading row as the read methods return it; dq is the device's own number for the seq:
 # minus the offset of the latest start of its epoch below it (0 before any epoch).
@@ -308,6 +316,8 @@ class SQLiteStore(Store):
             for table, col, decl in _ADDED_COLUMNS:
                 if col not in _columns(db, table):
                     db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, decl))
+                    if (table, col) in _BACKFILL:
+                        db.execute(_BACKFILL[table, col])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -557,19 +567,25 @@ class SQLiteStore(Store):
             "SELECT seq_from, seq_to FROM gaps WHERE device=? AND why=? AND seq_from>=? AND"
             " seq_from<=? ORDER BY seq_from", (device, why, seq_from, seq_to)).fetchall()
         lo = seq_from
+        pieces = []
         for a, b in below + inside:
             if b < lo:
                 continue
             if a > lo:
-                db.execute("INSERT INTO gaps (device, seq_from, seq_to, why, received, reason)"
-                           " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                           (device, lo, a - 1, why, now, reason))
+                pieces.append((lo, a - 1))
             if b + 1 > lo:
                 lo = b + 1
         if lo <= seq_to:
-            db.execute("INSERT INTO gaps (device, seq_from, seq_to, why, received, reason)"
-                       " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-                       (device, lo, seq_to, why, now, reason))
+            pieces.append((lo, seq_to))
+        added = 0
+        for a, b in pieces:
+            if db.execute("INSERT INTO gaps (device, seq_from, seq_to, why, received, reason)"
+                          " VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                          (device, a, b, why, now, reason)).rowcount == 1:
+                added += b - a + 1
+        if why == "dropped" and added:
+            # the device's dropped count, kept with it: not summed over its gaps per message
+            db.execute("UPDATE devices SET dropped=dropped+? WHERE device=?", (added, device))
 
     def _op_add_gap(self, db, now, device, seq_from, seq_to, why, reason=None):
         ack, last_seq = self._ensure_device(db, device, now)
@@ -678,7 +694,12 @@ class SQLiteStore(Store):
             out.append(g)
         return out
 
+    _has_dropped = True   # devices.dropped exists (a read-only store may find it missing)
+
     def dropped(self, device):
+        if self._has_dropped:
+            rows = self._query("SELECT dropped FROM devices WHERE device=?", (device,))
+            return rows[0][0] if rows else 0
         return self._query("SELECT COALESCE(SUM(seq_to-seq_from+1),0) FROM gaps"
                            " WHERE device=? AND why='dropped'", (device,))[0][0]
 
@@ -699,11 +720,13 @@ class SQLiteStore(Store):
         rows = self._query(
             "SELECT d.device, d.ack, d.readings, d.last_seq, d.first_seen, d.last_seen,"
             " d.hello, d.health, d.health_at, %s,"
-            " (SELECT COALESCE(SUM(seq_to-seq_from+1),0) FROM gaps g"
-            "   WHERE g.device=d.device AND g.why='dropped'),"
+            " %s,"
             " (SELECT COUNT(*) FROM gaps g WHERE g.device=d.device)"
             " FROM devices d ORDER BY d.device" % (
-                "d.epoch, d.epoch_offset" if self._reading_cols is _READING_COLS else "'', 0"))
+                "d.epoch, d.epoch_offset" if self._reading_cols is _READING_COLS else "'', 0",
+                "d.dropped" if self._has_dropped else
+                "(SELECT COALESCE(SUM(seq_to-seq_from+1),0) FROM gaps g"
+                " WHERE g.device=d.device AND g.why='dropped')"))
         out = []
         for (dev, ack, n, last, first_seen, last_seen, hello, health, health_at, epoch, offset,
              dropped, ngaps) in rows:
@@ -750,6 +773,7 @@ class ReadOnlySQLiteStore(SQLiteStore):
             self._db.execute("SELECT 1 FROM devices LIMIT 1")
             if "epoch" not in _columns(self._db, "readings"):
                 self._reading_cols = _READING_COLS_V1   # not migrated yet: no epochs
+            self._has_dropped = "dropped" in _columns(self._db, "devices")
         except sqlite3.Error as e:
             raise StoreError("cannot open %s read-only: %s" % (self.path, e)) from e
 
