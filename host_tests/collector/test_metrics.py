@@ -59,3 +59,34 @@ def test_metrics_count_this_collectors_devices(tmp_path):
             stop.set()
             bad.cancel()
     run(main())
+
+
+def test_gc_passes_are_measured_and_the_heap_frozen_between_full_passes():
+    import gc
+
+    from fieldlink_tools.collector.metrics import CollectorMetrics, keep_gc_off_the_loop
+
+    async def main():
+        m = CollectorMetrics()
+        m.watch_gc()
+        task = asyncio.ensure_future(keep_gc_off_the_loop(freeze_every=0.01, full_every=0.2))
+        seen = None
+        try:
+            await until(lambda: gc.get_freeze_count() > 0, 10, "a freeze")
+            full = []
+
+            def seen(phase, info):
+                if phase == "stop":
+                    full.append(info["generation"])
+            gc.callbacks.append(seen)
+            await until(lambda: 2 in full, 10, "the periodic full pass")
+            gc.collect(1)
+            assert value(m.render().decode(),
+                         'fieldlink_gc_pause_seconds_count{generation="1"}') >= 1
+        finally:
+            task.cancel()
+            m.unwatch_gc()
+            if seen in gc.callbacks:
+                gc.callbacks.remove(seen)
+            gc.unfreeze()
+    run(main())

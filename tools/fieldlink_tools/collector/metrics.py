@@ -4,6 +4,7 @@ One `CollectorRegistry` per Collector, not the process-wide default: tests and t
 collectors in one process, and each must count only its own devices.
 """
 import asyncio
+import gc
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -56,6 +57,28 @@ class CollectorMetrics:
             % LOOP_LAG_INTERVAL, buckets=_LATENCY, registry=r)
         self.loop_lag_last = Gauge("fieldlink_loop_lag_last_seconds",
                                    "The latest event-loop lag probe", registry=r)
+        self.gc_pause = Histogram("fieldlink_gc_pause_seconds",
+                                  "Cyclic garbage collector passes (they stop the loop)",
+                                  ["generation"], buckets=_LATENCY, registry=r)
+        self._gc_started = None
+
+    # -- the cyclic GC -------------------------------------------------------------------
+
+    def _on_gc(self, phase, info):
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_pause.labels(str(info["generation"])).observe(
+                time.perf_counter() - self._gc_started)
+
+    def watch_gc(self):
+        """Record GC passes (process-wide: for the process's own collector)."""
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self):
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def render(self):
         return generate_latest(self.registry)
@@ -68,3 +91,19 @@ class CollectorMetrics:
             lag = max(0.0, time.perf_counter() - t0 - interval)
             self.loop_lag.observe(lag)
             self.loop_lag_last.set(lag)
+
+
+async def keep_gc_off_the_loop(freeze_every=1.0, full_every=600.0):
+    """Forever: every `freeze_every` s move what the heap holds into the GC's permanent
+    generation (gc.freeze), so its full passes scan only what is new, not every connection;
+    every `full_every` s unfreeze and collect everything once (cycles left by closed
+    connections). Measured with 10,000 devices: full passes of 0.2-1.1 s that collected
+    nothing, every few seconds, were the ack p99; now one such pass per `full_every`."""
+    last_full = time.monotonic()
+    while True:
+        await asyncio.sleep(freeze_every)
+        if time.monotonic() - last_full >= full_every:
+            gc.unfreeze()
+            gc.collect()
+            last_full = time.monotonic()
+        gc.freeze()
