@@ -367,32 +367,71 @@ def test_new_connection_supersedes_the_old_with_4000(tmp_path):
     run(main())
 
 
-# -- the store fails: 1011, and nothing is acked ---------------------------------------------
+# -- the store fails: acks pause, nothing is acked, nobody is closed ----------------------------
 
 class FailingStore(SQLiteStore):
     fail = True
 
-    def add_readings(self, device, rs, *args, **kw):
-        if self.fail:
+    def apply(self, ops):
+        if self.fail and any(name == "add_readings" for name, _ in ops):
             raise StoreError("disk I/O error (injected)")
-        return super().add_readings(device, rs, *args, **kw)
+        return super().apply(ops)
 
 
-def test_store_failure_closes_1011_without_ack(tmp_path):
+async def http_status(c, path):
+    r, w = await asyncio.open_connection("127.0.0.1", c.port)
+    w.write(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    await w.drain()
+    status = (await asyncio.wait_for(r.readline(), T)).split()[1]
+    w.close()
+    return int(status)
+
+
+def test_store_failure_pauses_acks_without_closing(tmp_path):
+    # It used to close the device with 1011 at once: under load (store errors from a
+    # contended machine) hundreds of devices at a time, a reconnect storm. Now the group is
+    # retried with backoff, the device waits with its data, /healthz says so.
     async def main():
         store = FailingStore(tmp_path / "c.db")
         async with Server(tmp_path / "c.db", store=store) as c:
             async with dev_connect(c.url) as ws:
                 await do_hello(ws)
                 await send(ws, {"t": "batch", "r": readings([1, 2, 3])})
-                m = await recv(ws)
-                assert m["t"] == "error" and m["code"] == "store"    # not an ack
-                await expect_close(ws, 1011)
-            assert store.readings("dev-1") == [] and store.ack("dev-1") == 0
-            store.fail = False                                     # the disk is back
+                for _ in range(200):                        # until a retry failed
+                    if c.committer.failing is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert c.committer.failing is not None
+                assert await http_status(c, "/healthz") == 503
+                assert store.readings("dev-1") == [] and store.ack("dev-1") == 0
+                store.fail = False                          # the disk is back
+                # the very next message is the ack: no error, no close, nothing lost
+                assert (await recv(ws)) == {"t": "ack", "ack": 3}
+                assert await do_batch(ws, [4]) == 4
+                assert c.committer.failing is None
+                assert await http_status(c, "/healthz") == 200
+            assert [r["q"] for r in store.readings("dev-1")] == [1, 2, 3, 4]
+    run(main())
+
+
+def test_store_failure_at_shutdown_acks_nothing(tmp_path):
+    async def main():
+        store = FailingStore(tmp_path / "c.db")
+        async with Server(tmp_path / "c.db", store=store) as c:
             async with dev_connect(c.url) as ws:
-                assert await do_hello(ws, next=4, first=1, held=3) == 0
-                assert await do_batch(ws, [1, 2, 3]) == 3
+                await do_hello(ws)
+                await send(ws, {"t": "batch", "r": readings([1, 2, 3])})
+                for _ in range(200):
+                    if c.committer.failing is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.wait_for(c.stop(), T)        # does not hang on the store
+                with pytest.raises(ConnectionClosed) as e:
+                    while True:
+                        m = await recv(ws)
+                        assert m["t"] != "ack"
+                assert e.value.rcvd.code == 1001
+            assert store.readings("dev-1") == []
     run(main())
 
 

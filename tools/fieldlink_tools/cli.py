@@ -16,6 +16,7 @@ COMMANDS = {
     "server": ("fieldlink_tools.collector.cli", "run the collector (WebSocket server + dashboard)"),
     "sim": ("fieldlink_tools.sim", "run the firmware on the virtual board (MicroPython unix port)"),
     "bench": ("fieldlink_tools.bench", "benchmarks that print numbers"),
+    "fleet": ("fieldlink_tools.fleet", "many lightweight protocol devices: load for a collector"),
     "soak": ("fieldlink_tools.soak", "long fault campaign; prints counts"),
     "boards": ("fieldlink_tools.boards", "list and validate board files"),
     "flash": ("fieldlink_tools.flash", "put MicroPython on an ESP32 with esptool"),

@@ -23,6 +23,7 @@ import sys
 from .auth import MIN_TOKEN, Tokens
 from .dburl import is_postgres, open_store, redact
 from .limits import MAX_PENDING_PER_SOURCE
+from .metrics import keep_gc_off_the_loop
 from .server import (DEFAULT_MAX_ADMINS, DEFAULT_MAX_BATCH, DEFAULT_MAX_DEVICES,
                      DEFAULT_MAX_MESSAGE, DEFAULT_MAX_VIEWERS, Collector, Devices)
 from .store import DEFAULT_KEEP_HEALTH, StoreError
@@ -222,6 +223,10 @@ async def _main(args, devices, ctx, store):
               file=sys.stderr)
         store.close()
         return 1
+    # This process is the collector's own: its GC passes are measured and kept small
+    # (metrics.keep_gc_off_the_loop), which a library must not do to its host process.
+    collector.metrics.watch_gc()
+    gc_task = asyncio.ensure_future(keep_gc_off_the_loop())
     # Tests and `fieldlink demo` parse this first line for the URL.
     print("fieldlink server: listening on %s" % collector.url, flush=True)
     print("fieldlink server: dashboard at %s" % collector.http_url, flush=True)
@@ -229,6 +234,7 @@ async def _main(args, devices, ctx, store):
         await stop.wait()
     finally:
         # Clean shutdown: every device gets close 1001 (going away) and reconnects later.
+        gc_task.cancel()
         await collector.stop()
         store.close()
     print("fieldlink server: stopped", flush=True)

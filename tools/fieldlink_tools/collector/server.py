@@ -2,8 +2,8 @@
 API, plus the dashboard's HTTP routes and its read-only live feed. See docs/collector.md.
 
 Routes (one port): `/ws` devices (token in the upgrade, subprotocol fieldlink.v1), `/live` the
-dashboard's feed (read-only, no token), `/admin` commands (admin token), `/` and its static files,
-`/api/devices` a JSON snapshot.
+dashboard's feed (viewer token), `/admin` commands (admin token), `/` and its static files,
+`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (viewer token).
 """
 import asyncio
 import collections
@@ -16,7 +16,6 @@ import logging
 import math
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from websockets.asyncio.server import serve
@@ -27,7 +26,9 @@ from websockets.http11 import Response
 from . import auth as A
 from . import limits as L
 from . import messages as M
-from .store import StoreError
+from .committer import GroupCommitter
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, CollectorMetrics
+from .store import StoreDataError, StoreError
 
 log = logging.getLogger("fieldlink.collector")
 
@@ -53,6 +54,7 @@ _ROUTES = {
     "/api/devices": ("GET", A.VIEWER, "devices"),
     "/api/session": ("GET POST DELETE", None, "session"),
     "/healthz": ("GET", None, "healthz"),
+    "/metrics": ("GET", A.VIEWER, "metrics"),     # Prometheus: the viewer token or better
 }
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 HEALTH_PROBE_EVERY = 2.0   # s: /healthz writes to the store at most this often
@@ -181,6 +183,7 @@ class _Session:
         self.offset = 0            # store seq = device seq + offset (docs/protocol.md "Epochs")
         self.first = 1             # hello.first, in store seqs
         self.superseded = False
+        self.received_at = 0.0     # perf_counter when the message in hand was read
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
         self.peer = ws.remote_address[0] if ws.remote_address else None
@@ -214,7 +217,6 @@ class Collector:
         self.max_handshakes_per_source = max_handshakes_per_source
         self.max_admins = max_admins
         self._counts = {"live": 0, "admin": 0}
-        self._store_err = None                 # the last store failure on the devices' path
         self._probe = (-1e9, None)             # (when, problem) of the last /healthz write
         self.health_probe_every = HEALTH_PROBE_EVERY
         self.ping_interval = ping_interval
@@ -235,14 +237,20 @@ class Collector:
         self.fd_budget = None                  # connections this process can hold (start())
         self.viewer_bytes = VIEWER_BYTES
         self._cmd_ids = itertools.count(1)
-        # SQLite blocks (fsync): run every store call on one worker thread, in order, so the
-        # event loop keeps serving other devices while a commit is on its way to disk.
-        self._db_exec = ThreadPoolExecutor(1, thread_name_prefix="fieldlink-store")
+        self.metrics = CollectorMetrics(connected=lambda: len(self._live))
+        # Every store call on one store thread (SQLite blocks on fsync), the writes of all
+        # devices grouped into one commit each (committer.py): the event loop keeps serving
+        # while a commit is on its way to disk, and one fsync acks many devices' batches.
+        self.committer = GroupCommitter(store, metrics=self.metrics,
+                                        max_queue=max(1000, 4 * max_devices))
+        self._lag_task = None
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
 
     # -- life ----------------------------------------------------------------------------
 
     async def start(self):
+        self.committer.start()
+        self._lag_task = asyncio.ensure_future(self.metrics.probe_loop_lag())
         self._server = await serve(
             self._handler, self.host, self.port,
             ssl=self.ssl_context,
@@ -294,9 +302,16 @@ class Collector:
             for sub in list(self._subs | self._text_subs):
                 sub.close()
             self._server.close(code=code, reason="server shutting down")
+            # What is queued commits (or, with the store failing, fails unacked) so that no
+            # handler waits on the store while the server waits on the handlers.
+            await self.committer.close()
             await self._server.wait_closed()
             self._server = None
-        self._db_exec.shutdown(wait=True)
+        else:
+            await self.committer.close()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            self._lag_task = None
 
     async def serve_forever(self):
         await self._server.wait_closed()
@@ -376,7 +391,12 @@ class Collector:
     # -- internals -----------------------------------------------------------------------
 
     async def _db(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._db_exec, fn, *args)
+        """A read on the store thread (writes go through self.committer)."""
+        return await self.committer.read(fn, *args)
+
+    async def _count_close(self, ws):
+        await ws.wait_closed()
+        self.metrics.closes.labels(str(ws.close_code)).inc()
 
     def _print(self, line):
         if self.print_readings is not None:
@@ -450,8 +470,10 @@ class Collector:
     async def store_problem(self):
         """None when the store takes writes, else why not (what /healthz answers): the last
         failure on the devices' path, or a real write made at most every few seconds."""
+        if self.committer.failing is not None:
+            return "failing, acks paused: %s" % self.committer.failing
         now = time.monotonic()
-        if now - self._probe[0] >= self.health_probe_every or self._store_err:
+        if now - self._probe[0] >= self.health_probe_every:
             problem = None
             probe = getattr(self.store, "probe", None)
             if probe is not None:
@@ -460,7 +482,7 @@ class Collector:
                 except StoreError as e:
                     problem = str(e)
             self._probe = (now, problem)
-        return self._store_err or self._probe[1]
+        return self._probe[1]
 
     def _class_full(self, kind):
         """Why a viewer or admin connection is refused (503), or None."""
@@ -579,6 +601,8 @@ class Collector:
                 problem = await self.store_problem()
                 return _text(conn, 503 if problem else 200,
                              "store: %s\n" % problem if problem else "ok\n")
+            if kind == "metrics":
+                return _body(200, self.metrics.render(), METRICS_CONTENT_TYPE)
             return _text(conn, 404, "not found\n")
         except MultipleValuesError:
             return _text(conn, 400, "a header that must appear once appears twice\n")
@@ -628,6 +652,7 @@ class Collector:
             self.stats["rejected"] += 1
             if status == 401:
                 self.failures.failed(ip)
+            self.metrics.refused.labels("unauthorized" if status == 401 else "disabled").inc()
             log.warning("refused device %r from %s: %d", M.printable(dev[:40]), ip, status)
             resp = _text(conn, status, "unknown device or wrong token\n" if status == 401
                          else "device disabled\n")
@@ -636,6 +661,7 @@ class Collector:
             return resp
         if dev not in self._live and len(self._live) >= self.max_devices:
             self.stats["rejected"] += 1
+            self.metrics.refused.labels("limit").inc()
             return _text(conn, 503, "collector at its connection limit\n")
         conn.fl_route = "device"
         conn.fl_device = dev
@@ -683,6 +709,7 @@ class Collector:
         old = self._live.get(dev)
         self._live[dev] = session
         self.stats["connections"] += 1
+        asyncio.ensure_future(self._count_close(ws))
         if old is not None:
             # One live connection per device; a half-open old socket must not lock it out.
             old.superseded = True
@@ -717,6 +744,7 @@ class Collector:
                     return "no hello"
             else:
                 raw = await ws.recv()
+            s.received_at = time.perf_counter()
             if isinstance(raw, bytes):
                 await self._fail(ws, M.UNSUPPORTED_DATA, "binary",
                                  "binary messages are refused; send JSON text")
@@ -748,7 +776,7 @@ class Collector:
                     await self._on_gap(s, m)
                 elif t == "health":
                     body = M.stored(m)
-                    await self._db(self.store.record_health, dev, body)
+                    await self.committer.one("record_health", dev, body)
                     self._publish({"t": "health", "dev": dev, "health": body,
                                    "time": time.time()})
                 elif t == "reply":
@@ -761,15 +789,19 @@ class Collector:
                 else:
                     # Forward compatibility (docs/protocol.md "Versioning").
                     log.info("%s: ignoring unknown message type %r", dev, M.printable(t[:32]))
-                if t in ("hello", "batch", "gap", "health"):
-                    self._store_err = None
-            except StoreError as e:
-                # 1011: nothing of what failed was acked; the device keeps it and resends.
+            except StoreDataError as e:
+                # This message's own data could not be stored (the others of its group
+                # were): 1011, nothing of it acked; the device keeps it and resends.
                 self.stats["errors"] += 1
-                self._store_err = str(e) or type(e).__name__
-                log.error("%s: store failed: %s", dev, e)
+                log.error("%s: store refused the data: %s", dev, e)
                 await self._fail(ws, M.INTERNAL, "store", "the server could not store that")
                 return "store failed"
+            except StoreError as e:
+                # Only when the collector stops (a failing store is retried by the committer
+                # and keeps the device waiting, not closed): nothing of it was acked.
+                log.info("%s: not stored, collector stopping: %s", dev, e)
+                await _close_quietly(ws, M.GOING_AWAY, "server shutting down")
+                return "collector stopping"
 
     def _dev_ack(self, s):
         """The ack in the device's numbering (docs/protocol.md "Epochs"): never below 0."""
@@ -778,8 +810,10 @@ class Collector:
     async def _on_hello(self, s, m):
         dev = s.dev
         body = M.stored(m)
-        await self._db(self.store.record_hello, dev, body)
-        ep = await self._db(self.store.enter_epoch, dev, m.get("epoch", ""), m["next"])
+        # one group: both are in the same commit
+        _, ep = _raise_errors(await self.committer.submit([
+            ("record_hello", (dev, body)),
+            ("enter_epoch", (dev, m.get("epoch", ""), m["next"]))]))
         s.epoch, s.offset, s.ack = ep["epoch"], ep["offset"], ep["ack"]
         s.first = m["first"] + s.offset
         s.hello = m
@@ -823,8 +857,8 @@ class Collector:
         if off:
             good = [dict(r, q=r["q"] + off) for r in good]
         rejected = [(q + off, why) for q, why in rejected]
-        ack, new = await self._db(self.store.add_readings, dev, good, s.hello["boot"],
-                                  s.epoch, rejected)
+        ack, new = await self.committer.one("add_readings", dev, good, s.hello["boot"],
+                                            s.epoch, tuple(rejected))
         s.ack = ack
         if rejected:
             # Refused readings become gaps `rejected` (stored in the same transaction): the
@@ -841,12 +875,16 @@ class Collector:
                                      "seqs": seqs}))
         # The ack goes out only now: the transaction above has committed.
         await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
+        self.metrics.ack_latency.observe(time.perf_counter() - s.received_at)
+        self.metrics.batches.inc()
+        self.metrics.readings.inc(len(new))
         self.stats["readings"] += len(new)
         if new:
             self._publish({"t": "readings", "dev": dev, "r": new, "ack": ack,
                            "time": time.time()})
-            for r in new:
-                self._print(format_reading(dev, r))
+            if self.print_readings is not None:   # not formatted for nobody
+                for r in new:
+                    self._print(format_reading(dev, r))
         else:
             self._publish({"t": "ack", "dev": dev, "ack": ack})
 
@@ -855,7 +893,7 @@ class Collector:
         await s.ws.send(M.dumps({"t": "ack", "ack": self._dev_ack(s)}))
 
     async def _gap(self, s, a, b, why, reason=None):
-        s.ack = await self._db(self.store.add_gap, s.dev, a, b, why, reason)
+        s.ack = await self.committer.one("add_gap", s.dev, a, b, why, reason)
         ev = {"t": "gap", "dev": s.dev, "from": a, "to": b, "why": why, "ack": s.ack,
               "time": time.time()}
         if why == "dropped":
@@ -992,6 +1030,13 @@ for _name in ("fieldlink.collector", "fieldlink.collector.ws", "asyncio"):
 
 def _peer(conn):
     return conn.remote_address[0] if conn.remote_address else "?"
+
+
+def _raise_errors(results):
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
 
 
 def _bearer(headers):
