@@ -72,6 +72,7 @@ def test_ops_queued_during_a_commit_are_the_next_group(tmp_path):
         hello = asyncio.ensure_future(c.submit([("record_hello", ("d9", {"fw": "x"})),
                                                 ("enter_epoch", ("d9", "e", 1))]))
         await until(lambda: c.queued() == 1 + 5 + 2, "everything queued")
+        assert "fieldlink_store_queue_ops 8.0" in m.render().decode()
         assert not any(f.done() for f in rest)       # nothing answered before its commit
         store.hold = False
         store.gate.set()

@@ -54,6 +54,8 @@ class GroupCommitter:
         self._wake = None             # asyncio.Event: something was queued
         self._task = None
         self._closing = False
+        if metrics is not None:   # read at scrape time: no cost per op
+            metrics.store_queue.set_function(lambda: self._queued_ops)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -93,7 +95,6 @@ class GroupCommitter:
         fut = asyncio.get_running_loop().create_future()
         self._queue.append(_Entry(ops, fut, time.perf_counter()))
         self._queued_ops += n
-        self._gauge()
         self._wake.set()
         return await fut
 
@@ -113,10 +114,6 @@ class GroupCommitter:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def _gauge(self):
-        if self.metrics is not None:
-            self.metrics.store_queue.set(self._queued_ops)
-
     def _take_group(self):
         group, n = [], 0
         while self._queue:
@@ -130,7 +127,6 @@ class GroupCommitter:
 
     async def _release(self, group):
         self._queued_ops -= sum(len(e.ops) for e in group)
-        self._gauge()
         async with self._room:
             self._room.notify_all()
 
@@ -166,7 +162,6 @@ class GroupCommitter:
                     self._queue.clear()
                     await self._release(group)
                     self._queued_ops = 0
-                    self._gauge()
                     return
                 # Back in front, in order: the group is retried as it was (the transaction
                 # rolled back whole), together with what queued meanwhile.

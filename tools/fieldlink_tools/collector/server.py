@@ -244,6 +244,7 @@ class Collector:
         self.committer = GroupCommitter(store, metrics=self.metrics,
                                         max_queue=max(1000, 4 * max_devices))
         self._lag_task = None
+        self._close_watchers = set()
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
 
     # -- life ----------------------------------------------------------------------------
@@ -709,7 +710,9 @@ class Collector:
         old = self._live.get(dev)
         self._live[dev] = session
         self.stats["connections"] += 1
-        asyncio.ensure_future(self._count_close(ws))
+        watcher = asyncio.ensure_future(self._count_close(ws))
+        self._close_watchers.add(watcher)      # the loop keeps only weak references to tasks
+        watcher.add_done_callback(self._close_watchers.discard)
         if old is not None:
             # One live connection per device; a half-open old socket must not lock it out.
             old.superseded = True
