@@ -146,7 +146,7 @@ def parse_server(text):
 # ---- device -> server builders. Text out (the protocol uses WebSocket text messages). ----
 
 def reading(q, ts_ms, up_ms, name, value, unit, err=None):
-    """One reading as JSON text, `q` first so outbox code can read the seq cheaply.
+    """One reading as JSON text, `q` first so reading_seq() can read the seq cheaply.
 
     Times are integer ms; `ts` is written as seconds with 3 decimals built from integers (the
     board's floats are single precision, see _scan_ms)."""
@@ -170,7 +170,21 @@ def reading(q, ts_ms, up_ms, name, value, unit, err=None):
     return s + "}"
 
 
-BATCH_HEAD = b'{"t":"batch","r":['  # a batch message is BATCH_HEAD + readings + b"]}"
+_Q = b'{"q":'
+
+
+def reading_seq(r):
+    """The seq of a reading as reading() writes it, from its UTF-8 bytes (a line of a flash
+    segment, a slice of a buffer): read from the text, no JSON parse. ValueError if the
+    bytes do not start like one."""
+    if not r.startswith(_Q):
+        raise ValueError("not a reading")
+    return int(r[5:r.index(b",")])
+
+
+# A batch message is BATCH_HEAD + readings joined with "," + BATCH_TAIL.
+BATCH_HEAD = b'{"t":"batch","r":['
+BATCH_TAIL = b"]}"
 
 
 def batch_text(joined):

@@ -1,0 +1,351 @@
+"""The outbox: every reading is kept until the server acknowledges it (docs/protocol.md).
+
+Bounded in bytes. New readings go to RAM (`ring.Ring`: one buffer allocated once, no
+per-reading object, nothing that grows with the backlog). When RAM is full or the link is
+down long, the oldest are spilled to flash in segment writes of a few KB (`flash.Segments`:
+flash wears out); flash is always older than RAM, so the queue is: loaded head, flash
+segments, RAM. When everything is full the oldest readings are dropped, counted, and
+declared with a `gap dropped`. The numbering, the acks, the marks and the gaps are the
+`ledger.Ledger`'s; the seq mark is persisted in blocks, and after a power cut the seqs that
+may have died with RAM are declared with a `gap reboot` (`boot.Recovery`). The epoch
+(docs/protocol.md "Epochs") names this numbering: made when the flash holds no state.
+
+`Outbox` is the façade the app and the link use. Its flash side is loaded only while the
+flash holds readings (or to spill) and boot recovery only at boot (fieldlink.lazy): a board
+streaming with nothing spilled keeps neither on its heap. Every file operation goes through
+one `store.DirStore` (or an object with the same methods: the one seam tests fake).
+"""
+import binascii
+import json
+import os
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
+
+from fieldlink import lazy
+from fieldlink.outbox.ledger import Ledger
+from fieldlink.outbox.ring import Ring
+from fieldlink.outbox.store import DirStore
+
+__all__ = ("DirStore", "Outbox")
+
+_SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
+_SEG_BYTES = const(2048)  # target size of one flash write
+_FLASH = "fieldlink.outbox.flash"
+_BOOT = "fieldlink.outbox.boot"
+
+
+def _recover(store, led, segs, epoch, block):
+    """Boot recovery, loaded for this one call and dropped again; in a function of its own
+    so that no stale frame slot keeps the module alive. (epoch, notice, kept)."""
+    r = lazy.load(_BOOT).Recovery(store, led, segs)
+    try:
+        r.run(epoch, block)
+        return r.epoch, r.notice, r.kept
+    finally:
+        r = None
+        lazy.drop(_BOOT)
+
+
+class Outbox:
+    """Readings in seq order until acked. Sending: `on_connect()`, `welcome(ack)`,
+    `pending_gaps()`, `next_batch_view()` (or `next_batch()`), `ack()`. Sampling:
+    `push(seq, text)` with seq == `next_seq`. `ring`, `ledger`: its parts, read only."""
+
+    def __init__(self, ram_bytes, flash_bytes=0, store=None, seg_bytes=_SEG_BYTES,
+                 seq_block=_SEQ_BLOCK, urandom=None):
+        self.flash_limit = flash_bytes if store is not None else 0
+        self.store = store
+        self.seg_bytes = seg_bytes
+        self.seq_block = seq_block
+        self.ring = Ring(ram_bytes)
+        self.ledger = Ledger()
+        self._fl = None      # the flash.Segments while the flash holds readings
+        self._fl_used = 0    # their bytes on flash while none is loaded
+        self.spills = 0      # flash segment writes, for tests and health
+        # Without a store nothing survives a reboot: every boot is a new numbering, so a
+        # new epoch (64 random bits). With one, the stored epoch is kept (or this one
+        # stored with new state) by boot recovery.
+        self.epoch = binascii.hexlify((urandom or os.urandom)(8)).decode()
+        self.notice = None   # what the app should log (WARN) about the state found at boot
+        if store is not None:
+            self.epoch, self.notice, kept = _recover(store, self.ledger, self._flash(),
+                                                     self.epoch, seq_block)
+            if kept:
+                self.save_meta()
+            else:
+                self.store = None
+                self.flash_limit = 0
+            self._unflash()
+
+    # ---- what the app, the link and health read ----
+
+    @property
+    def next_seq(self):
+        return self.ledger.next_seq
+
+    @property
+    def boot(self):
+        return self.ledger.boot
+
+    @property
+    def dropped(self):
+        return self.ledger.dropped
+
+    @property
+    def acked(self):
+        return self.ledger.acked
+
+    @property
+    def gaps(self):
+        return self.ledger.gaps
+
+    @property
+    def ram_used(self):
+        return self.ring.used
+
+    @property
+    def flash_used(self):
+        return self._fl_used if self._fl is None else self._fl.used
+
+    def flash(self):
+        """The flash side (flash.Segments) while it is loaded, else None."""
+        return self._fl
+
+    # ---- the flash side, loaded while needed ----
+
+    def _flash(self):
+        f = self._fl
+        if f is None:
+            f = self._fl = lazy.load(_FLASH).Segments(self.store, self.flash_limit,
+                                                      self.seg_bytes, self._fl_used)
+        return f
+
+    def _unflash(self):
+        """Drop the flash side once the flash holds no readings (it comes back when RAM
+        spills). Not while the flash is in use: importing it allocates."""
+        f = self._fl
+        if f is not None and f.empty():
+            self._fl_used = f.used
+            self._fl = f = None
+            lazy.drop(_FLASH)
+
+    def save_meta(self):
+        if self.store is None:
+            return
+        led = self.ledger
+        try:
+            self.store.put("meta.json", json.dumps(led.meta()))
+            led.saved(True)
+        except (MemoryError, OSError):
+            # A fragmented heap or a full filesystem (ENOSPC) must not lose a reading, nor
+            # raise into the sampler or boot: the state is saved at the next push, and
+            # nothing above the saved mark is sent meanwhile (_meta_unsaved).
+            led.saved(False)
+
+    def flush(self):
+        """Before a clean reboot: everything to flash, mark = next seq (no reboot gap)."""
+        if self.store is None:
+            return
+        self.ledger.ground()
+        self._spill(False)
+        self.ledger.mark_all()
+        self.save_meta()
+
+    def spill(self, full_only=True):
+        """Write RAM readings to flash in chunks of seg_bytes. full_only: only whole chunks
+        (called while the link is down long, so flash sees few, large writes). Segments it
+        had to drop are persisted once, at the end. False if it could not."""
+        if not self.flash_limit:
+            return False
+        ring = self.ring
+        if not ring.n or (full_only and ring.used < self.seg_bytes):
+            return True  # nothing to write: no need to load the flash side
+        return self._spill(full_only)
+
+    def _spill(self, full_only):
+        fl = self._flash()
+        led = self.ledger
+        ring = self.ring
+        d = led.dropped
+        ok = True
+        while ring.n and (not full_only or ring.used >= self.seg_bytes):
+            if not fl.spill_chunk(ring, led):
+                ok = False
+                break
+            self.spills += 1
+        if led.dropped != d:
+            self.save_meta()
+        return ok
+
+    # ---- sampling side ----
+
+    def push(self, seq, text):
+        """Add one reading (JSON text or UTF-8 bytes from proto.reading with q == seq)."""
+        led = self.ledger
+        if seq != led.next_seq:
+            raise ValueError("outbox: seq %d, expected %d" % (seq, led.next_seq))
+        data = text.encode() if isinstance(text, str) else text
+        n = len(data) + 1
+        ring = self.ring
+        if n > ring.size():
+            raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
+        # Room first (spill or drop the oldest), so the new reading always fits. A
+        # MemoryError while spilling leaves everything as it was: the reading got no seq.
+        while not ring.fits(n):
+            if self.flash_limit and self._flash().spill_chunk(ring, led):
+                self.spills += 1
+            elif not self._drop_ram():
+                break
+        if ring.fits(n):
+            ring.add(seq, data)
+        else:
+            # only readings the server may hold are left (at most `window` of them): this
+            # one cannot be kept, and is declared like any other dropped reading
+            led.add_gap(seq, seq, "dropped")
+        led.take(seq)
+        if self.store is not None and led.mark_due():
+            led.move_mark(self.seq_block)
+            self.save_meta()
+
+    def _drop_ram(self):
+        """Drop the oldest RAM reading the server cannot hold yet (Ledger.sent_hi)."""
+        ring = self.ring
+        led = self.ledger
+        i = ring.first_above(led.sent_hi)
+        if i < 0:
+            return False
+        q = ring.seq(i)
+        # Declared before it leaves the ring (a new gap allocates): a MemoryError then
+        # leaves it held, never gone without a gap.
+        led.add_gap(q, q, "dropped")
+        ring.remove(i)
+        return True
+
+    # ---- link side ----
+
+    def on_connect(self):
+        """A new connection: nothing is in flight, every pending gap must be sent again."""
+        self.ledger.on_connect()
+
+    def pending_gaps(self):
+        """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent.
+        Empty while meta.json cannot be saved, like batches (_meta_unsaved): a gap over
+        seqs above the saved seq mark would make the server drop the readings that get
+        those seqs after a power cut."""
+        if self._meta_unsaved():
+            return []
+        return self.ledger.take_gaps()
+
+    def _meta_unsaved(self):
+        """True while a meta write failed and retrying it fails too. Nothing is sent then:
+        readings above the last saved seq mark could get their seqs reused after a power
+        cut, and the server would drop the new readings as duplicates."""
+        if self.ledger.dirty:
+            self.save_meta()
+        return self.ledger.dirty
+
+    def may_send(self, q):
+        """Before a batch up to seq q goes out: the sent mark must cover it, written to
+        flash first. False if that write failed: nothing goes (tried again next time)."""
+        if self.store is None or not self.ledger.sent_due(q, self.seq_block):
+            return True
+        self.save_meta()
+        return not self.ledger.dirty
+
+    def next_batch(self, max_n, window):
+        """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in
+        flight. The general path, through the flash side; the app sends with
+        next_batch_view."""
+        if self._meta_unsaved():
+            return []
+        return self._batch(max_n, window, False)
+
+    def _batch(self, max_n, window, raw):
+        out, q, i = self._flash().next_batch(self.ring, self.ledger, max_n, window, raw)
+        if out:
+            if not self.may_send(q):
+                return []
+            self.ledger.sending(q, i)
+        return out
+
+    def next_batch_text(self, max_n, window):
+        """Like next_batch, but the readings already joined with "," (the body of a batch
+        message), or "" when there is nothing to send."""
+        v = self.next_batch_view(max_n, window)
+        if isinstance(v, list):
+            return ",".join([str(t[:-1], "utf-8") for t in v])
+        return str(v, "utf-8") if v else ""
+
+    def next_batch_view(self, max_n, window):
+        """next_batch_text without building a string: from RAM a memoryview of the buffer
+        (the readings joined; valid until the outbox changes next: use it at once), while
+        the flash holds readings a list of them as bytes, each ending in a separator byte
+        to be replaced, empty for nothing."""
+        if self._meta_unsaved():
+            return ""
+        led = self.ledger
+        i = led.inflight
+        fl = self._fl
+        if fl is not None and fl.unsent(i):
+            return self._batch(max_n, window, True)
+        room = window - i
+        if room > max_n:
+            room = max_n
+        j = i - (fl.head() if fl is not None else 0)
+        ring = self.ring
+        if room <= 0 or j >= ring.n:
+            return ""
+        k = ring.run(j, room)
+        q = ring.seq(k - 1)
+        if not self.may_send(q):
+            return ""
+        v = ring.view(j, k)  # (allocates: before the bookkeeping moves on)
+        led.sending(q, i + k - j)
+        return v
+
+    def welcome(self, n):
+        """The server's ack in `welcome`: it holds nothing above n (it stores in order)."""
+        self.ack(n)
+        self.ledger.welcomed()
+
+    def ack(self, n):
+        """Cumulative ack: every seq <= n is stored (or declared) on the server."""
+        led = self.ledger
+        jumped = led.ack(n)
+        fl = self._fl
+        head = 0
+        if fl is not None:  # (always loaded while the flash holds readings)
+            fl.ack(led, n)
+            head = fl.head()
+            fl = None
+            self._unflash()
+        if not head:
+            ring = self.ring
+            k = ring.count_to(n)
+            if k:
+                ring.forget(k)
+                led.land(k)
+        if jumped and self.store is not None:
+            # the server knows seqs this device no longer remembers: persisted at once
+            led.move_mark(self.seq_block)
+            self.save_meta()
+
+    # ---- numbers for hello/health ----
+
+    def held(self):
+        fl = self._fl
+        return self.ring.n + (fl.held() if fl is not None else 0)
+
+    def first(self):
+        fl = self._fl
+        q = fl.first() if fl is not None else 0
+        if not q and self.ring.n:
+            q = self.ring.seq(0)
+        if not q:
+            return self.ledger.next_seq
+        a = self.ledger.acked
+        return q if q > a else a + 1

@@ -1,0 +1,176 @@
+"""The outbox's RAM ring: the newest readings, back to back as `text,` in one bytearray
+allocated once (so a run of them is already the body of a batch), with an index of seq,
+offset and length per reading in three arrays allocated with it. Pure: no I/O."""
+from array import array
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):  # type: ignore[misc]  # the stubs' const is generic
+        return x
+
+# Bytes of the shortest reading proto.reading() makes, with its ",": 47 + 1 for
+# '{"q":1,"ts":null,"up":0,"n":"","v":null,"u":""}'. The buffer holds at most
+# nbytes // _MIN_N of them: the size of the index.
+_MIN_N = const(48)
+
+
+class Ring:
+    """Readings in seq order in a sliding buffer, compacted in place when its end is reached.
+    Reading i (0 = oldest) is at index slot (head + i) % cap. Nothing here grows or is
+    resized: adding, forgetting and dropping allocate nothing for the index. `n` readings
+    are held, `used` bytes of them (holes left by drops not counted)."""
+
+    def __init__(self, nbytes):
+        self._buf = bytearray(nbytes)
+        self._mv = memoryview(self._buf)
+        self._tail = 0       # where the next reading is written
+        cap = nbytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
+        w = 2 if nbytes < 65536 else 4  # offsets and lengths are < nbytes
+        t = "H" if w == 2 else "I"
+        # seqs: 64 bits (the protocol allows them, and MicroPython's "I" keeps only the low
+        # 32 bits, which a fast sampler passes within months)
+        self._rq = array("Q", bytes(8 * cap))
+        self._ro = array(t, bytes(w * cap))
+        self._rn = array(t, bytes(w * cap))
+        self.cap = cap
+        self._rh = 0         # slot of the oldest reading
+        self.n = 0           # readings held
+        self.used = 0        # bytes of the readings held
+
+    def size(self):
+        return len(self._buf)
+
+    def fits(self, k):
+        """True if one more reading of k bytes (with its ",") fits in the buffer and index.
+        For proto.reading's output the buffer is full before the index can be."""
+        return self.used + k <= len(self._buf) and self.n < self.cap
+
+    def seq(self, i):
+        return self._rq[(self._rh + i) % self.cap]
+
+    def length(self, i):
+        """Bytes of reading i with its ","."""
+        return self._rn[(self._rh + i) % self.cap]
+
+    def add(self, seq, data):
+        """Append a reading (bytes, without the ","); the caller checked fits(len + 1)."""
+        mv = self._mv
+        size = len(mv)
+        ro = self._ro
+        cap = self.cap
+        h = self._rh
+        c = self.n
+        k = len(data) + 1
+        t = self._tail
+        if t + k > size:
+            # Slide the held readings to the front, in order, over the holes of dropped and
+            # spilled ones (memmove within the buffer: no allocation).
+            rn = self._rn
+            t = 0
+            for i in range(c):
+                p = (h + i) % cap
+                o = ro[p]
+                m = rn[p]
+                if o != t:
+                    mv[t:t + m] = mv[o:o + m]
+                    ro[p] = t
+                t += m
+            self._tail = t
+        # The bytes first, then the index: a MemoryError (the slice's memoryview) leaves the
+        # reading unstored.
+        mv[t:t + k - 1] = data
+        mv[t + k - 1] = 44  # ","
+        p = (h + c) % cap
+        self._rq[p] = seq
+        ro[p] = t
+        self._rn[p] = k
+        self.n = c + 1
+        self._tail = t + k
+        self.used += k
+
+    def forget(self, k):
+        """Forget the k oldest readings."""
+        rn = self._rn
+        cap = self.cap
+        h = self._rh
+        for i in range(k):
+            self.used -= rn[(h + i) % cap]
+        self._rh = (h + k) % cap
+        self.n -= k
+        if not self.n:
+            self._tail = 0
+
+    def count_to(self, q):
+        """How many of the oldest readings have a seq <= q."""
+        k = 0
+        while k < self.n and self.seq(k) <= q:
+            k += 1
+        return k
+
+    def first_above(self, q):
+        """Index of the oldest reading with a seq above q, or -1."""
+        k = self.count_to(q)
+        return k if k < self.n else -1
+
+    def remove(self, i):
+        """Take reading i out; the i before it move up one slot (the head with them), so
+        the cost is in the readings before it (in flight: at most a window of them)."""
+        rq = self._rq
+        ro = self._ro
+        rn = self._rn
+        cap = self.cap
+        h = self._rh
+        p = (h + i) % cap
+        self.used -= rn[p]
+        while i:
+            s = (h + i - 1) % cap
+            rq[p] = rq[s]
+            ro[p] = ro[s]
+            rn[p] = rn[s]
+            p = s
+            i -= 1
+        self._rh = (h + 1) % cap
+        self.n -= 1
+        if not self.n:
+            self._tail = 0
+
+    def run(self, j, room):
+        """End index k of the readings j.. that lie back to back in the buffer, at most
+        `room` of them (j < n, room > 0)."""
+        ro = self._ro
+        rn = self._rn
+        cap = self.cap
+        h = self._rh
+        p = (h + j) % cap
+        e = ro[p] + rn[p]
+        k = j + 1
+        while k < self.n and k - j < room:
+            p = (h + k) % cap
+            if ro[p] != e:  # a hole in between
+                break
+            e += rn[p]
+            k += 1
+        return k
+
+    def view(self, j, k):
+        """Readings j..k-1 (back to back, see run) as one memoryview of the buffer, joined by
+        their commas, the last one cut: valid until the ring changes next."""
+        o = self._ro[(self._rh + j) % self.cap]
+        p = (self._rh + k - 1) % self.cap
+        return self._mv[o:self._ro[p] + self._rn[p] - 1]
+
+    def item(self, i):
+        """Reading i without its "," as a memoryview of the buffer (for a write to flash)."""
+        p = (self._rh + i) % self.cap
+        o = self._ro[p]
+        return self._mv[o:o + self._rn[p] - 1]
+
+    def copy(self, i, raw):
+        """Reading i as a new object (only for the batch being sent): str, or with raw bytes
+        that end in its "," (one copy; a view would be a second object)."""
+        p = (self._rh + i) % self.cap
+        o = self._ro[p]
+        if raw:
+            return self._buf[o:o + self._rn[p]]
+        return str(self._mv[o:o + self._rn[p] - 1], "utf-8")
