@@ -120,3 +120,24 @@ def campaign(ob, new, srv, rand, steps, power_cuts, reading, up=False):
             ob = new()                              # before the new one is allocated)
             up = False
     return ob, produced
+
+
+def flash_side(ob):
+    """The outbox's flash.Segments while it is loaded (while the flash holds readings), else
+    None: for tests that check its table and head."""
+    return ob._fl
+
+
+def flash_used(ob):
+    """Bytes of readings on the outbox's flash."""
+    fl = flash_side(ob)
+    return ob._fl_used if fl is None else fl.used
+
+
+def batch_text(ob, max_n, window):
+    """What the app puts between a batch message's brackets (next_batch_view), as text:
+    the readings joined with ",", "" for nothing."""
+    v = ob.next_batch_view(max_n, window)
+    if isinstance(v, list):
+        return ",".join([str(t[:-1], "utf-8") for t in v])
+    return str(v, "utf-8") if v else ""

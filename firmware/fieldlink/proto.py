@@ -182,9 +182,7 @@ def reading_seq(r):
     return int(r[5:r.index(b",")])
 
 
-# A batch message is BATCH_HEAD + readings joined with "," + BATCH_TAIL.
-BATCH_HEAD = b'{"t":"batch","r":['
-BATCH_TAIL = b"]}"
+BATCH_HEAD = b'{"t":"batch","r":['  # a batch message is BATCH_HEAD + readings + b"]}"
 
 
 def batch_text(joined):

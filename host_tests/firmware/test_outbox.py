@@ -7,7 +7,7 @@ import os
 import sys
 
 from dualsupport import raises, rmtree, tmpdir
-from outbox_model import Server, campaign, drain_to, lcg
+from outbox_model import Server, batch_text, campaign, drain_to, flash_used, lcg
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -44,7 +44,7 @@ def test_order_window_and_acks():
     ob.on_connect()                                   # reconnect: resend what is unacked
     assert seqs(ob.next_batch(20, 64)) == [4, 5, 6, 7, 8, 9, 10]
     ob.ack(10)
-    assert ob.held() == 0 and ob.first() == 11 and ob.ram_used == 0
+    assert ob.held() == 0 and ob.first() == 11 and ob.ring.used == 0
 
 
 def test_push_must_follow_next_seq():
@@ -56,7 +56,7 @@ def test_ram_only_drops_oldest_counts_and_declares():
     ob = Outbox(ram_bytes=1024)
     size = len(rd(1)) + 1
     fill(ob, 40)
-    assert ob.ram_used <= 1024
+    assert ob.ring.used <= 1024
     kept = ob.held()
     assert kept == 1024 // size or kept == 1024 // size - 1 or kept >= 10
     assert ob.dropped == 40 - kept
@@ -77,8 +77,8 @@ def test_never_drops_what_the_server_may_hold():
     assert ob.held() >= 3
     ob.welcome(2)                                     # the server had 1-2 only
     fill(ob, 10)
-    assert [g for g in ob.gaps if g[0] <= 3 <= g[1]]  # now 3 is droppable, and dropped
-    assert not [g for g in ob.gaps if g[0] <= 2]
+    assert [g for g in ob.ledger.gaps if g[0] <= 3 <= g[1]]  # now 3 is droppable, and dropped
+    assert not [g for g in ob.ledger.gaps if g[0] <= 2]
 
 
 def test_acked_gap_is_forgotten_and_resent_until_then():
@@ -106,7 +106,7 @@ def test_spill_to_flash_in_batched_segments_and_send_in_order():
     try:
         ob = Outbox(ram_bytes=1024, flash_bytes=32768, store=DirStore(d), seg_bytes=512)
         fill(ob, 200)
-        assert ob.ram_used <= 1024 and ob.flash_used <= 32768
+        assert ob.ring.used <= 1024 and flash_used(ob) <= 32768
         assert ob.dropped == 0 and ob.held() == 200
         segs = [n for n in os.listdir(d) if n.startswith("s")]
         assert len(segs) == ob.spills and 10 < len(segs) < 60   # batched, not per reading
@@ -122,7 +122,7 @@ def test_spill_to_flash_in_batched_segments_and_send_in_order():
             got += seqs(b)
             ob.ack(got[-1])
         assert got == list(range(1, 201))
-        assert ob.held() == 0 and ob.flash_used == 0
+        assert ob.held() == 0 and flash_used(ob) == 0
         assert [n for n in os.listdir(d) if n.startswith("s")] == []
     finally:
         rmtree(d)
@@ -143,7 +143,7 @@ def test_spill_while_sending_keeps_order():
             got += seqs(b)
             ob.ack(got[-1])
         assert got == list(range(1, 66))
-        assert ob.flash_used == 0 and ob.dropped == 0
+        assert flash_used(ob) == 0 and ob.dropped == 0
     finally:
         rmtree(d)
 
@@ -196,14 +196,14 @@ def test_flash_full_drops_oldest_segment_counted_and_persisted():
         ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=512)
         ob.welcome(0)
         fill(ob, 300)
-        assert ob.flash_used <= 4096 and ob.ram_used <= 1024
+        assert flash_used(ob) <= 4096 and ob.ring.used <= 1024
         assert ob.dropped > 0 and ob.held() + ob.dropped == 300
         gaps = ob.pending_gaps()
         assert gaps[0][0] == 1 and gaps[0][2] == "dropped"
         assert sum(g[1] - g[0] + 1 for g in gaps) == ob.dropped
         ob.flush()                                     # may drop more to make room
         dropped = ob.dropped
-        gaps = [tuple(g[:3]) for g in ob.gaps]
+        gaps = [tuple(g[:3]) for g in ob.ledger.gaps]
         ob2 = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=512)
         assert ob2.dropped == dropped                  # the count survives a reboot
         merged = []                                    # adjacent gaps are kept merged
@@ -284,33 +284,34 @@ def test_model_with_power_cuts():
 
 def test_ram_is_one_buffer_compacted_in_place():
     ob = Outbox(ram_bytes=1024)
-    buf = ob.ring._buf
+    buf = ob.ring._mv
     for round_ in range(30):                          # far more bytes than the buffer holds
         fill(ob, 7, pad=round_ % 5)
         b = ob.next_batch(7, 64)
         ob.ack(seqs(b)[-1])
-    assert ob.ring._buf is buf and len(buf) == 1024 and ob.held() == 0 and ob.ram_used == 0
+    assert ob.ring._mv is buf and len(buf) == 1024 and ob.held() == 0 and ob.ring.used == 0
     s0 = ob.next_seq                                  # 211
     fill(ob, 5)
     ob.next_batch(2, 64)                              # s0, s0+1 in flight
-    ob._drop_ram()                                    # drops s0+2: a hole in the buffer
+    ob.ledger.add_gap(s0 + 2, s0 + 2, "dropped")      # drops s0+2 (as a full RAM does):
+    ob.ring.remove(2)                                 # a hole in the buffer
     assert ob.dropped == 1 and ob.pending_gaps() == [(s0 + 2, s0 + 2, "dropped")]
-    used = ob.ram_used
+    used = ob.ring.used
     fill(ob, (1024 - used) // len(rd(9)))             # fills the buffer: slides over the hole
-    assert ob.dropped == 1 and ob.ram_used <= 1024
+    assert ob.dropped == 1 and ob.ring.used <= 1024
     got = seqs(ob.next_batch(50, 64))
     assert got == list(range(s0 + 3, ob.next_seq))
 
 
-def test_next_batch_text_is_the_joined_readings():
+def test_next_batch_view_is_the_joined_readings():
     ob = Outbox(ram_bytes=2048)
     fill(ob, 6)
-    t = ob.next_batch_text(4, 64)
+    t = batch_text(ob, 4, 64)
     assert t == ",".join([rd(q) for q in (1, 2, 3, 4)])
     assert ob.ledger.inflight == 4
-    assert ob.next_batch_text(4, 5) == rd(5)          # the window stops it
+    assert batch_text(ob, 4, 5) == rd(5)          # the window stops it
     ob.ack(5)
-    assert ob.next_batch_text(4, 64) == rd(6) and ob.next_batch_text(4, 64) == ""
+    assert batch_text(ob, 4, 64) == rd(6) and batch_text(ob, 4, 64) == ""
 
 
 def test_next_batch_view_is_the_buffer_then_a_list_from_flash():
@@ -510,7 +511,7 @@ def test_dropping_segments_does_not_rewrite_meta_each_time():
         fill(ob, 1000)                                  # link down: flash full, drops
         assert ob.spills >= 50 and ob.dropped > 500     # a segment dropped per write
         assert st.metas <= 1000 // 256 + 1, st.metas    # only the seq marks
-        assert len(ob.gaps) <= 2                        # adjacent drops are one gap
+        assert len(ob.ledger.gaps) <= 2                        # adjacent drops are one gap
         st.metas = 0
         ob.spill(False)                                 # a spill cycle that drops: one write
         assert st.metas == 1
@@ -619,7 +620,7 @@ def test_sending_resumes_once_the_mark_is_saved():
         ob.welcome(0)
         st.fail = True
         fill(ob, 30)
-        ob.next_batch_text(64, 64)
+        batch_text(ob, 64, 64)
         st.fail = False
         sent = []
         while True:
@@ -651,7 +652,7 @@ def test_flash_write_errors_fall_back_to_counted_drops():
         ob.welcome(0)
         fill(ob, 100)
         assert ob.dropped > 0 and ob.held() + ob.dropped == 100
-        assert ob.ram_used <= 1024
+        assert ob.ring.used <= 1024
         assert ob.spill() is False                       # says it could not, does not raise
         ob.ack(ob.next_seq - 1)                          # nothing on flash: code dropped
         assert ob.held() == 0 and not flash_code_loaded()
@@ -666,8 +667,8 @@ def flash_code_loaded():
 
 
 def batch_texts(ob, max_n, window):
-    """What the app sends (next_batch_text), split back into reading texts."""
-    return [json.dumps(r) for r in json.loads("[" + ob.next_batch_text(max_n, window) + "]")]
+    """What the app sends (next_batch_view), split back into reading texts."""
+    return [json.dumps(r) for r in json.loads("[" + batch_text(ob, max_n, window) + "]")]
 
 
 def drain(ob, srv):
@@ -698,7 +699,7 @@ def test_flash_code_is_loaded_only_while_the_flash_holds_readings():
                     seq_block=16)
         assert flash_code_loaded() and ob.held() == on_flash   # segments found at boot
         drain(ob, srv)
-        assert ob.held() == 0 and ob.flash_used == 0 and not flash_code_loaded()
+        assert ob.held() == 0 and flash_used(ob) == 0 and not flash_code_loaded()
         assert srv.ack == ob.next_seq - 1
     finally:
         rmtree(d)

@@ -31,7 +31,7 @@ ordered = True
 first = None
 while True:
     b = ob.next_batch(20, 64)
-    fl = ob.flash()
+    fl = ob._fl
     table = max(table, len(fl._segs) * 4 if fl else 0)
     if not b:
         break
@@ -42,7 +42,7 @@ while True:
         first = q if first is None else first
         n += 1
     ob.ack(prev)
-fl = ob.flash()  # (dropped with the last segment)
+fl = ob._fl  # (dropped with the last segment)
 print("DRAINED", held, n, ordered, first, prev, table, len(fl._segs) + fl._sq if fl else 0)
 """
 

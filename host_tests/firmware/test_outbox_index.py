@@ -38,7 +38,7 @@ def test_index_full_of_short_readings_drops_the_oldest_counted():
     ob = Outbox(ram_bytes=1024)
     cap = ob.ring.cap
     fill_tiny(ob, 100)                                # their bytes fit; the index does not
-    assert ob.held() == cap and ob.dropped == 100 - cap and ob.ram_used < 1024 // 2
+    assert ob.held() == cap and ob.dropped == 100 - cap and ob.ring.used < 1024 // 2
     assert ob.pending_gaps() == [(1, 100 - cap, "dropped")]
     assert seqs(ob.next_batch(500, 500)) == list(range(101 - cap, 101))
     fill_tiny(ob, 3)                                  # all in flight: the new ones go

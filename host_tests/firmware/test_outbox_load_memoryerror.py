@@ -8,6 +8,7 @@ see the MemoryError (and the link reconnects, as before). Found with `fieldlink 
 reconnect, ~50 readings per connection while a backlog drained."""
 from dualsupport import rmtree, tmpdir
 
+from outbox_model import flash_side
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
 
@@ -47,7 +48,7 @@ class NoHeap:
 def test_no_heap_to_load_a_segment_with_readings_in_flight_is_not_a_failure():
     d = tmpdir()
     ob = spilled(d)
-    fl = ob.flash()
+    fl = flash_side(ob)
     real = fl.load_segment
     try:
         first = seqs(ob.next_batch(4, 64))  # the first segment loaded, 4 of it in flight
@@ -80,7 +81,7 @@ def test_no_heap_to_load_a_segment_with_readings_in_flight_is_not_a_failure():
 def test_no_heap_to_load_with_nothing_in_flight_is_the_senders_failure():
     d = tmpdir()
     ob = spilled(d)
-    fl = ob.flash()
+    fl = flash_side(ob)
     real = fl.load_segment
     try:
         fl.load_segment = NoHeap()

@@ -15,6 +15,8 @@ from array import array
 
 import pytest
 
+from outbox_model import batch_text
+
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
 
@@ -130,7 +132,7 @@ class FlakyOutbox(Outbox):
     after the flash held no readings)."""
 
     def _flash(self):
-        fl = self.flash()
+        fl = self._fl
         if fl is None:
             fl = Outbox._flash(self)
             flaky(fl)
@@ -160,7 +162,7 @@ def send(ob, stored, batches, ack=True):
     with on_connect/welcome as link_hello does. True when nothing is left to send."""
     for _ in range(batches):
         try:
-            b = ob.next_batch_text(20, 64)
+            b = batch_text(ob, 20, 64)
             if not b:
                 return True
             qs = [r["q"] for r in json.loads("[%s]" % b)]

@@ -9,7 +9,7 @@ import json
 import os
 
 from dualsupport import rmtree, tmpdir
-from outbox_model import Server, drain_to
+from outbox_model import Server, drain_to, flash_side, flash_used
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -88,7 +88,7 @@ def test_small_segments_below_the_sent_mark_beyond_the_table_are_kept():
         srv = Server()
         push(ob, 40)
         ob.spill(False)                   # link down: 40 segments on flash
-        assert ob.flash()._sq > 0                 # (more than the table lists)
+        assert flash_side(ob)._sq > 0                 # (more than the table lists)
         ob.on_connect()
         ob.welcome(0)
         srv.batch(ob.next_batch(30, 64))  # 1-30 stored, the ack is lost, the link drops
@@ -118,7 +118,7 @@ def pinned_after_reboot(d, limit):
     ob = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=100)
     push(ob, 60)
     ob.flush()  # one reading a segment, all on flash
-    used = ob.flash_used
+    used = flash_used(ob)
     ob = None
     with open(d + "/meta.json") as f:
         meta = json.loads(f.read())

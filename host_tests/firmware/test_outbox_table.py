@@ -11,7 +11,7 @@ import json
 import os
 
 from dualsupport import rmtree, tmpdir
-from outbox_model import FullFS, Server, drain_to, lcg
+from outbox_model import FullFS, Server, drain_to, flash_side, flash_used, lcg
 
 from fieldlink import proto
 from fieldlink.outbox import Outbox
@@ -38,9 +38,9 @@ def check(ob, d, where):
         s = parse(n)
         if s:
             files[n] = (s, os.stat(d + "/" + n)[6])
-    fl = ob.flash()  # (loaded while the flash holds readings)
+    fl = flash_side(ob)  # (loaded while the flash holds readings)
     if fl is None:
-        assert not [n for n in os.listdir(d) if parse(n)] and ob.flash_used == 0, where
+        assert not [n for n in os.listdir(d) if parse(n)] and flash_used(ob) == 0, where
         return
     segs = fl._segs
     listed = [seg_name(segs[j], segs[j + 1], segs[j + 2]) for j in range(0, len(segs), 4)]
@@ -63,7 +63,7 @@ def check(ob, d, where):
     used = 0
     for n in files:
         used += files[n][1]
-    assert ob.flash_used == used, (where, ob.flash_used, used)
+    assert flash_used(ob) == used, (where, flash_used(ob), used)
 
 
 def run(seed, steps):

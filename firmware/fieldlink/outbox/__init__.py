@@ -13,7 +13,7 @@ may have died with RAM are declared with a `gap reboot` (`boot.Recovery`). The e
 `Outbox` is the façade the app and the link use. Its flash side is loaded only while the
 flash holds readings (or to spill) and boot recovery only at boot (fieldlink.lazy): a board
 streaming with nothing spilled keeps neither on its heap. Every file operation goes through
-one `store.DirStore` (or an object with the same methods: the one seam tests fake).
+one `DirStore` (the one seam tests fake).
 """
 import binascii
 import json
@@ -28,9 +28,6 @@ except ImportError:  # CPython
 from fieldlink import lazy
 from fieldlink.outbox.ledger import Ledger
 from fieldlink.outbox.ring import Ring
-from fieldlink.outbox.store import DirStore
-
-__all__ = ("DirStore", "Outbox")
 
 _SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 _SEG_BYTES = const(2048)  # target size of one flash write
@@ -38,13 +35,64 @@ _FLASH = "fieldlink.outbox.flash"
 _BOOT = "fieldlink.outbox.boot"
 
 
-def _recover(store, led, segs, epoch, block):
+class DirStore:
+    """The outbox's one door to the flash: every file operation on its directory goes
+    through it (tests fake this class, with faults, and nothing else). put() writes a file
+    whole to a temporary name and renames it into place, so a power cut mid-write leaves
+    either the old state or the new one."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            os.mkdir(path)
+        except OSError:
+            pass  # exists
+
+    def file(self, name, mode="r"):
+        return open(self.path + "/" + name, mode)
+
+    def put(self, name, text):
+        """Replace file `name` with `text`, whole."""
+        with self.file(name + ".tmp", "w") as f:
+            f.write(text)
+        try:
+            self.rename(name + ".tmp", name)
+        except OSError:  # filesystems where rename does not replace (FAT)
+            self.remove(name)
+            self.rename(name + ".tmp", name)
+
+    def rename(self, old, new):
+        os.rename(self.path + "/" + old, self.path + "/" + new)
+
+    def remove(self, name):
+        """Remove file `name`; False if it could not be removed."""
+        try:
+            os.remove(self.path + "/" + name)
+            return True
+        except OSError:
+            return False
+
+    def entries(self):
+        """(name, bytes) of each file, one at a time where the port can (a list of every
+        name of a big backlog would be tens of KB of heap)."""
+        p = self.path + "/"
+        ild = getattr(os, "ilistdir", None)  # (CPython has none)
+        for e in (os.listdir(self.path) if ild is None else ild(self.path)):
+            if isinstance(e, str):
+                yield e, os.stat(p + e)[6]
+            elif len(e) > 3:  # (littlefs and FAT give the size)
+                yield e[0], e[3]
+            else:
+                yield e[0], os.stat(p + e[0])[6]
+
+
+def _recover(store, segs, epoch):
     """Boot recovery, loaded for this one call and dropped again; in a function of its own
-    so that no stale frame slot keeps the module alive. (epoch, notice, kept)."""
-    r = lazy.load(_BOOT).Recovery(store, led, segs)
+    so that no stale frame slot keeps the module alive. (ledger state, epoch, notice, kept)."""
+    r = lazy.load(_BOOT).Recovery(store, segs)
     try:
-        r.run(epoch, block)
-        return r.epoch, r.notice, r.kept
+        r.run(epoch)
+        return r.state, r.epoch, r.notice, r.kept
     finally:
         r = None
         lazy.drop(_BOOT)
@@ -62,7 +110,6 @@ class Outbox:
         self.seg_bytes = seg_bytes
         self.seq_block = seq_block
         self.ring = Ring(ram_bytes)
-        self.ledger = Ledger()
         self._fl = None      # the flash.Segments while the flash holds readings
         self._fl_used = 0    # their bytes on flash while none is loaded
         self.spills = 0      # flash segment writes, for tests and health
@@ -71,15 +118,18 @@ class Outbox:
         # stored with new state) by boot recovery.
         self.epoch = binascii.hexlify((urandom or os.urandom)(8)).decode()
         self.notice = None   # what the app should log (WARN) about the state found at boot
+        st = (1, 0, 0, [], 1, None)  # a new numbering
+        kept = False
         if store is not None:
-            self.epoch, self.notice, kept = _recover(store, self.ledger, self._flash(),
-                                                     self.epoch, seq_block)
+            st, self.epoch, self.notice, kept = _recover(store, self._flash(), self.epoch)
+        self.ledger = Ledger(st[0], st[1], st[2], st[3], st[4], st[5], seq_block)
+        if store is not None:
             if kept:
                 self.save_meta()
             else:
                 self.store = None
                 self.flash_limit = 0
-            self._unflash()
+            self._unflash(self._fl)
 
     # ---- what the app, the link and health read ----
 
@@ -95,28 +145,6 @@ class Outbox:
     def dropped(self):
         return self.ledger.dropped
 
-    @property
-    def acked(self):
-        return self.ledger.acked
-
-    @property
-    def gaps(self):
-        return self.ledger.gaps
-
-    @property
-    def ram_used(self):
-        return self.ring.used
-
-    @property
-    def flash_used(self):
-        return self._fl_used if self._fl is None else self._fl.used
-
-    def flash(self):
-        """The flash side (flash.Segments) while it is loaded, else None."""
-        return self._fl
-
-    # ---- the flash side, loaded while needed ----
-
     def _flash(self):
         f = self._fl
         if f is None:
@@ -124,11 +152,10 @@ class Outbox:
                                                       self.seg_bytes, self._fl_used)
         return f
 
-    def _unflash(self):
-        """Drop the flash side once the flash holds no readings (it comes back when RAM
+    def _unflash(self, f):
+        """Drop the flash side (f) once the flash holds no readings (it comes back when RAM
         spills). Not while the flash is in use: importing it allocates."""
-        f = self._fl
-        if f is not None and f.empty():
+        if f.empty():
             self._fl_used = f.used
             self._fl = f = None
             lazy.drop(_FLASH)
@@ -150,9 +177,10 @@ class Outbox:
         """Before a clean reboot: everything to flash, mark = next seq (no reboot gap)."""
         if self.store is None:
             return
-        self.ledger.ground()
-        self._spill(False)
-        self.ledger.mark_all()
+        led = self.ledger
+        led.land(led.inflight)  # (the connection is gone)
+        self.spill(False)
+        led.set_mark(led.next_seq)
         self.save_meta()
 
     def spill(self, full_only=True):
@@ -164,12 +192,8 @@ class Outbox:
         ring = self.ring
         if not ring.n or (full_only and ring.used < self.seg_bytes):
             return True  # nothing to write: no need to load the flash side
-        return self._spill(full_only)
-
-    def _spill(self, full_only):
         fl = self._flash()
         led = self.ledger
-        ring = self.ring
         d = led.dropped
         ok = True
         while ring.n and (not full_only or ring.used >= self.seg_bytes):
@@ -191,39 +215,29 @@ class Outbox:
         data = text.encode() if isinstance(text, str) else text
         n = len(data) + 1
         ring = self.ring
-        if n > ring.size():
+        if n > ring.nbytes:
             raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
-        # Room first (spill or drop the oldest), so the new reading always fits. A
-        # MemoryError while spilling leaves everything as it was: the reading got no seq.
-        while not ring.fits(n):
+        # Room first (spill, or drop the oldest RAM reading the server cannot hold yet:
+        # Ledger.sent_hi). A MemoryError while spilling leaves everything as it was: the
+        # reading got no seq.
+        while not ring.add(seq, data):
             if self.flash_limit and self._flash().spill_chunk(ring, led):
                 self.spills += 1
-            elif not self._drop_ram():
+                continue
+            i = ring.count_to(led.sent_hi)
+            if i >= ring.n:
+                # only readings the server may hold are left (at most `window` of them):
+                # this one cannot be kept, and is declared like any other dropped reading
+                led.add_gap(seq, seq, "dropped")
                 break
-        if ring.fits(n):
-            ring.add(seq, data)
-        else:
-            # only readings the server may hold are left (at most `window` of them): this
-            # one cannot be kept, and is declared like any other dropped reading
-            led.add_gap(seq, seq, "dropped")
-        led.take(seq)
-        if self.store is not None and led.mark_due():
-            led.move_mark(self.seq_block)
+            q = ring.seq(i)
+            # Declared before it leaves the ring (a new gap allocates): a MemoryError then
+            # leaves it held, never gone without a gap.
+            led.add_gap(q, q, "dropped")
+            ring.remove(i)
+        if led.take(seq) and self.store is not None:
+            led.set_mark(led.next_seq + self.seq_block)
             self.save_meta()
-
-    def _drop_ram(self):
-        """Drop the oldest RAM reading the server cannot hold yet (Ledger.sent_hi)."""
-        ring = self.ring
-        led = self.ledger
-        i = ring.first_above(led.sent_hi)
-        if i < 0:
-            return False
-        q = ring.seq(i)
-        # Declared before it leaves the ring (a new gap allocates): a MemoryError then
-        # leaves it held, never gone without a gap.
-        led.add_gap(q, q, "dropped")
-        ring.remove(i)
-        return True
 
     # ---- link side ----
 
@@ -236,62 +250,45 @@ class Outbox:
         Empty while meta.json cannot be saved, like batches (_meta_unsaved): a gap over
         seqs above the saved seq mark would make the server drop the readings that get
         those seqs after a power cut."""
-        if self._meta_unsaved():
+        if self._unsaved(0):
             return []
         return self.ledger.take_gaps()
 
-    def _meta_unsaved(self):
-        """True while a meta write failed and retrying it fails too. Nothing is sent then:
-        readings above the last saved seq mark could get their seqs reused after a power
-        cut, and the server would drop the new readings as duplicates."""
-        if self.ledger.dirty:
+    def _unsaved(self, q):
+        """True while meta.json cannot be saved: nothing is sent then (readings above the
+        last saved seq mark could get their seqs reused after a power cut, and the server
+        would drop the new readings as duplicates). With q, a batch up to seq q is about to
+        go: the sent mark must cover it, written to flash first."""
+        led = self.ledger
+        if led.dirty or (q and self.store is not None and led.sent_due(q, self.seq_block)):
             self.save_meta()
-        return self.ledger.dirty
+        return led.dirty
 
-    def may_send(self, q):
-        """Before a batch up to seq q goes out: the sent mark must cover it, written to
-        flash first. False if that write failed: nothing goes (tried again next time)."""
-        if self.store is None or not self.ledger.sent_due(q, self.seq_block):
-            return True
-        self.save_meta()
-        return not self.ledger.dirty
-
-    def next_batch(self, max_n, window):
+    def next_batch(self, max_n, window, raw=False):
         """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in
-        flight. The general path, through the flash side; the app sends with
-        next_batch_view."""
-        if self._meta_unsaved():
+        flight (with `raw` as flash.Segments.next_batch hands them out). The general path,
+        through the flash side; the app sends with next_batch_view."""
+        if self._unsaved(0):
             return []
-        return self._batch(max_n, window, False)
-
-    def _batch(self, max_n, window, raw):
         out, q, i = self._flash().next_batch(self.ring, self.ledger, max_n, window, raw)
         if out:
-            if not self.may_send(q):
+            if self._unsaved(q):
                 return []
             self.ledger.sending(q, i)
         return out
 
-    def next_batch_text(self, max_n, window):
-        """Like next_batch, but the readings already joined with "," (the body of a batch
-        message), or "" when there is nothing to send."""
-        v = self.next_batch_view(max_n, window)
-        if isinstance(v, list):
-            return ",".join([str(t[:-1], "utf-8") for t in v])
-        return str(v, "utf-8") if v else ""
-
     def next_batch_view(self, max_n, window):
-        """next_batch_text without building a string: from RAM a memoryview of the buffer
-        (the readings joined; valid until the outbox changes next: use it at once), while
-        the flash holds readings a list of them as bytes, each ending in a separator byte
-        to be replaced, empty for nothing."""
-        if self._meta_unsaved():
+        """What the sender copies into a batch message, without building a string: from RAM
+        a memoryview of the buffer (the readings joined with ","; valid until the outbox
+        changes next: use it at once), while the flash holds readings a list of them as
+        bytes, each ending in a separator byte to be replaced; empty for nothing."""
+        if self._unsaved(0):
             return ""
         led = self.ledger
         i = led.inflight
         fl = self._fl
         if fl is not None and fl.unsent(i):
-            return self._batch(max_n, window, True)
+            return self.next_batch(max_n, window, True)
         room = window - i
         if room > max_n:
             room = max_n
@@ -301,7 +298,7 @@ class Outbox:
             return ""
         k = ring.run(j, room)
         q = ring.seq(k - 1)
-        if not self.may_send(q):
+        if self._unsaved(q):
             return ""
         v = ring.view(j, k)  # (allocates: before the bookkeeping moves on)
         led.sending(q, i + k - j)
@@ -309,20 +306,19 @@ class Outbox:
 
     def welcome(self, n):
         """The server's ack in `welcome`: it holds nothing above n (it stores in order)."""
-        self.ack(n)
-        self.ledger.welcomed()
+        self.ack(n, True)
 
-    def ack(self, n):
+    def ack(self, n, welcome=False):
         """Cumulative ack: every seq <= n is stored (or declared) on the server."""
         led = self.ledger
-        jumped = led.ack(n)
+        jumped = led.ack(n, welcome)
         fl = self._fl
         head = 0
         if fl is not None:  # (always loaded while the flash holds readings)
             fl.ack(led, n)
             head = fl.head()
+            self._unflash(fl)
             fl = None
-            self._unflash()
         if not head:
             ring = self.ring
             k = ring.count_to(n)
@@ -331,7 +327,7 @@ class Outbox:
                 led.land(k)
         if jumped and self.store is not None:
             # the server knows seqs this device no longer remembers: persisted at once
-            led.move_mark(self.seq_block)
+            led.set_mark(led.next_seq + self.seq_block)
             self.save_meta()
 
     # ---- numbers for hello/health ----

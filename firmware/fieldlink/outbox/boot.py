@@ -10,7 +10,7 @@ except ImportError:  # CPython
     def const(x):  # type: ignore[misc]  # the stubs' const is generic
         return x
 
-from fieldlink.outbox.flash import index, name, parse, scan
+from fieldlink.outbox.flash import declared, index, name, parse, scan
 from fieldlink.outbox.ledger import META_V
 
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on
@@ -21,20 +21,22 @@ _BATCH = const(32)  # segments listed at a time while boot walks them in order
 
 
 class Recovery:
-    """One boot's recovery of store `st` into a Ledger and a flash.Segments. After run():
-    `epoch` (the stored one, or the fresh one given, now stored), `notice` (what the app
-    should log as a WARN, or None) and `kept` (False: nothing can be stored on this flash,
-    the outbox runs from RAM)."""
+    """One boot's recovery of store `st` into a flash.Segments. After run(): `state` (the
+    ledger's: boot, dropped, acked, gaps, next seq, sent mark), `epoch` (the stored one, or
+    the fresh one given, now stored), `notice` (what the app should log as a WARN, or None)
+    and `kept` (False: nothing can be stored on this flash, the outbox runs from RAM)."""
 
-    def __init__(self, st, led, segs):
+    def __init__(self, st, segs):
         self.st = st
-        self.led = led
         self.segs = segs
         self.epoch = None
         self.notice = None
         self.kept = True
+        self.acked = 0
+        self.gaps = []       # type: list
+        self.state = (1, 0, 0, self.gaps, 1, None)  # the ledger's, as Ledger() takes it
 
-    def run(self, epoch, block):
+    def run(self, epoch):
         """Keep the stored epoch, or store `epoch` (a fresh one) when there is none:
         - no state at all (first boot, wiped flash): a new numbering;
         - state from firmware before epochs (meta v1, or segments without meta): it keeps
@@ -43,9 +45,8 @@ class Recovery:
           the state's numbering cannot be named any more, so it is discarded (declaring
           its segments would be declaring someone else's seqs).
         Then take the numbering over from meta.json and the segments (see _lost_mark for
-        an epoch whose meta.json is corrupt or gone). `block`: the seq mark's block."""
+        an epoch whose meta.json is corrupt or gone)."""
         st = self.st
-        led = self.led
         self._tidy()
         self._canonize()
         nsegs, readings, used, last = self._count()
@@ -75,22 +76,34 @@ class Recovery:
                     "new epoch every boot" % x
                 return
         self.segs.adopt(nsegs, readings, used)
+        boot = 1
+        dropped = 0
+        nxt = 1
+        sent = None
         if meta:
-            led.restore(meta, last)
+            boot = meta["boot"] + 1
+            dropped = meta["dropped"]
+            self.acked = meta["acked"]
+            self.gaps = meta["gaps"]
+            nxt = max(meta["mark"], last + 1)
             self._declare_holes()
             # Everything between what is safe (on flash, acked or already declared) and the
             # mark may have been produced and lost with RAM: an upper bound, per the
             # protocol.
-            led.uncovered(led.safe_top(last) + 1, led.next_seq - 1)
+            lo = max(last, self.acked)
+            for g in self.gaps:
+                lo = max(lo, g[1])
+            self._uncovered(lo + 1, nxt - 1)
+            # Nothing above the sent mark was ever sent (without one, from older firmware,
+            # everything may have been).
+            sent = meta.get("sent")
         elif e and (meta is not None or nsegs):
-            self._lost_mark(last, meta is None, nsegs)
+            nxt = self._lost_mark(last, meta is None, nsegs)
         elif nsegs:  # firmware before epochs, meta lost but data present: continue above
-            led.start_at(last + 1)
-        if led.acked:
-            self.segs.forget(led.acked)
-        # Nothing above the sent mark was ever sent (without one, from older firmware or a
-        # lost meta.json, everything may have been).
-        led.resume(block, meta.get("sent") if meta else None)
+            nxt = last + 1
+        if self.acked:
+            self.segs.forget(self.acked)
+        self.state = (boot, dropped, self.acked, self.gaps, nxt, sent)
 
     def _lost_mark(self, last, gone, nsegs):
         """The epoch file is there but meta.json is unusable (or gone while segments exist:
@@ -99,8 +112,7 @@ class Recovery:
         and the boot count. So: continue far above the newest seq on flash, declare the
         skipped seqs and every seq below it that no segment holds as `gap reboot` (some may
         be stored on the server already: harmless, an upper bound), and say so."""
-        led = self.led
-        led.start_at(last + _LOST_MARK_SKIP + 1)
+        nxt = last + _LOST_MARK_SKIP + 1
         # seqs missing inside segments (readings dropped from RAM before the spill: their
         # gaps were in meta.json); a segment that does not read is declared when loaded
         for a, b, c, _ in self._ordered():
@@ -109,17 +121,18 @@ class Recovery:
                     prev = a - 1
                     for q in index(self.st, name(a, b, c))[0]:
                         if q > prev + 1:
-                            led.uncovered(prev + 1, q - 1)
+                            self._uncovered(prev + 1, q - 1)
                         prev = q
                     if prev < b:
-                        led.uncovered(prev + 1, b)
+                        self._uncovered(prev + 1, b)
                 except (OSError, ValueError):
                     pass
         self._declare_holes()
-        led.uncovered(last + 1, led.next_seq - 1)
+        self._uncovered(last + 1, nxt - 1)
         self.notice = "meta.json %s: epoch %s and %d flash segments kept, seqs %d-%d " \
             "declared gap reboot, boot and dropped counts restart" % (
-                "lost" if gone else "corrupt", self.epoch, nsegs, last + 1, led.next_seq - 1)
+                "lost" if gone else "corrupt", self.epoch, nsegs, last + 1, nxt - 1)
+        return nxt
 
     def _declare_holes(self):
         """Seqs above the ack that lie between flash segments (or below the first) and in
@@ -128,15 +141,27 @@ class Recovery:
         have been produced and lost), or the server's ack could never pass them. A segment
         wholly acked or declared (its removal after a drop failed) is removed now and not
         counted; if it will not go, flash.Segments skips it when it is loaded or dropped."""
-        led = self.led
-        cur = led.acked
+        cur = self.acked
         for a, b, c, size in self._ordered():
-            if led.declared(a, b) and self.st.remove(name(a, b, c)):
+            if declared(self.acked, self.gaps, a, b) and self.st.remove(name(a, b, c)):
                 self.segs.discard(c, size)
             if a > cur + 1:
-                led.uncovered(cur + 1, a - 1)
+                self._uncovered(cur + 1, a - 1)
             if b > cur:
                 cur = b
+
+    def _uncovered(self, a, b):
+        """Declare a..b as `reboot` where no gap covers it yet."""
+        gs = self.gaps
+        for g in sorted(gs):
+            if g[1] < a or g[0] > b:
+                continue
+            if g[0] > a:
+                gs.append([a, g[0] - 1, "reboot", False])
+            a = max(a, g[1] + 1)
+        if a <= b:
+            gs.append([a, b, "reboot", False])
+        gs.sort()
 
     def _ordered(self):
         """(first, last, count, bytes) of every segment, the oldest first, _BATCH of them
@@ -152,15 +177,14 @@ class Recovery:
             lo = w[k - 3] + 1
 
     def _tidy(self):
-        """Make the directory; remove what a power cut mid-write left (*.tmp), except a
+        """Remove what a power cut mid-write left (*.tmp), except a
         whole meta.json.tmp without meta.json: a cut between put's remove and rename (FAT).
         Keep it, or the numbering would restart below seqs already used. A tmp cut
         mid-write does not parse and is dropped."""
         st = self.st
-        st.make()
         tmps = [n for n, _ in st.entries() if n[-4:] == ".tmp"]  # (few: one write at a time)
         for n in tmps:
-            if n == "meta.json.tmp" and not st.exists("meta.json"):
+            if n == "meta.json.tmp" and not self._exists("meta.json"):
                 try:
                     with st.file(n) as f:
                         json.loads(f.read())
@@ -169,6 +193,13 @@ class Recovery:
                 except (OSError, ValueError):
                     pass
             st.remove(n)
+
+    def _exists(self, n):
+        try:
+            with self.st.file(n):
+                return True
+        except OSError:
+            return False
 
     def _wipe(self):
         """Remove every file but the epoch and meta.json: a few names at a time (the
@@ -222,7 +253,7 @@ class Recovery:
                 continue
             segs += 1
             readings += s[2]
-            used += st.size(n) if size is None else size
+            used += size
             if s[1] > last:
                 last = s[1]
         return segs, readings, used, last

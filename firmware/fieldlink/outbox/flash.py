@@ -56,12 +56,27 @@ def scan(st, lo, k):
             continue  # not among the k oldest
         while j and out[j - 4] > a:
             j -= 4
-        if size is None:
-            size = st.size(n)
         out[j:j] = array("Q", (a, s[1], s[2], size))
         if len(out) > 4 * k:
             out[4 * k:] = _NONE
     return out
+
+
+def declared(acked, gaps, a, b):
+    """True if every seq a..b is at or below the ack or in one of the gaps: a segment's
+    file left by a failed removal after its drop (nothing in it may be sent or declared
+    again)."""
+    if a <= acked:
+        a = acked + 1
+    k = 0
+    while a <= b and k < len(gaps):
+        g = gaps[k]
+        if g[0] <= a <= g[1]:
+            a = g[1] + 1
+            k = 0  # (the gaps are not always in order)
+        else:
+            k += 1
+    return a > b
 
 
 def index(st, n):
@@ -173,7 +188,7 @@ class Segments:
         n = 0
         size = 0
         while n < ring.n:
-            k = ring.length(n)
+            k = len(ring.item(n, 1))
             if n and size + k > self.seg_bytes:
                 break
             size += k
@@ -192,7 +207,7 @@ class Segments:
             # string on the heap
             with st.file(nm + ".tmp", "wb") as f:
                 for i in range(n):
-                    f.write(ring.item(i))
+                    f.write(ring.item(i, 0))
                     f.write(b"\n")
             st.rename(nm + ".tmp", nm)
         except OSError:
@@ -216,7 +231,7 @@ class Segments:
                 for i in range(n):
                     qs.append(ring.seq(i))
                     offs.append(o)
-                    o += ring.length(i)
+                    o += len(ring.item(i, 1))
                 nq = self._hq + qs
                 no = self._ho + offs
                 hs = self._hsegs + [[last, nm, size]]
@@ -332,7 +347,7 @@ class Segments:
         nm = name(a, b, c)
         # Declared before it leaves the list: a MemoryError between the two then leaves a
         # segment declared twice (counted, sent again), never one gone undeclared.
-        if led.declared(a, b):
+        if declared(led.acked, led.gaps, a, b):
             pass  # a file an earlier drop could not remove (_drop_file): not declared again
         elif c == b - a + 1:
             led.add_gap(a, b, "dropped")
@@ -366,7 +381,7 @@ class Segments:
         send readings the server may have recorded as dropped. So then meta.json is saved
         before anything more is sent (the ledger's dirty flag): one write per failed
         removal, nothing on the usual path; boot then removes the segment (wholly
-        declared), and load and drop skip it if that fails too (Ledger.declared). The bytes
+        declared), and load and drop skip it if that fails too (declared). The bytes
         count as freed all the same: a flash that keeps failing shows as failed writes
         (handled as a full filesystem), not as every segment dropped in turn for room that
         never comes."""
@@ -401,7 +416,10 @@ class Segments:
                         raise
                     break
             elif i - hn < ring.n:
-                out.append(ring.copy(i - hn, raw))
+                # a copy: only for the batch being sent
+                v = ring.item(i - hn, 1 if raw else 0)
+                out.append(bytes(v) if raw else str(v, "utf-8"))
+                v = None
                 i += 1
             else:
                 break
@@ -484,7 +502,7 @@ class Segments:
         k = 0
         while k < len(qs) and qs[k] <= led.acked:
             k += 1
-        if k < len(qs) and led.declared(qs[k], b):
+        if k < len(qs) and declared(led.acked, led.gaps, qs[k], b):
             k = len(qs)  # dropped, its file left (_drop_file): held by nothing
         nq = self._hq + qs[k:]
         no = self._ho + offs[k:]

@@ -14,42 +14,42 @@ META_V = const(2)  # meta v2: an epoch file was written with this state (v1: bef
 class Ledger:
     """`gaps` are [from, to, why, sent_on_this_connection]."""
 
-    def __init__(self):
-        self.next_seq = 1
-        self.boot = 1
-        self.dropped = 0     # cumulative since first boot
-        self.acked = 0       # highest cumulative ack seen
-        self.gaps = []       # type: list
-        self.inflight = 0    # the first N readings of the queue are sent, not acked
-        # Highest seq that may be stored on the server without being acked yet (sent on this
-        # or an earlier connection). Readings <= this are never dropped: the server may hold
-        # them, and a `gap dropped` over them would make the dropped count inexact.
-        self.sent_hi = 0
+    def __init__(self, boot, dropped, acked, gaps, next_seq, sent, block):
+        """The state boot recovery found on flash (a fresh one: 1, 0, 0, [], 1, None, 0).
+        `sent`: the stored sent mark (None: unknown, so everything handed out may be on
+        the server); `block`: how far ahead of next_seq the seq mark is saved."""
+        self.next_seq = next_seq
+        self.boot = boot
+        self.dropped = dropped   # cumulative since first boot
+        self.acked = acked       # highest cumulative ack seen
+        self.gaps = gaps         # type: list
+        self.inflight = 0        # the first N readings of the queue are sent, not acked
+        # Seqs below this may have been handed out: persisted a block ahead, so a power cut
+        # never reuses a seq (the ones between the last stored and it become a `gap reboot`).
+        self.mark = next_seq + block
         # No seq above this was ever sent: persisted before a batch goes past it, a block
         # ahead (one flash write per block of readings sent), so that after a power cut the
         # outbox still knows which flash segments the server cannot hold.
-        self.sent_mark = 0
-        # Seqs below this may have been handed out: persisted a block ahead, so a power cut
-        # never reuses a seq (the ones between the last stored and it become a `gap reboot`).
-        self.mark = 0
+        if sent is None:
+            sent = next_seq - 1
+        self.sent_mark = sent
+        # Highest seq that may be stored on the server without being acked yet (sent on this
+        # or an earlier connection). Readings <= this are never dropped: the server may hold
+        # them, and a `gap dropped` over them would make the dropped count inexact.
+        self.sent_hi = max(min(sent, next_seq - 1), acked)
         self.dirty = False   # the last write of meta() failed: send nothing past it
 
     # ---- numbering ----
 
     def take(self, seq):
-        """seq is handed out (pushed, kept or not)."""
+        """seq is handed out (pushed, kept or not). True if the seq mark must be moved
+        ahead (and saved) before going on."""
         self.next_seq = seq + 1
-
-    def mark_due(self):
-        """True if the seq mark must be moved ahead (and saved) before going on."""
         return self.next_seq > self.mark or self.dirty
 
-    def move_mark(self, block):
-        self.mark = self.next_seq + block
-
-    def mark_all(self):
-        """Everything is saved (a clean reboot): no seq above next_seq was handed out."""
-        self.mark = self.next_seq
+    def set_mark(self, q):
+        """No seq >= q was handed out: what the Outbox saves next."""
+        self.mark = q
 
     def sent_due(self, q, block):
         """Before a batch up to seq q goes: False if the sent mark covers it already, else
@@ -64,10 +64,6 @@ class Ledger:
         self.inflight = inflight
         if q > self.sent_hi:
             self.sent_hi = q
-
-    def ground(self):
-        """Nothing is in flight (the connection is gone)."""
-        self.inflight = 0
 
     def land(self, k):
         """k readings in flight left the queue (acked, or dropped from under the cursor)."""
@@ -84,26 +80,6 @@ class Ledger:
 
     def saved(self, ok):
         self.dirty = not ok
-
-    def restore(self, meta, last):
-        """The state meta.json held at the last boot (checked), and the newest seq on flash."""
-        self.boot = meta["boot"] + 1
-        self.dropped = meta["dropped"]
-        self.acked = meta["acked"]
-        self.gaps = meta["gaps"]
-        self.next_seq = max(meta["mark"], last + 1)
-
-    def start_at(self, q):
-        self.next_seq = q
-
-    def resume(self, block, sent):
-        """After boot: the marks from the stored sent mark (None: unknown, so everything
-        handed out may be on the server)."""
-        self.mark = self.next_seq + block
-        if sent is None:
-            sent = self.next_seq - 1
-        self.sent_mark = sent
-        self.sent_hi = max(min(sent, self.next_seq - 1), self.acked)
 
     # ---- gaps ----
 
@@ -132,41 +108,6 @@ class Ledger:
             else:
                 k += 1
 
-    def uncovered(self, a, b):
-        """Declare a..b as `reboot` where no gap covers it yet (boot recovery)."""
-        gs = self.gaps
-        for g in sorted(gs):
-            if g[1] < a or g[0] > b:
-                continue
-            if g[0] > a:
-                gs.append([a, g[0] - 1, "reboot", False])
-            a = max(a, g[1] + 1)
-        if a <= b:
-            gs.append([a, b, "reboot", False])
-        gs.sort()
-
-    def declared(self, a, b):
-        """True if every seq a..b is acked or in a declared gap."""
-        if a <= self.acked:
-            a = self.acked + 1
-        gs = self.gaps
-        k = 0
-        while a <= b and k < len(gs):
-            g = gs[k]
-            if g[0] <= a <= g[1]:
-                a = g[1] + 1
-                k = 0  # (the gaps are not always in order)
-            else:
-                k += 1
-        return a > b
-
-    def safe_top(self, last):
-        """The highest seq known safe: on flash (`last`), acked or declared."""
-        lo = max(last, self.acked)
-        for g in self.gaps:
-            lo = max(lo, g[1])
-        return lo
-
     # ---- the link ----
 
     def on_connect(self):
@@ -185,17 +126,16 @@ class Ledger:
                 out.append((g[0], g[1], g[2]))
         return out
 
-    def welcomed(self):
-        """After the ack in `welcome`: the server holds nothing above it (it stores in
-        order), so nothing above it may be on the server."""
-        self.sent_hi = self.acked
-
-    def ack(self, n):
-        """Cumulative ack: every seq <= n is stored (or declared) on the server. True if the
-        server knows seqs this device no longer remembers (flash wiped): the numbering
-        continues above them (or new readings would be ignored as duplicates)."""
+    def ack(self, n, welcome):
+        """Cumulative ack: every seq <= n is stored (or declared) on the server; with
+        `welcome` (the ack in a welcome) it holds nothing above n either (it stores in
+        order). True if the server knows seqs this device no longer remembers (flash
+        wiped): the numbering continues above them (or new readings would be ignored as
+        duplicates)."""
         if n > self.acked:
             self.acked = n
+        if welcome:
+            self.sent_hi = self.acked
         gs = self.gaps
         k = 0
         while k < len(gs):

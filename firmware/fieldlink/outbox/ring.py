@@ -22,8 +22,8 @@ class Ring:
     are held, `used` bytes of them (holes left by drops not counted)."""
 
     def __init__(self, nbytes):
-        self._buf = bytearray(nbytes)
-        self._mv = memoryview(self._buf)
+        self.nbytes = nbytes
+        self._mv = memoryview(bytearray(nbytes))
         self._tail = 0       # where the next reading is written
         cap = nbytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
         w = 2 if nbytes < 65536 else 4  # offsets and lengths are < nbytes
@@ -38,30 +38,21 @@ class Ring:
         self.n = 0           # readings held
         self.used = 0        # bytes of the readings held
 
-    def size(self):
-        return len(self._buf)
-
-    def fits(self, k):
-        """True if one more reading of k bytes (with its ",") fits in the buffer and index.
-        For proto.reading's output the buffer is full before the index can be."""
-        return self.used + k <= len(self._buf) and self.n < self.cap
-
     def seq(self, i):
         return self._rq[(self._rh + i) % self.cap]
 
-    def length(self, i):
-        """Bytes of reading i with its ","."""
-        return self._rn[(self._rh + i) % self.cap]
-
     def add(self, seq, data):
-        """Append a reading (bytes, without the ","); the caller checked fits(len + 1)."""
+        """Append a reading (bytes, without the ","); False if it does not fit in the buffer
+        or the index (for proto.reading's output the buffer is full first)."""
         mv = self._mv
         size = len(mv)
+        k = len(data) + 1
+        c = self.n
+        if self.used + k > size or c >= self.cap:
+            return False
         ro = self._ro
         cap = self.cap
         h = self._rh
-        c = self.n
-        k = len(data) + 1
         t = self._tail
         if t + k > size:
             # Slide the held readings to the front, in order, over the holes of dropped and
@@ -88,6 +79,7 @@ class Ring:
         self.n = c + 1
         self._tail = t + k
         self.used += k
+        return True
 
     def forget(self, k):
         """Forget the k oldest readings."""
@@ -107,11 +99,6 @@ class Ring:
         while k < self.n and self.seq(k) <= q:
             k += 1
         return k
-
-    def first_above(self, q):
-        """Index of the oldest reading with a seq above q, or -1."""
-        k = self.count_to(q)
-        return k if k < self.n else -1
 
     def remove(self, i):
         """Take reading i out; the i before it move up one slot (the head with them), so
@@ -160,17 +147,9 @@ class Ring:
         p = (self._rh + k - 1) % self.cap
         return self._mv[o:self._ro[p] + self._rn[p] - 1]
 
-    def item(self, i):
-        """Reading i without its "," as a memoryview of the buffer (for a write to flash)."""
+    def item(self, i, comma):
+        """Reading i as a memoryview of the buffer, with its "," if `comma` is 1: for a
+        write to flash or a copy into a batch (valid until the ring changes next)."""
         p = (self._rh + i) % self.cap
         o = self._ro[p]
-        return self._mv[o:o + self._rn[p] - 1]
-
-    def copy(self, i, raw):
-        """Reading i as a new object (only for the batch being sent): str, or with raw bytes
-        that end in its "," (one copy; a view would be a second object)."""
-        p = (self._rh + i) % self.cap
-        o = self._ro[p]
-        if raw:
-            return self._buf[o:o + self._rn[p]]
-        return str(self._mv[o:o + self._rn[p] - 1], "utf-8")
+        return self._mv[o:o + self._rn[p] - 1 + comma]
