@@ -1,6 +1,6 @@
-"""The outbox tests' model of the collector and their random campaign, shared by the dual test
-modules (test_outbox, test_outbox_bigseq, test_outbox_fullfs, test_outbox_table, ...): runs on
-CPython and MicroPython.
+"""The outbox tests' model of the collector, their random campaign and what they read of the
+outbox's parts, shared by the modules in host_tests/firmware/outbox/: runs on CPython and
+MicroPython.
 """
 import json
 

@@ -23,8 +23,9 @@ from . import paths
 from .bench_link import LINK, SIM_ONLY
 
 # In the order the app loads them (supervisor pulls in the WebSocket client when it is built).
-# Not listed: fieldlink.filters (loaded only when the config names a filter), outbox_flash
-# (only while the flash holds readings), the link_* modules (one use each, then dropped).
+# Not listed: fieldlink.filters (loaded only when the config names a filter), outbox.flash
+# (only while the flash holds readings), outbox.boot (once, at boot), the link_* modules (one
+# use each, then dropped).
 STREAMING = ("random", "fieldlink.backoff", "fieldlink.proto",
              "fieldlink.sampling", "fieldlink.outbox", "fieldlink.ws.errors",
              "fieldlink.ws._viper", "fieldlink.ws.frames", "fieldlink.ws.protocol",

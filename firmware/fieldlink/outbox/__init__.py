@@ -118,7 +118,7 @@ class Outbox:
         # stored with new state) by boot recovery.
         self.epoch = binascii.hexlify((urandom or os.urandom)(8)).decode()
         self.notice = None   # what the app should log (WARN) about the state found at boot
-        st = (1, 0, 0, [], 1, None)  # a new numbering
+        st = (1, 0, 0, [], 1, None)  # type: tuple  # a new numbering
         kept = False
         if store is not None:
             st, self.epoch, self.notice, kept = _recover(store, self._flash(), self.epoch)

@@ -115,7 +115,7 @@ class Segments:
         self._sq = 0
         self._sn = 0
         self._sfrom = 0
-        self._dq = None      # unlisted segments to drop next (drop_segment)
+        self._dq = []        # type: list  # unlisted segments to drop next (drop_segment)
 
     # ---- counts ----
 
@@ -328,7 +328,7 @@ class Segments:
             # again when _sfrom or the mark moved, or when they are used up and more were
             # spilled since.
             dq = self._dq
-            if dq is None or dq[0] != self._sfrom or dq[1] != lo or \
+            if not dq or dq[0] != self._sfrom or dq[1] != lo or \
                     (not dq[2] and dq[3] != self._sq):
                 w = scan(self.store, lo, _WINDOW)
                 if not w and lo == self._sfrom:

@@ -28,9 +28,10 @@ class Ring:
         cap = nbytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
         w = 2 if nbytes < 65536 else 4  # offsets and lengths are < nbytes
         t = "H" if w == 2 else "I"
-        # seqs: 64 bits (the protocol allows them, and MicroPython's "I" keeps only the low
-        # 32 bits, which a fast sampler passes within months)
-        self._rq = array("Q", bytes(8 * cap))
+        # seqs as 32-bit offsets from _base (the protocol's seqs take 64 bits; those held
+        # at once lie closer together): half the index of 64-bit ones
+        self._base = 0
+        self._rq = array("I", bytes(4 * cap))
         self._ro = array(t, bytes(w * cap))
         self._rn = array(t, bytes(w * cap))
         self.cap = cap
@@ -39,7 +40,7 @@ class Ring:
         self.used = 0        # bytes of the readings held
 
     def seq(self, i):
-        return self._rq[(self._rh + i) % self.cap]
+        return self._base + self._rq[(self._rh + i) % self.cap]
 
     def add(self, seq, data):
         """Append a reading (bytes, without the ","); False if it does not fit in the buffer
@@ -53,6 +54,19 @@ class Ring:
         ro = self._ro
         cap = self.cap
         h = self._rh
+        rq = self._rq
+        if not c:
+            self._base = seq
+        d = seq - self._base
+        if d > 0xFFFFFFFF:
+            # the oldest held is the new base (once per 2**32 seqs, the held ones move down)
+            b = self.seq(0) - self._base
+            if d - b > 0xFFFFFFFF:
+                return False  # held since 2**32 seqs ago: no room for this one's seq
+            for i in range(c):
+                rq[(h + i) % cap] -= b
+            self._base += b
+            d -= b
         t = self._tail
         if t + k > size:
             # Slide the held readings to the front, in order, over the holes of dropped and
@@ -73,7 +87,7 @@ class Ring:
         mv[t:t + k - 1] = data
         mv[t + k - 1] = 44  # ","
         p = (h + c) % cap
-        self._rq[p] = seq
+        rq[p] = d
         ro[p] = t
         self._rn[p] = k
         self.n = c + 1

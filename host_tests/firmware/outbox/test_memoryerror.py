@@ -198,7 +198,7 @@ def test_memoryerror_anywhere_loses_nothing_and_keeps_order(tmp_path, fail_at):
 
 def test_memoryerror_in_directory_scans(tmp_path):
     """The segment table's window (16) overflows: refilling it and dropping an unlisted
-    segment list the directory (outbox_flash._scan). A MemoryError at the listing or at any
+    segment list the directory (flash.scan, through DirStore.entries). A MemoryError at the listing or at any
     name in it, at the table's growing or at a flash read must change nothing: every reading
     is stored or declared once, a `gap dropped` never covers a seq the server holds, each
     batch is in order, the counts are exact."""
