@@ -4,7 +4,28 @@ MicroPython.
 """
 import json
 
+from fieldlink import proto
 from fieldlink.outbox import DirStore
+
+
+def rd(q, pad=0):
+    """Reading q as proto.reading makes it (pad: that many more bytes in its error field)."""
+    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C",
+                         "x" * pad if pad else None)
+
+
+def fill(ob, n, pad=0):
+    """n readings pushed into outbox ob."""
+    for _ in range(n):
+        ob.push(ob.next_seq, rd(ob.next_seq, pad))
+
+
+def seq_of(text):
+    return json.loads(text)["q"]
+
+
+def seqs(texts):
+    return [seq_of(t) for t in texts]
 
 
 class FullFS(DirStore):

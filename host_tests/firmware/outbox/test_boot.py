@@ -7,28 +7,9 @@ import json
 import os
 
 from dualsupport import rmtree, tmpdir
-from outbox_model import Server, batch_text, drain_to
+from outbox_model import Server, batch_text, drain_to, fill, rd, seq_of, seqs
 
-from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
-
-
-def rd(q, pad=0):
-    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C",
-                         "x" * pad if pad else None)
-
-
-def fill(ob, n, pad=0):
-    for _ in range(n):
-        ob.push(ob.next_seq, rd(ob.next_seq, pad))
-
-
-def seq_of(text):
-    return json.loads(text)["q"]
-
-
-def seqs(texts):
-    return [seq_of(t) for t in texts]
 
 
 # ---- epochs (docs/protocol.md "Epochs") ----

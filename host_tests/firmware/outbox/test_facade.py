@@ -6,28 +6,9 @@ import gc
 import json
 
 from dualsupport import raises, rmtree, tmpdir
-from outbox_model import Server, batch_text, campaign, drain_to, lcg
+from outbox_model import Server, batch_text, campaign, drain_to, fill, lcg, rd, seqs
 
-from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
-
-
-def rd(q, pad=0):
-    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C",
-                         "x" * pad if pad else None)
-
-
-def fill(ob, n, pad=0):
-    for _ in range(n):
-        ob.push(ob.next_seq, rd(ob.next_seq, pad))
-
-
-def seq_of(text):
-    return json.loads(text)["q"]
-
-
-def seqs(texts):
-    return [seq_of(t) for t in texts]
 
 
 def test_order_window_and_acks():
