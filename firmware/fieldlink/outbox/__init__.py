@@ -98,10 +98,15 @@ def _recover(store, segs, epoch):
         lazy.drop(_BOOT)
 
 
-class Outbox:
+class Outbox(Ledger):
     """Readings in seq order until acked. Sending: `on_connect()`, `welcome(ack)`,
     `pending_gaps()`, `next_batch_view()` (or `next_batch()`), `ack()`. Sampling:
-    `push(seq, text)` with seq == `next_seq`. `ring`, `ledger`: its parts, read only."""
+    `push(seq, text)` with seq == `next_seq`.
+
+    The Outbox is its ledger (the numbering: `next_seq`, `boot`, `dropped`, ... and the
+    Ledger's methods; one object and a delegating method less each): the ledger's fields
+    are changed only by the Ledger's methods, which the Outbox calls. `ring` is its RAM;
+    the flash side is loaded while needed."""
 
     def __init__(self, ram_bytes, flash_bytes=0, store=None, seg_bytes=_SEG_BYTES,
                  seq_block=_SEQ_BLOCK, urandom=None):
@@ -122,7 +127,7 @@ class Outbox:
         kept = False
         if store is not None:
             st, self.epoch, self.notice, kept = _recover(store, self._flash(), self.epoch)
-        self.ledger = Ledger(st[0], st[1], st[2], st[3], st[4], st[5], seq_block)
+        Ledger.__init__(self, st[0], st[1], st[2], st[3], st[4], st[5], seq_block)
         if store is not None:
             if kept:
                 self.save_meta()
@@ -131,19 +136,7 @@ class Outbox:
                 self.flash_limit = 0
             self._unflash(self._fl)
 
-    # ---- what the app, the link and health read ----
-
-    @property
-    def next_seq(self):
-        return self.ledger.next_seq
-
-    @property
-    def boot(self):
-        return self.ledger.boot
-
-    @property
-    def dropped(self):
-        return self.ledger.dropped
+    # ---- the flash side, loaded while needed ----
 
     def _flash(self):
         f = self._fl
@@ -163,24 +156,22 @@ class Outbox:
     def save_meta(self):
         if self.store is None:
             return
-        led = self.ledger
         try:
-            self.store.put("meta.json", json.dumps(led.meta()))
-            led.saved(True)
+            self.store.put("meta.json", json.dumps(self.meta()))
+            self.saved(True)
         except (MemoryError, OSError):
             # A fragmented heap or a full filesystem (ENOSPC) must not lose a reading, nor
             # raise into the sampler or boot: the state is saved at the next push, and
             # nothing above the saved mark is sent meanwhile (_meta_unsaved).
-            led.saved(False)
+            self.saved(False)
 
     def flush(self):
         """Before a clean reboot: everything to flash, mark = next seq (no reboot gap)."""
         if self.store is None:
             return
-        led = self.ledger
-        led.land(led.inflight)  # (the connection is gone)
+        self.land(self.inflight)  # (the connection is gone)
         self.spill(False)
-        led.set_mark(led.next_seq)
+        self.set_mark(self.next_seq)
         self.save_meta()
 
     def spill(self, full_only=True):
@@ -193,15 +184,14 @@ class Outbox:
         if not ring.n or (full_only and ring.used < self.seg_bytes):
             return True  # nothing to write: no need to load the flash side
         fl = self._flash()
-        led = self.ledger
-        d = led.dropped
+        d = self.dropped
         ok = True
         while ring.n and (not full_only or ring.used >= self.seg_bytes):
-            if not fl.spill_chunk(ring, led):
+            if not fl.spill_chunk(ring, self):
                 ok = False
                 break
             self.spills += 1
-        if led.dropped != d:
+        if self.dropped != d:
             self.save_meta()
         return ok
 
@@ -209,9 +199,8 @@ class Outbox:
 
     def push(self, seq, text):
         """Add one reading (JSON text or UTF-8 bytes from proto.reading with q == seq)."""
-        led = self.ledger
-        if seq != led.next_seq:
-            raise ValueError("outbox: seq %d, expected %d" % (seq, led.next_seq))
+        if seq != self.next_seq:
+            raise ValueError("outbox: seq %d, expected %d" % (seq, self.next_seq))
         data = text.encode() if isinstance(text, str) else text
         n = len(data) + 1
         ring = self.ring
@@ -221,29 +210,25 @@ class Outbox:
         # Ledger.sent_hi). A MemoryError while spilling leaves everything as it was: the
         # reading got no seq.
         while not ring.add(seq, data):
-            if self.flash_limit and self._flash().spill_chunk(ring, led):
+            if self.flash_limit and self._flash().spill_chunk(ring, self):
                 self.spills += 1
                 continue
-            i = ring.count_to(led.sent_hi)
+            i = ring.count_to(self.sent_hi)
             if i >= ring.n:
                 # only readings the server may hold are left (at most `window` of them):
                 # this one cannot be kept, and is declared like any other dropped reading
-                led.add_gap(seq, seq, "dropped")
+                self.add_gap(seq, seq, "dropped")
                 break
             q = ring.seq(i)
             # Declared before it leaves the ring (a new gap allocates): a MemoryError then
             # leaves it held, never gone without a gap.
-            led.add_gap(q, q, "dropped")
+            self.add_gap(q, q, "dropped")
             ring.remove(i)
-        if led.take(seq) and self.store is not None:
-            led.set_mark(led.next_seq + self.seq_block)
+        if self.take(seq) and self.store is not None:
+            self.set_mark(self.next_seq + self.seq_block)
             self.save_meta()
 
     # ---- link side ----
-
-    def on_connect(self):
-        """A new connection: nothing is in flight, every pending gap must be sent again."""
-        self.ledger.on_connect()
 
     def pending_gaps(self):
         """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent.
@@ -252,17 +237,16 @@ class Outbox:
         those seqs after a power cut."""
         if self._unsaved(0):
             return []
-        return self.ledger.take_gaps()
+        return self.take_gaps()
 
     def _unsaved(self, q):
         """True while meta.json cannot be saved: nothing is sent then (readings above the
         last saved seq mark could get their seqs reused after a power cut, and the server
         would drop the new readings as duplicates). With q, a batch up to seq q is about to
         go: the sent mark must cover it, written to flash first."""
-        led = self.ledger
-        if led.dirty or (q and self.store is not None and led.sent_due(q, self.seq_block)):
+        if self.dirty or (q and self.store is not None and self.sent_due(q, self.seq_block)):
             self.save_meta()
-        return led.dirty
+        return self.dirty
 
     def next_batch(self, max_n, window, raw=False):
         """Up to max_n readings (JSON texts) not yet sent, keeping at most `window` in
@@ -270,11 +254,11 @@ class Outbox:
         through the flash side; the app sends with next_batch_view."""
         if self._unsaved(0):
             return []
-        out, q, i = self._flash().next_batch(self.ring, self.ledger, max_n, window, raw)
+        out, q, i = self._flash().next_batch(self.ring, self, max_n, window, raw)
         if out:
             if self._unsaved(q):
                 return []
-            self.ledger.sending(q, i)
+            self.sending(q, i)
         return out
 
     def next_batch_view(self, max_n, window):
@@ -284,8 +268,7 @@ class Outbox:
         bytes, each ending in a separator byte to be replaced; empty for nothing."""
         if self._unsaved(0):
             return ""
-        led = self.ledger
-        i = led.inflight
+        i = self.inflight
         fl = self._fl
         if fl is not None and fl.unsent(i):
             return self.next_batch(max_n, window, True)
@@ -301,7 +284,7 @@ class Outbox:
         if self._unsaved(q):
             return ""
         v = ring.view(j, k)  # (allocates: before the bookkeeping moves on)
-        led.sending(q, i + k - j)
+        self.sending(q, i + k - j)
         return v
 
     def welcome(self, n):
@@ -310,12 +293,11 @@ class Outbox:
 
     def ack(self, n, welcome=False):
         """Cumulative ack: every seq <= n is stored (or declared) on the server."""
-        led = self.ledger
-        jumped = led.ack(n, welcome)
+        jumped = Ledger.ack(self, n, welcome)
         fl = self._fl
         head = 0
         if fl is not None:  # (always loaded while the flash holds readings)
-            fl.ack(led, n)
+            fl.ack(self, n)
             head = fl.head()
             self._unflash(fl)
             fl = None
@@ -324,10 +306,10 @@ class Outbox:
             k = ring.count_to(n)
             if k:
                 ring.forget(k)
-                led.land(k)
+                self.land(k)
         if jumped and self.store is not None:
             # the server knows seqs this device no longer remembers: persisted at once
-            led.set_mark(led.next_seq + self.seq_block)
+            self.set_mark(self.next_seq + self.seq_block)
             self.save_meta()
 
     # ---- numbers for hello/health ----
@@ -342,6 +324,6 @@ class Outbox:
         if not q and self.ring.n:
             q = self.ring.seq(0)
         if not q:
-            return self.ledger.next_seq
-        a = self.ledger.acked
+            return self.next_seq
+        a = self.acked
         return q if q > a else a + 1

@@ -2,13 +2,7 @@
 readings in flight, the seq and sent marks, pending gaps, the dropped count). Pure: no I/O;
 the Outbox persists what meta() hands it and reports back with saved()."""
 
-try:
-    from micropython import const
-except ImportError:  # CPython
-    def const(x):  # type: ignore[misc]  # the stubs' const is generic
-        return x
-
-META_V = const(2)  # meta v2: an epoch file was written with this state (v1: before epochs)
+META_V = 2  # meta v2: an epoch file was written with this state (v1: before epochs)
 
 
 class Ledger:

@@ -19,7 +19,7 @@ def test_order_window_and_acks():
     assert seqs(ob.next_batch(4, 6)) == [5, 6]       # window of 6 in flight
     assert ob.next_batch(4, 6) == []
     ob.ack(3)
-    assert ob.ledger.inflight == 3 and ob.first() == 4 and ob.held() == 7
+    assert ob.inflight == 3 and ob.first() == 4 and ob.held() == 7
     assert seqs(ob.next_batch(10, 6)) == [7, 8, 9]
     ob.on_connect()                                   # reconnect: resend what is unacked
     assert seqs(ob.next_batch(20, 64)) == [4, 5, 6, 7, 8, 9, 10]
@@ -57,8 +57,8 @@ def test_never_drops_what_the_server_may_hold():
     assert ob.held() >= 3
     ob.welcome(2)                                     # the server had 1-2 only
     fill(ob, 10)
-    assert [g for g in ob.ledger.gaps if g[0] <= 3 <= g[1]]  # now 3 is droppable, and dropped
-    assert not [g for g in ob.ledger.gaps if g[0] <= 2]
+    assert [g for g in ob.gaps if g[0] <= 3 <= g[1]]  # now 3 is droppable, and dropped
+    assert not [g for g in ob.gaps if g[0] <= 2]
 
 
 def test_acked_gap_is_forgotten_and_resent_until_then():
@@ -130,7 +130,7 @@ def test_ram_is_one_buffer_compacted_in_place():
     s0 = ob.next_seq                                  # 211
     fill(ob, 5)
     ob.next_batch(2, 64)                              # s0, s0+1 in flight
-    ob.ledger.add_gap(s0 + 2, s0 + 2, "dropped")      # drops s0+2 (as a full RAM does):
+    ob.add_gap(s0 + 2, s0 + 2, "dropped")      # drops s0+2 (as a full RAM does):
     ob.ring.remove(2)                                 # a hole in the buffer
     assert ob.dropped == 1 and ob.pending_gaps() == [(s0 + 2, s0 + 2, "dropped")]
     used = ob.ring.used
@@ -145,7 +145,7 @@ def test_next_batch_view_is_the_joined_readings():
     fill(ob, 6)
     t = batch_text(ob, 4, 64)
     assert t == ",".join([rd(q) for q in (1, 2, 3, 4)])
-    assert ob.ledger.inflight == 4
+    assert ob.inflight == 4
     assert batch_text(ob, 4, 5) == rd(5)          # the window stops it
     ob.ack(5)
     assert batch_text(ob, 4, 64) == rd(6) and batch_text(ob, 4, 64) == ""

@@ -115,7 +115,7 @@ def test_flash_full_drops_oldest_segment_counted_and_persisted():
         assert sum(g[1] - g[0] + 1 for g in gaps) == ob.dropped
         ob.flush()                                     # may drop more to make room
         dropped = ob.dropped
-        gaps = [tuple(g[:3]) for g in ob.ledger.gaps]
+        gaps = [tuple(g[:3]) for g in ob.gaps]
         ob2 = Outbox(ram_bytes=1024, flash_bytes=4096, store=DirStore(d), seg_bytes=512)
         assert ob2.dropped == dropped                  # the count survives a reboot
         merged = []                                    # adjacent gaps are kept merged
@@ -174,7 +174,7 @@ def test_dropping_segments_does_not_rewrite_meta_each_time():
         fill(ob, 1000)                                  # link down: flash full, drops
         assert ob.spills >= 50 and ob.dropped > 500     # a segment dropped per write
         assert st.metas <= 1000 // 256 + 1, st.metas    # only the seq marks
-        assert len(ob.ledger.gaps) <= 2                        # adjacent drops are one gap
+        assert len(ob.gaps) <= 2                        # adjacent drops are one gap
         st.metas = 0
         ob.spill(False)                                 # a spill cycle that drops: one write
         assert st.metas == 1

@@ -267,7 +267,7 @@ def test_memoryerror_declaring_a_dropped_reading():
     from outbox_model import Server
     for fail_at in range(1, 40):
         ob = Outbox(ram_bytes=1024)
-        ob.ledger.gaps = Flaky(ob.ledger.gaps)
+        ob.gaps = Flaky(ob.gaps)
         srv = Server()
         ob.on_connect()
         ob.welcome(0)
@@ -305,7 +305,7 @@ def test_memoryerror_declaring_a_dropped_head_segment(tmp_path):
         ob.on_connect()
         ob.welcome(0)
         ob.ack(srv.batch(ob.next_batch(3, 64)))  # 4-8 loaded, never sent; the link drops
-        ob.ledger.gaps = Flaky(ob.ledger.gaps)
+        ob.gaps = Flaky(ob.gaps)
         Flaky.budget = Budget(fail_at)
         try:
             push_all(ob, 140)                    # the outage: the head goes first
