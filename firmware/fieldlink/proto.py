@@ -170,14 +170,11 @@ def reading(q, ts_ms, up_ms, name, value, unit, err=None):
     return s + "}"
 
 
-_Q = b'{"q":'
-
-
 def reading_seq(r):
     """The seq of a reading as reading() writes it, from its UTF-8 bytes (a line of a flash
     segment, a slice of a buffer): read from the text, no JSON parse. ValueError if the
     bytes do not start like one."""
-    if not r.startswith(_Q):
+    if not r.startswith(b'{"q":'):
         raise ValueError("not a reading")
     return int(r[5:r.index(b",")])
 

@@ -1,6 +1,6 @@
 """The outbox's RAM ring: the newest readings, back to back as `text,` in one bytearray
-allocated once (so a run of them is already the body of a batch), with an index of seq,
-offset and length per reading in three arrays allocated with it. Pure: no I/O."""
+allocated once (so a run of them is already the body of a batch), with an index of seq and
+offset per reading in two arrays allocated with it. Pure: no I/O."""
 from array import array
 
 try:
@@ -16,24 +16,25 @@ _MIN_N = const(48)
 
 
 class Ring:
-    """Readings in seq order in a sliding buffer, compacted in place when its end is reached.
-    Reading i (0 = oldest) is at index slot (head + i) % cap. Nothing here grows or is
-    resized: adding, forgetting and dropping allocate nothing for the index. `n` readings
-    are held, `used` bytes of them (holes left by drops not counted)."""
+    """Readings in seq order in a sliding buffer, with no holes between them: the held ones
+    are bytes [offset of the oldest, _tail), so a reading's length is where the next one
+    starts. Slid to the front when the end is reached. Reading i (0 = oldest) is at index
+    slot (head + i) % cap. Nothing here grows or is resized: adding, forgetting and
+    removing allocate nothing. `n` readings are held, `used` bytes of them."""
 
     def __init__(self, nbytes):
         self.nbytes = nbytes
         self._mv = memoryview(bytearray(nbytes))
         self._tail = 0       # where the next reading is written
         cap = nbytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
-        w = 2 if nbytes < 65536 else 4  # offsets and lengths are < nbytes
-        t = "H" if w == 2 else "I"
         # seqs as 32-bit offsets from _base (the protocol's seqs take 64 bits; those held
         # at once lie closer together): half the index of 64-bit ones
         self._base = 0
         self._rq = array("I", bytes(4 * cap))
-        self._ro = array(t, bytes(w * cap))
-        self._rn = array(t, bytes(w * cap))
+        if nbytes < 65536:   # offsets are < nbytes
+            self._ro = array("H", bytes(2 * cap))
+        else:
+            self._ro = array("I", bytes(4 * cap))
         self.cap = cap
         self._rh = 0         # slot of the oldest reading
         self.n = 0           # readings held
@@ -41,6 +42,10 @@ class Ring:
 
     def seq(self, i):
         return self._base + self._rq[(self._rh + i) % self.cap]
+
+    def _end(self, i):
+        """Where reading i ends (after its ",")."""
+        return self._tail if i + 1 >= self.n else self._ro[(self._rh + i + 1) % self.cap]
 
     def add(self, seq, data):
         """Append a reading (bytes, without the ","); False if it does not fit in the buffer
@@ -57,6 +62,7 @@ class Ring:
         rq = self._rq
         if not c:
             self._base = seq
+            self._tail = 0
         d = seq - self._base
         if d > 0xFFFFFFFF:
             # the oldest held is the new base (once per 2**32 seqs, the held ones move down)
@@ -69,19 +75,12 @@ class Ring:
             d -= b
         t = self._tail
         if t + k > size:
-            # Slide the held readings to the front, in order, over the holes of dropped and
-            # spilled ones (memmove within the buffer: no allocation).
-            rn = self._rn
-            t = 0
+            # Slide the held readings to the front (one memmove within the buffer).
+            o = ro[h]
+            mv[0:t - o] = mv[o:t]
             for i in range(c):
-                p = (h + i) % cap
-                o = ro[p]
-                m = rn[p]
-                if o != t:
-                    mv[t:t + m] = mv[o:o + m]
-                    ro[p] = t
-                t += m
-            self._tail = t
+                ro[(h + i) % cap] -= o
+            t -= o
         # The bytes first, then the index: a MemoryError (the slice's memoryview) leaves the
         # reading unstored.
         mv[t:t + k - 1] = data
@@ -89,7 +88,6 @@ class Ring:
         p = (h + c) % cap
         rq[p] = d
         ro[p] = t
-        self._rn[p] = k
         self.n = c + 1
         self._tail = t + k
         self.used += k
@@ -97,15 +95,16 @@ class Ring:
 
     def forget(self, k):
         """Forget the k oldest readings."""
-        rn = self._rn
-        cap = self.cap
+        if k >= self.n:
+            self.n = 0
+            self.used = 0
+            self._tail = 0
+            return
         h = self._rh
-        for i in range(k):
-            self.used -= rn[(h + i) % cap]
+        cap = self.cap
+        self.used -= self._ro[(h + k) % cap] - self._ro[h]
         self._rh = (h + k) % cap
         self.n -= k
-        if not self.n:
-            self._tail = 0
 
     def count_to(self, q):
         """How many of the oldest readings have a seq <= q."""
@@ -115,21 +114,25 @@ class Ring:
         return k
 
     def remove(self, i):
-        """Take reading i out; the i before it move up one slot (the head with them), so
-        the cost is in the readings before it (in flight: at most a window of them)."""
+        """Take reading i out: the i before it (in flight: at most a window of them) move up
+        over it, bytes and index slots, so no hole is left."""
         rq = self._rq
         ro = self._ro
-        rn = self._rn
         cap = self.cap
         h = self._rh
         p = (h + i) % cap
-        self.used -= rn[p]
+        o = ro[h]
+        s = ro[p]
+        m = self._end(i) - s
+        if i:
+            mv = self._mv
+            mv[o + m:s + m] = mv[o:s]
+        self.used -= m
         while i:
-            s = (h + i - 1) % cap
-            rq[p] = rq[s]
-            ro[p] = ro[s]
-            rn[p] = rn[s]
-            p = s
+            q = (h + i - 1) % cap
+            rq[p] = rq[q]
+            ro[p] = ro[q] + m
+            p = q
             i -= 1
         self._rh = (h + 1) % cap
         self.n -= 1
@@ -137,33 +140,17 @@ class Ring:
             self._tail = 0
 
     def run(self, j, room):
-        """End index k of the readings j.. that lie back to back in the buffer, at most
-        `room` of them (j < n, room > 0)."""
-        ro = self._ro
-        rn = self._rn
-        cap = self.cap
-        h = self._rh
-        p = (h + j) % cap
-        e = ro[p] + rn[p]
-        k = j + 1
-        while k < self.n and k - j < room:
-            p = (h + k) % cap
-            if ro[p] != e:  # a hole in between
-                break
-            e += rn[p]
-            k += 1
-        return k
+        """End index k of the readings j.. to send together, at most `room` of them (j < n,
+        room > 0)."""
+        k = j + room
+        return k if k < self.n else self.n
 
     def view(self, j, k):
-        """Readings j..k-1 (back to back, see run) as one memoryview of the buffer, joined by
-        their commas, the last one cut: valid until the ring changes next."""
-        o = self._ro[(self._rh + j) % self.cap]
-        p = (self._rh + k - 1) % self.cap
-        return self._mv[o:self._ro[p] + self._rn[p] - 1]
+        """Readings j..k-1 as one memoryview of the buffer, joined by their commas, the last
+        one cut: valid until the ring changes next."""
+        return self._mv[self._ro[(self._rh + j) % self.cap]:self._end(k - 1) - 1]
 
     def item(self, i, comma):
         """Reading i as a memoryview of the buffer, with its "," if `comma` is 1: for a
         write to flash or a copy into a batch (valid until the ring changes next)."""
-        p = (self._rh + i) % self.cap
-        o = self._ro[p]
-        return self._mv[o:o + self._rn[p] - 1 + comma]
+        return self._mv[self._ro[(self._rh + i) % self.cap]:self._end(i) - 1 + comma]

@@ -131,7 +131,7 @@ def test_ram_is_one_buffer_compacted_in_place():
     fill(ob, 5)
     ob.next_batch(2, 64)                              # s0, s0+1 in flight
     ob.add_gap(s0 + 2, s0 + 2, "dropped")      # drops s0+2 (as a full RAM does):
-    ob.ring.remove(2)                                 # a hole in the buffer
+    ob.ring.remove(2)                                 # s0, s0+1 move up over it
     assert ob.dropped == 1 and ob.pending_gaps() == [(s0 + 2, s0 + 2, "dropped")]
     used = ob.ring.used
     fill(ob, (1024 - used) // len(rd(9)))             # fills the buffer: slides over the hole

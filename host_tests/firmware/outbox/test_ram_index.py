@@ -27,7 +27,7 @@ def fill_tiny(ob, n):
 def test_ram_index_is_sized_by_the_shortest_reading():
     assert len(proto.reading(1, None, 0, "", None, None)) + 1 == 48  # with its ","
     ob = Outbox(ram_bytes=1024)
-    assert ob.ring.cap == 1024 // 48 + 1 and len(ob.ring._rq) == len(ob.ring._rn) == ob.ring.cap
+    assert ob.ring.cap == 1024 // 48 + 1 and len(ob.ring._rq) == len(ob.ring._ro) == ob.ring.cap
     for q in range(1, 201):                           # the shortest readings there are
         ob.push(q, proto.reading(q, None, 0, "", None, ""))
         assert ob.ring.n < ob.ring.cap                       # the buffer is full first, always
@@ -52,11 +52,11 @@ def test_index_full_of_short_readings_spills_and_is_never_resized():
     d = tmpdir()
     try:
         ob = Outbox(ram_bytes=1024, flash_bytes=16384, store=DirStore(d), seg_bytes=256)
-        arrs = (ob.ring._rq, ob.ring._ro, ob.ring._rn)
+        arrs = (ob.ring._rq, ob.ring._ro)
         fill_tiny(ob, 300)
         assert ob.dropped == 0 and ob.held() == 300 and ob.spills
         assert drain(ob) == list(range(1, 301)) and ob.held() == 0
-        assert arrs == (ob.ring._rq, ob.ring._ro, ob.ring._rn) and len(ob.ring._ro) == ob.ring.cap
+        assert arrs == (ob.ring._rq, ob.ring._ro) and len(ob.ring._ro) == ob.ring.cap
     finally:
         rmtree(d)
 

@@ -1,6 +1,6 @@
 # dual: runs on CPython and on MicroPython
-"""ring.Ring, the outbox's RAM: readings back to back as `text,` in one buffer, an index of
-seq, offset and length per reading, compaction in place, removal from the middle."""
+"""ring.Ring, the outbox's RAM: readings back to back as `text,` in one buffer with no holes,
+an index of seq and offset per reading, sliding to the front, removal from the middle."""
 from fieldlink.outbox.ring import Ring
 
 
@@ -56,12 +56,12 @@ def test_forget_and_count_to():
     assert g.n == 0 and g.used == 0
 
 
-def test_compaction_slides_over_the_holes_in_order():
+def test_the_end_reached_slides_the_readings_to_the_front_in_order():
     g = Ring(300)                                     # room for six of 49 bytes
     for q in range(1, 7):
         assert g.add(q, r(q, 28))
-    g.remove(1)                                       # a hole after 1
-    g.forget(1)                                       # and the front
+    g.remove(1)                                       # 2 goes (1 moves up over it)
+    g.forget(1)                                       # and 1
     assert held(g) == [3, 4, 5, 6]
     assert g.add(7, r(7, 28))                         # past the end: 3-6 slide to the front
     assert held(g) == [3, 4, 5, 6, 7] and g.run(0, 10) == 5
@@ -80,13 +80,16 @@ def test_remove_keeps_the_order_across_the_wrap():
     assert g.add(6, b"c") and held(g) == [3, 5, 6]
 
 
-def test_a_hole_ends_a_run():
+def test_remove_leaves_no_hole():
     g = Ring(256)
     for q in range(1, 5):
         g.add(q, r(q))
-    g.remove(1)
-    # slot order is 1, 3, 4 but 3 is not right behind 1 in the buffer
-    assert held(g) == [1, 3, 4] and g.run(0, 10) == 1 and g.run(1, 10) == 3
+    g.remove(2)                                       # 1 and 2 move up over 3
+    assert held(g) == [1, 2, 4] and g.used == 63 and g.run(0, 10) == 3
+    assert bytes(g.view(0, 3)) == b",".join([r(1), r(2), r(4)])
+    assert [bytes(g.item(i, 0)) for i in range(3)] == [r(1), r(2), r(4)]
+    g.forget(1)
+    assert bytes(g.view(0, 2)) == r(2) + b"," + r(4) and g.used == 42
 
 
 def test_seqs_past_32_bits_are_kept():
