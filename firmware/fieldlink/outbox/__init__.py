@@ -72,18 +72,20 @@ class DirStore:
         except OSError:
             return False
 
+    def size(self, name):
+        return os.stat(self.path + "/" + name)[6]
+
     def entries(self):
-        """(name, bytes) of each file, one at a time where the port can (a list of every
-        name of a big backlog would be tens of KB of heap)."""
-        p = self.path + "/"
+        """(name, bytes or None) of each file, one at a time where the port can (a list of
+        every name of a big backlog would be tens of KB of heap); None where the port's
+        listing has no sizes (size() then, for the names that matter)."""
         ild = getattr(os, "ilistdir", None)  # (CPython has none)
-        for e in (os.listdir(self.path) if ild is None else ild(self.path)):
-            if isinstance(e, str):
-                yield e, os.stat(p + e)[6]
-            elif len(e) > 3:  # (littlefs and FAT give the size)
-                yield e[0], e[3]
-            else:
-                yield e[0], os.stat(p + e[0])[6]
+        if ild is None:
+            for n in os.listdir(self.path):
+                yield n, None
+        else:
+            for e in ild(self.path):
+                yield e[0], (e[3] if len(e) > 3 else None)  # (littlefs and FAT give sizes)
 
 
 def _recover(store, segs, epoch):

@@ -253,7 +253,7 @@ class Recovery:
                 continue
             segs += 1
             readings += s[2]
-            used += size
+            used += st.size(n) if size is None else size
             if s[1] > last:
                 last = s[1]
         return segs, readings, used, last

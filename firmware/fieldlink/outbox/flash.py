@@ -56,6 +56,8 @@ def scan(st, lo, k):
             continue  # not among the k oldest
         while j and out[j - 4] > a:
             j -= 4
+        if size is None:
+            size = st.size(n)
         out[j:j] = array("Q", (a, s[1], s[2], size))
         if len(out) > 4 * k:
             out[4 * k:] = _NONE
@@ -188,7 +190,7 @@ class Segments:
         n = 0
         size = 0
         while n < ring.n:
-            k = len(ring.item(n, 1))
+            k = ring.length(n)
             if n and size + k > self.seg_bytes:
                 break
             size += k
@@ -231,7 +233,7 @@ class Segments:
                 for i in range(n):
                     qs.append(ring.seq(i))
                     offs.append(o)
-                    o += len(ring.item(i, 1))
+                    o += ring.length(i)
                 nq = self._hq + qs
                 no = self._ho + offs
                 hs = self._hsegs + [[last, nm, size]]
@@ -416,10 +418,7 @@ class Segments:
                         raise
                     break
             elif i - hn < ring.n:
-                # a copy: only for the batch being sent
-                v = ring.item(i - hn, 1 if raw else 0)
-                out.append(bytes(v) if raw else str(v, "utf-8"))
-                v = None
+                out.append(ring.copy(i - hn, raw))
                 i += 1
             else:
                 break

@@ -24,7 +24,8 @@ class Ring:
 
     def __init__(self, nbytes):
         self.nbytes = nbytes
-        self._mv = memoryview(bytearray(nbytes))
+        self._buf = bytearray(nbytes)
+        self._mv = memoryview(self._buf)
         self._tail = 0       # where the next reading is written
         cap = nbytes // _MIN_N + 1  # + 1: one to spare (and one for a tiny buffer)
         # seqs as 32-bit offsets from _base (the protocol's seqs take 64 bits; those held
@@ -42,6 +43,10 @@ class Ring:
 
     def seq(self, i):
         return self._base + self._rq[(self._rh + i) % self.cap]
+
+    def length(self, i):
+        """Bytes of reading i with its ","."""
+        return self._end(i) - self._ro[(self._rh + i) % self.cap]
 
     def _end(self, i):
         """Where reading i ends (after its ",")."""
@@ -154,3 +159,12 @@ class Ring:
         """Reading i as a memoryview of the buffer, with its "," if `comma` is 1: for a
         write to flash or a copy into a batch (valid until the ring changes next)."""
         return self._mv[self._ro[(self._rh + i) % self.cap]:self._end(i) - 1 + comma]
+
+    def copy(self, i, raw):
+        """Reading i as a new object (only for the batch being sent): str, or with `raw` the
+        bytes with its "," (one copy: a view of it would be a second object)."""
+        o = self._ro[(self._rh + i) % self.cap]
+        e = self._end(i)
+        if raw:
+            return self._buf[o:e]
+        return str(self._mv[o:e - 1], "utf-8")
