@@ -183,8 +183,8 @@ BATCH_HEAD = b'{"t":"batch","r":['  # a batch message is BATCH_HEAD + readings +
 
 
 def batch_text(joined):
-    """A batch message from readings already joined with "," (Outbox.next_batch_text). The
-    supervisor builds the same bytes around a view of the outbox's buffer (no str)."""
+    """A batch message from readings already joined with ",". The supervisor builds the
+    same bytes around the outbox's next_batch_view (no str)."""
     return '{"t":"batch","r":[%s]}' % joined
 
 

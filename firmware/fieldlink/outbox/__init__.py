@@ -6,7 +6,7 @@ down long, the oldest are spilled to flash in segment writes of a few KB (`flash
 flash wears out); flash is always older than RAM, so the queue is: loaded head, flash
 segments, RAM. When everything is full the oldest readings are dropped, counted, and
 declared with a `gap dropped`. The numbering, the acks, the marks and the gaps are the
-`ledger.Ledger`'s; the seq mark is persisted in blocks, and after a power cut the seqs that
+`ledger.Ledger`'s (the Outbox's base class); the seq mark is persisted in blocks, and after a power cut the seqs that
 may have died with RAM are declared with a `gap reboot` (`boot.Recovery`). The epoch
 (docs/protocol.md "Epochs") names this numbering: made when the flash holds no state.
 
@@ -164,7 +164,7 @@ class Outbox(Ledger):
         except (MemoryError, OSError):
             # A fragmented heap or a full filesystem (ENOSPC) must not lose a reading, nor
             # raise into the sampler or boot: the state is saved at the next push, and
-            # nothing above the saved mark is sent meanwhile (_meta_unsaved).
+            # nothing above the saved mark is sent meanwhile (_unsaved).
             self.saved(False)
 
     def flush(self):
@@ -209,7 +209,7 @@ class Outbox(Ledger):
         if n > ring.nbytes:
             raise ValueError("outbox: reading of %d bytes > outbox_ram_bytes" % n)
         # Room first (spill, or drop the oldest RAM reading the server cannot hold yet:
-        # Ledger.sent_hi). A MemoryError while spilling leaves everything as it was: the
+        # sent_hi). A MemoryError while spilling leaves everything as it was: the
         # reading got no seq.
         while not ring.add(seq, data):
             if self.flash_limit and self._flash().spill_chunk(ring, self):
@@ -234,7 +234,7 @@ class Outbox(Ledger):
 
     def pending_gaps(self):
         """Gaps not yet sent on this connection, as [(from, to, why)]; marks them sent.
-        Empty while meta.json cannot be saved, like batches (_meta_unsaved): a gap over
+        Empty while meta.json cannot be saved, like batches (_unsaved): a gap over
         seqs above the saved seq mark would make the server drop the readings that get
         those seqs after a power cut."""
         if self._unsaved(0):

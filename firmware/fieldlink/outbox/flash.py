@@ -2,7 +2,7 @@
 `s<first>_<last>_<count>` (one reading per line, oldest first), reloaded for sending and
 dropped for room. The Outbox loads this module while the flash holds readings (or to spill)
 and drops it when it holds none: a board streaming with nothing spilled keeps none of it on
-its heap. Every file operation goes through the store (outbox.store.DirStore)."""
+its heap. Every file operation goes through the store (outbox.DirStore)."""
 from array import array
 
 try:
