@@ -1,10 +1,31 @@
-"""The outbox tests' model of the collector and their random campaign, shared by the dual test
-modules (test_outbox, test_outbox_bigseq, test_outbox_fullfs, test_outbox_table, ...): runs on
-CPython and MicroPython.
+"""The outbox tests' model of the collector, their random campaign and what they read of the
+outbox's parts, shared by the modules in host_tests/firmware/outbox/: runs on CPython and
+MicroPython.
 """
 import json
 
+from fieldlink import proto
 from fieldlink.outbox import DirStore
+
+
+def rd(q, pad=0):
+    """Reading q as proto.reading makes it (pad: that many more bytes in its error field)."""
+    return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C",
+                         "x" * pad if pad else None)
+
+
+def fill(ob, n, pad=0):
+    """n readings pushed into outbox ob."""
+    for _ in range(n):
+        ob.push(ob.next_seq, rd(ob.next_seq, pad))
+
+
+def seq_of(text):
+    return json.loads(text)["q"]
+
+
+def seqs(texts):
+    return [seq_of(t) for t in texts]
 
 
 class FullFS(DirStore):
@@ -120,3 +141,24 @@ def campaign(ob, new, srv, rand, steps, power_cuts, reading, up=False):
             ob = new()                              # before the new one is allocated)
             up = False
     return ob, produced
+
+
+def flash_side(ob):
+    """The outbox's flash.Segments while it is loaded (while the flash holds readings), else
+    None: for tests that check its table and head."""
+    return ob._fl
+
+
+def flash_used(ob):
+    """Bytes of readings on the outbox's flash."""
+    fl = flash_side(ob)
+    return ob._fl_used if fl is None else fl.used
+
+
+def batch_text(ob, max_n, window):
+    """What the app puts between a batch message's brackets (next_batch_view), as text:
+    the readings joined with ",", "" for nothing."""
+    v = ob.next_batch_view(max_n, window)
+    if isinstance(v, list):
+        return ",".join([str(t[:-1], "utf-8") for t in v])
+    return str(v, "utf-8") if v else ""

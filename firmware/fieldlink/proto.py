@@ -146,7 +146,7 @@ def parse_server(text):
 # ---- device -> server builders. Text out (the protocol uses WebSocket text messages). ----
 
 def reading(q, ts_ms, up_ms, name, value, unit, err=None):
-    """One reading as JSON text, `q` first so outbox code can read the seq cheaply.
+    """One reading as JSON text, `q` first so reading_seq() can read the seq cheaply.
 
     Times are integer ms; `ts` is written as seconds with 3 decimals built from integers (the
     board's floats are single precision, see _scan_ms)."""
@@ -170,12 +170,21 @@ def reading(q, ts_ms, up_ms, name, value, unit, err=None):
     return s + "}"
 
 
+def reading_seq(r):
+    """The seq of a reading as reading() writes it, from its UTF-8 bytes (a line of a flash
+    segment, a slice of a buffer): read from the text, no JSON parse. ValueError if the
+    bytes do not start like one."""
+    if not r.startswith(b'{"q":'):
+        raise ValueError("not a reading")
+    return int(r[5:r.index(b",")])
+
+
 BATCH_HEAD = b'{"t":"batch","r":['  # a batch message is BATCH_HEAD + readings + b"]}"
 
 
 def batch_text(joined):
-    """A batch message from readings already joined with "," (Outbox.next_batch_text). The
-    supervisor builds the same bytes around a view of the outbox's buffer (no str)."""
+    """A batch message from readings already joined with ",". The supervisor builds the
+    same bytes around the outbox's next_batch_view (no str)."""
     return '{"t":"batch","r":[%s]}' % joined
 
 

@@ -65,8 +65,16 @@ def test_reading_text_is_exact():
     for case in V["readings"]:
         text = proto.reading(*case["args"])
         assert text == case["text"], (text, case["text"])
-        # q first: the outbox reads the seq from the text's start without parsing it
-        assert text.startswith('{"q":%d,' % case["args"][0]), text
+        # q first: reading_seq reads it from the text's start without parsing it
+        assert proto.reading_seq(text.encode()) == case["args"][0], text
+        assert proto.reading_seq(text.encode() + b"\n") == case["args"][0]  # a flash line
+
+
+def test_reading_seq_refuses_what_is_not_a_reading():
+    for b in (b"", b"\n", b"not a reading\n", b'{"t":"ack","ack":3}', b'{"q":x,"ts":null}',
+              b'{"q":12'):
+        raises(ValueError, proto.reading_seq, b)
+    assert proto.reading_seq(b'{"q":18446744073709551615,"ts":null}') == 2 ** 64 - 1
 
 
 def test_reading_nan_becomes_null_with_reason():

@@ -26,9 +26,9 @@ from . import paths
 from .bench_link import LINK, PLACED, SIM_ONLY, add_column_arguments, columns, key, using
 
 # In the order the app loads them (the link pulls in the WebSocket client when it is built).
-# Not listed: fieldlink.filters (loaded only when the config names a filter), outbox_flash
-# (only while the flash holds readings), the link's wifi, hello and commands steps (one use
-# each, then dropped).
+# Not listed: fieldlink.filters (loaded only when the config names a filter), outbox.flash
+# (only while the flash holds readings), outbox.boot (once, at boot), the link's wifi, hello
+# and commands steps (one use each, then dropped).
 STREAMING = ("random", "fieldlink.proto", "fieldlink.sampling", "fieldlink.outbox",
              "fieldlink.ws.errors", "fieldlink.ws._viper", "fieldlink.ws.frames",
              "fieldlink.ws.protocol", "fieldlink.ws.client", "fieldlink.link",

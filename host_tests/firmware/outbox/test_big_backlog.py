@@ -31,7 +31,8 @@ ordered = True
 first = None
 while True:
     b = ob.next_batch(20, 64)
-    table = max(table, len(ob._segs) * 4)
+    fl = ob._fl
+    table = max(table, len(fl._segs) * 4 if fl else 0)
     if not b:
         break
     for t in b:
@@ -41,7 +42,8 @@ while True:
         first = q if first is None else first
         n += 1
     ob.ack(prev)
-print("DRAINED", held, n, ordered, first, prev, table, len(ob._segs) + ob._sq)
+fl = ob._fl  # (dropped with the last segment)
+print("DRAINED", held, n, ordered, first, prev, table, len(fl._segs) + fl._sq if fl else 0)
 """
 
 

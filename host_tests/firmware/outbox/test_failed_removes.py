@@ -19,54 +19,37 @@ def rd(q):
     return proto.reading(q, None, q * 100, "env.temperature", 20 + q % 7, "C")
 
 
-class NoRemove:
-    """`os` for outbox_flash: removing a segment file fails with EIO while `armed`."""
+class NoRemove(DirStore):
+    """The outbox's store, where removing a segment file fails (EIO) while `armed`."""
 
-    def __init__(self):
+    def __init__(self, path):
+        DirStore.__init__(self, path)
         self.armed = False
         self.failed = 0
-        self.rename = os.rename
-        self.stat = os.stat
-        self.listdir = os.listdir
-        self.mkdir = os.mkdir
-        self.ilistdir = getattr(os, "ilistdir", None)
 
-    def remove(self, p):
-        if self.armed and p.rsplit("/", 1)[1][:1] == "s":
+    def remove(self, name):
+        if self.armed and name[:1] == "s":
             self.failed += 1
-            raise OSError(5)
-        os.remove(p)
+            return False
+        return DirStore.remove(self, name)
 
 
-def new(d):
+def new(d, st=None):
     # seq_block 64: no seq mark is saved between the first push and the power cut
-    return Outbox(ram_bytes=1024, flash_bytes=2048, store=DirStore(d), seg_bytes=512,
+    return Outbox(ram_bytes=1024, flash_bytes=2048, store=st or NoRemove(d), seg_bytes=512,
                   seq_block=64)
-
-
-def with_no_remove(ob):
-    """Arms the outbox's outbox_flash (loaded while the flash holds readings, and shared by
-    outbox_boot) with a NoRemove; give it back with `restore`."""
-    fl = ob._flash()
-    nr = NoRemove()
-    fl.os = nr
-    return fl, nr
-
-
-def restore(fl):
-    fl.os = os
 
 
 def outage_with_failing_removes(d, n, ob=None):
     """The link down, n readings made, every segment dropped for room left on flash. The
-    outbox, (the outbox_flash module, its NoRemove) still armed."""
+    outbox and its store, still armed."""
     ob = ob or new(d)
-    fl, nr = with_no_remove(ob)
+    nr = ob.store
     nr.armed = True
     for _ in range(n):
         ob.push(ob.next_seq, rd(ob.next_seq))
     assert ob.dropped > 0 and nr.failed > 0, (ob.dropped, nr.failed)
-    return ob, fl, nr
+    return ob, nr
 
 
 def drain_recording(ob, srv):
@@ -81,7 +64,7 @@ def drain_recording(ob, srv):
         if not b:
             break
         for t in b:
-            q = int(t[5:t.index(",")])
+            q = proto.reading_seq(t.encode())
             assert srv.at(q) != srv.DROPPED, ("sent after its gap dropped", q)
         ob.ack(srv.batch(b))
 
@@ -100,7 +83,6 @@ def test_a_gap_sent_before_a_power_cut_is_not_undone_by_the_file_left():
     # power cut before any seq mark is saved. Before: boot loaded the file left and sent
     # 9-15 above the server's ack, under seqs it had recorded as dropped.
     d = tmpdir()
-    fl = None
     try:
         ob = new(d)
         for _ in range(8):
@@ -108,7 +90,7 @@ def test_a_gap_sent_before_a_power_cut_is_not_undone_by_the_file_left():
         ob.on_connect()
         ob.welcome(0)
         assert len(ob.next_batch(8, 64)) == 8           # lost on the way, the link drops
-        ob, fl, nr = outage_with_failing_removes(d, 52, ob)
+        ob, nr = outage_with_failing_removes(d, 52, ob)
         top = ob.next_seq - 1
         srv = Server()
         ob.on_connect()
@@ -119,34 +101,29 @@ def test_a_gap_sent_before_a_power_cut_is_not_undone_by_the_file_left():
             srv.gap(*g)
         ob = None                                       # a power cut
         nr.armed = False
-        ob = new(d)
+        ob = new(d, nr)
         check_after_boot(ob, srv, top)
     finally:
-        if fl is not None:
-            restore(fl)
         rmtree(d)
 
 
 def test_a_saved_gap_and_the_file_left_are_not_sent_twice():
     # The gap is on flash (a spill saved meta.json), a power cut, then boot.
     d = tmpdir()
-    fl = None
     try:
-        ob, fl, nr = outage_with_failing_removes(d, 60)
+        ob, nr = outage_with_failing_removes(d, 60)
         ob.spill(False)                                 # (saves meta.json with the drops)
         dropped = ob.dropped
         top = ob.next_seq - 1
         ob = None                                       # a power cut
         nr.armed = False
-        ob = new(d)
+        ob = new(d, nr)
         assert ob.dropped == dropped
         assert ob.held() + dropped == top, (ob.held(), dropped, top)
         srv = Server()
         check_after_boot(ob, srv, top)
         assert [n for n in os.listdir(d) if n[:1] == "s"] == []
     finally:
-        if fl is not None:
-            restore(fl)
         rmtree(d)
 
 
@@ -154,12 +131,11 @@ def test_a_file_that_will_not_go_at_boot_either_is_never_sent_nor_declared_again
     # The removal fails at boot too: the file stays, is listed, and must be skipped when it
     # is loaded or picked to be dropped again (a second `gap dropped`: counted twice).
     d = tmpdir()
-    fl = None
     try:
-        ob, fl, nr = outage_with_failing_removes(d, 60)
+        ob, nr = outage_with_failing_removes(d, 60)
         ob.spill(False)
         ob = None                                       # a power cut, the flash still failing
-        ob = new(d)
+        ob = new(d, nr)
         for _ in range(60):                             # the outage goes on: more drops
             ob.push(ob.next_seq, rd(ob.next_seq))
         top = ob.next_seq - 1
@@ -167,27 +143,22 @@ def test_a_file_that_will_not_go_at_boot_either_is_never_sent_nor_declared_again
         srv = Server()
         check_after_boot(ob, srv, top)
     finally:
-        if fl is not None:
-            restore(fl)
         rmtree(d)
 
 
 def campaign_with_failing_removes(seed, steps):
     """Random pushes, sends (a batch lost with its connection), acks (some lost), link
-    drops, spills and power cuts, with os.remove failing for segment files 30% of the time
+    drops, spills and power cuts, with the store's removal failing for segment files 30% of the time
     (a step at a time), against the model server; then a good link drains everything."""
     rand = lcg(seed)
     d = tmpdir()
-    nr = NoRemove()
-    fl = None
+    nr = NoRemove(d)
     try:
         def boot():
-            ob = Outbox(ram_bytes=1200, flash_bytes=3000, store=DirStore(d), seg_bytes=300,
-                        seq_block=30)
-            ob._flash().os = nr  # (boot loaded it: the same module object from now on)
-            return ob, ob._flash()
+            return Outbox(ram_bytes=1200, flash_bytes=3000, store=nr, seg_bytes=300,
+                          seq_block=30)
         srv = Server()
-        ob, fl = boot()
+        ob = boot()
         up = False
         for _ in range(steps):
             nr.armed = rand(100) < 30
@@ -213,15 +184,13 @@ def campaign_with_failing_removes(seed, steps):
                 ob.spill(True)
             elif op < 86:
                 ob = None                       # a power cut
-                ob, fl = boot()
+                ob = boot()
                 up = False
         nr.armed = False
         drain_recording(ob, srv)
         assert ob.held() == 0 and srv.ack == ob.next_seq - 1, (seed, ob.held(), srv.ack)
         assert nr.failed > 0
     finally:
-        if fl is not None:
-            restore(fl)
         rmtree(d)
 
 

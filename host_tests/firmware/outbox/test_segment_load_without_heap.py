@@ -8,6 +8,7 @@ see the MemoryError (and the link reconnects, as before). Found with `fieldlink 
 reconnect, ~50 readings per connection while a backlog drained."""
 from dualsupport import rmtree, tmpdir
 
+from outbox_model import flash_side
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
 
@@ -29,17 +30,17 @@ def spilled(d, n=40):
 
 
 def seqs(batch):
-    return [int(t[5:t.index(",")]) for t in batch]
+    return [proto.reading_seq(t.encode()) for t in batch]
 
 
 class NoHeap:
-    """Stands in for outbox_flash.load_segment: no block for the head's new lists. (Set on
-    the module the outbox has loaded, ob._flash(): it drops and re-imports it.)"""
+    """Stands in for the flash side's load_segment: no block for the head's new lists. (Set
+    on the outbox's flash.Segments, loaded while the flash holds readings.)"""
 
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, ob):
+    def __call__(self, led):
         self.calls += 1
         raise MemoryError("memory allocation failed, allocating 608 bytes")
 
@@ -47,7 +48,7 @@ class NoHeap:
 def test_no_heap_to_load_a_segment_with_readings_in_flight_is_not_a_failure():
     d = tmpdir()
     ob = spilled(d)
-    fl = ob._flash()
+    fl = flash_side(ob)
     real = fl.load_segment
     try:
         first = seqs(ob.next_batch(4, 64))  # the first segment loaded, 4 of it in flight
@@ -80,7 +81,7 @@ def test_no_heap_to_load_a_segment_with_readings_in_flight_is_not_a_failure():
 def test_no_heap_to_load_with_nothing_in_flight_is_the_senders_failure():
     d = tmpdir()
     ob = spilled(d)
-    fl = ob._flash()
+    fl = flash_side(ob)
     real = fl.load_segment
     try:
         fl.load_segment = NoHeap()

@@ -7,7 +7,7 @@ readings stayed and newer segments went first. A head segment that also holds re
 server may have is kept whole (its file must stay for those; dropping its unsent rest would
 free nothing), as a listed segment across the mark is."""
 from dualsupport import rmtree, tmpdir
-from outbox_model import Server, drain_to
+from outbox_model import Server, drain_to, flash_side
 
 from fieldlink import proto
 from fieldlink.outbox import DirStore, Outbox
@@ -59,7 +59,7 @@ def test_unsent_head_readings_are_the_first_dropped():
         ob = spilled(d)
         srv = Server()
         ob.ack(srv.batch(ob.next_batch(3, 64)))
-        assert ob._hq == [4, 5, 6, 7, 8]  # (the head: the rest of segment 1-8)
+        assert flash_side(ob)._hq == [4, 5, 6, 7, 8]  # (the head: the rest of segment 1-8)
         got = outage_then_drain(ob, srv, 100)
         assert got == list(range(4, 4 + len(got))), got[:12]
         for q in range(1, 4):
@@ -81,7 +81,7 @@ def test_head_readings_the_server_may_hold_are_never_dropped():
         ob.next_batch(7, 64)              # 4-10 lost on the way, the link drops
         ob.on_connect()
         ob.welcome(srv.ack)               # a reconnect: the server holds 1-3
-        assert ob._hq[0] == 4 and ob._hq[-1] == 15  # (segments 1-8 and 9-15 loaded)
+        assert flash_side(ob)._hq[0] == 4 and flash_side(ob)._hq[-1] == 15  # (segments 1-8 and 9-15 loaded)
         srv.batch(ob.next_batch(2, 64))   # 4-5 stored, the ack lost; the link drops
         got = outage_then_drain(ob, srv, 100)
         assert got == list(range(9, 9 + len(got))), got[:12]
