@@ -202,3 +202,14 @@ def test_short_device_tokens_are_named_at_startup(tmp_path, capsys):
               "--db", str(tmp_path / "x" / "c.db"), "--keep-health", "-1"])
     err = capsys.readouterr().err
     assert "1 device token(s) shorter than 16 characters (weak-1)" in err and "abc" not in err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.1", "collector.example"])
+def test_short_device_tokens_are_refused_off_loopback(tmp_path, capsys, host):
+    from fieldlink_tools import cli
+    (tmp_path / "d.json").write_text('{"weak-1": "abc", "ok-1": "a-device-token-of-24-chars"}')
+    rc = cli.main(["server", "--host", host, "--port", "0", "--devices",
+                   str(tmp_path / "d.json"), "--db", str(tmp_path / "x" / "c.db")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "(weak-1): refused when listening on " + host in err and "abc" not in err
+    assert not (tmp_path / "x" / "c.db").exists()      # refused before anything was opened

@@ -151,10 +151,18 @@ def run(args):
               file=sys.stderr)
     short = sorted(d for d, t in devices.tokens.items() if len(t) < MIN_TOKEN)
     if short:
+        # A short token is guessed in seconds by anyone who can reach the port: refused on
+        # any interface other than loopback (where only this machine's users can try).
+        names = ", ".join(short[:5]) + (", ..." if len(short) > 5 else "")
+        if not _loopback(args.host):
+            print("fieldlink server: %d device token(s) shorter than %d characters (%s): "
+                  "refused when listening on %s; give them longer ones (e.g. `python3 -c "
+                  "'import secrets; print(secrets.token_urlsafe(24))'`)"
+                  % (len(short), MIN_TOKEN, names, args.host), file=sys.stderr)
+            return 2
         print("fieldlink server: warning: %d device token(s) shorter than %d characters (%s):"
-              " give them longer ones" % (len(short), MIN_TOKEN, ", ".join(short[:5])
-                                          + (", ..." if len(short) > 5 else "")),
-              file=sys.stderr)
+              " accepted on loopback only; give them longer ones" % (len(short), MIN_TOKEN,
+                                                                     names), file=sys.stderr)
     ctx = None
     if args.cert or args.key:
         if not (args.cert and args.key):
@@ -239,3 +247,14 @@ async def _main(args, devices, ctx, store):
         store.close()
     print("fieldlink server: stopped", flush=True)
     return 0
+
+
+def _loopback(host):
+    """True when `host` (what --host names) only listens on this machine."""
+    import ipaddress
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False   # a name: it may resolve to any interface
