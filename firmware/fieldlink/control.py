@@ -287,6 +287,18 @@ class Core:
         return d
 
 
+def parse_desired(text):
+    """A `desired` message's text -> (out, full). Parsed here, not in proto.py, so a board
+    without outputs loads none of it; the message shape is checked as proto checks its own
+    (ProtoError 1007), the records one by one by Core.desired (refused, reported)."""
+    from fieldlink.proto import CLOSE_BAD_DATA, ProtoError, _decode
+    obj = _decode(text)
+    out = obj.get("out")
+    if obj["t"] != "desired" or not isinstance(out, dict):
+        raise ProtoError(CLOSE_BAD_DATA, "desired: out must be an object")
+    return out, obj.get("full") is True
+
+
 def reported(out):
     """{"t":"reported","out":{...}} as JSON text."""
     return json.dumps({"t": "reported", "out": out})

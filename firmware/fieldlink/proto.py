@@ -44,10 +44,6 @@ def _is_num(x):
     return (isinstance(x, int) or isinstance(x, float)) and not isinstance(x, bool)
 
 
-def _is_obj(x):
-    return isinstance(x, dict)
-
-
 def _is_str(x):
     return isinstance(x, str)
 
@@ -116,7 +112,6 @@ def parse_server(text):
         ("welcome", v, ack, time_ms)     time_ms: server Unix time in integer ms
         ("cmd", id, cmd, args)           args: a dict ({} when absent or null)
         ("error", code, msg)
-        ("desired", out, full)           out: a dict (its records are checked by control.py)
         (t,)                             a type this version does not know: logged and
                                          ignored (forward compatibility)
 
@@ -145,8 +140,6 @@ def parse_server(text):
         return t, cid, cmd, args
     if t == "error":
         return t, str(obj.get("code", "")), str(obj.get("msg", ""))
-    if t == "desired":
-        return t, _need(obj, "out", _is_obj, "an object"), obj.get("full") is True
     return (t,)
 
 

@@ -272,6 +272,16 @@ def test_board_rule_runs_from_boot():
     assert c.outputs[1].v == 1.0 and c.outputs[1].why == "rule"
 
 
+def test_vectors_desired_parse_and_bad_ones_are_1007():
+    from fieldlink import proto
+    v = load_vectors("proto")
+    for case in v["control_desired"]:
+        assert control.parse_desired(case["text"]) == (case["out"], case["full"]), case
+    for case in v["control_desired_bad"]:
+        e = raises(proto.ProtoError, control.parse_desired, case["text"])
+        assert e.code == case["code"], case
+
+
 def test_vectors_reported():
     for v in load_vectors("proto")["control_reported"]:
         assert json.loads(control.reported(v["out"])) == json.loads(v["text"])

@@ -128,14 +128,3 @@ def test_hello_with_a_bad_epoch_is_refused():
         e = raises(proto.ProtoError, proto_check.parse_device, json.dumps(h))
         assert e.code == 1007, bad
 
-
-def test_desired_parses_to_its_records_and_full_flag():
-    for case in V["control_desired"]:
-        ev = proto.parse_server(case["text"])
-        assert ev == ("desired", case["out"], case["full"]), (case, ev)
-
-
-def test_bad_desired_is_1007():
-    for case in V["control_desired_bad"]:
-        e = raises(proto.ProtoError, proto.parse_server, case["text"])
-        assert e.code == case["code"], case
