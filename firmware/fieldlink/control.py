@@ -5,6 +5,10 @@ sets the hardware to each output's `v` and writes `saved()` to flash when `save_
 CPython and MicroPython alike. Loaded only on a board that has outputs."""
 import json
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 DIGITAL = "digital"
 PWM = "pwm"
 SERVO = "servo"
@@ -56,7 +60,8 @@ def check_rule(kind, hi, r):
     n = r.get("n")
     if not isinstance(n, str) or not 3 <= len(n) <= 64 or "." not in n:
         raise ValueError("rule.n must name a reading (sensor.quantity)")
-    above, below = r.get("above"), r.get("below")
+    above = r.get("above")  # type: Any
+    below = r.get("below")  # type: Any
     if not _num(above) or not _num(below) or below > above:
         raise ValueError("rule needs numbers below <= above")
     en = r.get("enabled", True)
@@ -189,7 +194,7 @@ class Core:
 
     def _rewatch(self, now):
         # reading name -> outputs whose enabled rule reads it (reading() looks up one name)
-        w = {}
+        w = {}  # type: dict
         for o in self.outputs:
             if o.ruled():
                 n = o.rule["n"]

@@ -6,6 +6,10 @@ import asyncio
 import json
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 from fieldlink import log
 from fieldlink.control import Core, parse_desired
 
@@ -49,7 +53,7 @@ class Control:
         self.core = Core([b[0] for b in built], failsafe_s, now)
         self._drv = [b[1] for b in built]
         self._set = [None] * len(built)  # what each driver was last set to
-        self._emit = None
+        self._emit = None  # type: Any  # the app's emit (run)
         modes = {}
         for b in built:
             modes[b[0].name] = b[2]

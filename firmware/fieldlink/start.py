@@ -3,6 +3,10 @@ once; app.main() drops this module (and config, board) before streaming starts, 
 this code stays on the heap."""
 import gc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 import fieldlink
 from fieldlink import log
 from fieldlink.app import App, Settings
@@ -59,7 +63,7 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None, outputs=
     from fieldlink.outbox import DirStore, Outbox
     from fieldlink.sampling import Sampler
     # cfg.sampling: "*" already carries sample_interval_s (load_settings)
-    sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
+    sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))  # type: Any
     store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
     outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
     if outbox.notice:

@@ -4,6 +4,10 @@ machine.Pin board.py made for it (a PWM channel on it for pwm and servo). Driver
 `set(v)`: the control core decides the value. Loaded only for a board with outputs."""
 from fieldlink import control
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 TYPES = (control.DIGITAL, control.PWM, control.SERVO)  # a servo is PWM with an angle mapping
 SERVO = {"freq": 50, "min_us": 500, "max_us": 2500, "range_deg": 180}
 PWM_FREQ = 1000
@@ -73,7 +77,7 @@ def make(o, pin, machine, restore):
     low = o.get("active_low", False)
     if t == control.DIGITAL:
         pin.init(machine.Pin.OUT, value=(1 if c.safe else 0) ^ low)
-        d = Digital(pin, low)
+        d = Digital(pin, low)  # type: Any
     elif t == control.SERVO:
         d = Servo(machine.PWM(pin, freq=k[0], duty_u16=servo_u16(c.safe, *k)), *k)
     else:

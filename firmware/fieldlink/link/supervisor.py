@@ -60,7 +60,7 @@ def _seldom(name):
 class Supervisor:
     # control_io.Control on a board with outputs (start.make_app sets it); a class attribute,
     # so a board without outputs has not even the slot in each instance
-    control = None
+    control = None  # type: Any
 
     def __init__(self, cfg, outbox, clock, backoff, wlan=None, sampler=None, board="",
                  fw="", reset=None):
