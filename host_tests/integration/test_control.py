@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from control_server import ControlServer  # noqa: E402
+from test_stream import wait as _wait  # noqa: E402
 
 OUTPUTS = [
     {"name": "fan", "type": "digital", "pin": 26, "safe": 0},
@@ -31,15 +32,12 @@ def pins(b):
 
 
 def wait(pred, timeout, what, board=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            tail = "\n".join(board.lines()[-30:]) if board is not None else ""
-            raise AssertionError("timed out waiting for %s\n%s" % (what, tail))
-        time.sleep(0.05)
+    """test_stream's wait, the board's log tail in the message."""
+    tail = ("\n" + "\n".join(board.lines()[-30:])) if board is not None else ""
+    try:
+        return _wait(pred, timeout, what)
+    except AssertionError as e:
+        raise AssertionError(str(e) + tail)
 
 
 def wait_pin(b, pin, timeout=30, **want):

@@ -233,11 +233,7 @@ def validate(board):
         err("sensors", "required: a list")
         sensors = []
     names, addrs = set(), {}
-    for i, s in enumerate(sensors):
-        w = "sensors[%d]" % i
-        if not isinstance(s, dict):
-            err(w, "expected an object")
-            continue
+    for w, s in _objects(sensors, "sensors", err):
         name = s.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,31}", name):
             err(w + ".name", "expected a name of 1-32 letters, digits and _, got %r" % (name,))
@@ -322,11 +318,7 @@ def _outputs(board, rules, chip, pin, err, warn):
         err("outputs", "expected a list of outputs")
         return
     names = set()
-    for i, o in enumerate(outs):
-        w = "outputs[%d]" % i
-        if not isinstance(o, dict):
-            err(w, "expected an object")
-            continue
+    for w, o in _objects(outs, "outputs", err):
         name = o.get("name")
         if not isinstance(name, str) or not OUTPUT_NAME.fullmatch(name):
             err(w + ".name", "expected 1-32 of A-Z a-z 0-9 _ . -, got %r" % (name,))
@@ -377,6 +369,17 @@ def _outputs(board, rules, chip, pin, err, warn):
             err(w + ".range_deg", "expected degrees > 0, got %r" % (rng,))
         elif not _num(safe) or not 0 <= safe <= rng:
             err(w + ".safe", "a servo's safe value is an angle 0-%s, got %r" % (rng, safe))
+
+
+def _objects(items, key, err):
+    """(where, entry) for each entry of the list `items` that is an object; the others are
+    errors."""
+    for i, o in enumerate(items):
+        w = "%s[%d]" % (key, i)
+        if isinstance(o, dict):
+            yield w, o
+        else:
+            err(w, "expected an object")
 
 
 def _dallas_ok(rom):
