@@ -99,9 +99,9 @@ def check(data):
         if not isinstance(led, dict):
             raise ValueError("board.json: led: expected an object or null")
         _pin(led, "pin", "led.")
-    if data.get("outputs") is not None:  # (checked where they are built: drivers/output.py)
-        from fieldlink.drivers import output
-        output.check(data, _need, _pin)
+    if data.get("outputs") is not None:  # (checked where they are built)
+        from fieldlink.drivers import output_boot
+        output_boot.check(data, _need, _pin)
     return data
 
 
@@ -167,11 +167,12 @@ class Board:
 
     def outputs(self):
         """[(control.Output, driver, restore mode)] for "outputs": each on its machine.Pin,
-        driven at its safe level from the start (drivers/output.py makes the rest)."""
+        driven at its safe level from the start (drivers/output_boot.py makes the rest)."""
         import machine
-        from fieldlink.drivers import output
+        from fieldlink.drivers import output_boot
         r = self.data.get("restore", "safe")
-        return [output.make(o, machine.Pin(o["pin"]), machine, r) for o in self.data["outputs"]]
+        return [output_boot.make(o, machine.Pin(o["pin"]), machine, r)
+                for o in self.data["outputs"]]
 
     def led(self):
         """An object with on()/off() for the board's LED, or None if it has none."""

@@ -50,6 +50,7 @@ def build_sensors(path):
     out = b.name, b.build_sensors(), b.outputs() if b.data.get("outputs") else None
     b = None
     unload("fieldlink.board")
+    unload("fieldlink.drivers.output_boot")  # (loaded only for a board with outputs)
     return out
 
 
