@@ -115,7 +115,7 @@ class Core:
         self.save_due = False   # a command changed a record: saved() to flash
         self.dirty = True
         self._refused = []      # (name, err) of unknown outputs, for the next report
-        self._watch = {}
+        self.watch = {}  # type: dict  # reading name -> [Output] whose enabled rule reads it
         self._rewatch(now)
 
     # ---- boot ----
@@ -203,13 +203,13 @@ class Core:
                 w[n].append(o)
                 if o.rule_v is None:
                     o.rule_at = now  # the rule's failsafe counts from its start
-        self._watch = w
+        self.watch = w
 
     # ---- readings, time, the link ----
 
     def reading(self, name, value, now):
         """A new reading (value None: a failed one). True if an output changed."""
-        lst = self._watch.get(name)
+        lst = self.watch.get(name)
         if lst is None:
             return False
         ch = False
@@ -250,8 +250,10 @@ class Core:
                 v, why = o.rule_v, "rule"
             else:
                 v, why = o.v, o.why  # in the band before any decision: keep
+        elif o.want is not None and self.failsafe:
+            v, why = o.safe, "failsafe"
         elif o.want is not None:
-            v, why = (o.safe, "failsafe") if self.failsafe else (o.want, o.src)
+            v, why = o.want, o.src
         else:  # nothing asked of it: at safe already (a failsafe changes nothing)
             v, why = o.safe, "boot" if o.ver == 0 else o.src
         if v == o.v and why == o.why and type(v) is type(o.v):

@@ -88,7 +88,8 @@ class Control:
         await self.sampler.run(self.emit)
 
     def emit(self, name, value, unit, err):
-        if self.core.reading(name, value, self.clock.uptime_ms()):
+        core = self.core
+        if name in core.watch and core.reading(name, value, self.clock.uptime_ms()):
             self._apply()
         self._emit(name, value, unit, err)
 
