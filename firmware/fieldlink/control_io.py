@@ -11,7 +11,8 @@ if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any
 
 from fieldlink import log
-from fieldlink.control import Core, parse_desired
+from fieldlink import control
+from fieldlink.control import Core
 
 STATE_FILE = "outputs.json"  # in the flash's root, apart from the outbox's directory
 _TICK_S = 0.2  # how often the failsafes are looked at and changes reported
@@ -127,8 +128,9 @@ class Control:
     async def desired(self, sup, text):
         """A `desired` message applied (ProtoError if it is malformed: the link closes with
         its code, as for any message); what it changed or refused reported at once."""
-        out, full = parse_desired(text)
-        self.core.desired(out, full, self.clock.uptime_ms())
+        rec = control._rec()  # (imported for this message: dropped again)
+        out, full = rec.parse_desired(text)
+        rec.desired(self.core, out, full, self.clock.uptime_ms())
         self._apply()
         r = self.core.report(full)
         if r is not None:

@@ -50,7 +50,9 @@ def build_sensors(path):
     out = b.name, b.build_sensors(), b.outputs() if b.data.get("outputs") else None
     b = None
     unload("fieldlink.board")
-    unload("fieldlink.drivers.output_boot")  # (loaded only for a board with outputs)
+    if out[2]:  # the boot-time output code
+        unload("fieldlink.drivers.output_boot")
+        unload("fieldlink.control_rec")
     return out
 
 

@@ -5,8 +5,9 @@ import json
 
 from dualsupport import load_vectors, raises
 
-from fieldlink import control
-from fieldlink.control import Core, Output
+from fieldlink import control, control_rec
+from fieldlink.control import Core
+from fieldlink.control_rec import output as Output
 
 FS = 10  # failsafe_s in these tests
 
@@ -93,7 +94,7 @@ def test_hostile_unknown_names_are_bounded_and_checked():
     out["bad name!"] = {"ver": 1, "v": 1}
     c.desired(out, False, 0)
     r = _rep(c)
-    assert len(r) == control.REFUSED_MAX and "bad name!" not in r
+    assert len(r) == control_rec.REFUSED_MAX and "bad name!" not in r
 
 
 def test_invalid_values_are_refused_and_change_nothing():
@@ -187,6 +188,7 @@ def test_a_failed_reading_does_not_switch_but_a_silent_sensor_goes_safe():
     fan = c.outputs[0]
     assert fan.v == 1
     c.reading("env.temperature", None, 2000)
+    c.reading("env.temperature", float("nan"), 3000)
     assert fan.v == 1
     c.tick(1000 + FS * 1000 - 1, None)
     assert fan.v == 1
@@ -276,9 +278,9 @@ def test_vectors_desired_parse_and_bad_ones_are_1007():
     from fieldlink import proto
     v = load_vectors("proto")
     for case in v["control_desired"]:
-        assert control.parse_desired(case["text"]) == (case["out"], case["full"]), case
+        assert control_rec.parse_desired(case["text"]) == (case["out"], case["full"]), case
     for case in v["control_desired_bad"]:
-        e = raises(proto.ProtoError, control.parse_desired, case["text"])
+        e = raises(proto.ProtoError, control_rec.parse_desired, case["text"])
         assert e.code == case["code"], case
 
 

@@ -10,7 +10,7 @@ import os
 from dualsupport import rmtree, tmpdir
 
 from fieldlink import control_io
-from fieldlink.control import Output
+from fieldlink.control_rec import output as Output
 from fieldlink.drivers import output
 
 

@@ -1,7 +1,7 @@
 """Outputs at boot (docs/outputs.md): the board file's "outputs" checked (board.check) and
 each made into the control core's Output and its driver (board.outputs). Boot only: start.py
 drops this module with the board's."""
-from fieldlink import control
+from fieldlink import control, control_rec
 from fieldlink.drivers.output import Digital, Pwm, Servo, duty_u16, servo_u16
 
 TYPE_CHECKING = False
@@ -33,7 +33,7 @@ def check(data, need, pin):
         if not isinstance(o, dict):
             raise ValueError("board.json: outputs[%d]: expected an object" % i)
         name = need(o, "name", p, (str,), "an output name")
-        if not control.valid_name(name) or name in seen:
+        if not control_rec.valid_name(name) or name in seen:
             raise ValueError("board.json: %sname: %r is not 1-32 chars of A-Z a-z 0-9 _ . - "
                              "or is taken" % (p, name))
         seen.append(name)
@@ -63,7 +63,7 @@ def check(data, need, pin):
         if "safe" not in o:
             raise ValueError("board.json: %ssafe: required (the value without the server)" % p)
         try:
-            control.Output(name, t, o["safe"], k[3], o.get("rule"))
+            control_rec.output(name, t, o["safe"], k[3], o.get("rule"))
         except ValueError as e:
             raise ValueError("board.json: %ssafe/rule: %s" % (p, e))
 
@@ -73,7 +73,7 @@ def make(o, pin, machine, restore):
     is at its safe level from the start (an active-low relay must not click on at boot)."""
     t = o["type"]
     k = _servo(o)
-    c = control.Output(o["name"], t, o["safe"], k[3], o.get("rule"))
+    c = control_rec.output(o["name"], t, o["safe"], k[3], o.get("rule"))
     low = o.get("active_low", False)
     if t == control.DIGITAL:
         pin.init(machine.Pin.OUT, value=(1 if c.safe else 0) ^ low)
