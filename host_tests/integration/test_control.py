@@ -4,6 +4,7 @@ control_server.py, speaking the protocol's control messages. Every wait has a de
 import copy
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -182,3 +183,29 @@ def test_the_rule_holds_the_temperature_band_with_no_server(sim_board, tmp_path)
     # the band, with what one sampling interval of lag and the noise add
     assert 23.0 < min(temps) and max(temps) < 27.0, (min(temps), max(temps))
     assert b.lines("output heater = 1.0 (rule") and b.lines("output heater = 0.0 (rule")
+
+
+MEM = re.compile(r"INFO app: mem readings=(\d+) seq=\d+ alloc=(\d+) ")
+
+
+def test_commands_while_streaming_fast_do_not_grow_the_heap(sim_board):
+    """test_memory's check with outputs: 6,000 readings at 5 ms while the server changes an
+    output every 50 ms (each one a desired message, a record module loaded and dropped, a
+    driver set, a report): no MemoryError, and the live heap after gc at reading 6,000 is the
+    one at 1,000. The heap: test_memory's margin over `bench heap --board outputs`."""
+    with ControlServer() as s:
+        b = sim_board(s.url, board_data=BOARD, sample_interval_s=0.005, heapsize="176k")
+        s.wait_state("led", why="boot")
+        n = 0
+        deadline = time.monotonic() + 180
+        while not b.lines("INFO app: mem readings=6000") and time.monotonic() < deadline:
+            s.set("led", v=n % 2)
+            n += 1
+            time.sleep(0.05)  # the pace of the changes (not a wait for anything)
+        b.wait_for_line("INFO app: mem readings=6000", timeout=10)
+        s.wait_state("led", ver=n, timeout=30)  # every change reached the board
+        assert not b.lines("MemoryError"), b.lines("MemoryError")[:5]
+        assert b.boots == 1 and not b.lines("Traceback")
+        mem = {int(m.group(1)): int(m.group(2))
+               for m in map(MEM.search, b.lines("INFO app: mem")) if m}
+        assert n > 50 and mem[6000] <= mem[1000] + 1024, (n, mem)
