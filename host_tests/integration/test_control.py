@@ -209,3 +209,37 @@ def test_commands_while_streaming_fast_do_not_grow_the_heap(sim_board):
         mem = {int(m.group(1)): int(m.group(2))
                for m in map(MEM.search, b.lines("INFO app: mem")) if m}
         assert n > 50 and mem[6000] <= mem[1000] + 1024, (n, mem)
+
+
+PROBE = """
+import sys
+sys.path[0] = ""
+from fieldlink import start
+cfg = start.load_settings("config.json")
+name, sensors, outputs = start.build_sensors(cfg.board_file)
+app = start.make_app(cfg, name, sensors, outputs=outputs)
+print("MODULES", " ".join(sorted(m for m in sys.modules if m.startswith("fieldlink"))))
+"""
+
+
+def _boot_modules(tmp_path, board):
+    from fieldlink_tools import sim, upy
+    flash = str(tmp_path / "flash-probe")
+    sim.prepare_flash(flash, sim.make_config("ws://127.0.0.1:9/ws", "p-1", "t", {}),
+                      "virtual", board)
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    r = upy.run(script=probe, path=sim.mp_dirs(), heapsize="512k", cwd=flash, timeout=60)
+    line = [l for l in r.stdout.splitlines() if l.startswith("MODULES")]
+    assert r.returncode == 0 and line, r.stdout[-2000:] + r.stderr[-2000:]
+    return set(line[0].split()[1:])
+
+
+def test_a_board_without_outputs_loads_no_control_code(tmp_path):
+    none = _boot_modules(tmp_path, {k: v for k, v in BOARD.items() if k != "outputs"})
+    assert not [m for m in none if "control" in m or "output" in m], none
+    some = _boot_modules(tmp_path, BOARD)
+    # with outputs: the core, the shell and the drivers stay; the boot-only parts do not
+    assert {"fieldlink.control", "fieldlink.control_io", "fieldlink.drivers.output"} <= some
+    assert not {"fieldlink.control_rec", "fieldlink.drivers.output_boot",
+                "fieldlink.board"} & some, some
