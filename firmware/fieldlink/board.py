@@ -99,6 +99,9 @@ def check(data):
         if not isinstance(led, dict):
             raise ValueError("board.json: led: expected an object or null")
         _pin(led, "pin", "led.")
+    if data.get("outputs") is not None:  # (checked where they are built)
+        from fieldlink.drivers import output_boot
+        output_boot.check(data, _need, _pin)
     return data
 
 
@@ -161,6 +164,15 @@ class Board:
         """One driver object per entry in "sensors". Drivers do no I/O until read, so a
         missing device shows up as missing readings, not as a failed boot."""
         return [self.build_sensor(s) for s in self.data["sensors"]]
+
+    def outputs(self):
+        """[(control.Output, driver, restore mode)] for "outputs": each on its machine.Pin,
+        driven at its safe level from the start (drivers/output_boot.py makes the rest)."""
+        import machine
+        from fieldlink.drivers import output_boot
+        r = self.data.get("restore", "safe")
+        return [output_boot.make(o, machine.Pin(o["pin"]), machine, r)
+                for o in self.data["outputs"]]
 
     def led(self):
         """An object with on()/off() for the board's LED, or None if it has none."""

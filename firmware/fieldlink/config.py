@@ -142,6 +142,8 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
                                                       "collector's welcome time"),
     ("board_file", "board.json", _text(1, 64), "board description file on flash"),
     ("wdt_s", 30, _num(lo=0), "hardware watchdog timeout (0 = off)"),
+    ("failsafe_s", 60, _num(lo=0, hi=_DAY), "outputs go to safe after this long without the "
+                                            "server (or a rule's reading); 0 = never"),
     ("sampling", {}, _obj, "per-sensor sampling settings (see sampling.check_config)"),
     ("log_level", "info", _one_of("debug", "info", "warn", "error"), "log verbosity"),
 )

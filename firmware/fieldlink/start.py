@@ -3,6 +3,10 @@ once; app.main() drops this module (and config, board) before streaming starts, 
 this code stays on the heap."""
 import gc
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
+    from typing import Any
+
 import fieldlink
 from fieldlink import log
 from fieldlink.app import App, Settings
@@ -36,20 +40,25 @@ def load_settings(path):
 
 
 def build_sensors(path):
-    """(board name, sensor drivers); the board module is unloaded again. Its own function so
-    that nothing of the board module outlives it: the VM does not clear the value-stack slots
-    of a running frame, and a stale slot in a long-lived frame kept the Board, its class and
-    the whole module alive after the unload."""
+    """(board name, sensor drivers, outputs: board.outputs() or None when it has none); the
+    board module is unloaded again. Its own function so that nothing of the board module
+    outlives it: the VM does not clear the value-stack slots of a running frame, and a stale
+    slot in a long-lived frame kept the Board, its class and the whole module alive after the
+    unload."""
     from fieldlink import board
     b = board.load(path)
-    out = b.name, b.build_sensors()
+    out = b.name, b.build_sensors(), b.outputs() if b.data.get("outputs") else None
     b = None
     unload("fieldlink.board")
+    if out[2]:  # the boot-time output code
+        unload("fieldlink.drivers.output_boot")
+        unload("fieldlink.control_rec")
     return out
 
 
-def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
-    """The App and its parts: sampler, outbox (RAM, spilling to flash), clock, supervisor."""
+def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None, outputs=None):
+    """The App and its parts: sampler, outbox (RAM, spilling to flash), clock, supervisor;
+    with outputs (board.outputs()), the control shell (loaded only then)."""
     import random
     from fieldlink.clock import Clock
     from fieldlink.link import Backoff
@@ -57,7 +66,7 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
     from fieldlink.outbox import DirStore, Outbox
     from fieldlink.sampling import Sampler
     # cfg.sampling: "*" already carries sample_interval_s (load_settings)
-    sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))
+    sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))  # type: Any
     store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
     outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
     if outbox.notice:
@@ -67,6 +76,11 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
         cfg, outbox, clock,
         Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.stable_after_s, random.random),
         wlan=wlan, sampler=sampler, board=board_name, fw=fieldlink.__version__, reset=reset)
+    if outputs:
+        # the app runs the control shell as its sampler: it feeds the rules each reading
+        # and runs the failsafes' timer (App itself has no line for outputs)
+        from fieldlink.control_io import Control
+        sup.control = sampler = Control(outputs, cfg.failsafe_s, clock, sampler, sup)
     return App(cfg, sampler, outbox, clock, sup, wdt)
 
 
@@ -80,12 +94,13 @@ def boot(path):
     cause = machine.reset_cause() if hasattr(machine, "reset_cause") else None
     _log.info("fieldlink %s device %s reset_cause %s", fieldlink.__version__, cfg.device_id,
               cause)
-    name, sensors = build_sensors(cfg.board_file)
+    name, sensors, outputs = build_sensors(cfg.board_file)
     gc.collect()
     wlan = network.WLAN(network.STA_IF)
     wdt = machine.WDT(timeout=int(cfg.wdt_s * 1000)) if cfg.wdt_s and hasattr(machine, "WDT") \
         else None
-    app = make_app(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None))
+    app = make_app(cfg, name, sensors, wlan=wlan, wdt=wdt, reset=getattr(machine, "reset", None),
+                   outputs=outputs)
     ob = app.outbox
     _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
               name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())

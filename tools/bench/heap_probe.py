@@ -35,7 +35,7 @@ def boot(fn, *args, **kw):
 
 cfg = boot("load_settings", "config.json")
 step("config (checked, unloaded)")
-name, sensors = boot("build_sensors", cfg.board_file)
+name, sensors, outputs = boot("build_sensors", cfg.board_file)
 step("board+sensors (board unloaded)")
 import machine  # noqa: E402
 step("machine (virtual board)")
@@ -44,5 +44,5 @@ step("network (virtual board)")
 for m in sys.argv[1:]:
     __import__(m)
     step(m)
-a = boot("make_app", cfg, name, sensors, wlan=network.WLAN(network.STA_IF))
+a = boot("make_app", cfg, name, sensors, wlan=network.WLAN(network.STA_IF), outputs=outputs)
 step("App() data")

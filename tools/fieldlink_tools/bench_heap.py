@@ -34,6 +34,9 @@ STREAMING = ("random", "fieldlink.proto", "fieldlink.sampling", "fieldlink.outbo
              "fieldlink.ws.protocol", "fieldlink.ws.client", "fieldlink.link",
              "fieldlink.link.supervisor")
 CONNECTING = ("fieldlink.ws.handshake", "fieldlink.ws.opening")
+SIM_OUTPUTS = dict(SIM_ONLY, outputs=[
+    {"name": "fan", "type": "digital", "pin": 26, "safe": 0},
+    {"name": "heater", "type": "pwm", "pin": 27, "safe": 0.0}])
 _LINE = re.compile(r"^HEAP (.+) (\d+) (-?\d+)$")
 
 
@@ -73,12 +76,13 @@ def measure(board_data=SIM_ONLY, modules=STREAMING + CONNECTING, heapsize="2M",
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="fieldlink bench heap",
                                  description=__doc__.split("\n\n")[0])
-    ap.add_argument("--board", choices=("sim", "full"), default="sim",
-                    help="sim: one simulated sensor (the memory test's board); full: "
-                         "boards/virtual with its device models")
+    ap.add_argument("--board", choices=("sim", "outputs", "full"), default="sim",
+                    help="sim: one simulated sensor (the memory test's board); outputs: the "
+                         "same with a digital and a PWM output (what the control code costs); "
+                         "full: boards/virtual with its device models and outputs")
     add_column_arguments(ap)
     args = ap.parse_args(argv)
-    data = SIM_ONLY if args.board == "sim" else None
+    data = {"sim": SIM_ONLY, "outputs": SIM_OUTPUTS}.get(args.board)
     print("fieldlink bench heap: board %s, live heap after gc, bytes; columns:" % args.board)
     cols = columns(args, print)
     runs = []

@@ -26,6 +26,16 @@ CHIPS = {
         "i2c_ids": (0, 1),
         "chip_temp": True,
         "flash_offset": "0x1000",
+        # strapping pins an output may not drive / may drive with care (ESP32 datasheet
+        # §2.4 "Strapping Pins"): GPIO 12 (MTDI) sets VDD_SDIO, the flash's supply
+        "strap_no_output": {12: "selects the flash voltage at boot (MTDI: high = 1.8 V, which "
+                                "a 3.3 V flash does not boot from)"},
+        "strap_why": {0: "low at reset enters the serial bootloader",
+                      2: "must be low or floating at reset to enter the bootloader",
+                      5: "sets the SDIO slave timing at reset; outputs a PWM signal at boot",
+                      15: "low at reset silences the boot log; outputs a PWM signal at boot"},
+        # LEDC: 80 MHz APB, or the 1 MHz REF_TICK down to 1 Hz (ESP32 TRM, LED PWM)
+        "pwm_hz": (1, 40000000),
     },
     "esp32s3": {
         "gpios": set(range(0, 22)) | set(range(26, 49)),
@@ -39,6 +49,14 @@ CHIPS = {
         "i2c_ids": (0, 1),
         "chip_temp": True,
         "flash_offset": "0x0",
+        # ESP32-S3 datasheet §2.3 "Strapping Pins": GPIO 45 sets VDD_SPI (flash supply)
+        "strap_no_output": {45: "selects the flash voltage at boot (VDD_SPI: high = 1.8 V)"},
+        "strap_why": {0: "low at reset enters the serial bootloader",
+                      3: "selects the JTAG source at reset",
+                      46: "must be low at reset to enter the bootloader; high silences the "
+                          "boot log"},
+        # LEDC: 80 MHz APB, a 10-bit integer divider and at most 14 bits of duty resolution
+        "pwm_hz": (5, 40000000),
     },
     "esp32c3": {
         "gpios": set(range(0, 22)),
@@ -52,6 +70,12 @@ CHIPS = {
         "i2c_ids": (0,),
         "chip_temp": True,
         "flash_offset": "0x0",
+        # ESP32-C3 datasheet §2.4 "Strapping Pins"
+        "strap_no_output": {},
+        "strap_why": {2: "must be high at reset for a normal or download boot",
+                      8: "must be high at reset to enter the bootloader",
+                      9: "low at reset enters the serial bootloader (the BOOT button)"},
+        "pwm_hz": (5, 40000000),  # LEDC as on the S3
     },
     "unix": None,  # the virtual board: any pin number, no rules
 }
@@ -135,7 +159,7 @@ def validate(board):
 
     used = {}  # pin -> where, to catch one pin given two jobs
 
-    def pin(where, p, output=True, adc=False, shared_ok=None):
+    def pin(where, p, output=True, adc=False, shared_ok=None, strap=True):
         if not _is_int(p) or p < 0:
             err(where, "expected a GPIO number, got %r" % (p,))
             return
@@ -160,7 +184,7 @@ def validate(board):
             warn(where, "GPIO %d is VDD_SPI (flash power) unless an eFuse frees it" % p)
         if output and p in rules["input_only"]:
             err(where, "GPIO %d is input-only (ESP32 GPIO 34-39: no output, no pull-ups)" % p)
-        if p in rules["strapping"]:
+        if strap and p in rules["strapping"]:
             warn(where, "GPIO %d is a strapping pin (%s: %s): what is wired to it must not "
                  "change the level at reset" % (p, chip, ", ".join(
                      str(x) for x in sorted(rules["strapping"]))))
@@ -209,11 +233,7 @@ def validate(board):
         err("sensors", "required: a list")
         sensors = []
     names, addrs = set(), {}
-    for i, s in enumerate(sensors):
-        w = "sensors[%d]" % i
-        if not isinstance(s, dict):
-            err(w, "expected an object")
-            continue
+    for w, s in _objects(sensors, "sensors", err):
         name = s.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,31}", name):
             err(w + ".name", "expected a name of 1-32 letters, digits and _, got %r" % (name,))
@@ -271,8 +291,95 @@ def validate(board):
                 if "rom" not in s:
                     err("sensors[%d].rom" % i, "required: %d DS18B20s share %s, so each needs "
                         "its ROM code (OneWire.scan() on the board lists them)" % (len(entries), b))
+    _outputs(board, rules, chip, pin, err, warn)
     out.sort(key=lambda p: p.level != "error")
     return out
+
+
+OUTPUT_TYPES = ("digital", "pwm", "servo")
+OUTPUT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# Above this the LEDC has 8 bits of duty resolution or fewer (80 MHz / 2**8)
+PWM_FINE_HZ = 312500
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _outputs(board, rules, chip, pin, err, warn):
+    """The "outputs" list (docs/outputs.md): names, types, values, and which pins can drive
+    them on this chip."""
+    outs = board.get("outputs")
+    if outs is None:
+        return
+    if board.get("restore", "safe") not in ("safe", "last"):
+        err("restore", "expected safe or last, got %r" % (board.get("restore"),))
+    if not isinstance(outs, list):
+        err("outputs", "expected a list of outputs")
+        return
+    names = set()
+    for w, o in _objects(outs, "outputs", err):
+        name = o.get("name")
+        if not isinstance(name, str) or not OUTPUT_NAME.fullmatch(name):
+            err(w + ".name", "expected 1-32 of A-Z a-z 0-9 _ . -, got %r" % (name,))
+        elif name in names:
+            err(w + ".name", "%r is used twice" % name)
+        names.add(name)
+        t = o.get("type")
+        if t not in OUTPUT_TYPES:
+            err(w + ".type", "expected digital, pwm or servo, got %r" % (t,))
+            continue
+        p = o.get("pin")
+        pin(w + ".pin", p, strap=False)  # (an output's strapping rules are below)
+        if rules is not None and _is_int(p):
+            if p in rules["strap_no_output"]:
+                err(w + ".pin", "GPIO %d cannot drive an output: it is a strapping pin that %s"
+                    % (p, rules["strap_no_output"][p]))
+            elif p in rules["strap_why"]:
+                warn(w + ".pin", "GPIO %d is a strapping pin: %s; the load must not pull it "
+                     "at reset" % (p, rules["strap_why"][p]))
+        if not isinstance(o.get("active_low", False), bool):
+            err(w + ".active_low", "expected true or false")
+        if o.get("restore", "safe") not in ("safe", "last"):
+            err(w + ".restore", "expected safe or last, got %r" % (o.get("restore"),))
+        safe = o.get("safe")
+        rng = o.get("range_deg", 180)
+        if t == "digital":
+            if safe not in (0, 1) or isinstance(safe, bool):
+                err(w + ".safe", "a digital output's safe value is 0 or 1, got %r" % (safe,))
+            continue
+        f = o.get("freq", 50 if t == "servo" else 1000)
+        lo, hi = rules["pwm_hz"] if rules else (1, 40000000)
+        if not _is_int(f) or not lo <= f <= hi:
+            err(w + ".freq", "the %s's PWM (LEDC) runs at %d..%d Hz, got %r"
+                % (chip, lo, hi, f))
+        elif f > PWM_FINE_HZ:
+            warn(w + ".freq", "at %d Hz the PWM has 8 bits of duty resolution or fewer" % f)
+        if t == "pwm":
+            if not _num(safe) or not 0 <= safe <= 1:
+                err(w + ".safe", "a PWM output's safe value is a duty 0.0-1.0, got %r"
+                    % (safe,))
+            continue
+        lo_us, hi_us = o.get("min_us", 500), o.get("max_us", 2500)
+        if not (_num(lo_us) and _num(hi_us) and 0 < lo_us < hi_us):
+            err(w + ".min_us", "expected 0 < min_us < max_us, got %r, %r" % (lo_us, hi_us))
+        elif _is_int(f) and f > 0 and hi_us >= 1000000 / f:
+            err(w + ".max_us", "a %d us pulse does not fit a %d Hz period" % (hi_us, f))
+        if not _num(rng) or rng <= 0:
+            err(w + ".range_deg", "expected degrees > 0, got %r" % (rng,))
+        elif not _num(safe) or not 0 <= safe <= rng:
+            err(w + ".safe", "a servo's safe value is an angle 0-%s, got %r" % (rng, safe))
+
+
+def _objects(items, key, err):
+    """(where, entry) for each entry of the list `items` that is an object; the others are
+    errors."""
+    for i, o in enumerate(items):
+        w = "%s[%d]" % (key, i)
+        if isinstance(o, dict):
+            yield w, o
+        else:
+            err(w, "expected an object")
 
 
 def _dallas_ok(rom):

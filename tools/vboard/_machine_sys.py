@@ -1,6 +1,8 @@
 """The rarely used rest of the virtual board's `machine` (tools/vboard/machine.py loads it on
 first use): reset-cause and wake constants, soft resets and sleep modes, RTC, unique_id,
-freq, irq stubs."""
+freq, irq stubs; PWM (from simdev/machine_io.py, whose pins record their levels and duties
+in vboard_pins.json; reached through here so that machine.py, resident on every virtual
+board, does not grow for it)."""
 import os
 import time
 
@@ -101,3 +103,10 @@ class RTC:
         if data is None:
             return self._mem[0]
         self._mem[0] = bytes(data)
+
+
+def __getattr__(name):
+    if name == "PWM":
+        from simdev.machine_io import PWM
+        return PWM
+    raise AttributeError(name)

@@ -13,9 +13,10 @@ from fieldlink.link import LinkFailure
 _log = log.Logger("link")
 
 
-async def run(ws, cfg, outbox, clock, fw, board):
+async def run(ws, cfg, outbox, clock, fw, board, control=None):
     """Resume on the open WebSocket `ws` (to cfg.url): the outbox has the welcome's ack when
-    this returns. Raises what went wrong (the caller closes ws)."""
+    this returns; with `control` (a board with outputs), the outputs' whole state has been
+    reported after the welcome. Raises what went wrong (the caller closes ws)."""
     ob = outbox
     ob.on_connect()
     await ws.send(proto.hello(cfg.device_id, fw, board, ob.boot, ob.next_seq, ob.first(),
@@ -34,6 +35,8 @@ async def run(ws, cfg, outbox, clock, fw, board):
     ob.welcome(ack)
     if clock.set_unix_ms(ev[3], "server") and clock.source == "server":
         _log.debug("clock set from the collector's welcome")
+    if control is not None:
+        await ws.send(control.welcome())  # before any batch (docs/protocol.md "Control")
     _log.info("streaming to %s (ack %d, next %d, held %d)", cfg.url, ack, ob.next_seq,
               ob.held())
 

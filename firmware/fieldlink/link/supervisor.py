@@ -58,6 +58,10 @@ def _seldom(name):
 
 
 class Supervisor:
+    # control_io.Control on a board with outputs (start.make_app sets it); a class attribute,
+    # so a board without outputs has not even the slot in each instance
+    control = None  # type: Any
+
     def __init__(self, cfg, outbox, clock, backoff, wlan=None, sampler=None, board="",
                  fw="", reset=None):
         self.cfg = cfg
@@ -221,7 +225,7 @@ class Supervisor:
 
     async def _hello(self):
         await _seldom("fieldlink.link.hello").run(self.ws, self.cfg, self.outbox, self.clock,
-                                                  self.fw, self.board)
+                                                  self.fw, self.board, self.control)
         self.connects += 1
         return link.E_OK
 
@@ -312,6 +316,8 @@ class Supervisor:
                 self._kick.set()
             elif t == "cmd":
                 await self._command(ev)
+            elif t == "desired" and self.control is not None:  # (else: ignored)
+                await self.control.desired(self, m)
             elif t == "error":
                 _log.warn("server error %s: %s", ev[1], ev[2])
             elif t == "welcome":

@@ -5,7 +5,14 @@ env var FIELDLINK_VBOARD (JSON, wins over the file). Knobs:
   {"seed": 1,
    "sensors": {"env": {"fault": "absent" | "bad_crc" | "stuck", "temperature": 22.5, ...}},
    "stuck_bus": ["i2c0"],          every transfer on that bus times out (SDA held low)
-   "chip_temp_c": 42.0, "unique_id": "240ac4aabbcc"}
+   "chip_temp_c": 42.0, "unique_id": "240ac4aabbcc",
+   "thermal": {"sensor": "env", "ambient_c": 20.0, "tau_s": 20.0, "noise_c": 0.02,
+               "pins": {"27": 15.0, "26": -6.0}}}
+`thermal` makes that sensor's temperature a first-order model of a room the board's outputs
+heat or cool: it relaxes towards ambient_c + sum(gain * drive) with time constant tau_s, where
+drive is a digital pin's level (0/1) or a PWM channel's duty (0-1) as the firmware set them
+(machine_io.OUT), on real time, plus seeded noise; the value is published in vboard_pins.json
+as "_thermal". So a rule can be tested in a closed loop.
 The file is re-read when it changes, so a test can inject and clear faults at run time."""
 import json
 import os
@@ -95,12 +102,44 @@ def _name_seed(name):
     return h
 
 
+def _drive(state):
+    if "v" in state:
+        return state["v"]
+    return state.get("duty_u16", 0) / 65535
+
+
+def thermal(th):
+    """The thermal model's temperature now (see the module's doc)."""
+    import math
+    from simdev import machine_io
+    now = time.ticks_ms()
+    st = _walk.get("_thermal")
+    amb = float(th.get("ambient_c", 20.0))
+    if st is None:
+        st = _walk["_thermal"] = [float(th.get("start_c", amb)), now, Rng(_name_seed("thermal"))]
+    dt = time.ticks_diff(now, st[1]) / 1000
+    st[1] = now
+    eq = amb
+    for pin, gain in th.get("pins", {}).items():
+        s = machine_io.OUT.get(int(pin))
+        if s is not None:
+            eq += float(gain) * _drive(s)
+    st[0] += (eq - st[0]) * (1 - math.exp(-dt / float(th.get("tau_s", 20.0))))
+    v = st[0] + st[2].uniform() * float(th.get("noise_c", 0.02))
+    machine_io.EXTRA["_thermal"] = {"c": v, "eq": eq}
+    machine_io.publish()
+    return v
+
+
 def value(sensor, quantity):
-    """The physical value a simulated sensor measures now: fixed by a knob, or a bounded
-    seeded random walk around a default."""
+    """The physical value a simulated sensor measures now: fixed by a knob, the thermal
+    model's, or a bounded seeded random walk around a default."""
     k = sensor_knobs(sensor)
     if quantity in k:
         return float(k[quantity])
+    th = knobs().get("thermal")
+    if th and quantity == "temperature" and th.get("sensor") == sensor:
+        return thermal(th)
     key = sensor + "." + quantity
     st = _walk.get(key)
     if st is None:
