@@ -22,7 +22,7 @@ def test_bench_heap_prints_one_table_for_every_binary_and_placement(micropython)
     assert len(header) == 1 and header[0].split() == ["step"] + ["pypi"] * 4, header
     placed = lines[lines.index(header[0]) + 1].split()
     assert placed == [".mpy", "files", "ROMFS", ".mpy", "files", "ROMFS"], placed
-    rows = [ln for ln in lines if ln.startswith("fieldlink.supervisor ")]
+    rows = [ln for ln in lines if ln.startswith("fieldlink.link.supervisor ")]
     assert len(rows) == 1 and len(rows[0].split()) == 1 + 2 * 4, rows
     last = dict(kv.split("=") for kv in lines[-1].split())
     assert set(last) == {"resident_streaming_b_pypi_files", "connect_extra_b_pypi_files",
