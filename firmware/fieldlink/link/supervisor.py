@@ -95,6 +95,13 @@ class Supervisor:
         self._ntp_at = None
         self._oom = 0           # attempts in a row that failed with MemoryError
         self.skipped = 0        # readings sampled but not kept for lack of heap (App.emit)
+        # Firmware updates (docs/ota.md): the session while one runs (ota_flash.Session,
+        # loaded for it only); the offer id while this firmware is on trial, and when the
+        # trial must have confirmed itself (uptime ms); a rollback report to send.
+        self.ota = None  # type: Any
+        self.trial = None  # type: str | None
+        self.trial_until = None  # type: int | None
+        self.ota_notes = False
 
     # ---- the state machine ----
 
@@ -223,7 +230,59 @@ class Supervisor:
         await _seldom("fieldlink.link.hello").run(self.ws, self.cfg, self.outbox, self.clock,
                                                   self.fw, self.board)
         self.connects += 1
+        if self.trial or self.ota_notes:
+            await self._ota_notes()
         return link.E_OK
+
+    async def _ota_notes(self):
+        # after the welcome: "on trial", or the report of a trial rolled back (kept on flash
+        # until it was sent)
+        m = _seldom("fieldlink.ota_flash")
+        if self.trial:
+            await self._send(m.status(self.trial, "trial", self.fw))
+        note = m.notes() if self.ota_notes else None
+        if note:
+            await self._send(note)
+        if self.ota_notes:
+            m.notes_sent()
+            self.ota_notes = False
+
+    async def _ota(self, offer, chunk=None):
+        """An update offer (the `ota` message) or a binary chunk: the work is ota_flash's,
+        loaded while an update runs and dropped when it ends. Binary with no update running
+        is refused as before (1003)."""
+        s = self.ota
+        if s is None:
+            if offer is None:
+                raise proto.ProtoError(proto.CLOSE_BINARY, "binary message")
+            s = self.ota = lazy.load("fieldlink.ota_flash").Session(self.cfg, self.fw)
+        out, end = s.offer(offer) if offer is not None else s.chunk(chunk)
+        for text in out:
+            await self._send(text)
+        if end:
+            self.ota_drop()
+            if end == 2:  # ota_flash.REBOOT: switched, the new version runs after the reset
+                await self.reboot()
+
+    def ota_drop(self):
+        self.ota = None
+        lazy.drop("fieldlink.ota_flash")
+        lazy.drop("fieldlink.ota")
+
+    def trial_check(self, acked):
+        """A readings ack while on trial confirms it (returns the status to send); past
+        trial_until without one, the trial is given up and the board resets."""
+        if acked:
+            m = _seldom("fieldlink.ota_flash")
+            text = m.confirm(self.fw, self.trial)
+            self.trial = None
+            self.trial_until = None
+            return text
+        if self.clock.uptime_ms() > self.trial_until:
+            _seldom("fieldlink.ota_flash").rollback(
+                "no connection with readings acked within %d s" % self.cfg.ota_trial_s)
+            self.reset_now()
+        return None
 
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
@@ -252,6 +311,8 @@ class Supervisor:
         ws = self.ws
         self.ws = None
         self._sending = None
+        if self.ota is not None:
+            self.ota_drop()  # the server offers it again on the next connection: resumed
         if ws is not None:
             await self._close(ws, getattr(self._why, "code", proto.CLOSE_GOING_AWAY),
                               str(self._why))
@@ -305,13 +366,20 @@ class Supervisor:
         while True:
             m = await ws.recv()
             self.mark()
+            if not isinstance(m, str):
+                await self._ota(None, m)
+                continue
             ev = proto.parse_server(m)  # ProtoError: closed with its code in _teardown
             t = ev[0]
             if t == "ack":
                 ob.ack(ev[1])
                 self._kick.set()
+                if self.trial:
+                    await self._send(self.trial_check(True))
             elif t == "cmd":
                 await self._command(ev)
+            elif t == "ota":
+                await self._ota(ev[1])
             elif t == "error":
                 _log.warn("server error %s: %s", ev[1], ev[2])
             elif t == "welcome":
