@@ -93,7 +93,7 @@ class App:
             try:
                 self._spill_check(sup, spill_ms)
                 if sup.trial_until is not None:
-                    sup.trial_check(False)  # a new firmware out of time: rolled back
+                    sup.trial_check()  # a new firmware out of time: rolled back
                 free = _mem()[1]  # small heap: collect often, so the minimum is live data
                 sup.note_heap()
                 if ticks_diff(ticks_ms(), last_health) >= health_ms:

@@ -221,15 +221,20 @@ def trial_of(fw):
 
 def confirm(fw, oid):
     """The trial connected and had readings acked: fw/current names it (one rename), the
-    trial's files go, so do the previous version's."""
+    previous version's files go. fw/trial stays until the server was told (confirm_sent):
+    after a power cut before that, the next boot is on trial again, confirms and tells."""
     _write("fw/current", fw + "\n")
-    _remove("fw/trial")
     _remove("fw/tries")
     for n in os.listdir("fw"):
         if n != fw and os.stat("fw/" + n)[0] & _DIR:
             _remove("fw/" + n)
     _log.info("firmware %s confirmed", fw)
     return status(oid, "confirmed", fw)
+
+
+def confirm_sent():
+    _remove("fw/trial")
+    _remove("fw/tries")
 
 
 def rollback(why):

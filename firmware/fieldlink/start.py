@@ -92,11 +92,13 @@ def _trial(sup, cfg, clock):
     try:
         sup.trial = m.trial_of(sup.fw)
         sup.ota_notes = m.notes() is not None
+        # confirmed before a power cut, the server not told yet: no deadline, it only tells
+        told = sup.trial and m.current() == sup.fw
     finally:
         m = None
         lazy.drop("fieldlink.ota_flash")
         lazy.drop("fieldlink.ota")
-    if sup.trial:
+    if sup.trial and not told:
         sup.trial_until = clock.uptime_ms() + int(cfg.ota_trial_s * 1000)
         _log.info("firmware %s on trial: confirmed by an ack within %s s", sup.fw,
                   cfg.ota_trial_s)

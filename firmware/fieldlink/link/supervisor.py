@@ -269,20 +269,23 @@ class Supervisor:
         lazy.drop("fieldlink.ota_flash")
         lazy.drop("fieldlink.ota")
 
-    def trial_check(self, acked):
-        """A readings ack while on trial confirms it (returns the status to send); past
-        trial_until without one, the trial is given up and the board resets."""
-        if acked:
-            m = _seldom("fieldlink.ota_flash")
-            text = m.confirm(self.fw, self.trial)
-            self.trial = None
-            self.trial_until = None
-            return text
-        if self.clock.uptime_ms() > self.trial_until:
+    async def _confirm(self):
+        # A readings ack while on trial: the new firmware is confirmed (no rollback from
+        # now on), and on trial only until the server has been told.
+        m = _seldom("fieldlink.ota_flash")
+        text = m.confirm(self.fw, self.trial)
+        self.trial_until = None
+        await self._send(text)
+        m.confirm_sent()
+        self.trial = None
+
+    def trial_check(self):
+        """Past trial_until without a readings ack: the trial is given up, the board resets
+        into the previous firmware."""
+        if self.trial_until is not None and self.clock.uptime_ms() > self.trial_until:
             _seldom("fieldlink.ota_flash").rollback(
                 "no connection with readings acked within %d s" % self.cfg.ota_trial_s)
             self.reset_now()
-        return None
 
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
@@ -375,7 +378,7 @@ class Supervisor:
                 ob.ack(ev[1])
                 self._kick.set()
                 if self.trial:
-                    await self._send(self.trial_check(True))
+                    await self._confirm()
             elif t == "cmd":
                 await self._command(ev)
             elif t == "ota":

@@ -192,7 +192,6 @@ class Ota:
                 or not isinstance(reason, (str, type(None))) or not isinstance(ver, str):
             raise M.ProtocolError(M.INVALID_DATA, "ota", "ota_status: id, state, version, reason")
         reason = M.printable(reason[:200]) if reason else None
-        b = self.bundles.get(oid)
         log.log(logging.WARNING if state in ("refused", "rolled_back") else logging.INFO,
                 "%s: firmware %s (offer %s) %s%s", s.dev, M.printable(ver[:32]),
                 M.printable(oid), state, ": " + reason if reason else "")
@@ -203,7 +202,6 @@ class Ota:
                 del self.pending[s.dev]
         self.c._publish({"t": "ota", "dev": s.dev, "id": oid, "version": ver[:32],
                          "state": state, "reason": reason, "time": time.time()})
-        del b
 
     async def _record(self, dev, b, state, reason):
         await self.c._db(self.c.store.record_ota, dev, b.id, b.version, state, reason)
