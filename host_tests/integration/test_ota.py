@@ -299,3 +299,21 @@ def test_a_wrong_hash_is_refused_and_nothing_changes(sim_board, tmp_path, bundle
         _no_update_left(b)
         c.wait_seqs(DEV, stored(c) + 5, timeout=60)
         b.stop()
+
+
+def test_power_cuts_at_random_points_of_updates_never_brick(collector_proc, sim_board,
+                                                            fault_proxy, tmp_path, bundle):
+    """The seeded power-cut campaign (more runs: python -m fieldlink_tools.ota_campaign)."""
+    from fieldlink_tools import ota_campaign
+    from fieldlink_tools.soak import final_audit
+    c = collector_proc({DEV: "tok-1"})
+    fp = fault_proxy(c.port)
+    b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, ota_key=KEY, sample_interval_s=0.2)
+    c.wait_seqs(DEV, 5, timeout=60)
+    res = ota_campaign.run(c, b, bundle, KEY.encode(), runs=13, seed=1515, say=lambda s: None)
+    assert len([r for r in res if r[2] is not None]) == 12
+    assert all(r[3] == "confirmed" for r in res)
+    a = final_audit(c, fp, {DEV: b}, timeout=60)[DEV]
+    assert a.ok, "%r\nboard log tail:\n%s" % (a, "\n".join(b.lines()[-40:]))
+    assert a.duplicates == 0 and a.lost_undeclared == 0
+    assert [g for g in a.gaps if g["why"] == "reboot"]   # the cuts were declared
