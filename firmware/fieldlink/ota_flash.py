@@ -9,6 +9,7 @@ Layout: fw/VERSION/fieldlink/... (a complete package, selected by boot.py), fw/V
 fw/trial ("VERSION ID" on trial; reasons appended when it fails), fw/tries (one byte per boot
 on trial), fw/rolled (a failed trial, until the server was told).
 """
+import gc
 import json
 import os
 
@@ -111,13 +112,26 @@ class Session:
     """One update, from the offer to the switch. offer() and chunk() return (messages to
     send, None | END | REBOOT)."""
 
-    def __init__(self, cfg, fw):
+    def __init__(self, cfg, fw, base=0):
         self.cfg = cfg
         self.fw = fw          # the running version
+        self.base = base      # live heap before the update (bytes), and its peak since
+        self.peak = base
+        self._n = 0
         self.oid = ""
         self.ver = ""
         self.files = []  # type: list
         self.tr = None  # type: Any
+
+    def _probe(self):
+        # the live heap (after a collection) every few chunks: `fieldlink bench ota`'s peak
+        try:
+            gc.collect()
+            a = gc.mem_alloc()
+        except AttributeError:  # CPython
+            return
+        if a > self.peak:
+            self.peak = a
 
     def _refuse(self, oid, why, ver=None, wipe=False):
         _log.warn("update %s refused: %s", oid, why)
@@ -187,6 +201,9 @@ class Session:
             self.tr.got(i, off, n)
         except core.Refused as e:
             return self._refuse(self.oid, str(e))
+        self._n += 1
+        if self._n % 8 == 0:
+            self._probe()
         p = "fw/%s/%s" % (self.ver, self.files[i][0])
         if off == 0:
             _mkdirs(p.rsplit("/", 1)[0])
@@ -200,13 +217,16 @@ class Session:
     def _finish(self, out):
         """Every file on flash: check each one's SHA-256 as stored, then switch (one rename of
         fw/trial) and reboot into it."""
+        self._probe()
         d = "fw/" + self.ver
         for p, n, h in self.files:
             if _size(d + "/" + p) != n or file_sha256(d + "/" + p) != h:
                 return self._refuse(self.oid, "sha256 mismatch: %s" % p, wipe=True)
         _remove("fw/tries")
         _write("fw/trial", "%s %s\n" % (self.ver, self.oid))
-        _log.info("update %s staged: %s on trial after the reboot", self.oid, self.ver)
+        _log.info("update %s staged: %s on trial after the reboot; live heap %d B before, "
+                  "peak %d B (+%d)", self.oid, self.ver, self.base, self.peak,
+                  self.peak - self.base)
         out.append(status(self.oid, "staged", self.ver))
         return out, REBOOT
 

@@ -7,6 +7,7 @@
   fieldlink bench march      the viper code compiled ahead of time vs on the board: heap
   fieldlink bench collector  the collector's ingest rate (its own options follow)
   fieldlink bench store      batches/s of the stores alone, SQLite and PostgreSQL
+  fieldlink bench ota        a firmware update over the link: time, bytes, peak heap
 
 A target is either a function here taking the parsed args, or a module with main(argv) that
 parses its own options (add one line to TARGETS).
@@ -34,6 +35,8 @@ TARGETS = {
                   "fieldlink_tools.bench_collector"),
     "store": ("batches/s a store takes, SQLite and PostgreSQL, single and grouped",
               "fieldlink_tools.bench_store"),
+    "ota": ("a whole-firmware update over ws:// and wss://: time, bytes, the board's peak heap",
+            "fieldlink_tools.bench_ota"),
 }
 
 BENCH_CLIENT = paths.TOOLS / "bench" / "ws_client.py"

@@ -108,10 +108,11 @@ def run(collector, board, files, key, runs, seed, dev="dev-1", ca=None, say=prin
             # the first update runs uncut: how long one takes sets the window cuts fall in
             r = wait_final(collector, dev, man["id"], 180)
             window = (time.monotonic() - t0) * 1.2
-            cut = None
+            cut = at = None
         else:
             cut = rnd.uniform(0, window)
             time.sleep(cut)        # the cut's random point, not a wait for a condition
+            at = _state(collector, dev, man["id"])
             board.power_cut()
             board.start()
             r = wait_final(collector, dev, man["id"], 180)
@@ -123,9 +124,11 @@ def run(collector, board, files, key, runs, seed, dev="dev-1", ca=None, say=prin
         cur, why = check_complete(board.flash, manifests)
         if why:
             raise RunFailed("run %d: firmware %s incomplete: %s" % (k, cur, why))
-        out.append((k, ver, cut, r["state"]))
-        say("run %d: %s cut at %s s -> %s, running %s" % (
-            k, ver, "-" if cut is None else "%.2f" % cut, r["state"], cur))
+        phase = at["state"] if at else "before the offer"
+        out.append((k, ver, cut, r["state"], phase))
+        say("run %d: %s cut at %s s (%s) -> %s, running %s" % (
+            k, ver, "-" if cut is None else "%.2f" % cut, phase if cut is not None else "-",
+            r["state"], cur))
     return out
 
 
@@ -173,6 +176,11 @@ def main(argv=None):
             a = final_audit(c, fp, {"dev-1": b}, timeout=60)["dev-1"]
             print("audit: %r" % (a,))
             cuts = sum(1 for r in res if r[2] is not None)
+            phases = {}
+            for r in res[1:]:
+                phases[r[4]] = phases.get(r[4], 0) + 1
+            print("cuts by the last state the collector had recorded: %s" % ", ".join(
+                "%s %d" % kv for kv in sorted(phases.items())))
             print("ota_campaign_runs=%d ota_campaign_cuts=%d audit_ok=%d"
                   % (len(res), cuts, int(a.ok)))
             return 0 if a.ok else 1

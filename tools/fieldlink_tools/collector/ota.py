@@ -23,6 +23,7 @@ log = logging.getLogger("fieldlink.collector.ota")
 MAX_BUNDLE = 4 * 1024 * 1024      # bytes of files per bundle (ota.MAX_SIZE on the device)
 MAX_BUNDLES = 8                   # kept at once; the oldest with no pending offer goes first
 MAX_UPLOADS = 2                   # uploads in progress at once
+UNANSWERED = 3                    # offers in a row a device left unanswered: given up
 CHUNK_MAX = 4096                  # the most one ota_get may ask for (the device asks 2048)
 STATES = ("offered", "accepted", "refused", "receiving", "staged", "trial", "confirmed",
           "rolled_back")
@@ -78,6 +79,7 @@ class Ota:
         self.bundles = {}      # offer id -> Bundle
         self.uploads = {}      # offer id -> {path: bytearray}
         self.pending = {}      # device -> [offer id, state]
+        self.unanswered = {}   # device -> offers sent with no ota_get/ota_status since
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -161,9 +163,20 @@ class Ota:
         b = self.bundles.get(p[0])
         if b is None or s.hello.get("fw") == b.version:
             return
+        if self.unanswered.get(s.dev, 0) >= UNANSWERED:
+            # The connection ended after each offer with no answer (a device with too
+            # little heap for the offer's text loses its link to it): offering it again
+            # would keep knocking it off.
+            why = "no answer to %d offers in a row (no heap for the offer?)" % UNANSWERED
+            log.warning("%s: firmware %s: %s; given up", s.dev, b.version, why)
+            del self.pending[s.dev]
+            self.unanswered.pop(s.dev, None)
+            await self._record(s.dev, b, "refused", why)
+            return
         await self._send_offer(s, b)
 
     async def _send_offer(self, s, b):
+        self.unanswered[s.dev] = self.unanswered.get(s.dev, 0) + 1
         log.info("%s: offering firmware %s (offer %s, %d B)", s.dev, b.version, b.id,
                  b.manifest["size"])
         await s.ws.send(b.offer)
@@ -172,6 +185,7 @@ class Ota:
         t = m["t"]
         oid = m.get("id")
         p = self.pending.get(s.dev)
+        self.unanswered.pop(s.dev, None)
         if t == "ota_get":
             i, off, n = m.get("file"), m.get("off"), m.get("len")
             b = self.bundles.get(oid) if p is not None and p[0] == oid else None
