@@ -4,7 +4,7 @@ checks (shape, hostile paths, sizes, signature), the chunk header, and the trans
 bookkeeping resuming from what is on flash."""
 import hashlib
 
-from dualsupport import raises
+from dualsupport import load_vectors, raises
 
 from fieldlink import ota
 
@@ -110,3 +110,11 @@ def test_transfer_resumes_from_the_sizes_on_flash():
     assert t.want() == (0, 0, 2048)
     t = ota.Transfer([100], [150])   # longer than it should be: starts over
     assert t.want() == (0, 0, 100)
+
+
+def test_the_vector_signed_by_another_hmac_checks_out():
+    v = load_vectors("proto")["ota_offer"]
+    oid, ver, size, files, sig = ota.check_offer(v["offer"])
+    assert ota.canonical(oid, ver, size, files) == v["canonical"].encode()
+    assert ota.sig_ok(v["key"].encode(), oid, ver, size, files, sig)
+    assert not ota.sig_ok(b"some-other-key-0123", oid, ver, size, files, sig)
