@@ -47,14 +47,6 @@ def _heap_free():
         return 0
 
 
-def _heap_live():
-    gc.collect()
-    try:
-        return gc.mem_alloc()
-    except AttributeError:  # CPython
-        return 0
-
-
 def _seldom(name):
     """Module `name`, imported for one use: it is forgotten at once, and once the caller's
     frame ends (the step's own, never a long-running one: the VM does not clear a running
@@ -263,7 +255,8 @@ class Supervisor:
         if s is None:
             if offer is None:
                 raise proto.ProtoError(proto.CLOSE_BINARY, "binary message")
-            base = _heap_live()  # before its code is loaded: the update's whole cost counts
+            from fieldlink.app import _mem  # (resident: the app is running)
+            base = _mem()[0]  # before its code is loaded: the update's whole cost counts
             s = self.ota = lazy.load("fieldlink.ota_flash").Session(self.cfg, self.fw, base)
         out, end = s.offer(offer) if offer is not None else s.chunk(chunk)
         for text in out:

@@ -403,8 +403,7 @@ class SQLiteStore(Store):
         at."""
         rows = self._query("SELECT offer, version, state, reason, at FROM ota WHERE device=?"
                            " ORDER BY rowid DESC LIMIT ?", (device, int(limit)))
-        return [dict(zip(("offer", "version", "state", "reason", "at"), r))
-                for r in reversed(rows)]
+        return ota_dicts(rows)
 
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
@@ -522,6 +521,11 @@ class SQLiteStore(Store):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def ota_dicts(rows):
+    """ota_history's rows (newest first, as queried) -> dicts, oldest first."""
+    return [dict(zip(("offer", "version", "state", "reason", "at"), r)) for r in reversed(rows)]
 
 
 def reading_dict(row):

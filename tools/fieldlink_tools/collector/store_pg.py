@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import psycopg
 
-from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, reading_dict
+from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, ota_dicts, reading_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -78,10 +78,9 @@ CREATE TABLE IF NOT EXISTS ota (
     version  TEXT NOT NULL,
     state    TEXT NOT NULL,
     reason   TEXT,
-    at       DOUBLE PRECISION NOT NULL,
-    id       BIGSERIAL PRIMARY KEY
+    at       DOUBLE PRECISION NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ota_by_device ON ota (device, id);
+CREATE INDEX IF NOT EXISTS ota_by_device ON ota (device, at);
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
 """
 
@@ -327,9 +326,8 @@ class PostgresStore(Store):
 
     def ota_history(self, device, limit=100):
         rows = self._query("SELECT offer, version, state, reason, at FROM ota WHERE device = %s"
-                           " ORDER BY id DESC LIMIT %s", (device, int(limit)))
-        return [dict(zip(("offer", "version", "state", "reason", "at"), r))
-                for r in reversed(rows)]
+                           " ORDER BY at DESC LIMIT %s", (device, int(limit)))
+        return ota_dicts(rows)
 
     # -- the operations (inside the group's transaction) ---------------------------------
 
