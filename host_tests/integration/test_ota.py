@@ -317,3 +317,26 @@ def test_power_cuts_at_random_points_of_updates_never_brick(collector_proc, sim_
     assert a.ok, "%r\nboard log tail:\n%s" % (a, "\n".join(b.lines()[-40:]))
     assert a.duplicates == 0 and a.lost_undeclared == 0
     assert [g for g in a.gaps if g["why"] == "reboot"]   # the cuts were declared
+
+
+def test_the_cli_pushes_with_the_admin_token_from_the_environment(collector_proc, sim_board,
+                                                                  tmp_path):
+    """`fieldlink ota push`: the key from a file, the admin token from the environment (a
+    viewer's token is refused), --wait reports the final state."""
+    import subprocess
+    c = collector_proc({DEV: "tok-1"})
+    _board(sim_board, c, tmp_path, "ws")
+    keyfile = tmp_path / "ota.key"
+    keyfile.write_text(KEY + "\n")
+    argv = [sys.executable, "-m", "fieldlink_tools.cli", "ota", "push", "--device", DEV,
+            "--key", str(keyfile), "--server", c.http_url, "--version", "3.0.0-cli",
+            "--wait", "120"]
+    env = dict(os.environ, FIELDLINK_ADMIN_TOKEN=c.viewer_token)
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "403" in r.stderr + r.stdout, r
+    env["FIELDLINK_ADMIN_TOKEN"] = c.admin_token
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r
+    assert "%s: confirmed" % DEV in r.stdout, r.stdout
+    assert c.admin_token not in r.stdout + r.stderr
+    assert fw_of(c) == "3.0.0-cli"

@@ -169,7 +169,12 @@ def add_arguments(p):
 
 def run(args):
     token = _token(args)
-    admin = Admin(args.server, token, args.ca)
+    try:
+        admin = Admin(args.server, token, args.ca)
+    except Exception as e:   # refused (401/403), unreachable, TLS
+        print("fieldlink ota: cannot open %s: %s" % (admin_url(args.server), e),
+              file=sys.stderr)
+        return 1
     try:
         if args.action == "status":
             for d in args.device:
