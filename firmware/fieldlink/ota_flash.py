@@ -231,6 +231,47 @@ class Session:
         return out, REBOOT
 
 
+# ---- the supervisor's steps (Supervisor.ota_step) ----
+
+async def step(sup, what, arg):
+    """One OTA step of the link (what: offer, chunk, welcome, ack, expired); sup.ota holds
+    the Session while an update runs. With no session, arg is (arg, live heap before)."""
+    s = sup.ota
+    if s is None:
+        arg, base = arg
+        if what == "offer":
+            s = sup.ota = Session(sup.cfg, sup.fw, base)
+    if what == "offer" or what == "chunk":
+        out, end = s.offer(arg) if what == "offer" else s.chunk(arg)
+        for text in out:
+            await sup._send(text)
+        if end:
+            sup.ota = None
+            if end == REBOOT:  # switched: the new version runs after the reset
+                await sup.reboot()
+    elif what == "welcome":
+        # "on trial", or the report of a trial rolled back (kept on flash until sent)
+        if sup.trial:
+            await sup._send(status(sup.trial, "trial", sup.fw))
+        if sup.ota_notes:
+            note = notes()
+            if note:
+                await sup._send(note)
+            notes_sent()
+            sup.ota_notes = False
+    elif what == "ack":
+        # a readings ack on trial: confirmed (no rollback from now on), and on trial only
+        # until the server has been told
+        text = confirm(sup.fw, sup.trial)
+        sup.trial_until = None
+        await sup._send(text)
+        confirm_sent()
+        sup.trial = None
+    elif what == "expired":
+        rollback("no connection with readings acked within %d s" % sup.cfg.ota_trial_s)
+        sup.reset_now()
+
+
 # ---- the trial's end (boot.py put the new version on sys.path) ----
 
 def trial_of(fw):

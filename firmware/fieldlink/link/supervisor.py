@@ -231,63 +231,30 @@ class Supervisor:
                                                   self.fw, self.board)
         self.connects += 1
         if self.trial or self.ota_notes:
-            await self._ota_notes()
+            await self.ota_step("welcome")
         return link.E_OK
 
-    async def _ota_notes(self):
-        # after the welcome: "on trial", or the report of a trial rolled back (kept on flash
-        # until it was sent)
-        m = _seldom("fieldlink.ota_flash")
-        if self.trial:
-            await self._send(m.status(self.trial, "trial", self.fw))
-        note = m.notes() if self.ota_notes else None
-        if note:
-            await self._send(note)
-        if self.ota_notes:
-            m.notes_sent()
-            self.ota_notes = False
-
-    async def _ota(self, offer, chunk=None):
-        """An update offer (the `ota` message) or a binary chunk: the work is ota_flash's,
-        loaded while an update runs and dropped when it ends. Binary with no update running
-        is refused as before (1003)."""
-        s = self.ota
-        if s is None:
-            if offer is None:
+    async def ota_step(self, what, arg=None):
+        """Firmware updates (docs/ota.md): "offer" (the `ota` message), "chunk" (a binary
+        message), "welcome" (report a trial or a rollback), "ack" (confirm the trial),
+        "expired" (give the trial up). ota_flash.step does the work: loaded while an update
+        runs, or for one step, then dropped. Binary with no update running is refused as
+        before (1003)."""
+        if self.ota is None:
+            if what == "chunk":
                 raise proto.ProtoError(proto.CLOSE_BINARY, "binary message")
-            from fieldlink.app import _mem  # (resident: the app is running)
-            base = _mem()[0]  # before its code is loaded: the update's whole cost counts
-            s = self.ota = lazy.load("fieldlink.ota_flash").Session(self.cfg, self.fw, base)
-        out, end = s.offer(offer) if offer is not None else s.chunk(chunk)
-        for text in out:
-            await self._send(text)
-        if end:
-            self.ota_drop()
-            if end == 2:  # ota_flash.REBOOT: switched, the new version runs after the reset
-                await self.reboot()
+            from fieldlink.app import _mem  # (resident)
+            arg = (arg, _mem()[0])  # the live heap before the update's code is loaded
+        try:
+            await lazy.load("fieldlink.ota_flash").step(self, what, arg)
+        finally:
+            if self.ota is None:
+                self.ota_drop()
 
     def ota_drop(self):
         self.ota = None
         lazy.drop("fieldlink.ota_flash")
         lazy.drop("fieldlink.ota")
-
-    async def _confirm(self):
-        # A readings ack while on trial: the new firmware is confirmed (no rollback from
-        # now on), and on trial only until the server has been told.
-        m = _seldom("fieldlink.ota_flash")
-        text = m.confirm(self.fw, self.trial)
-        self.trial_until = None
-        await self._send(text)
-        m.confirm_sent()
-        self.trial = None
-
-    def trial_check(self):
-        """Past trial_until without a readings ack: the trial is given up, the board resets
-        into the previous firmware."""
-        if self.trial_until is not None and self.clock.uptime_ms() > self.trial_until:
-            _seldom("fieldlink.ota_flash").rollback(
-                "no connection with readings acked within %d s" % self.cfg.ota_trial_s)
-            self.reset_now()
 
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
@@ -372,7 +339,7 @@ class Supervisor:
             m = await ws.recv()
             self.mark()
             if not isinstance(m, str):
-                await self._ota(None, m)
+                await self.ota_step("chunk", m)
                 continue
             ev = proto.parse_server(m)  # ProtoError: closed with its code in _teardown
             t = ev[0]
@@ -380,11 +347,11 @@ class Supervisor:
                 ob.ack(ev[1])
                 self._kick.set()
                 if self.trial:
-                    await self._confirm()
+                    await self.ota_step("ack")
             elif t == "cmd":
                 await self._command(ev)
             elif t == "ota":
-                await self._ota(ev[1])
+                await self.ota_step("offer", ev[1])
             elif t == "error":
                 _log.warn("server error %s: %s", ev[1], ev[2])
             elif t == "welcome":
