@@ -120,6 +120,7 @@ def test_update_is_streamed_on_and_the_collector_shows_the_version(
         assert f.read().strip() == "2.0.0-" + scheme
     assert not os.path.exists(os.path.join(flash, "fw", "trial"))
     assert not b.lines("Traceback")
+    assert KEY not in b.text() and KEY not in c.log()   # a secret, like the token
 
 
 def _no_update_left(b):
