@@ -135,8 +135,9 @@ class Session:
 
     def _refuse(self, oid, why, ver=None, wipe=False):
         _log.warn("update %s refused: %s", oid, why)
-        if wipe and self.ver:
-            _remove("fw/" + self.ver)
+        v = ver or self.ver
+        if wipe and v and v != current():  # what this offer staged (a resumed part too)
+            _remove("fw/" + v)
         self.tr = None
         return [status(oid, "refused", ver or self.ver or "", why)], END
 
