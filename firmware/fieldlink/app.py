@@ -92,6 +92,8 @@ class App:
             await asyncio.sleep(1)
             try:
                 self._spill_check(sup, spill_ms)
+                if sup.trial_until is not None and self.clock.uptime_ms() > sup.trial_until:
+                    await sup.ota_step("expired")  # a new firmware out of time: rolled back
                 free = _mem()[1]  # small heap: collect often, so the minimum is live data
                 sup.note_heap()
                 if ticks_diff(ticks_ms(), last_health) >= health_ms:

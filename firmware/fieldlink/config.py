@@ -12,7 +12,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # mypy only: MicroPython has no typing module
     from typing import Any, Callable
 
-SECRETS = ("wifi_password", "token")
+SECRETS = ("wifi_password", "token", "ota_key")
 
 
 class ConfigError(ValueError):
@@ -145,6 +145,10 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
     ("failsafe_s", 60, _num(lo=0, hi=_DAY), "outputs go to safe after this long without the "
                                             "server (or a rule's reading); 0 = never"),
     ("sampling", {}, _obj, "per-sensor sampling settings (see sampling.check_config)"),
+    ("ota_key", None, _text(16, 128, True), "secret that signs firmware updates (HMAC-SHA256;"
+                                            " null = updates refused)"),
+    ("ota_trial_s", 300, _num(hi=_DAY, gt=0), "a new firmware must connect and get readings "
+                                              "acked within this long, or it is rolled back"),
     ("log_level", "info", _one_of("debug", "info", "warn", "error"), "log verbosity"),
 )
 KEYS = tuple(row[0] for row in SCHEMA)

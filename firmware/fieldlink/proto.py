@@ -112,6 +112,7 @@ def parse_server(text):
         ("welcome", v, ack, time_ms)     time_ms: server Unix time in integer ms
         ("cmd", id, cmd, args)           args: a dict ({} when absent or null)
         ("error", code, msg)
+        ("ota", obj)                     a firmware update offer (docs/ota.md)
         (t,)                             a type this version does not know: logged and
                                          ignored (forward compatibility)
 
@@ -140,6 +141,8 @@ def parse_server(text):
         return t, cid, cmd, args
     if t == "error":
         return t, str(obj.get("code", "")), str(obj.get("msg", ""))
+    if t == "ota":
+        return t, obj  # checked by ota.check_offer, loaded for it
     return (t,)
 
 

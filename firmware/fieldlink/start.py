@@ -75,13 +75,47 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None, outputs=
     sup = Supervisor(
         cfg, outbox, clock,
         Backoff(cfg.backoff_base_s, cfg.backoff_max_s, cfg.stable_after_s, random.random),
-        wlan=wlan, sampler=sampler, board=board_name, fw=fieldlink.__version__, reset=reset)
+        wlan=wlan, sampler=sampler, board=board_name, fw=fw_version(), reset=reset)
+    _trial(sup, cfg, clock)
     if outputs:
         # the app runs the control shell as its sampler: it feeds the rules each reading
         # and runs the failsafes' timer (App itself has no line for outputs)
         from fieldlink.control_io import Control
         sup.control = sampler = Control(outputs, cfg.failsafe_s, clock, sampler, sup)
     return App(cfg, sampler, outbox, clock, sup, wdt)
+
+
+def fw_version():
+    """The running firmware's version: the fw/VERSION directory boot.py took it from (an
+    update over the link, docs/ota.md), else the package's own (deployed at the root)."""
+    f = getattr(fieldlink, "__file__", "") or ""
+    if f.startswith("fw/"):
+        return f.split("/")[1]
+    return fieldlink.__version__
+
+
+def _trial(sup, cfg, clock):
+    # A firmware on trial, or a rollback to report: only then is ota_flash loaded
+    import os
+    try:
+        os.stat("fw")
+    except OSError:
+        return
+    from fieldlink import lazy
+    m = lazy.load("fieldlink.ota_flash")
+    try:
+        sup.trial = m.trial_of(sup.fw)
+        sup.ota_notes = m.notes() is not None
+        # confirmed before a power cut, the server not told yet: no deadline, it only tells
+        told = sup.trial and m.current() == sup.fw
+    finally:
+        m = None
+        lazy.drop("fieldlink.ota_flash")
+        lazy.drop("fieldlink.ota")
+    if sup.trial and not told:
+        sup.trial_until = clock.uptime_ms() + int(cfg.ota_trial_s * 1000)
+        _log.info("firmware %s on trial: confirmed by an ack within %s s", sup.fw,
+                  cfg.ota_trial_s)
 
 
 def boot(path):
@@ -92,7 +126,7 @@ def boot(path):
     import machine
     import network
     cause = machine.reset_cause() if hasattr(machine, "reset_cause") else None
-    _log.info("fieldlink %s device %s reset_cause %s", fieldlink.__version__, cfg.device_id,
+    _log.info("fieldlink %s device %s reset_cause %s", fw_version(), cfg.device_id,
               cause)
     name, sensors, outputs = build_sensors(cfg.board_file)
     gc.collect()

@@ -46,7 +46,7 @@ def test_same_tables_and_columns_as_sqlite_in_the_default_schema(tmp_path, pg_da
     SQLiteStore(tmp_path / "s.db").close()
     PostgresStore(pg_database).close()
     lite = sqlite_columns(tmp_path / "s.db")
-    assert set(lite) == {"devices", "readings", "gaps", "health", "epochs"}
+    assert set(lite) == {"devices", "readings", "gaps", "health", "epochs", "ota"}
     assert pg_columns(pg_database) == lite
     with psycopg.connect(pg_database) as con:
         assert con.execute("SELECT current_schema()").fetchone()[0] == "public"
@@ -417,3 +417,15 @@ def test_bench_store_prints_its_numbers(pg_database, capsys):
     s = PostgresStore(pg_database, readonly=True)
     assert s.ack("dev-0") == 10 and s.ack("g-dev-0") == 10    # everything stored and acked
     s.close()
+
+
+def test_ota_steps_are_kept_in_order_on_both(tmp_path, pg_database):
+    lite, pg = SQLiteStore(tmp_path / "s.db"), PostgresStore(pg_database)
+    for s in (lite, pg):
+        s.record_ota("a", "of1", "2.0", "offered")
+        s.record_ota("a", "of1", "2.0", "refused", "bad signature")
+        s.record_ota("b", "of1", "2.0", "offered")
+        got = [(r["offer"], r["version"], r["state"], r["reason"]) for r in s.ota_history("a")]
+        assert got == [("of1", "2.0", "offered", None), ("of1", "2.0", "refused",
+                                                          "bad signature")], s
+        s.close()

@@ -34,6 +34,7 @@ class LinkDown:
     heap_min = 0
     skipped = 0
     reconnects = 1
+    trial_until = None  # no firmware on trial
 
     def __init__(self, clock):
         self.down_since = clock.uptime_ms()

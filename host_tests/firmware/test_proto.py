@@ -10,7 +10,7 @@ from fieldlink import proto, proto_check
 V = load_vectors("proto")
 # parse_server's tuples: the type first, then these fields in this order
 FIELDS = {"ack": ("ack",), "welcome": ("v", "ack", "time_ms"), "cmd": ("id", "cmd", "args"),
-          "error": ("code", "msg"), "unknown": ()}
+          "error": ("code", "msg"), "ota": ("obj",), "unknown": ()}
 
 
 def test_server_messages_parse():

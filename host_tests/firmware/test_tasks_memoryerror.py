@@ -44,6 +44,7 @@ class Sup:
     skipped = 0
     reconnects = 0
     down_since = None
+    trial_until = None  # no firmware on trial
 
     def __init__(self):
         self.progress_ms = ticks_ms()

@@ -21,19 +21,19 @@ FAST = {"ping_interval_s": 1, "ping_timeout_s": 1, "backoff_base_s": 0.2, "backo
 @pytest.fixture
 def sim_board(tmp_path, micropython):
     """Factory: sim_board(url, dev="dev-1", token="tok-1", board_data=SIM_ONLY, heapsize=HEAP,
-    flash=None, start=True, rom=False, **config)
+    flash=None, start=True, rom=False, flash_bytes=None, **config)
     -> started SimBoard. All are stopped at teardown; a failed test shows their log tail."""
     made = []
 
     def make(url, dev="dev-1", token="tok-1", board_data=SIM_ONLY, heapsize=HEAP,
-             flash=None, start=True, rom=False, **cfg):
+             flash=None, start=True, rom=False, flash_bytes=None, **cfg):
         sets = dict(FAST)
         sets.update(cfg)
         conf = sim.make_config(url, dev, token, sets)
         n = len(made)
         b = sim.SimBoard(flash or tmp_path / ("flash%d" % n), conf, heapsize=heapsize,
                          log_path=tmp_path / ("board%d.log" % n), board_data=board_data,
-                         rom=rom)
+                         rom=rom, flash_bytes=flash_bytes)
         made.append(b)
         return b.start() if start else b
 

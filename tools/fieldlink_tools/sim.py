@@ -262,7 +262,7 @@ class SimBoard:
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
                  echo=False, env=None, compiled=True, board_data=None, rom=False,
-                 frozen=False):
+                 frozen=False, flash_bytes=None):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -277,6 +277,10 @@ class SimBoard:
         self.frozen = frozen     # the firmware frozen into the binary (upy.check_frozen)
         self.image = None
         self.path = None
+        if flash_bytes:
+            # a flash of that size, as os.statvfs tells the firmware (tools/vboard/_vflash.py)
+            self.env["FIELDLINK_VBOARD_FLASH_BYTES"] = str(int(flash_bytes))
+            self.BOOT = "import _vflash\n" + SimBoard.BOOT
         self.proc = None
         self.boots = 0
         self.exits = []          # exit statuses seen

@@ -99,6 +99,13 @@ class Supervisor:
         self._ntp_at = None
         self._oom = 0           # attempts in a row that failed with MemoryError
         self.skipped = 0        # readings sampled but not kept for lack of heap (App.emit)
+        # Firmware updates (docs/ota.md): the session while one runs (ota_flash.Session,
+        # loaded for it only); the offer id while this firmware is on trial, and when the
+        # trial must have confirmed itself (uptime ms); a rollback report to send.
+        self.ota = None  # type: Any
+        self.trial = None  # type: str | None
+        self.trial_until = None  # type: int | None
+        self.ota_notes = False
 
     # ---- the state machine ----
 
@@ -227,7 +234,31 @@ class Supervisor:
         await _seldom("fieldlink.link.hello").run(self.ws, self.cfg, self.outbox, self.clock,
                                                   self.fw, self.board, self.control)
         self.connects += 1
+        if self.trial or self.ota_notes:
+            await self.ota_step("welcome")
         return link.E_OK
+
+    async def ota_step(self, what, arg=None):
+        """Firmware updates (docs/ota.md): "offer" (the `ota` message), "chunk" (a binary
+        message), "welcome" (report a trial or a rollback), "ack" (confirm the trial),
+        "expired" (give the trial up). ota_flash.step does the work: loaded while an update
+        runs, or for one step, then dropped. Binary with no update running is refused as
+        before (1003)."""
+        if self.ota is None:
+            if what == "chunk":
+                raise proto.ProtoError(proto.CLOSE_BINARY, "binary message")
+            from fieldlink.app import _mem  # (resident)
+            arg = (arg, _mem()[0])  # the live heap before the update's code is loaded
+        try:
+            await lazy.load("fieldlink.ota_flash").step(self, what, arg)
+        finally:
+            if self.ota is None:
+                self.ota_drop()
+
+    def ota_drop(self):
+        self.ota = None
+        lazy.drop("fieldlink.ota_flash")
+        lazy.drop("fieldlink.ota")
 
     async def _stream(self):
         self._stream_start = self.clock.uptime_ms()
@@ -256,6 +287,8 @@ class Supervisor:
         ws = self.ws
         self.ws = None
         self._sending = None
+        if self.ota is not None:
+            self.ota_drop()  # the server offers it again on the next connection: resumed
         if ws is not None:
             await self._close(ws, getattr(self._why, "code", proto.CLOSE_GOING_AWAY),
                               str(self._why))
@@ -309,15 +342,22 @@ class Supervisor:
         while True:
             m = await ws.recv()
             self.mark()
+            if not isinstance(m, str):
+                await self.ota_step("chunk", m)
+                continue
             ev = proto.parse_server(m)  # ProtoError: closed with its code in _teardown
             t = ev[0]
             if t == "ack":
                 ob.ack(ev[1])
                 self._kick.set()
+                if self.trial:
+                    await self.ota_step("ack")
             elif t == "cmd":
                 await self._command(ev)
             elif t == "desired" and self.control is not None:  # (else: ignored)
                 await self.control.desired(self, m)
+            elif t == "ota":
+                await self.ota_step("offer", ev[1])
             elif t == "error":
                 _log.warn("server error %s: %s", ev[1], ev[2])
             elif t == "welcome":

@@ -26,6 +26,7 @@ from websockets.http11 import Response
 from . import auth as A
 from . import limits as L
 from . import messages as M
+from . import ota as OTA
 from .committer import GroupCommitter
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, CollectorMetrics
 from .store import StoreDataError, StoreError
@@ -246,6 +247,7 @@ class Collector:
         self._lag_task = None
         self._close_watchers = set()
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
+        self.ota = OTA.Ota(self)               # firmware updates (collector/ota.py)
 
     # -- life ----------------------------------------------------------------------------
 
@@ -782,6 +784,8 @@ class Collector:
                     await self.committer.one("record_health", dev, body)
                     self._publish({"t": "health", "dev": dev, "health": body,
                                    "time": time.time()})
+                elif t in ("ota_get", "ota_status"):
+                    await self.ota.on_message(s, m)
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
                     if fut is not None and not fut.done():
@@ -842,6 +846,7 @@ class Collector:
                                  "time": now}))
         self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
+        await self.ota.on_hello(s)
 
     async def _on_batch(self, s, m):
         dev, off = s.dev, s.offset
@@ -935,7 +940,9 @@ class Collector:
     async def _admin(self, ws):
         """Admin requests, one JSON object per message:
         {"op": "cmd", "dev", "cmd", "args", "timeout"} -> {"ok": true, "reply": {...}}
-        {"op": "connected"} -> {"ok": true, "devices": [...]}"""
+        {"op": "connected"} -> {"ok": true, "devices": [...]}
+        {"op": "ota_file", "id", "path", "data" (base64), "append"}, {"op": "ota", "manifest",
+        "devices" | "all"}, {"op": "ota_state", "dev"}: firmware updates (collector/ota.py)"""
         async for raw in ws:
             try:
                 req = json.loads(raw)
@@ -946,6 +953,14 @@ class Collector:
                     out = {"ok": True, "reply": reply}
                 elif op == "connected":
                     out = {"ok": True, "devices": self.connected()}
+                elif op == "ota_file":
+                    out = self.ota.upload(req.get("id"), req.get("path"), req.get("data"),
+                                          bool(req.get("append")))
+                elif op == "ota":
+                    out = await self.ota.push(req.get("manifest"), req.get("devices"),
+                                              bool(req.get("all")))
+                elif op == "ota_state":
+                    out = await self.ota.state(str(req.get("dev")))
                 else:
                     out = {"ok": False, "error": "unknown op %r" % (op,)}
             except DeviceNotConnected as e:

@@ -92,6 +92,14 @@ class Store:
         """Store one `health` message."""
         return self._one("record_health", device, health)
 
+    def record_ota(self, device, offer, version, state, reason=None):
+        """Record one step of a firmware update (docs/ota.md)."""
+        raise NotImplementedError
+
+    def ota_history(self, device, limit=100):
+        """A device's firmware update steps, oldest first."""
+        raise NotImplementedError
+
     def readings(self, device, since=0, limit=None):
         """Readings of a device with seq > since, oldest first, as dicts (q: the store's
         seq; epoch, and dq: the seq as the device numbered it in that epoch)."""
@@ -137,6 +145,16 @@ CREATE TABLE IF NOT EXISTS devices (
     epoch_offset INTEGER NOT NULL DEFAULT 0, -- store seq = device seq + this
     dropped    INTEGER NOT NULL DEFAULT 0    -- seqs in gaps 'dropped', each counted once
 );
+CREATE TABLE IF NOT EXISTS ota (
+    device   TEXT NOT NULL,
+    offer    TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    state    TEXT NOT NULL,     -- offered, accepted, receiving, staged, trial, confirmed,
+                                -- refused, rolled_back (docs/ota.md)
+    reason   TEXT,
+    at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ota_by_device ON ota (device);
 CREATE TABLE IF NOT EXISTS readings (
     device   TEXT NOT NULL,
     seq      INTEGER NOT NULL,
@@ -638,6 +656,21 @@ class SQLiteStore(Store):
             out["lost"] = (ack + 1, top)
         return out
 
+    def record_ota(self, device, offer, version, state, reason=None):
+        """One step of a firmware update (collector/ota.py) into table `ota`."""
+        def tx(db):
+            db.execute("INSERT INTO ota (device, offer, version, state, reason, at)"
+                       " VALUES (?,?,?,?,?,?)", (device, offer, version, state, reason,
+                                                 time.time()))
+        self._tx(tx)
+
+    def ota_history(self, device, limit=100):
+        """The device's update steps, oldest first: dicts of offer, version, state, reason,
+        at."""
+        rows = self._query("SELECT offer, version, state, reason, at FROM ota WHERE device=?"
+                           " ORDER BY rowid DESC LIMIT ?", (device, int(limit)))
+        return ota_dicts(rows)
+
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
         database as the devices would."""
@@ -768,6 +801,11 @@ class SQLiteStore(Store):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def ota_dicts(rows):
+    """ota_history's rows (newest first, as queried) -> dicts, oldest first."""
+    return [dict(zip(("offer", "version", "state", "reason", "at"), r)) for r in reversed(rows)]
 
 
 def reading_dict(row):

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import psycopg
 
-from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, reading_dict
+from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, ota_dicts, reading_dict
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS epochs (
     started_at DOUBLE PRECISION NOT NULL,
     previous   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ota (
+    device   TEXT NOT NULL,
+    offer    TEXT NOT NULL,
+    version  TEXT NOT NULL,
+    state    TEXT NOT NULL,
+    reason   TEXT,
+    at       DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ota_by_device ON ota (device, at);
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
 """
 
@@ -107,7 +116,8 @@ _RETRIES = 3
 _RETRY_STATES = ("40P01", "40001")
 
 # The methods `apply` runs (the writes); each returns what its single method returns.
-WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
+WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health",
+             "record_ota")
 
 # Errors caused by one operation's data (a NOT NULL name, a number out of range): that
 # operation fails alone. Everything else psycopg raises (connection lost, server shutting
@@ -212,7 +222,7 @@ class PostgresStore(Store):
     def _has_tables(conn):
         row = conn.execute("SELECT to_regclass('devices'), to_regclass('readings'),"
                            " to_regclass('gaps'), to_regclass('health'),"
-                           " to_regclass('epochs')").fetchone()
+                           " to_regclass('epochs'), to_regclass('ota')").fetchone()
         return all(x is not None for x in row)
 
     def _drop_connection(self):
@@ -305,6 +315,20 @@ class PostgresStore(Store):
 
     def record_health(self, device, health):
         return self._one("record_health", device, health)
+
+    def record_ota(self, device, offer, version, state, reason=None):
+        return self._one("record_ota", device, offer, version, state, reason)
+
+    @staticmethod
+    def _record_ota(cur, device, offer, version, state, reason):
+        cur.execute("INSERT INTO ota (device, offer, version, state, reason, at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    (device, offer, version, state, reason, time.time()))
+
+    def ota_history(self, device, limit=100):
+        rows = self._query("SELECT offer, version, state, reason, at FROM ota WHERE device = %s"
+                           " ORDER BY at DESC LIMIT %s", (device, int(limit)))
+        return ota_dicts(rows)
 
     # -- the operations (inside the group's transaction) ---------------------------------
 

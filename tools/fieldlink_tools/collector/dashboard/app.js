@@ -188,9 +188,15 @@ const handlers = {
   },
   hello(m) {
     const d = device(m.dev);
+    const was = d.hello && d.hello.fw;
     d.hello = m.hello; d.ack = m.ack;
     logEvent(m.dev + " hello: boot " + m.hello.boot + ", next " + m.hello.next + ", holds " +
-             m.hello.held + ", ack " + m.ack);
+             m.hello.held + ", ack " + m.ack +
+             (was && was !== m.hello.fw ? ", firmware " + was + " -> " + m.hello.fw : ""));
+  },
+  ota(m) {   // a firmware update's step (docs/ota.md)
+    logEvent(m.dev + " firmware " + m.version + ": " + m.state +
+             (m.reason ? " (" + m.reason + ")" : ""));
   },
   readings(m) {
     const d = device(m.dev);
