@@ -662,7 +662,7 @@ class SQLiteStore(Store):
             db.execute("INSERT INTO ota (device, offer, version, state, reason, at)"
                        " VALUES (?,?,?,?,?,?)", (device, offer, version, state, reason,
                                                  time.time()))
-        self._tx(tx)
+        self._write(tx)
 
     def ota_history(self, device, limit=100):
         """The device's update steps, oldest first: dicts of offer, version, state, reason,
@@ -674,6 +674,14 @@ class SQLiteStore(Store):
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
         database as the devices would."""
+        def tx(db):
+            db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at REAL)")
+            db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (time.time(),))
+        self._write(tx)
+
+    def _write(self, fn):
+        """fn(db) in one transaction of its own, outside the devices' groups (seldom writes:
+        the health probe, update steps)."""
         with self._lock:
             db = self._db
             if db is None:
@@ -681,11 +689,9 @@ class SQLiteStore(Store):
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.execute("CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY,"
-                               " at REAL)")
-                    db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)",
-                               (time.time(),))
+                    out = fn(db)
                     db.execute("COMMIT")
+                    return out
                 except BaseException:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
