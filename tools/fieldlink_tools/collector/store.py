@@ -27,7 +27,13 @@ class StoreDataError(StoreError):
 
 
 # The operations `Store.apply` takes, by method name: the ones that write.
-WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
+WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health",
+             "set_desired", "record_reported")
+
+# History and health over time (docs/collector.md "History"): at most this many buckets.
+MAX_BUCKETS = 500
+# The health fields that can be drawn over time (each a number in the stored health body).
+HEALTH_SERIES = ("heap_free", "heap_min", "rssi", "reconnects", "dropped", "held")
 
 
 class Store:
@@ -91,6 +97,43 @@ class Store:
     def record_health(self, device, health):
         """Store one `health` message."""
         return self._one("record_health", device, health)
+
+    def set_desired(self, device, output, change, who):
+        """Change the desired state of one output: `change` holds "v" and/or "rule" (a rule of
+        None removes it); the rest of the record stays. In one transaction: the new version
+        (the stored one + 1, from 1: it only grows) and an audit row (who, when, from, to).
+        Returns the new record: dict out, ver, v, rule (when there is one), set_by, set_at."""
+        return self._one("set_desired", device, output, dict(change), who)
+
+    def record_reported(self, device, out):
+        """Store a device's `reported` outputs ({name: {v, ver, why, err}}); an output whose
+        ver is below the one stored is ignored (a late message never rolls the state back).
+        Returns {name: row} of the ones stored."""
+        return self._one("record_reported", device, out)
+
+    def desired(self, device):
+        """{output: record} of a device (records as set_desired returns them)."""
+        raise NotImplementedError
+
+    def reported(self, device):
+        """{output: {v, ver, why, err, at}} of a device."""
+        raise NotImplementedError
+
+    def audit(self, device, limit=100):
+        """The newest changes of a device's outputs first: dicts out, at, who, ver, from, to."""
+        raise NotImplementedError
+
+    def history(self, device, name, start, end, buckets):
+        """Readings `name` of a device with start <= ts < end (ts: the device's time, the
+        server's `received` for readings sent before the clock was set), in `buckets` equal
+        buckets: [[bucket start, min, avg, max, count], ...] for the buckets that hold a
+        number, oldest first; computed by the database (bucket = floor((ts - start)/width))."""
+        raise NotImplementedError
+
+    def health_series(self, device, key, start, end, buckets):
+        """The same for one field of the health messages (key in HEALTH_SERIES), by the time
+        they were received."""
+        raise NotImplementedError
 
     def readings(self, device, since=0, limit=None):
         """Readings of a device with seq > since, oldest first, as dicts (q: the store's
@@ -176,6 +219,35 @@ CREATE TABLE IF NOT EXISTS epochs (
     previous   TEXT NOT NULL       -- the epoch it replaced ('' = none / pre-epoch firmware)
 );
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
+CREATE TABLE IF NOT EXISTS outputs_desired (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     INTEGER NOT NULL,      -- only grows: the stored one + 1 at every change
+    body    TEXT NOT NULL,         -- {"v": ..., "rule": {...}} JSON
+    set_by  TEXT NOT NULL,
+    set_at  REAL NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_reported (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     INTEGER NOT NULL,      -- the desired ver the device last applied (0: none)
+    v,                             -- the value the device actually set (no affinity)
+    why     TEXT NOT NULL,
+    err     TEXT,
+    at      REAL NOT NULL,         -- server time when stored
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_audit (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    at      REAL NOT NULL,
+    who     TEXT NOT NULL,
+    ver     INTEGER NOT NULL,
+    "from"  TEXT,                  -- the record's body before (NULL: there was none), JSON
+    "to"    TEXT NOT NULL          -- and after
+);
+CREATE INDEX IF NOT EXISTS outputs_audit_by_device ON outputs_audit (device, at);
 """
 
 # Columns added since the first schema: a database created before them gets them (with their
@@ -638,6 +710,36 @@ class SQLiteStore(Store):
             out["lost"] = (ack + 1, top)
         return out
 
+    def _op_set_desired(self, db, now, device, output, change, who):
+        row = db.execute("SELECT ver, body FROM outputs_desired WHERE device=? AND output=?",
+                         (device, output)).fetchone()
+        ver, before = (row[0], json.loads(row[1])) if row else (0, None)
+        body = merge_desired(before, change)
+        text = json.dumps(body, allow_nan=False)
+        ver += 1
+        db.execute("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
+                   " VALUES (?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
+                   " ver=excluded.ver, body=excluded.body, set_by=excluded.set_by,"
+                   " set_at=excluded.set_at", (device, output, ver, text, who, now))
+        db.execute('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
+                   " VALUES (?,?,?,?,?,?,?)", (device, output, now, who, ver,
+                                               row[1] if row else None, text))
+        return desired_record(output, ver, body, who, now)
+
+    def _op_record_reported(self, db, now, device, out):
+        kept = {}
+        for name, r in out.items():
+            # the WHERE of the upsert: a lower ver than the stored one changes nothing
+            got = db.execute(
+                "INSERT INTO outputs_reported (device, output, ver, v, why, err, at)"
+                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
+                " ver=excluded.ver, v=excluded.v, why=excluded.why, err=excluded.err,"
+                " at=excluded.at WHERE excluded.ver >= outputs_reported.ver RETURNING ver",
+                (device, name, r["ver"], r.get("v"), r["why"], r.get("err"), now)).fetchone()
+            if got is not None:
+                kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
+        return kept
+
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
         database as the devices would."""
@@ -763,11 +865,106 @@ class SQLiteStore(Store):
                         "epoch": epoch, "epoch_offset": offset})
         return out
 
+    def desired(self, device):
+        rows = self._query("SELECT output, ver, body, set_by, set_at FROM outputs_desired"
+                           " WHERE device=? ORDER BY output", (device,))
+        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
+
+    def reported(self, device):
+        rows = self._query("SELECT output, ver, v, why, err, at FROM outputs_reported"
+                           " WHERE device=? ORDER BY output", (device,))
+        return {o: reported_row(ver, v, why, err, at) for o, ver, v, why, err, at in rows}
+
+    def audit(self, device, limit=100):
+        rows = self._query('SELECT output, at, who, ver, "from", "to" FROM outputs_audit'
+                           " WHERE device=? ORDER BY at DESC, rowid DESC LIMIT ?",
+                           (device, int(limit)))
+        return [audit_row(*r) for r in rows]
+
+    def history(self, device, name, start, end, buckets):
+        start, width, buckets = bucket_plan(start, end, buckets)
+        # ts >= start, so the CAST (which truncates) is the floor
+        rows = self._query(
+            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT"
+            " CAST((COALESCE(ts, received) - ?) / ? AS INTEGER) AS b, value FROM readings"
+            " WHERE device=? AND name=? AND COALESCE(ts, received) >= ?"
+            " AND COALESCE(ts, received) < ? AND value IS NOT NULL) GROUP BY b ORDER BY b",
+            (start, width, device, name, start, end))
+        return bucket_rows(rows, start, width, buckets)
+
+    def health_series(self, device, key, start, end, buckets):
+        if key not in HEALTH_SERIES:
+            raise ValueError("not a health series: %r" % (key,))
+        start, width, buckets = bucket_plan(start, end, buckets)
+        rows = self._query(
+            "SELECT b, MIN(x), AVG(x), MAX(x), COUNT(*) FROM (SELECT"
+            " CAST((received - :s) / :w AS INTEGER) AS b, CASE WHEN json_type(body, :k)"
+            " IN ('integer', 'real') THEN json_extract(body, :k) END AS x FROM health"
+            " WHERE device=:d AND received >= :s AND received < :e) WHERE x IS NOT NULL"
+            " GROUP BY b ORDER BY b",
+            {"s": start, "w": width, "k": "$." + key, "d": device, "e": float(end)})
+        return bucket_rows(rows, start, width, buckets)
+
     def close(self):
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def merge_desired(before, change):
+    """The desired body after `change` ({"v"} and/or {"rule"}; rule None removes it)."""
+    body = dict(before or {})
+    for k, x in change.items():
+        if k == "rule" and x is None:
+            body.pop("rule", None)
+        else:
+            body[k] = x
+    return body
+
+
+def desired_record(output, ver, body, who, at):
+    rec = {"out": output, "ver": ver, "v": body.get("v"), "set_by": who, "set_at": at}
+    if body.get("rule") is not None:
+        rec["rule"] = body["rule"]
+    return rec
+
+
+def reported_row(ver, v, why, err, at):
+    row = {"ver": ver, "v": v, "why": why, "at": at}
+    if err is not None:
+        row["err"] = err
+    return row
+
+
+def audit_row(output, at, who, ver, before, after):
+    return {"out": output, "at": at, "who": who, "ver": ver,
+            "from": json.loads(before) if before else None, "to": json.loads(after)}
+
+
+def bucket_plan(start, end, buckets):
+    """(start, width, buckets) of a history query: 1..MAX_BUCKETS buckets over end - start."""
+    start, end = float(start), float(end)
+    buckets = max(1, min(int(buckets), MAX_BUCKETS))
+    if not end > start:
+        raise ValueError("history: end must be after start")
+    return start, (end - start) / buckets, buckets
+
+
+def bucket_rows(rows, start, width, buckets):
+    out = []
+    for b, lo, avg, hi, n in rows:
+        b = int(b)
+        if 0 <= b < buckets:       # a float rounding at the far edge stays out
+            out.append([start + b * width, _num(lo), float(avg), _num(hi), int(n)])
+    return out
+
+
+def _num(x):
+    # PostgreSQL's NUMERIC comes back as Decimal
+    if x is None or isinstance(x, (int, float)):
+        return x
+    return float(x) if x.as_tuple().exponent < 0 else int(x)
 
 
 def reading_dict(row):

@@ -19,7 +19,9 @@ from decimal import Decimal
 
 import psycopg
 
-from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, reading_dict
+from .store import (DEFAULT_KEEP_HEALTH, HEALTH_SERIES, Store, StoreError, audit_row,
+                    bucket_plan, bucket_rows, desired_record, merge_desired, reading_dict,
+                    reported_row)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -74,11 +76,41 @@ CREATE TABLE IF NOT EXISTS epochs (
     previous   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
+CREATE TABLE IF NOT EXISTS outputs_desired (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    body    TEXT NOT NULL,
+    set_by  TEXT NOT NULL,
+    set_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_reported (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    v       NUMERIC,             -- exact, the scale tells a float from an integer (readings)
+    why     TEXT NOT NULL,
+    err     TEXT,
+    at      DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_audit (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    at      DOUBLE PRECISION NOT NULL,
+    who     TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    "from"  TEXT,
+    "to"    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_audit_by_device ON outputs_audit (device, at);
 """
 
 # Two collectors starting at once would race on CREATE TABLE IF NOT EXISTS (it is not atomic
 # against a concurrent creator): the schema is made under this transaction-scoped lock.
 _SCHEMA_LOCK = 0x6669656c64   # "field"
+_OUTPUT_LOCK = 0x6f7574      # "out": the first key of an output's advisory lock
 
 _READING_COLS = (
     "r.seq, r.boot, r.ts, r.up, r.name, r.value, r.unit, r.err, r.received, r.epoch,"
@@ -107,7 +139,8 @@ _RETRIES = 3
 _RETRY_STATES = ("40P01", "40001")
 
 # The methods `apply` runs (the writes); each returns what its single method returns.
-WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
+WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health",
+             "set_desired", "record_reported")
 
 # Errors caused by one operation's data (a NOT NULL name, a number out of range): that
 # operation fails alone. Everything else psycopg raises (connection lost, server shutting
@@ -212,7 +245,9 @@ class PostgresStore(Store):
     def _has_tables(conn):
         row = conn.execute("SELECT to_regclass('devices'), to_regclass('readings'),"
                            " to_regclass('gaps'), to_regclass('health'),"
-                           " to_regclass('epochs')").fetchone()
+                           " to_regclass('epochs'), to_regclass('outputs_desired'),"
+                           " to_regclass('outputs_reported'), to_regclass('outputs_audit')"
+                           ).fetchone()
         return all(x is not None for x in row)
 
     def _drop_connection(self):
@@ -305,6 +340,12 @@ class PostgresStore(Store):
 
     def record_health(self, device, health):
         return self._one("record_health", device, health)
+
+    def set_desired(self, device, output, change, who):
+        return self._one("set_desired", device, output, dict(change), who)
+
+    def record_reported(self, device, out):
+        return self._one("record_reported", device, out)
 
     # -- the operations (inside the group's transaction) ---------------------------------
 
@@ -490,6 +531,43 @@ class PostgresStore(Store):
         cur.execute("UPDATE devices SET health = %s, health_at = %s WHERE device = %s",
                     (body, now, device))
 
+    def _set_desired(self, cur, device, output, change, who):
+        now = time.time()
+        # Two collectors setting the same output at once: one after the other (the first
+        # change to an output has no row to lock yet, so the lock is on its name).
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_OUTPUT_LOCK, device + "/" + output))
+        cur.execute("SELECT ver, body FROM outputs_desired WHERE device = %s AND output = %s",
+                    (device, output))
+        row = cur.fetchone()
+        ver, before = (row[0], json.loads(row[1])) if row else (0, None)
+        body = merge_desired(before, change)
+        text = json.dumps(body, allow_nan=False)
+        ver += 1
+        cur.execute("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device, output) DO UPDATE"
+                    " SET ver = EXCLUDED.ver, body = EXCLUDED.body, set_by = EXCLUDED.set_by,"
+                    " set_at = EXCLUDED.set_at", (device, output, ver, text, who, now))
+        cur.execute('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    (device, output, now, who, ver, row[1] if row else None, text))
+        return desired_record(output, ver, body, who, now)
+
+    def _record_reported(self, cur, device, out):
+        now = time.time()
+        kept = {}
+        for name, r in out.items():
+            cur.execute(
+                "INSERT INTO outputs_reported AS o (device, output, ver, v, why, err, at)"
+                " VALUES (%s, %s, %s, %s::numeric, %s, %s, %s) ON CONFLICT (device, output)"
+                " DO UPDATE SET ver = EXCLUDED.ver, v = EXCLUDED.v, why = EXCLUDED.why,"
+                " err = EXCLUDED.err, at = EXCLUDED.at WHERE EXCLUDED.ver >= o.ver"
+                " RETURNING ver", (device, name, r["ver"], encode_value(r.get("v")), r["why"],
+                                   r.get("err"), now))
+            if cur.fetchone() is not None:
+                kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
+        return kept
+
     # -- reading ---------------------------------------------------------------------------
 
     def _query(self, query, args=()):
@@ -563,6 +641,48 @@ class PostgresStore(Store):
                         "health_at": health_at, "dropped_gaps": int(dropped),
                         "gaps": ngaps, "epoch": epoch, "epoch_offset": offset})
         return out
+
+    def desired(self, device):
+        rows = self._query("SELECT output, ver, body, set_by, set_at FROM outputs_desired"
+                           " WHERE device = %s ORDER BY output", (device,))
+        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
+
+    def reported(self, device):
+        rows = self._query("SELECT output, ver, v, why, err, at FROM outputs_reported"
+                           " WHERE device = %s ORDER BY output", (device,))
+        return {o: reported_row(ver, decode_value(v), why, err, at)
+                for o, ver, v, why, err, at in rows}
+
+    def audit(self, device, limit=100):
+        rows = self._query('SELECT output, at, who, ver, "from", "to" FROM outputs_audit'
+                           " WHERE device = %s ORDER BY at DESC, ctid DESC LIMIT %s",
+                           (device, int(limit)))
+        return [audit_row(*r) for r in rows]
+
+    def history(self, device, name, start, end, buckets):
+        start, width, buckets = bucket_plan(start, end, buckets)
+        rows = self._query(
+            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT"
+            " floor((COALESCE(ts, received) - %(s)s) / %(w)s)::bigint AS b, value"
+            " FROM readings WHERE device = %(d)s AND name = %(n)s"
+            " AND COALESCE(ts, received) >= %(s)s AND COALESCE(ts, received) < %(e)s"
+            " AND value IS NOT NULL) t GROUP BY b ORDER BY b",
+            {"s": start, "w": width, "d": device, "n": name, "e": float(end)})
+        return bucket_rows(rows, start, width, buckets)
+
+    def health_series(self, device, key, start, end, buckets):
+        if key not in HEALTH_SERIES:
+            raise ValueError("not a health series: %r" % (key,))
+        start, width, buckets = bucket_plan(start, end, buckets)
+        # a field that is not a number (null, or text from a device's extras) is left out
+        rows = self._query(
+            "SELECT b, MIN(x), AVG(x), MAX(x), COUNT(*) FROM (SELECT"
+            " floor((received - %(s)s) / %(w)s)::bigint AS b, CASE WHEN"
+            " json_typeof(body::json -> %(k)s) = 'number' THEN (body::json ->> %(k)s)::float8"
+            " END AS x FROM health WHERE device = %(d)s AND received >= %(s)s"
+            " AND received < %(e)s) t WHERE x IS NOT NULL GROUP BY b ORDER BY b",
+            {"s": start, "w": width, "k": key, "d": device, "e": float(end)})
+        return bucket_rows(rows, start, width, buckets)
 
     def close(self):
         with self._lock:
