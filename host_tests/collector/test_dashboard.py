@@ -80,8 +80,11 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 await ws.send(json.dumps(m))
                 if m["t"] == "health":
                     continue  # no answer to a health message
-                assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"] in (
-                    "welcome", "ack")
+                got = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"]
+                assert got in ("welcome", "ack")
+                if got == "welcome":   # the desired state follows it
+                    assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))[
+                        "t"] == "desired"
             await ws.close()  # a clean close: the collector handled everything sent
 
     async def main():

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
 from . import auth as A
+from . import control as C
 from . import limits as L
 from . import messages as M
 from .committer import GroupCommitter
@@ -183,6 +184,7 @@ class _Session:
         self.offset = 0            # store seq = device seq + offset (docs/protocol.md "Epochs")
         self.first = 1             # hello.first, in store seqs
         self.superseded = False
+        self.welcomed = False      # desired changes go out only after `welcome`
         self.received_at = 0.0     # perf_counter when the message in hand was read
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
@@ -267,7 +269,7 @@ class Collector:
             logger=WS_LOG,
             max_queue=MAX_QUEUE,
             write_limit=WRITE_LIMIT,
-            create_connection=lambda *a, **kw: L.BoundedConnection(self, *a, **kw),
+            create_connection=lambda *a, **kw: C.BodyConnection(self, *a, **kw),
         )
         self.fd_budget = L.fd_budget()
         want = self.max_devices + self.max_viewers + self.max_admins
@@ -559,7 +561,7 @@ class Collector:
         self._handshake_done(conn)
         try:
             path = _path(request)
-            route = _ROUTES.get(path)
+            route = _ROUTES.get(path) or C.route(path)
             if route is None and path in _STATIC:
                 route = ("GET", None, "static")
             if route is None:
@@ -603,6 +605,8 @@ class Collector:
                              "store: %s\n" % problem if problem else "ok\n")
             if kind == "metrics":
                 return _body(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+            if kind in ("outputs", "output_put", "history", "health"):
+                return await C.http(self, conn, request, kind, path, _body, _text)
             return _text(conn, 404, "not found\n")
         except MultipleValuesError:
             return _text(conn, 400, "a header that must appear once appears twice\n")
@@ -779,6 +783,8 @@ class Collector:
                     await self.committer.one("record_health", dev, body)
                     self._publish({"t": "health", "dev": dev, "health": body,
                                    "time": time.time()})
+                elif t == "reported":
+                    await C.on_reported(self, s, m)
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
                     if fut is not None and not fut.done():
@@ -837,6 +843,8 @@ class Collector:
                         " firmware without hello.epoch)", dev, m["next"], s.ack - s.offset)
         await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": self._dev_ack(s),
                                  "time": now}))
+        s.welcomed = True
+        await C.after_welcome(self, s)
         self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
 
@@ -932,12 +940,15 @@ class Collector:
     async def _admin(self, ws):
         """Admin requests, one JSON object per message:
         {"op": "cmd", "dev", "cmd", "args", "timeout"} -> {"ok": true, "reply": {...}}
-        {"op": "connected"} -> {"ok": true, "devices": [...]}"""
+        {"op": "connected"} -> {"ok": true, "devices": [...]}
+        {"t": "set", "dev", "out", "v"|"rule"} -> {"ok": true, "desired": {...}}"""
         async for raw in ws:
             try:
                 req = json.loads(raw)
-                op = req.get("op")
-                if op == "cmd":
+                op = req.get("op") or req.get("t")
+                if op == "set":
+                    out = await C.admin_set(self, req, _peer(ws))
+                elif op == "cmd":
                     reply = await self.command(req["dev"], req["cmd"], req.get("args") or {},
                                                float(req.get("timeout", 10)))
                     out = {"ok": True, "reply": reply}

@@ -1,0 +1,223 @@
+"""Control on the collector (docs/protocol.md "Control", docs/collector.md "Control"):
+desired state set over HTTP and the /admin socket, delivered after welcome and on change,
+`reported` stored (never rolled back by an older ver), the admin role required and checked
+before anything changes, history buckets over HTTP."""
+import asyncio
+import http.client
+import json
+import socket
+import time
+
+from websockets.asyncio.client import connect
+
+from collector.test_server import (ADMIN, AS_VIEWER, Server, T, dev_connect, do_batch,
+                                   do_hello, expect_close, recv, run, send)
+
+AS_ADMIN = {"Authorization": "Bearer " + ADMIN}
+
+
+async def request(c, method, path, headers=None, body=None):
+    """(status, body bytes) of one HTTP request, with a body when given."""
+    def go():
+        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=T)
+        try:
+            data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+            h = {"Host": "127.0.0.1:%d" % c.port}
+            h.update(headers or {})
+            conn.request(method, path, body=data, headers=h)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+    return await asyncio.get_running_loop().run_in_executor(None, go)
+
+
+async def session_cookie(c, token):
+    def go():
+        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=T)
+        try:
+            conn.request("POST", "/api/session", headers={
+                "Host": "127.0.0.1:%d" % c.port, "Authorization": "Bearer " + token})
+            r = conn.getresponse()
+            r.read()
+            return r.getheader("Set-Cookie").split(";", 1)[0]
+        finally:
+            conn.close()
+    return await asyncio.get_running_loop().run_in_executor(None, go)
+
+
+async def expect_type(ws, t):
+    while True:
+        m = await recv(ws)
+        if m["t"] == t:
+            return m
+
+
+def test_set_needs_the_admin_role_and_refusals_change_nothing(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            path = "/api/devices/dev-1/outputs/relay"
+            viewer_cookie = await session_cookie(c, AS_VIEWER["Authorization"][7:])
+            admin_cookie = await session_cookie(c, ADMIN)
+            origin = {"Origin": "http://127.0.0.1:%d" % c.port}
+            for headers, want in (({}, 401), ({"Authorization": "Bearer " + "x" * 24}, 401),
+                                  (AS_VIEWER, 403), ({"Cookie": viewer_cookie}, 403),
+                                  (dict(origin, Cookie=viewer_cookie), 403),
+                                  # a cookie without this server's Origin: CSRF
+                                  ({"Cookie": admin_cookie}, 403),
+                                  ({"Cookie": admin_cookie,
+                                    "Origin": "http://evil.example"}, 403)):
+                st, _ = await request(c, "PUT", path, headers, {"v": 1})
+                assert st == want, (headers, st)
+            assert c.store.desired("dev-1") == {} and c.store.audit("dev-1") == []
+            st, body = await request(c, "PUT", path, dict(origin, Cookie=admin_cookie),
+                                     {"v": 1})
+            assert st == 200 and json.loads(body)["ver"] == 1
+            st, body = await request(c, "PUT", path, AS_ADMIN, {"v": 0})
+            assert st == 200 and json.loads(body)["ver"] == 2
+            assert [a["ver"] for a in c.store.audit("dev-1")] == [2, 1]
+            assert "dashboard" in c.store.audit("dev-1")[1]["who"]
+    run(main())
+
+
+def test_bad_requests_are_refused_with_a_reason(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            base = "/api/devices/dev-1/outputs/"
+            for body, why in ((b"not json", b"JSON"), ({"v": "on"}, b"number"),
+                              (b'{"v": NaN}', b"JSON"), ({"v": 1e300}, b"range"),
+                              ({"x": 1}, b"unknown"), ({}, b"expected"),
+                              ({"rule": {"n": "t", "above": 1, "below": 2, "when_above": 1,
+                                         "when_below": 0, "enabled": True}}, b"above"),
+                              ({"rule": {"n": "t"}}, b"missing")):
+                st, text = await request(c, "PUT", base + "relay", AS_ADMIN, body)
+                assert st == 400 and why in text, (body, st, text)
+            st, text = await request(c, "PUT", base + "bad%20name", AS_ADMIN, {"v": 1})
+            assert st == 400 and b"output name" in text
+            st, _ = await request(c, "PUT", "/api/devices/nobody/outputs/relay", AS_ADMIN,
+                                  {"v": 1})
+            assert st == 404
+            st, _ = await request(c, "PUT", base + "relay", AS_ADMIN,
+                                  {"v": 1, "pad": "x" * 10000})
+            assert st == 413
+            st, _ = await request(c, "GET", "/api/devices/nobody/outputs", AS_VIEWER)
+            assert st == 404
+            assert c.store.desired("dev-1") == {}
+            # the server still serves (the connection class passed everything else through)
+            st, _ = await request(c, "GET", "/api/devices", AS_VIEWER)
+            assert st == 200
+    run(main())
+
+
+def test_a_change_reaches_the_live_device_and_its_report_is_stored(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            sub = c.subscribe()
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                st, body = await request(c, "PUT", "/api/devices/dev-1/outputs/relay",
+                                         AS_ADMIN, {"v": 1})
+                assert st == 200
+                m = await recv(ws)
+                assert m == {"t": "desired", "out": {"relay": {"ver": 1, "v": 1}},
+                             "full": False}
+                st, body = await request(c, "GET", "/api/devices/dev-1/outputs", AS_VIEWER)
+                assert json.loads(body)["pending"] == ["relay"]
+                await send(ws, {"t": "reported", "out": {"relay": {"v": 1, "ver": 1,
+                                                                   "why": "command"}}})
+                ev = await sub.get(T)
+                while ev["t"] != "reported":
+                    ev = await sub.get(T)
+                assert ev["out"]["relay"]["v"] == 1
+                st, body = await request(c, "GET", "/api/devices/dev-1/outputs", AS_VIEWER)
+                got = json.loads(body)
+                assert got["pending"] == [] and got["reported"]["relay"]["ver"] == 1
+                # an older ver (a late message) does not roll the reported state back
+                await request(c, "PUT", "/api/devices/dev-1/outputs/relay", AS_ADMIN,
+                              {"v": 0})
+                assert (await recv(ws))["out"]["relay"]["ver"] == 2
+                await send(ws, {"t": "reported", "out": {"relay": {"v": 0, "ver": 2,
+                                                                   "why": "command"}}})
+                await send(ws, {"t": "reported", "out": {"relay": {"v": 1, "ver": 1,
+                                                                   "why": "command"}}})
+                assert await do_batch(ws, [1]) == 1     # both reports handled before this
+                assert c.store.reported("dev-1")["relay"] == dict(
+                    c.store.reported("dev-1")["relay"], v=0, ver=2)
+            sub.close()
+    run(main())
+
+
+def test_a_change_while_offline_is_delivered_after_reconnect(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+            st, _ = await request(c, "PUT", "/api/devices/dev-1/outputs/fan", AS_ADMIN,
+                                  {"v": 0.5})
+            assert st == 200
+            rule = {"n": "env.temperature", "above": 26, "below": 24, "when_above": 1,
+                    "when_below": 0, "enabled": True}
+            # the /admin socket sets too
+            async with connect(c.url[:-3] + "/admin", additional_headers=AS_ADMIN) as adm:
+                await adm.send(json.dumps({"t": "set", "dev": "dev-1", "out": "fan",
+                                           "rule": rule}))
+                got = json.loads(await asyncio.wait_for(adm.recv(), T))
+                assert got["ok"] and got["desired"]["ver"] == 2
+                await adm.send(json.dumps({"t": "set", "dev": "dev-1", "out": "fan",
+                                           "v": "x"}))
+                assert not json.loads(await asyncio.wait_for(adm.recv(), T))["ok"]
+            async with dev_connect(c.url) as ws:
+                await send(ws, {"t": "hello", "v": 1, "dev": "dev-1", "fw": "t", "board": "b",
+                                "boot": 1, "next": 1, "first": 1, "held": 0, "dropped": 0,
+                                "synced": False})
+                assert (await recv(ws))["t"] == "welcome"
+                m = await recv(ws)
+                assert m == {"t": "desired", "full": True,
+                             "out": {"fan": {"ver": 2, "v": 0.5, "rule": rule}}}
+    run(main())
+
+
+def test_a_hostile_reported_is_refused(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            for bad in ({"out": {"bad name": {"v": 1, "ver": 1, "why": "command"}}},
+                        {"out": {"relay": {"v": 1, "ver": -1, "why": "command"}}},
+                        {"out": {"relay": {"v": 1, "ver": 1, "why": "magic"}}},
+                        {"out": {"relay": {"v": True, "ver": 1, "why": "command"}}},
+                        {"out": {"o%d" % i: {"v": 1, "ver": 1, "why": "boot"}
+                                 for i in range(65)}},
+                        {"out": []}):
+                async with dev_connect(c.url) as ws:
+                    await do_hello(ws)
+                    await send(ws, dict(bad, t="reported"))
+                    big = len(bad["out"]) > 64
+                    await expect_close(ws, 1009 if big else 1007,
+                                       "too_big" if big else "bad_message")
+            assert c.store.reported("dev-1") == {}
+    run(main())
+
+
+def test_history_over_http_is_bucketed(tmp_path):
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            now = time.time()
+            c.store.add_readings("dev-1", [
+                {"q": i + 1, "ts": now - 100 + i, "up": i, "n": "env.temperature",
+                 "v": float(i), "u": "C"} for i in range(10)])
+            st, body = await request(c, "GET", "/api/devices/dev-1/history?n=env.temperature"
+                                     "&range=hour", AS_VIEWER)
+            got = json.loads(body)
+            assert st == 200 and sum(b[4] for b in got["buckets"]) == 10
+            assert min(b[1] for b in got["buckets"]) == 0.0
+            assert max(b[3] for b in got["buckets"]) == 9.0
+            assert len(got["buckets"]) <= 240
+            st, _ = await request(c, "GET", "/api/devices/dev-1/history?n=x&range=year",
+                                  AS_VIEWER)
+            assert st == 400
+            st, _ = await request(c, "GET", "/api/devices/dev-1/history?n=env.temperature")
+            assert st == 401
+            st, body = await request(c, "GET", "/api/devices/dev-1/health?range=day",
+                                     AS_VIEWER)
+            assert st == 200 and set(json.loads(body)["series"]) == {"heap_free", "rssi",
+                                                                     "reconnects"}
+    run(main())
