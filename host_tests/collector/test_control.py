@@ -221,3 +221,31 @@ def test_history_over_http_is_bucketed(tmp_path):
             assert st == 200 and set(json.loads(body)["series"]) == {"heap_free", "rssi",
                                                                      "reconnects"}
     run(main())
+
+
+def test_fieldlink_ctl_sets_with_the_token_from_a_file_or_the_environment(tmp_path):
+    import os
+    import subprocess
+    import sys
+    tok = tmp_path / "admin"
+    tok.write_text(ADMIN + "\n")
+
+    async def main():
+        async with Server(tmp_path / "c.db") as c:
+            def ctl(*argv, env=None):
+                return subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "ctl",
+                                       *argv, "--server", c.http_url], capture_output=True,
+                                      text=True, timeout=60,
+                                      env=dict(os.environ, **(env or {})))
+            loop = asyncio.get_running_loop()
+            r = await loop.run_in_executor(None, lambda: ctl("dev-1", "relay", "1",
+                                                             "--admin-token-file", str(tok)))
+            assert r.returncode == 0 and json.loads(r.stdout)["ver"] == 1, r.stderr
+            r = await loop.run_in_executor(None, lambda: ctl(
+                "dev-1", "relay", "0.5", env={"FIELDLINK_ADMIN_TOKEN": ADMIN}))
+            assert r.returncode == 0 and json.loads(r.stdout)["v"] == 0.5
+            r = await loop.run_in_executor(None, lambda: ctl(
+                "dev-1", "relay", "1", env={"FIELDLINK_ADMIN_TOKEN": "w" * 20}))
+            assert r.returncode == 1 and "401" in r.stderr
+            assert c.store.desired("dev-1")["relay"]["ver"] == 2
+    run(main())

@@ -23,6 +23,7 @@ COMMANDS = {
     "deploy": ("fieldlink_tools.deploy", "copy the firmware, board file and config to a board"),
     "provision": ("fieldlink_tools.provision", "write Wi-Fi, server, device id and token to a config"),
     "monitor": ("fieldlink_tools.monitor", "show a board's log, readably"),
+    "ctl": ("fieldlink_tools.ctl", "set a device's output (desired state) on the collector"),
 }
 
 
