@@ -132,6 +132,10 @@ def test_a_change_reaches_the_live_device_and_its_report_is_stored(tmp_path):
                 st, body = await request(c, "GET", "/api/devices/dev-1/outputs", AS_VIEWER)
                 got = json.loads(body)
                 assert got["pending"] == [] and got["reported"]["relay"]["ver"] == 1
+                assert "audit" not in got
+                st, body = await request(c, "GET", "/api/devices/dev-1/outputs?audit=5",
+                                         AS_VIEWER)
+                assert [a["ver"] for a in json.loads(body)["audit"]] == [1]
                 # an older ver (a late message) does not roll the reported state back
                 await request(c, "PUT", "/api/devices/dev-1/outputs/relay", AS_ADMIN,
                               {"v": 0})

@@ -220,16 +220,23 @@ async def http(collector, conn, request, kind, path, body_fn, text_fn):
         return js(200, rec)
     if not known:
         return text_fn(conn, 404, "unknown device\n")
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
     if kind == "outputs":
+        try:
+            n_audit = max(0, min(1000, int((q.get("audit") or ["0"])[0])))
+        except ValueError:
+            return text_fn(conn, 400, "audit: a number of changes\n")
+
         def read():
             return (collector.store.desired(dev), collector.store.reported(dev),
-                    collector.store.audit(dev, 20))
+                    collector.store.audit(dev, n_audit) if n_audit else None)
         desired, reported, audit = await collector._db(read)
         pending = sorted(o for o, r in desired.items()
                          if r["ver"] > reported.get(o, {}).get("ver", 0))
-        return js(200, {"dev": dev, "desired": desired, "reported": reported,
-                        "pending": pending, "audit": audit})
-    q = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+        out = {"dev": dev, "desired": desired, "reported": reported, "pending": pending}
+        if audit is not None:
+            out["audit"] = audit
+        return js(200, out)
     rng = (q.get("range") or ["hour"])[0]
     if rng not in RANGES:
         return text_fn(conn, 400, "range: hour, day or week\n")
