@@ -111,24 +111,47 @@ class Store:
         Returns {name: row} of the ones stored."""
         return self._one("record_reported", device, out)
 
+    # The control reads are the same SQL on both stores: `?` placeholders (turned into the
+    # store's own by _sql), the bucket's floor written as _FLOOR.
+    _FLOOR = "CAST(%s AS INTEGER)"   # the argument is >= 0 here, so truncation is the floor
+
+    def _sql(self, sql):
+        return sql
+
     def desired(self, device):
         """{output: record} of a device (records as set_desired returns them)."""
-        raise NotImplementedError
+        rows = self._query(self._sql("SELECT output, ver, body, set_by, set_at FROM"
+                                     " outputs_desired WHERE device=? ORDER BY output"),
+                           (device,))
+        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
 
     def reported(self, device):
         """{output: {v, ver, why, err, at}} of a device."""
-        raise NotImplementedError
+        rows = self._query(self._sql("SELECT output, ver, v, why, err, at FROM"
+                                     " outputs_reported WHERE device=? ORDER BY output"),
+                           (device,))
+        return {o: reported_row(ver, _num(v), why, err, at) for o, ver, v, why, err, at in rows}
 
     def audit(self, device, limit=100):
         """The newest changes of a device's outputs first: dicts out, at, who, ver, from, to."""
-        raise NotImplementedError
+        rows = self._query(self._sql('SELECT output, at, who, ver, "from", "to" FROM'
+                                     " outputs_audit WHERE device=? ORDER BY at DESC, ver DESC"
+                                     " LIMIT ?"), (device, int(limit)))
+        return [audit_row(*r) for r in rows]
 
     def history(self, device, name, start, end, buckets):
         """Readings `name` of a device with start <= ts < end (ts: the device's time, the
         server's `received` for readings sent before the clock was set), in `buckets` equal
         buckets: [[bucket start, min, avg, max, count], ...] for the buckets that hold a
         number, oldest first; computed by the database (bucket = floor((ts - start)/width))."""
-        raise NotImplementedError
+        start, width, buckets = bucket_plan(start, end, buckets)
+        rows = self._query(self._sql(
+            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT "
+            + self._FLOOR % "(COALESCE(ts, received) - ?) / ?" + " AS b, value FROM readings"
+            " WHERE device=? AND name=? AND COALESCE(ts, received) >= ?"
+            " AND COALESCE(ts, received) < ? AND value IS NOT NULL) t GROUP BY b ORDER BY b"),
+            (start, width, device, name, start, float(end)))
+        return bucket_rows(rows, start, width, buckets)
 
     def health_series(self, device, key, start, end, buckets):
         """The same for one field of the health messages (key in HEALTH_SERIES), by the time
@@ -711,34 +734,12 @@ class SQLiteStore(Store):
         return out
 
     def _op_set_desired(self, db, now, device, output, change, who):
-        row = db.execute("SELECT ver, body FROM outputs_desired WHERE device=? AND output=?",
-                         (device, output)).fetchone()
-        ver, before = (row[0], json.loads(row[1])) if row else (0, None)
-        body = merge_desired(before, change)
-        text = json.dumps(body, allow_nan=False)
-        ver += 1
-        db.execute("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
-                   " VALUES (?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
-                   " ver=excluded.ver, body=excluded.body, set_by=excluded.set_by,"
-                   " set_at=excluded.set_at", (device, output, ver, text, who, now))
-        db.execute('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
-                   " VALUES (?,?,?,?,?,?,?)", (device, output, now, who, ver,
-                                               row[1] if row else None, text))
-        return desired_record(output, ver, body, who, now)
+        return set_desired_in(lambda sql, args: db.execute(sql, args).fetchall(), device,
+                              output, change, who, now)
 
     def _op_record_reported(self, db, now, device, out):
-        kept = {}
-        for name, r in out.items():
-            # the WHERE of the upsert: a lower ver than the stored one changes nothing
-            got = db.execute(
-                "INSERT INTO outputs_reported (device, output, ver, v, why, err, at)"
-                " VALUES (?,?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
-                " ver=excluded.ver, v=excluded.v, why=excluded.why, err=excluded.err,"
-                " at=excluded.at WHERE excluded.ver >= outputs_reported.ver RETURNING ver",
-                (device, name, r["ver"], r.get("v"), r["why"], r.get("err"), now)).fetchone()
-            if got is not None:
-                kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
-        return kept
+        return record_reported_in(lambda sql, args: db.execute(sql, args).fetchall(),
+                                  device, out, now)
 
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
@@ -865,33 +866,6 @@ class SQLiteStore(Store):
                         "epoch": epoch, "epoch_offset": offset})
         return out
 
-    def desired(self, device):
-        rows = self._query("SELECT output, ver, body, set_by, set_at FROM outputs_desired"
-                           " WHERE device=? ORDER BY output", (device,))
-        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
-
-    def reported(self, device):
-        rows = self._query("SELECT output, ver, v, why, err, at FROM outputs_reported"
-                           " WHERE device=? ORDER BY output", (device,))
-        return {o: reported_row(ver, v, why, err, at) for o, ver, v, why, err, at in rows}
-
-    def audit(self, device, limit=100):
-        rows = self._query('SELECT output, at, who, ver, "from", "to" FROM outputs_audit'
-                           " WHERE device=? ORDER BY at DESC, rowid DESC LIMIT ?",
-                           (device, int(limit)))
-        return [audit_row(*r) for r in rows]
-
-    def history(self, device, name, start, end, buckets):
-        start, width, buckets = bucket_plan(start, end, buckets)
-        # ts >= start, so the CAST (which truncates) is the floor
-        rows = self._query(
-            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT"
-            " CAST((COALESCE(ts, received) - ?) / ? AS INTEGER) AS b, value FROM readings"
-            " WHERE device=? AND name=? AND COALESCE(ts, received) >= ?"
-            " AND COALESCE(ts, received) < ? AND value IS NOT NULL) GROUP BY b ORDER BY b",
-            (start, width, device, name, start, end))
-        return bucket_rows(rows, start, width, buckets)
-
     def health_series(self, device, key, start, end, buckets):
         if key not in HEALTH_SERIES:
             raise ValueError("not a health series: %r" % (key,))
@@ -910,6 +884,40 @@ class SQLiteStore(Store):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def set_desired_in(run, device, output, change, who, now):
+    """Store.set_desired inside a transaction: `run(sql, args) -> rows`, `?` placeholders."""
+    row = run("SELECT ver, body FROM outputs_desired WHERE device=? AND output=?",
+              (device, output))
+    ver, before = (row[0][0], json.loads(row[0][1])) if row else (0, None)
+    body = merge_desired(before, change)
+    text = json.dumps(body, allow_nan=False)
+    ver += 1
+    run("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
+        " ver=excluded.ver, body=excluded.body, set_by=excluded.set_by,"
+        " set_at=excluded.set_at RETURNING ver", (device, output, ver, text, who, now))
+    run('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
+        " VALUES (?,?,?,?,?,?,?) RETURNING ver",
+        (device, output, now, who, ver, row[0][1] if row else None, text))
+    return desired_record(output, ver, body, who, now)
+
+
+def record_reported_in(run, device, out, now, encode=lambda v: v, value="?"):
+    """Store.record_reported inside a transaction (see set_desired_in); `encode` and `value`
+    (its placeholder) say how the store takes a value."""
+    kept = {}
+    for name, r in out.items():
+        # the WHERE of the upsert: a lower ver than the stored one changes nothing
+        got = run("INSERT INTO outputs_reported AS o (device, output, ver, v, why, err, at)"
+                  " VALUES (?,?,?," + value + ",?,?,?) ON CONFLICT (device, output) DO UPDATE"
+                  " SET ver=excluded.ver, v=excluded.v, why=excluded.why, err=excluded.err,"
+                  " at=excluded.at WHERE excluded.ver >= o.ver RETURNING ver",
+                  (device, name, r["ver"], encode(r.get("v")), r["why"], r.get("err"), now))
+        if got:
+            kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
+    return kept
 
 
 def merge_desired(before, change):

@@ -19,9 +19,8 @@ from decimal import Decimal
 
 import psycopg
 
-from .store import (DEFAULT_KEEP_HEALTH, HEALTH_SERIES, Store, StoreError, audit_row,
-                    bucket_plan, bucket_rows, desired_record, merge_desired, reading_dict,
-                    reported_row)
+from .store import (DEFAULT_KEEP_HEALTH, HEALTH_SERIES, Store, StoreError, bucket_plan,
+                    bucket_rows, reading_dict, record_reported_in, set_desired_in)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -531,42 +530,23 @@ class PostgresStore(Store):
         cur.execute("UPDATE devices SET health = %s, health_at = %s WHERE device = %s",
                     (body, now, device))
 
+    @staticmethod
+    def _runner(cur):
+        def run(sql, args):
+            cur.execute(sql.replace("?", "%s"), args)
+            return cur.fetchall() if cur.description else []
+        return run
+
     def _set_desired(self, cur, device, output, change, who):
-        now = time.time()
         # Two collectors setting the same output at once: one after the other (the first
         # change to an output has no row to lock yet, so the lock is on its name).
         cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                     (_OUTPUT_LOCK, device + "/" + output))
-        cur.execute("SELECT ver, body FROM outputs_desired WHERE device = %s AND output = %s",
-                    (device, output))
-        row = cur.fetchone()
-        ver, before = (row[0], json.loads(row[1])) if row else (0, None)
-        body = merge_desired(before, change)
-        text = json.dumps(body, allow_nan=False)
-        ver += 1
-        cur.execute("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (device, output) DO UPDATE"
-                    " SET ver = EXCLUDED.ver, body = EXCLUDED.body, set_by = EXCLUDED.set_by,"
-                    " set_at = EXCLUDED.set_at", (device, output, ver, text, who, now))
-        cur.execute('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                    (device, output, now, who, ver, row[1] if row else None, text))
-        return desired_record(output, ver, body, who, now)
+        return set_desired_in(self._runner(cur), device, output, change, who, time.time())
 
     def _record_reported(self, cur, device, out):
-        now = time.time()
-        kept = {}
-        for name, r in out.items():
-            cur.execute(
-                "INSERT INTO outputs_reported AS o (device, output, ver, v, why, err, at)"
-                " VALUES (%s, %s, %s, %s::numeric, %s, %s, %s) ON CONFLICT (device, output)"
-                " DO UPDATE SET ver = EXCLUDED.ver, v = EXCLUDED.v, why = EXCLUDED.why,"
-                " err = EXCLUDED.err, at = EXCLUDED.at WHERE EXCLUDED.ver >= o.ver"
-                " RETURNING ver", (device, name, r["ver"], encode_value(r.get("v")), r["why"],
-                                   r.get("err"), now))
-            if cur.fetchone() is not None:
-                kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
-        return kept
+        return record_reported_in(self._runner(cur), device, out, time.time(), encode_value,
+                                  "?::numeric")
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -642,33 +622,10 @@ class PostgresStore(Store):
                         "gaps": ngaps, "epoch": epoch, "epoch_offset": offset})
         return out
 
-    def desired(self, device):
-        rows = self._query("SELECT output, ver, body, set_by, set_at FROM outputs_desired"
-                           " WHERE device = %s ORDER BY output", (device,))
-        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
+    _FLOOR = "floor(%s)::bigint"
 
-    def reported(self, device):
-        rows = self._query("SELECT output, ver, v, why, err, at FROM outputs_reported"
-                           " WHERE device = %s ORDER BY output", (device,))
-        return {o: reported_row(ver, decode_value(v), why, err, at)
-                for o, ver, v, why, err, at in rows}
-
-    def audit(self, device, limit=100):
-        rows = self._query('SELECT output, at, who, ver, "from", "to" FROM outputs_audit'
-                           " WHERE device = %s ORDER BY at DESC, ctid DESC LIMIT %s",
-                           (device, int(limit)))
-        return [audit_row(*r) for r in rows]
-
-    def history(self, device, name, start, end, buckets):
-        start, width, buckets = bucket_plan(start, end, buckets)
-        rows = self._query(
-            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT"
-            " floor((COALESCE(ts, received) - %(s)s) / %(w)s)::bigint AS b, value"
-            " FROM readings WHERE device = %(d)s AND name = %(n)s"
-            " AND COALESCE(ts, received) >= %(s)s AND COALESCE(ts, received) < %(e)s"
-            " AND value IS NOT NULL) t GROUP BY b ORDER BY b",
-            {"s": start, "w": width, "d": device, "n": name, "e": float(end)})
-        return bucket_rows(rows, start, width, buckets)
+    def _sql(self, sql):
+        return sql.replace("?", "%s")
 
     def health_series(self, device, key, start, end, buckets):
         if key not in HEALTH_SERIES:
