@@ -253,3 +253,42 @@ def test_fieldlink_ctl_sets_with_the_token_from_a_file_or_the_environment(tmp_pa
             assert r.returncode == 1 and "401" in r.stderr
             assert c.store.desired("dev-1")["relay"]["ver"] == 2
     run(main())
+
+
+def test_a_put_body_in_pieces_with_expect_and_one_that_never_comes(tmp_path):
+    """The body path (control.BodyConnection): the head and the body in separate packets,
+    Expect: 100-continue answered, and a body that never arrives is closed by the open
+    timeout without changing anything."""
+    async def main():
+        async with Server(tmp_path / "c.db", open_timeout=1) as c:
+            body = json.dumps({"v": 1}).encode()
+            head = ("PUT /api/devices/dev-1/outputs/relay HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                    "Authorization: Bearer %s\r\nContent-Length: %d\r\n"
+                    "Expect: 100-continue\r\n\r\n" % (c.port, ADMIN, len(body))).encode()
+
+            def go():
+                with socket.create_connection(("127.0.0.1", c.port), timeout=T) as s:
+                    s.sendall(head[:20])
+                    s.sendall(head[20:])
+                    got = s.recv(100)
+                    s.sendall(body)
+                    rest = b""
+                    while True:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            break
+                        rest += chunk
+                    return got, rest
+
+            def stall():
+                with socket.create_connection(("127.0.0.1", c.port), timeout=T) as s:
+                    s.sendall(head.replace(b"Expect: 100-continue\r\n", b""))
+                    return s.recv(65536)      # b"" when closed
+            loop = asyncio.get_running_loop()
+            got, rest = await loop.run_in_executor(None, go)
+            assert got.startswith(b"HTTP/1.1 100 Continue")
+            assert rest.startswith(b"HTTP/1.1 200") and b'"ver": 1' in rest, rest
+            closed = await loop.run_in_executor(None, stall)
+            assert not closed.startswith(b"HTTP/1.1 200"), closed
+            assert c.store.desired("dev-1")["relay"]["ver"] == 1    # the stalled one: nothing
+    run(main())
