@@ -4,15 +4,11 @@ refused and nothing changes; a history chart shows readings stored before the pa
 ones arriving after."""
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import time
-import urllib.request
 
 from websockets.asyncio.client import connect
 
-from collector.test_dashboard import CHROMIUM_FLAGS, DevTools, chromium_path, wait_for
+from collector.test_dashboard import Page, chromium_path, wait_for
 from fieldlink_tools.collector import Collector, SQLiteStore
 
 VIEWER = "viewer-token-for-the-page"
@@ -59,7 +55,7 @@ class ProtocolDevice:
 
 
 def test_switch_an_output_from_the_page_and_see_history(tmp_path):
-    exe = chromium_path()
+    chromium_path()
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
 
@@ -75,31 +71,10 @@ def test_switch_an_output_from_the_page_and_see_history(tmp_path):
                                      for i in range(1, 6)])
         dev = ProtocolDevice(c.url)
         task = asyncio.ensure_future(dev.run(6))
-        proc = None
         try:
             await wait_for(lambda: _true(store.reported("dev-1")), "the device's boot report")
-            proc = subprocess.Popen(
-                [exe, *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, c.http_url],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            port_file = profile / "DevToolsActivePort"
-
-            async def devtools_port():
-                if proc.poll() is not None:
-                    raise AssertionError("chromium exited with %s" % proc.returncode)
-                text = port_file.read_text() if port_file.exists() else ""
-                return text.split("\n")[0] if "\n" in text else None
-            port = await wait_for(devtools_port, "DevToolsActivePort")
-
-            async def page_ws():
-                def get():
-                    with urllib.request.urlopen("http://127.0.0.1:%s/json/list" % port,
-                                                timeout=10) as r:
-                        return json.load(r)
-                for t in await asyncio.get_running_loop().run_in_executor(None, get):
-                    if t.get("type") == "page" and t.get("url", "").startswith(c.http_url):
-                        return t["webSocketDebuggerUrl"]
-            async with connect(await wait_for(page_ws, "the page"), max_size=2**24) as ws:
-                dt = DevTools(ws)
+            async with Page(c.http_url, profile) as page:
+                dt = page.dt
 
                 async def login(token):
                     await wait_for(lambda: dt.js("!document.getElementById('login').hidden"),
@@ -157,16 +132,6 @@ def test_switch_an_output_from_the_page_and_see_history(tmp_path):
                 assert store.audit("dev-1")[0]["who"].startswith("admin")
         finally:
             task.cancel()
-            if proc is not None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
             await c.stop()
             store.close()
 
