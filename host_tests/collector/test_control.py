@@ -103,6 +103,15 @@ def test_bad_requests_are_refused_with_a_reason(tmp_path):
             st, _ = await request(c, "GET", "/api/devices/nobody/outputs", AS_VIEWER)
             assert st == 404
             assert c.store.desired("dev-1") == {}
+            # outputs per device are bounded (the full state is one message to the device)
+            for i in range(64):
+                c.store.set_desired("dev-2", "o%d" % i, {"v": 0}, "t")
+            st, text = await request(c, "PUT", "/api/devices/dev-2/outputs/o64", AS_ADMIN,
+                                     {"v": 1})
+            assert st == 400 and b"limit" in text
+            st, _ = await request(c, "PUT", "/api/devices/dev-2/outputs/o63", AS_ADMIN,
+                                  {"v": 1})
+            assert st == 200
             # the server still serves (the connection class passed everything else through)
             st, _ = await request(c, "GET", "/api/devices", AS_VIEWER)
             assert st == 200

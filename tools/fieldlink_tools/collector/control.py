@@ -147,6 +147,11 @@ async def set_output(collector, dev, output, body, who):
     change = check_change(body)
     if dev not in collector.devices.tokens:
         raise KeyError(dev)
+    # the whole desired state goes to the device in one message after every welcome: its
+    # size stays bounded (64 records of at most ~200 bytes, within the device's 16 KiB)
+    have = await collector._db(collector.store.desired, dev)
+    if output not in have and len(have) >= M.MAX_OUTPUTS:
+        raise Invalid("this device has %d outputs set already (the limit)" % M.MAX_OUTPUTS)
     rec = await collector.committer.one("set_desired", dev, output, change, who[:100])
     collector._publish({"t": "desired", "dev": dev, "out": {output: rec},
                         "time": time.time()})
