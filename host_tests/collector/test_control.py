@@ -301,3 +301,32 @@ def test_a_put_body_in_pieces_with_expect_and_one_that_never_comes(tmp_path):
             assert not closed.startswith(b"HTTP/1.1 200"), closed
             assert c.store.desired("dev-1")["relay"]["ver"] == 1    # the stalled one: nothing
     run(main())
+
+
+def test_desired_state_survives_a_collector_restart_on_every_store(tmp_path, stores):
+    async def main():
+        async with Server(tmp_path / "c.db", store=stores.open()) as c:
+            st, _ = await request(c, "PUT", "/api/devices/dev-1/outputs/relay", AS_ADMIN,
+                                  {"v": 1})
+            assert st == 200
+            async with dev_connect(c.url) as ws:
+                await do_hello(ws)
+                await send(ws, {"t": "reported", "out": {"relay": {"v": 1, "ver": 1,
+                                                                   "why": "command"}}})
+                assert await do_batch(ws, [1]) == 1
+        async with Server(tmp_path / "c.db", store=stores.open()) as c:
+            async with dev_connect(c.url) as ws:
+                await send(ws, {"t": "hello", "v": 1, "dev": "dev-1", "fw": "t", "board": "b",
+                                "boot": 2, "next": 2, "first": 2, "held": 0, "dropped": 0,
+                                "synced": False})
+                assert (await recv(ws))["t"] == "welcome"
+                assert (await recv(ws))["out"] == {"relay": {"ver": 1, "v": 1}}
+            st, body = await request(c, "GET", "/api/devices/dev-1/outputs?audit=10",
+                                     AS_VIEWER)
+            got = json.loads(body)
+            assert got["reported"]["relay"]["ver"] == 1 and got["pending"] == []
+            assert len(got["audit"]) == 1
+            st, body = await request(c, "PUT", "/api/devices/dev-1/outputs/relay", AS_ADMIN,
+                                     {"v": 0})
+            assert json.loads(body)["ver"] == 2
+    run(main())
