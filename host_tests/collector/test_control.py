@@ -258,9 +258,12 @@ def test_fieldlink_ctl_sets_with_the_token_from_a_file_or_the_environment(tmp_pa
                 "dev-1", "relay", "0.5", env={"FIELDLINK_ADMIN_TOKEN": ADMIN}))
             assert r.returncode == 0 and json.loads(r.stdout)["v"] == 0.5
             r = await loop.run_in_executor(None, lambda: ctl(
+                "dev-1", "relay", "off", "--admin-token-file", str(tok)))
+            assert r.returncode == 0 and json.loads(r.stdout)["v"] == 0
+            r = await loop.run_in_executor(None, lambda: ctl(
                 "dev-1", "relay", "1", env={"FIELDLINK_ADMIN_TOKEN": "w" * 20}))
             assert r.returncode == 1 and "401" in r.stderr
-            assert c.store.desired("dev-1")["relay"]["ver"] == 2
+            assert c.store.desired("dev-1")["relay"]["ver"] == 3
     run(main())
 
 

@@ -23,7 +23,7 @@ from .collector.cli import load_token
 def add_arguments(p):
     p.add_argument("device")
     p.add_argument("output")
-    p.add_argument("value", nargs="?", help="a number: 0/1 digital, 0.0-1.0 PWM duty, an angle")
+    p.add_argument("value", nargs="?", help="a number: 0/1 (or on/off) digital, 0.0-1.0 PWM duty, an angle")
     p.add_argument("--rule", metavar="JSON", help="the output's local rule (JSON object), or"
                    " 'none' to remove it")
     p.add_argument("--show", action="store_true",
@@ -35,7 +35,12 @@ def add_arguments(p):
     p.add_argument("--timeout", type=float, default=10.0)
 
 
+_WORDS = {"on": 1, "off": 0, "true": 1, "false": 0}
+
+
 def _number(text):
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
     try:
         return int(text)
     except ValueError:

@@ -153,6 +153,7 @@ async def set_output(collector, dev, output, body, who):
     if output not in have and len(have) >= M.MAX_OUTPUTS:
         raise Invalid("this device has %d outputs set already (the limit)" % M.MAX_OUTPUTS)
     rec = await collector.committer.one("set_desired", dev, output, change, who[:100])
+    log.info("%s: %s set to ver %d by %s", dev, output, rec["ver"], M.printable(who[:100]))
     collector._publish({"t": "desired", "dev": dev, "out": {output: rec},
                         "time": time.time()})
     await deliver(collector, dev, {output: rec})
