@@ -3,7 +3,8 @@ API, plus the dashboard's HTTP routes and its read-only live feed. See docs/coll
 
 Routes (one port): `/ws` devices (token in the upgrade, subprotocol fieldlink.v1), `/live` the
 dashboard's feed (viewer token), `/admin` commands (admin token), `/` and its static files,
-`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (viewer token).
+`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (viewer token), and control
+(control.py): `/api/devices/ID/outputs[/NAME]`, `/api/devices/ID/history`, `.../health`.
 """
 import asyncio
 import collections
