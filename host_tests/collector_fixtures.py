@@ -84,6 +84,8 @@ class FakeDevice:
         self.send(hello(self.dev, next=next, **kw))
         m = self.recv()
         assert m["t"] == "welcome", m
+        self.desired = self.recv()      # the whole desired state, after every welcome
+        assert self.desired["t"] == "desired" and self.desired["full"] is True, self.desired
         return m["ack"]
 
     def batch(self, seqs, **kw):

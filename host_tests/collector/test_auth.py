@@ -218,6 +218,7 @@ def test_healthz_tells_the_truth_about_the_store(tmp_path):
                 await until(lambda: c.committer.failing is not None, 10, "the store failing")
                 c.store._db.execute("PRAGMA query_only=OFF")
                 assert (await recv(ws))["t"] == "welcome"    # the group was retried
+                assert (await recv(ws))["t"] == "desired"
                 assert await do_batch(ws, [1]) == 1
             assert (await request(c, "GET", "/healthz"))[0] == 200
     run(main())

@@ -68,8 +68,64 @@ class DevTools:
         return r["result"].get("value")
 
 
+class Page:
+    """Headless Chromium on `url` (async context manager): `dt` is the page's DevTools."""
+
+    def __init__(self, url, profile):
+        self.url = url
+        self.profile = profile
+        self.proc = None
+        self._ws = None
+
+    async def __aenter__(self):
+        self.proc = subprocess.Popen(
+            [chromium_path(), *CHROMIUM_FLAGS, "--user-data-dir=%s" % self.profile, self.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            port_file = self.profile / "DevToolsActivePort"
+
+            async def devtools_port():
+                if self.proc.poll() is not None:
+                    raise AssertionError("chromium exited with %s" % self.proc.returncode)
+                text = port_file.read_text() if port_file.exists() else ""
+                return text.split("\n")[0] if "\n" in text else None
+            port = await wait_for(devtools_port, "DevToolsActivePort")
+
+            async def page_ws():
+                def get():
+                    with urllib.request.urlopen("http://127.0.0.1:%s/json/list" % port,
+                                                timeout=10) as r:
+                        return json.load(r)
+                for t in await asyncio.get_running_loop().run_in_executor(None, get):
+                    if t.get("type") == "page" and t.get("url", "").startswith(self.url):
+                        return t["webSocketDebuggerUrl"]
+            url = await wait_for(page_ws, "the dashboard page target")
+            self._ws = await connect(url, max_size=2**24)
+        except BaseException:
+            self._stop()
+            raise
+        self.dt = DevTools(self._ws)
+        return self
+
+    async def __aexit__(self, *exc):
+        if self._ws is not None:
+            await self._ws.close()
+        self._stop()
+
+    def _stop(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
 def test_dashboard_shows_stored_and_live_readings(tmp_path):
-    exe = chromium_path()
+    chromium_path()
     profile = tmp_path / "chromium-profile"
     profile.mkdir()
 
@@ -80,44 +136,24 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 await ws.send(json.dumps(m))
                 if m["t"] == "health":
                     continue  # no answer to a health message
-                assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"] in (
-                    "welcome", "ack")
+                got = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"]
+                assert got in ("welcome", "ack")
+                if got == "welcome":   # the desired state follows it
+                    assert json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))[
+                        "t"] == "desired"
             await ws.close()  # a clean close: the collector handled everything sent
 
     async def main():
         store = SQLiteStore(tmp_path / "c.db")
         c = Collector(store, {"dev-1": "tok-1"}, port=0, viewer_token=VIEWER)
         await c.start()
-        proc = None
         try:
             # Stored before the page opens: must come from the snapshot.
             for k in range(120):   # a fleet: the table pages and filters instead of growing
                 store.add_readings("fleet-%03d" % k, readings([1]), 1)
             await device_send(c.url, [hello("dev-1"), {"t": "batch", "r": readings([1, 2, 3])}])
-            proc = subprocess.Popen(
-                [exe, *CHROMIUM_FLAGS, "--user-data-dir=%s" % profile, c.http_url],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            port_file = profile / "DevToolsActivePort"
-
-            async def devtools_port():
-                if proc.poll() is not None:
-                    raise AssertionError("chromium exited with %s" % proc.returncode)
-                text = port_file.read_text() if port_file.exists() else ""
-                return text.split("\n")[0] if "\n" in text else None
-            port = await wait_for(devtools_port, "DevToolsActivePort")
-
-            async def page_ws():
-                def get():
-                    with urllib.request.urlopen("http://127.0.0.1:%s/json/list" % port,
-                                                timeout=10) as r:
-                        return json.load(r)
-                targets = await asyncio.get_running_loop().run_in_executor(None, get)
-                for t in targets:
-                    if t.get("type") == "page" and t.get("url", "").startswith(c.http_url):
-                        return t["webSocketDebuggerUrl"]
-            url = await wait_for(page_ws, "the dashboard page target")
-            async with connect(url, max_size=2**24) as ws:
-                dt = DevTools(ws)
+            async with Page(c.http_url, profile) as page:
+                dt = page.dt
 
                 async def login_shown():
                     return await dt.js("!document.getElementById('login').hidden")
@@ -213,16 +249,6 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                                    ".every(e => !/^(https?:)?\\/\\//.test("
                                    "e.getAttribute('src') || e.getAttribute('href')))")
         finally:
-            if proc is not None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
             await c.stop()
             store.close()
 

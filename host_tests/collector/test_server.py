@@ -65,6 +65,8 @@ async def do_hello(ws, dev="dev-1", **kw):
     await send(ws, hello(dev, **kw))
     m = await recv(ws)
     assert m["t"] == "welcome" and m["v"] == 1 and isinstance(m["time"], float)
+    d = await recv(ws)      # the whole desired state follows welcome on every connection
+    assert d["t"] == "desired" and d["full"] is True, d
     return m["ack"]
 
 

@@ -46,7 +46,8 @@ def test_same_tables_and_columns_as_sqlite_in_the_default_schema(tmp_path, pg_da
     SQLiteStore(tmp_path / "s.db").close()
     PostgresStore(pg_database).close()
     lite = sqlite_columns(tmp_path / "s.db")
-    assert set(lite) == {"devices", "readings", "gaps", "health", "epochs", "ota"}
+    assert set(lite) == {"devices", "readings", "gaps", "health", "epochs", "ota",
+                         "outputs_desired", "outputs_reported", "outputs_audit"}
     assert pg_columns(pg_database) == lite
     with psycopg.connect(pg_database) as con:
         assert con.execute("SELECT current_schema()").fetchone()[0] == "public"

@@ -36,6 +36,8 @@ TARGETS = {
                   "fieldlink_tools.bench_collector"),
     "store": ("batches/s a store takes, SQLite and PostgreSQL, single and grouped",
               "fieldlink_tools.bench_store"),
+    "control": ("an output change from the API to the stored report: push over WebSocket vs"
+                " HTTP polling every 1 s / 5 s; idle bytes per hour", "fieldlink_tools.bench_control"),
     "fleet": ("collector on one core, N fleet devices on the other: batches/s, ack p50/p99,"
               " CPU, RSS", "fieldlink_tools.bench_fleet"),
     "ota": ("a whole-firmware update over ws:// and wss://: time, bytes, the board's peak heap",

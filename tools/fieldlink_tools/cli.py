@@ -24,6 +24,7 @@ COMMANDS = {
     "provision": ("fieldlink_tools.provision", "write Wi-Fi, server, device id and token to a config"),
     "monitor": ("fieldlink_tools.monitor", "show a board's log, readably"),
     "ota": ("fieldlink_tools.ota", "push a firmware update to devices over their link"),
+    "ctl": ("fieldlink_tools.ctl", "set a device's output (desired state) on the collector"),
 }
 
 

@@ -22,6 +22,11 @@ SEQ_LIMIT = 2 ** 53
 NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")   # a reading's `n`: no spaces, no control chars
 TS_MAX = 2 ** 32          # a reading's `ts`: Unix seconds in [0, 2**32), up to the year 2106
 MAX_DEPTH = 8             # nesting of objects and lists in a message (a batch is 3 deep)
+OUTPUT = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")   # an output's name (board file)
+MAX_OUTPUTS = 64          # outputs in one `reported`
+ERR_MAX = 200             # a reported `err` is kept cut to this length
+OUTPUT_VALUE_MAX = 1e6    # |v| of an output: a duty, a level or an angle
+REPORTED_WHY = ("command", "rule", "failsafe", "boot", "refused")
 EXTRAS_MAX = 2048         # bytes of JSON stored of a hello or health (beyond: known fields only)
 
 # Close codes (docs/protocol.md "Errors and close codes"; RFC 6455 §7.4.1).
@@ -256,7 +261,41 @@ def _check_health(m):
         raise _bad("health.uptime_s: expected a number >= 0")
 
 
-KNOWN = ("hello", "batch", "gap", "reply", "health")
+def _check_reported(m):
+    """Control (docs/protocol.md): replaces m["out"] by what is kept of it, each output
+    {v, ver, why, err?} with only those fields."""
+    out = m.get("out")
+    if not isinstance(out, dict) or not out:
+        raise _bad("reported.out: expected a non-empty object")
+    if len(out) > MAX_OUTPUTS:
+        raise ProtocolError(TOO_BIG, "too_big", "reported: more than %d outputs" % MAX_OUTPUTS)
+    kept = {}
+    for name, r in out.items():
+        where = "reported.out[%r]" % printable(name[:32])
+        if not OUTPUT.match(name):
+            raise _bad("%s: an output name is 1-32 chars of [A-Za-z0-9_.-]" % where)
+        if not isinstance(r, dict):
+            raise _bad("%s: expected an object" % where)
+        v = r.get("v")
+        if v is not None and (not _is_num(v) or isinstance(v, bool)
+                              or abs(v) > OUTPUT_VALUE_MAX):
+            raise _bad("%s.v: a number (|v| <= %g) or null" % (where, OUTPUT_VALUE_MAX))
+        ver = r.get("ver")
+        if not _is_int(ver) or not 0 <= ver < SEQ_LIMIT:
+            raise _bad("%s.ver: an integer in 0..2**53-1" % where)
+        if r.get("why") not in REPORTED_WHY:
+            raise _bad("%s.why: one of %s" % (where, ", ".join(REPORTED_WHY)))
+        row = {"v": v, "ver": ver, "why": r["why"]}
+        err = r.get("err")
+        if err is not None:
+            if not isinstance(err, str):
+                raise _bad("%s.err: a string" % where)
+            row["err"] = printable(err[:ERR_MAX])[:ERR_MAX]
+        kept[name] = row
+    m["out"] = kept
+
+
+KNOWN = ("hello", "batch", "gap", "reply", "health", "reported")
 
 
 def _check_tree(x, depth, skip=None):
@@ -328,6 +367,8 @@ def check(m, max_batch=500):
         _check_reply(m)
     elif t == "health":
         _check_health(m)
+    elif t == "reported":
+        _check_reported(m)
     return m
 
 

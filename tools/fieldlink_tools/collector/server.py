@@ -3,7 +3,8 @@ API, plus the dashboard's HTTP routes and its read-only live feed. See docs/coll
 
 Routes (one port): `/ws` devices (token in the upgrade, subprotocol fieldlink.v1), `/live` the
 dashboard's feed (viewer token), `/admin` commands (admin token), `/` and its static files,
-`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (viewer token).
+`/api/devices` a JSON snapshot, `/metrics` Prometheus metrics (viewer token), and control
+(control.py): `/api/devices/ID/outputs[/NAME]`, `/api/devices/ID/history`, `.../health`.
 """
 import asyncio
 import collections
@@ -24,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, NegotiationError
 from websockets.http11 import Response
 
 from . import auth as A
+from . import control as C
 from . import limits as L
 from . import messages as M
 from . import ota as OTA
@@ -38,6 +40,7 @@ _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/control.js": ("control.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
 
@@ -184,6 +187,7 @@ class _Session:
         self.offset = 0            # store seq = device seq + offset (docs/protocol.md "Epochs")
         self.first = 1             # hello.first, in store seqs
         self.superseded = False
+        self.welcomed = False      # desired changes go out only after `welcome`
         self.received_at = 0.0     # perf_counter when the message in hand was read
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
@@ -270,7 +274,7 @@ class Collector:
             logger=WS_LOG,
             max_queue=MAX_QUEUE,
             write_limit=WRITE_LIMIT,
-            create_connection=lambda *a, **kw: L.BoundedConnection(self, *a, **kw),
+            create_connection=lambda *a, **kw: C.BodyConnection(self, *a, **kw),
         )
         self.fd_budget = L.fd_budget()
         want = self.max_devices + self.max_viewers + self.max_admins
@@ -562,7 +566,7 @@ class Collector:
         self._handshake_done(conn)
         try:
             path = _path(request)
-            route = _ROUTES.get(path)
+            route = _ROUTES.get(path) or C.route(path)
             if route is None and path in _STATIC:
                 route = ("GET", None, "static")
             if route is None:
@@ -606,6 +610,8 @@ class Collector:
                              "store: %s\n" % problem if problem else "ok\n")
             if kind == "metrics":
                 return _body(200, self.metrics.render(), METRICS_CONTENT_TYPE)
+            if kind in ("outputs", "output_put", "history", "health"):
+                return await C.http(self, conn, request, kind, path, _body, _text)
             return _text(conn, 404, "not found\n")
         except MultipleValuesError:
             return _text(conn, 400, "a header that must appear once appears twice\n")
@@ -786,6 +792,8 @@ class Collector:
                                    "time": time.time()})
                 elif t in ("ota_get", "ota_status"):
                     await self.ota.on_message(s, m)
+                elif t == "reported":
+                    await C.on_reported(self, s, m)
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
                     if fut is not None and not fut.done():
@@ -844,6 +852,8 @@ class Collector:
                         " firmware without hello.epoch)", dev, m["next"], s.ack - s.offset)
         await s.ws.send(M.dumps({"t": "welcome", "v": M.VERSION, "ack": self._dev_ack(s),
                                  "time": now}))
+        s.welcomed = True
+        await C.after_welcome(self, s)
         self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
         await self.ota.on_hello(s)
@@ -942,12 +952,15 @@ class Collector:
         {"op": "cmd", "dev", "cmd", "args", "timeout"} -> {"ok": true, "reply": {...}}
         {"op": "connected"} -> {"ok": true, "devices": [...]}
         {"op": "ota_file", "id", "path", "data" (base64), "append"}, {"op": "ota", "manifest",
-        "devices" | "all"}, {"op": "ota_state", "dev"}: firmware updates (collector/ota.py)"""
+        "devices" | "all"}, {"op": "ota_state", "dev"}: firmware updates (collector/ota.py)
+        {"t": "set", "dev", "out", "v"|"rule"} -> {"ok": true, "desired": {...}}"""
         async for raw in ws:
             try:
                 req = json.loads(raw)
-                op = req.get("op")
-                if op == "cmd":
+                op = req.get("op") or req.get("t")
+                if op == "set":
+                    out = await C.admin_set(self, req, _peer(ws))
+                elif op == "cmd":
                     reply = await self.command(req["dev"], req["cmd"], req.get("args") or {},
                                                float(req.get("timeout", 10)))
                     out = {"ok": True, "reply": reply}

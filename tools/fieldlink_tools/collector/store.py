@@ -27,7 +27,13 @@ class StoreDataError(StoreError):
 
 
 # The operations `Store.apply` takes, by method name: the ones that write.
-WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health")
+WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health",
+             "set_desired", "record_reported")
+
+# History and health over time (docs/collector.md "History"): at most this many buckets.
+MAX_BUCKETS = 500
+# The health fields that can be drawn over time (each a number in the stored health body).
+HEALTH_SERIES = ("heap_free", "heap_min", "rssi", "reconnects", "dropped", "held")
 
 
 class Store:
@@ -98,6 +104,65 @@ class Store:
 
     def ota_history(self, device, limit=100):
         """A device's firmware update steps, oldest first."""
+
+    def set_desired(self, device, output, change, who):
+        """Change the desired state of one output: `change` holds "v" and/or "rule" (a rule of
+        None removes it); the rest of the record stays. In one transaction: the new version
+        (the stored one + 1, from 1: it only grows) and an audit row (who, when, from, to).
+        Returns the new record: dict out, ver, v, rule (when there is one), set_by, set_at."""
+        return self._one("set_desired", device, output, dict(change), who)
+
+    def record_reported(self, device, out):
+        """Store a device's `reported` outputs ({name: {v, ver, why, err}}); an output whose
+        ver is below the one stored is ignored (a late message never rolls the state back).
+        Returns {name: row} of the ones stored."""
+        return self._one("record_reported", device, out)
+
+    # The control reads are the same SQL on both stores: `?` placeholders (turned into the
+    # store's own by _sql), the bucket's floor written as _FLOOR.
+    _FLOOR = "CAST(%s AS INTEGER)"   # the argument is >= 0 here, so truncation is the floor
+
+    def _sql(self, sql):
+        return sql
+
+    def desired(self, device):
+        """{output: record} of a device (records as set_desired returns them)."""
+        rows = self._query(self._sql("SELECT output, ver, body, set_by, set_at FROM"
+                                     " outputs_desired WHERE device=? ORDER BY output"),
+                           (device,))
+        return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
+
+    def reported(self, device):
+        """{output: {v, ver, why, err, at}} of a device."""
+        rows = self._query(self._sql("SELECT output, ver, v, why, err, at FROM"
+                                     " outputs_reported WHERE device=? ORDER BY output"),
+                           (device,))
+        return {o: reported_row(ver, _num(v), why, err, at) for o, ver, v, why, err, at in rows}
+
+    def audit(self, device, limit=100):
+        """The newest changes of a device's outputs first: dicts out, at, who, ver, from, to."""
+        rows = self._query(self._sql('SELECT output, at, who, ver, "from", "to" FROM'
+                                     " outputs_audit WHERE device=? ORDER BY at DESC, ver DESC"
+                                     " LIMIT ?"), (device, int(limit)))
+        return [audit_row(*r) for r in rows]
+
+    def history(self, device, name, start, end, buckets):
+        """Readings `name` of a device with start <= ts < end (ts: the device's time, the
+        server's `received` for readings sent before the clock was set), in `buckets` equal
+        buckets: [[bucket start, min, avg, max, count], ...] for the buckets that hold a
+        number, oldest first; computed by the database (bucket = floor((ts - start)/width))."""
+        start, width, buckets = bucket_plan(start, end, buckets)
+        rows = self._query(self._sql(
+            "SELECT b, MIN(value), AVG(value), MAX(value), COUNT(*) FROM (SELECT "
+            + self._FLOOR % "(COALESCE(ts, received) - ?) / ?" + " AS b, value FROM readings"
+            " WHERE device=? AND name=? AND COALESCE(ts, received) >= ?"
+            " AND COALESCE(ts, received) < ? AND value IS NOT NULL) t GROUP BY b ORDER BY b"),
+            (start, width, device, name, start, float(end)))
+        return bucket_rows(rows, start, width, buckets)
+
+    def health_series(self, device, key, start, end, buckets):
+        """The same for one field of the health messages (key in HEALTH_SERIES), by the time
+        they were received."""
         raise NotImplementedError
 
     def readings(self, device, since=0, limit=None):
@@ -194,6 +259,35 @@ CREATE TABLE IF NOT EXISTS epochs (
     previous   TEXT NOT NULL       -- the epoch it replaced ('' = none / pre-epoch firmware)
 );
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
+CREATE TABLE IF NOT EXISTS outputs_desired (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     INTEGER NOT NULL,      -- only grows: the stored one + 1 at every change
+    body    TEXT NOT NULL,         -- {"v": ..., "rule": {...}} JSON
+    set_by  TEXT NOT NULL,
+    set_at  REAL NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_reported (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     INTEGER NOT NULL,      -- the desired ver the device last applied (0: none)
+    v,                             -- the value the device actually set (no affinity)
+    why     TEXT NOT NULL,
+    err     TEXT,
+    at      REAL NOT NULL,         -- server time when stored
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_audit (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    at      REAL NOT NULL,
+    who     TEXT NOT NULL,
+    ver     INTEGER NOT NULL,
+    "from"  TEXT,                  -- the record's body before (NULL: there was none), JSON
+    "to"    TEXT NOT NULL          -- and after
+);
+CREATE INDEX IF NOT EXISTS outputs_audit_by_device ON outputs_audit (device, at);
 """
 
 # Columns added since the first schema: a database created before them gets them (with their
@@ -671,6 +765,14 @@ class SQLiteStore(Store):
                            " ORDER BY rowid DESC LIMIT ?", (device, int(limit)))
         return ota_dicts(rows)
 
+    def _op_set_desired(self, db, now, device, output, change, who):
+        return set_desired_in(lambda sql, args: db.execute(sql, args).fetchall(), device,
+                              output, change, who, now)
+
+    def _op_record_reported(self, db, now, device, out):
+        return record_reported_in(lambda sql, args: db.execute(sql, args).fetchall(),
+                                  device, out, now)
+
     def probe(self):
         """A real, committed write, so /healthz sees a read-only, immutable or broken
         database as the devices would."""
@@ -802,6 +904,19 @@ class SQLiteStore(Store):
                         "epoch": epoch, "epoch_offset": offset})
         return out
 
+    def health_series(self, device, key, start, end, buckets):
+        if key not in HEALTH_SERIES:
+            raise ValueError("not a health series: %r" % (key,))
+        start, width, buckets = bucket_plan(start, end, buckets)
+        rows = self._query(
+            "SELECT b, MIN(x), AVG(x), MAX(x), COUNT(*) FROM (SELECT"
+            " CAST((received - :s) / :w AS INTEGER) AS b, CASE WHEN json_type(body, :k)"
+            " IN ('integer', 'real') THEN json_extract(body, :k) END AS x FROM health"
+            " WHERE device=:d AND received >= :s AND received < :e) WHERE x IS NOT NULL"
+            " GROUP BY b ORDER BY b",
+            {"s": start, "w": width, "k": "$." + key, "d": device, "e": float(end)})
+        return bucket_rows(rows, start, width, buckets)
+
     def close(self):
         with self._lock:
             if self._db is not None:
@@ -812,6 +927,94 @@ class SQLiteStore(Store):
 def ota_dicts(rows):
     """ota_history's rows (newest first, as queried) -> dicts, oldest first."""
     return [dict(zip(("offer", "version", "state", "reason", "at"), r)) for r in reversed(rows)]
+
+def set_desired_in(run, device, output, change, who, now):
+    """Store.set_desired inside a transaction: `run(sql, args) -> rows`, `?` placeholders."""
+    row = run("SELECT ver, body FROM outputs_desired WHERE device=? AND output=?",
+              (device, output))
+    ver, before = (row[0][0], json.loads(row[0][1])) if row else (0, None)
+    body = merge_desired(before, change)
+    text = json.dumps(body, allow_nan=False)
+    ver += 1
+    run("INSERT INTO outputs_desired (device, output, ver, body, set_by, set_at)"
+        " VALUES (?,?,?,?,?,?) ON CONFLICT (device, output) DO UPDATE SET"
+        " ver=excluded.ver, body=excluded.body, set_by=excluded.set_by,"
+        " set_at=excluded.set_at RETURNING ver", (device, output, ver, text, who, now))
+    run('INSERT INTO outputs_audit (device, output, at, who, ver, "from", "to")'
+        " VALUES (?,?,?,?,?,?,?) RETURNING ver",
+        (device, output, now, who, ver, row[0][1] if row else None, text))
+    return desired_record(output, ver, body, who, now)
+
+
+def record_reported_in(run, device, out, now, encode=lambda v: v, value="?"):
+    """Store.record_reported inside a transaction (see set_desired_in); `encode` and `value`
+    (its placeholder) say how the store takes a value."""
+    kept = {}
+    for name, r in out.items():
+        # the WHERE of the upsert: a lower ver than the stored one changes nothing
+        got = run("INSERT INTO outputs_reported AS o (device, output, ver, v, why, err, at)"
+                  " VALUES (?,?,?," + value + ",?,?,?) ON CONFLICT (device, output) DO UPDATE"
+                  " SET ver=excluded.ver, v=excluded.v, why=excluded.why, err=excluded.err,"
+                  " at=excluded.at WHERE excluded.ver >= o.ver RETURNING ver",
+                  (device, name, r["ver"], encode(r.get("v")), r["why"], r.get("err"), now))
+        if got:
+            kept[name] = reported_row(r["ver"], r.get("v"), r["why"], r.get("err"), now)
+    return kept
+
+
+def merge_desired(before, change):
+    """The desired body after `change` ({"v"} and/or {"rule"}; rule None removes it)."""
+    body = dict(before or {})
+    for k, x in change.items():
+        if k == "rule" and x is None:
+            body.pop("rule", None)
+        else:
+            body[k] = x
+    return body
+
+
+def desired_record(output, ver, body, who, at):
+    rec = {"out": output, "ver": ver, "v": body.get("v"), "set_by": who, "set_at": at}
+    if body.get("rule") is not None:
+        rec["rule"] = body["rule"]
+    return rec
+
+
+def reported_row(ver, v, why, err, at):
+    row = {"ver": ver, "v": v, "why": why, "at": at}
+    if err is not None:
+        row["err"] = err
+    return row
+
+
+def audit_row(output, at, who, ver, before, after):
+    return {"out": output, "at": at, "who": who, "ver": ver,
+            "from": json.loads(before) if before else None, "to": json.loads(after)}
+
+
+def bucket_plan(start, end, buckets):
+    """(start, width, buckets) of a history query: 1..MAX_BUCKETS buckets over end - start."""
+    start, end = float(start), float(end)
+    buckets = max(1, min(int(buckets), MAX_BUCKETS))
+    if not end > start:
+        raise ValueError("history: end must be after start")
+    return start, (end - start) / buckets, buckets
+
+
+def bucket_rows(rows, start, width, buckets):
+    out = []
+    for b, lo, avg, hi, n in rows:
+        b = int(b)
+        if 0 <= b < buckets:       # a float rounding at the far edge stays out
+            out.append([start + b * width, _num(lo), float(avg), _num(hi), int(n)])
+    return out
+
+
+def _num(x):
+    # PostgreSQL's NUMERIC comes back as Decimal
+    if x is None or isinstance(x, (int, float)):
+        return x
+    return float(x) if x.as_tuple().exponent < 0 else int(x)
 
 
 def reading_dict(row):

@@ -19,7 +19,9 @@ from decimal import Decimal
 
 import psycopg
 
-from .store import DEFAULT_KEEP_HEALTH, Store, StoreError, ota_dicts, reading_dict
+from .store import (DEFAULT_KEEP_HEALTH, HEALTH_SERIES, Store, StoreError, bucket_plan,
+                    bucket_rows, ota_dicts, reading_dict, record_reported_in,
+                    set_desired_in)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -83,11 +85,41 @@ CREATE TABLE IF NOT EXISTS ota (
 );
 CREATE INDEX IF NOT EXISTS ota_by_device ON ota (device, at);
 CREATE INDEX IF NOT EXISTS epochs_by_device ON epochs (device, epoch, seq_offset);
+CREATE TABLE IF NOT EXISTS outputs_desired (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    body    TEXT NOT NULL,
+    set_by  TEXT NOT NULL,
+    set_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_reported (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    v       NUMERIC,             -- exact, the scale tells a float from an integer (readings)
+    why     TEXT NOT NULL,
+    err     TEXT,
+    at      DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (device, output)
+);
+CREATE TABLE IF NOT EXISTS outputs_audit (
+    device  TEXT NOT NULL,
+    output  TEXT NOT NULL,
+    at      DOUBLE PRECISION NOT NULL,
+    who     TEXT NOT NULL,
+    ver     BIGINT NOT NULL,
+    "from"  TEXT,
+    "to"    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_audit_by_device ON outputs_audit (device, at);
 """
 
 # Two collectors starting at once would race on CREATE TABLE IF NOT EXISTS (it is not atomic
 # against a concurrent creator): the schema is made under this transaction-scoped lock.
 _SCHEMA_LOCK = 0x6669656c64   # "field"
+_OUTPUT_LOCK = 0x6f7574      # "out": the first key of an output's advisory lock
 
 _READING_COLS = (
     "r.seq, r.boot, r.ts, r.up, r.name, r.value, r.unit, r.err, r.received, r.epoch,"
@@ -117,7 +149,7 @@ _RETRY_STATES = ("40P01", "40001")
 
 # The methods `apply` runs (the writes); each returns what its single method returns.
 WRITE_OPS = ("add_readings", "add_gap", "enter_epoch", "record_hello", "record_health",
-             "record_ota")
+             "record_ota", "set_desired", "record_reported")
 
 # Errors caused by one operation's data (a NOT NULL name, a number out of range): that
 # operation fails alone. Everything else psycopg raises (connection lost, server shutting
@@ -222,7 +254,10 @@ class PostgresStore(Store):
     def _has_tables(conn):
         row = conn.execute("SELECT to_regclass('devices'), to_regclass('readings'),"
                            " to_regclass('gaps'), to_regclass('health'),"
-                           " to_regclass('epochs'), to_regclass('ota')").fetchone()
+                           " to_regclass('epochs'), to_regclass('ota'),"
+                           " to_regclass('outputs_desired'),"
+                           " to_regclass('outputs_reported'), to_regclass('outputs_audit')"
+                           ).fetchone()
         return all(x is not None for x in row)
 
     def _drop_connection(self):
@@ -329,6 +364,12 @@ class PostgresStore(Store):
         rows = self._query("SELECT offer, version, state, reason, at FROM ota WHERE device = %s"
                            " ORDER BY at DESC LIMIT %s", (device, int(limit)))
         return ota_dicts(rows)
+
+    def set_desired(self, device, output, change, who):
+        return self._one("set_desired", device, output, dict(change), who)
+
+    def record_reported(self, device, out):
+        return self._one("record_reported", device, out)
 
     # -- the operations (inside the group's transaction) ---------------------------------
 
@@ -514,6 +555,24 @@ class PostgresStore(Store):
         cur.execute("UPDATE devices SET health = %s, health_at = %s WHERE device = %s",
                     (body, now, device))
 
+    @staticmethod
+    def _runner(cur):
+        def run(sql, args):
+            cur.execute(sql.replace("?", "%s"), args)
+            return cur.fetchall() if cur.description else []
+        return run
+
+    def _set_desired(self, cur, device, output, change, who):
+        # Two collectors setting the same output at once: one after the other (the first
+        # change to an output has no row to lock yet, so the lock is on its name).
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (_OUTPUT_LOCK, device + "/" + output))
+        return set_desired_in(self._runner(cur), device, output, change, who, time.time())
+
+    def _record_reported(self, cur, device, out):
+        return record_reported_in(self._runner(cur), device, out, time.time(), encode_value,
+                                  "?::numeric")
+
     # -- reading ---------------------------------------------------------------------------
 
     def _query(self, query, args=()):
@@ -587,6 +646,25 @@ class PostgresStore(Store):
                         "health_at": health_at, "dropped_gaps": int(dropped),
                         "gaps": ngaps, "epoch": epoch, "epoch_offset": offset})
         return out
+
+    _FLOOR = "floor(%s)::bigint"
+
+    def _sql(self, sql):
+        return sql.replace("?", "%s")
+
+    def health_series(self, device, key, start, end, buckets):
+        if key not in HEALTH_SERIES:
+            raise ValueError("not a health series: %r" % (key,))
+        start, width, buckets = bucket_plan(start, end, buckets)
+        # a field that is not a number (null, or text from a device's extras) is left out
+        rows = self._query(
+            "SELECT b, MIN(x), AVG(x), MAX(x), COUNT(*) FROM (SELECT"
+            " floor((received - %(s)s) / %(w)s)::bigint AS b, CASE WHEN"
+            " json_typeof(body::json -> %(k)s) = 'number' THEN (body::json ->> %(k)s)::float8"
+            " END AS x FROM health WHERE device = %(d)s AND received >= %(s)s"
+            " AND received < %(e)s) t WHERE x IS NOT NULL GROUP BY b ORDER BY b",
+            {"s": start, "w": width, "k": key, "d": device, "e": float(end)})
+        return bucket_rows(rows, start, width, buckets)
 
     def close(self):
         with self._lock:
