@@ -19,7 +19,8 @@ async def run(ws, cfg, outbox, clock, fw, board):
     ob = outbox
     ob.on_connect()
     await ws.send(proto.hello(cfg.device_id, fw, board, ob.boot, ob.next_seq, ob.first(),
-                              ob.held(), ob.dropped, clock.synced, ob.epoch))
+                              ob.held(), ob.dropped, clock.synced, ob.epoch,
+                              getattr(cfg, "wake", None)))
     try:
         ev = await asyncio.wait_for(_welcome(ws), cfg.connect_timeout_s)  # type: Any
     except asyncio.TimeoutError:
