@@ -68,7 +68,7 @@ async def _drain(app, budget_ms, every):
     finally:
         task.cancel()
         try:
-            await asyncio.wait_for(task, 4)
+            await asyncio.wait_for(task, dutyplan.CLOSE_MS / 1000)
         except BaseException:  # CancelledError, or a close that did not finish in time
             pass
     return done

@@ -16,7 +16,7 @@ _SOFT = const(5)
 _TIMER_WAKE = const(4)
 
 MIN_SLEEP_MS = const(1000)   # a wake that overran its cycle still sleeps this long
-CLOSE_MS = const(3000)       # kept back from the awake cap for the close, the flush, the log
+CLOSE_MS = const(1000)       # kept back from the awake cap for the close, the flush, the log
 _RTC_TAG = b"fl1:"           # RTC memory: b"fl1:<wakes since the last connection>"
 
 

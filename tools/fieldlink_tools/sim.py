@@ -269,7 +269,7 @@ class SimBoard:
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
                  echo=False, env=None, compiled=True, board_data=None, rom=False,
-                 frozen=False, sleep_scale=None):
+                 frozen=False, sleep_scale=None, sleeps=None):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -291,6 +291,7 @@ class SimBoard:
         if sleep_scale is None:
             sleep_scale = float(os.environ.get("FIELDLINK_SIM_SLEEP_SCALE") or 1.0)
         self.sleep_scale = sleep_scale   # deep sleep lasts ms * this
+        self.sleeps = sleeps     # after this many deep sleeps the board stays asleep (tests)
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
@@ -368,6 +369,8 @@ class SimBoard:
             self.exits.append(rc)
             if rc == EXIT_DEEPSLEEP:
                 cause = "DEEPSLEEP_RESET"
+                if self.sleeps is not None and self.exits.count(EXIT_DEEPSLEEP) >= self.sleeps:
+                    return
                 # asleep: stop() and power_cut() end the wait at once
                 if self._stop.wait(max(0, sleep_ms or 0) / 1000 * self.sleep_scale):
                     return
