@@ -8,6 +8,7 @@
   fieldlink bench collector  the collector's ingest rate (its own options follow)
   fieldlink bench store      batches/s of the stores alone, SQLite and PostgreSQL
   fieldlink bench fleet      1k-10k lightweight devices against one collector on one core
+  fieldlink bench sleep      battery mode: awake ms per duty cycle, one reading / catching up 100
 
 A target is either a function here taking the parsed args, or a module with main(argv) that
 parses its own options (add one line to TARGETS).
@@ -37,6 +38,8 @@ TARGETS = {
               "fieldlink_tools.bench_store"),
     "fleet": ("collector on one core, N fleet devices on the other: batches/s, ack p50/p99,"
               " CPU, RSS", "fieldlink_tools.bench_fleet"),
+    "sleep": ("battery mode: awake ms per duty cycle (one reading, catching up 100), ws/wss",
+              "fieldlink_tools.bench_sleep"),
 }
 
 BENCH_CLIENT = paths.TOOLS / "bench" / "ws_client.py"
