@@ -10,10 +10,10 @@ FIELDLINK_DUTY_CYCLES=N runs N cycles instead (the long variant)."""
 import json
 import os
 import re
-import time
 import urllib.request
 
 from integration.conftest import FAST, SIM_ONLY
+from integration.test_stream import wait
 from fieldlink_tools import sim
 
 DEV, TOK = "dev-1", "tok-1-long-enough-token"
@@ -21,17 +21,6 @@ CYCLES = int(os.environ.get("FIELDLINK_DUTY_CYCLES") or 200)
 EVERY = 4
 AWAKE_MAX_S = 2
 _AWAKE = re.compile(r"INFO duty: awake (\d+) ms \((\w+(?: \w+)?)\), held (\d+), next seq (\d+)")
-
-
-def wait(cond, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.02)
 
 
 def state(c):
