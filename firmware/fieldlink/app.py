@@ -147,26 +147,14 @@ def main(config_path="config.json"):
     t0 = ticks_ms()
     app = _boot(config_path)
     if app is not None:
-        if app.cfg.duty_cycle_s:
-            _duty(app, t0)
+        if app.cfg.duty_cycle_s:  # battery mode: one wake, then deep sleep (no return)
+            from fieldlink import lazy
+            lazy.load("fieldlink.duty").run(app, t0)
         try:
             asyncio.run(app.run())
         except KeyboardInterrupt:
             _keep(app.outbox)
             raise
-
-
-def _duty(app, t0):
-    # battery mode (duty.py, loaded only here): one wake, then deep sleep; never returns
-    from fieldlink import lazy
-    app.t0 = t0
-    try:
-        ms = asyncio.run(lazy.load("fieldlink.duty").wake(app))
-    except KeyboardInterrupt:
-        _keep(app.outbox)
-        raise
-    import machine
-    machine.deepsleep(ms)
 
 
 def _keep(outbox):

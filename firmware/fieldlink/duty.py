@@ -101,3 +101,16 @@ async def wake(app):
               "acked" if acked else ("not acked" if connect else "sampled"), ob.held(),
               ob.next_seq, ms)
     return ms
+
+
+def run(app, t0):
+    """app.main's battery mode: one wake from t0 (ticks at main's start), then deep sleep."""
+    app.t0 = t0
+    try:
+        ms = asyncio.run(wake(app))
+    except KeyboardInterrupt:  # an intended stop, as in app.main: nothing lost to it
+        from fieldlink.app import _keep
+        _keep(app.outbox)
+        raise
+    import machine
+    machine.deepsleep(ms)
