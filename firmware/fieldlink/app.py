@@ -144,12 +144,8 @@ class Settings:
 def main(config_path="config.json"):
     """Boot the app and run it. Returns only if the config is unusable (a broken config will
     not fix itself, so the board stays at the REPL instead of reset-looping)."""
-    t0 = ticks_ms()
     app = _boot(config_path)
     if app is not None:
-        if app.cfg.duty_cycle_s:  # battery mode: one wake, then deep sleep (no return)
-            from fieldlink import lazy
-            lazy.load("fieldlink.duty").run(app, t0)
         try:
             asyncio.run(app.run())
         except KeyboardInterrupt:

@@ -152,6 +152,7 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
                                              "(server unreachable: sleep again)"),
 )
 KEYS = tuple(row[0] for row in SCHEMA)
+DUTY_KEYS = ("duty_cycle_s", "connect_every", "awake_max_s")   # battery mode (duty.py)
 
 
 class Config:

@@ -104,7 +104,7 @@ async def wake(app):
 
 
 def run(app, t0):
-    """app.main's battery mode: one wake from t0 (ticks at main's start), then deep sleep."""
+    """start.boot's battery mode: one wake from t0 (ticks at main's start), then deep sleep."""
     app.t0 = t0
     try:
         ms = asyncio.run(wake(app))

@@ -188,17 +188,13 @@ def batch_text(joined):
     return '{"t":"batch","r":[%s]}' % joined
 
 
-def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced, epoch=None,
-          wake=None):
-    """`epoch` names the device's numbering (docs/protocol.md "Epochs"); None: not sent.
-    `wake`: why the board is awake ("timer" after a deep sleep); None: not sent."""
+def hello(dev, fw, board, boot, next_seq, first, held, dropped, synced, epoch=None):
+    """`epoch` names the device's numbering (docs/protocol.md "Epochs"); None: not sent."""
     m = {"t": "hello", "v": VERSION, "dev": dev, "fw": fw, "board": board, "boot": boot,
          "next": next_seq, "first": first, "held": held, "dropped": dropped,
          "synced": bool(synced)}
     if epoch:
         m["epoch"] = epoch
-    if wake:
-        m["wake"] = wake
     return json.dumps(m)
 
 

@@ -27,8 +27,12 @@ def load_settings(path):
         star["interval_s"] = c.sample_interval_s
     c.sampling["*"] = star
     s = Settings()
+    duty = c.duty_cycle_s
     for k in config.KEYS:
-        setattr(s, k, getattr(c, k))
+        # battery mode's keys only in battery mode: an always-on board keeps no slot or
+        # name of theirs (duty.py reads them)
+        if duty or k not in config.DUTY_KEYS:
+            setattr(s, k, getattr(c, k))
     c = None
     unload("fieldlink.config")
     gc.collect()
@@ -71,7 +75,10 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
 
 
 def boot(path):
-    """An App ready to run, or None if the config is unusable (already logged)."""
+    """An App ready to run, or None if the config is unusable (already logged). In battery
+    mode (duty_cycle_s > 0) one wake runs from here and the board deep-sleeps: no return."""
+    from fieldlink.clock import ticks_ms
+    t0 = ticks_ms()
     cfg = load_settings(path)
     if cfg is None:
         return None
@@ -89,4 +96,7 @@ def boot(path):
     ob = app.outbox
     _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
               name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())
+    if getattr(cfg, "duty_cycle_s", 0):  # duty.py is loaded only here: the always-on app carries none of it
+        from fieldlink import lazy
+        lazy.load("fieldlink.duty").run(app, t0)
     return app

@@ -145,11 +145,3 @@ def test_hello_with_a_bad_epoch_is_refused():
         e = raises(proto.ProtoError, proto_check.parse_device, json.dumps(h))
         assert e.code == 1007, bad
 
-
-def test_hello_carries_the_wake_cause_when_given():
-    h = json.loads(proto.hello("dev-1", "0.1.0", "virtual", 1, 1, 1, 0, 0, True, None,
-                               "timer"))
-    assert h["wake"] == "timer" and "epoch" not in h
-    assert proto_check.parse_device(json.dumps(h))["wake"] == "timer"
-    assert "wake" not in json.loads(proto.hello("dev-1", "0.1.0", "virtual", 1, 1, 1, 0, 0,
-                                                True))
