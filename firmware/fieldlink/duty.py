@@ -81,7 +81,9 @@ async def wake(app):
     rtc = machine.RTC()
     cause = machine.reset_cause()
     slept = dutyplan.from_sleep(cause)
-    wakes = dutyplan.rtc_load(rtc.memory()) if slept else 0
+    wakes, at = dutyplan.rtc_load(rtc.memory()) if slept else (0, None)
+    if at is not None:  # the clock as it was, moved on by the sleep (readings keep their ts)
+        app.clock.set_unix_ms(at + ticks_diff(ticks_ms(), app.t0), "rtc")
     connect = dutyplan.connects(wakes, cfg.connect_every, slept)
     cfg.wake = dutyplan.wake_name(cause, machine.wake_reason())  # hello's `wake`
     await _sample_once(app)
@@ -94,9 +96,11 @@ async def wake(app):
         ob.flush()
     except Exception as e:  # a failing flash: the next boot declares a reboot gap
         _log.error("flush failed: %s", e)
-    rtc.memory(dutyplan.rtc_dump(dutyplan.next_wakes(wakes, connect)))
     awake = ticks_diff(ticks_ms(), app.t0)
     ms = dutyplan.sleep_ms(cfg.duty_cycle_s, awake)
+    now = app.clock.unix_ms()
+    rtc.memory(dutyplan.rtc_dump(dutyplan.next_wakes(wakes, connect),
+                                 None if now is None else now + ms))
     _log.info("awake %d ms (%s), held %d, next seq %d: deep sleep %d ms", awake,
               "acked" if acked else ("not acked" if connect else "sampled"), ob.held(),
               ob.next_seq, ms)

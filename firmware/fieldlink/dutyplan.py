@@ -17,7 +17,7 @@ _TIMER_WAKE = const(4)
 
 MIN_SLEEP_MS = const(1000)   # a wake that overran its cycle still sleeps this long
 CLOSE_MS = const(1000)       # kept back from the awake cap for the close, the flush, the log
-_RTC_TAG = b"fl1:"           # RTC memory: b"fl1:<wakes since the last connection>"
+_RTC_TAG = b"fl1:"           # RTC memory: b"fl1:<wakes since the last connection>:<unix ms>"
 
 
 def wake_name(cause, reason):
@@ -68,16 +68,23 @@ def wake_s(cycle_s, every, awake_ms):
 
 
 def rtc_load(data):
-    """Wakes since the last connection from RTC memory; anything else (a power-on's empty
-    memory, another program's bytes) is 0."""
+    """(wakes since the last connection, Unix ms expected at this wake or None) from RTC
+    memory; anything else (a power-on's empty memory, another program's bytes) is (0, None)."""
     if not data or not data.startswith(_RTC_TAG):
-        return 0
+        return 0, None
+    parts = bytes(data[len(_RTC_TAG):len(_RTC_TAG) + 32]).split(b":")
     try:
-        n = int(data[len(_RTC_TAG):len(_RTC_TAG) + 8])
+        n = int(parts[0])
+        t = int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
-        return 0
-    return n if 0 <= n < 1000000 else 0
+        return 0, None
+    if not 0 <= n < 1000000:
+        return 0, None
+    return n, (t if 0 < t < 1 << 42 else None)
 
 
-def rtc_dump(wakes):
-    return _RTC_TAG + (b"%d" % wakes)
+def rtc_dump(wakes, unix_ms=None):
+    """RTC memory for the next wake: the counter, and the Unix time (ms) the board will wake
+    at when its clock is synced (the RTC timer runs through deep sleep; the clock restarts
+    from it, until the next connection's welcome or NTP sets it again)."""
+    return _RTC_TAG + (b"%d:%d" % (wakes, unix_ms or 0))

@@ -39,10 +39,12 @@ def test_wake_s_is_the_time_to_the_next_connection():
 
 
 def test_rtc_memory_round_trip_and_hostile_contents():
-    assert D.rtc_load(D.rtc_dump(7)) == 7
+    assert D.rtc_load(D.rtc_dump(7)) == (7, None)
+    assert D.rtc_load(D.rtc_dump(3, 1700000000123)) == (3, 1700000000123)
+    assert D.rtc_load(b"fl1:2:-5") == (2, None)   # a time that cannot be: not used
     for junk in (b"", None, b"fl1:", b"fl1:-3", b"fl1:x", b"other", b"\xff" * 40,
-                 b"fl1:99999999999"):
-        assert D.rtc_load(junk) == 0
+                 b"fl1:99999999999", b"fl1:1:x", b"fl1:\xff:1"):
+        assert D.rtc_load(junk) == (0, None), junk
 
 
 def test_wake_names():

@@ -75,10 +75,15 @@ def test_duty_cycles_with_the_collector_down_lose_nothing(collector_proc, tmp_pa
     produced = int(wakes_seen[-1][3]) - 1
     st = c.store()
     try:
-        seqs = [r["q"] for r in st.readings(DEV)]
+        rs = st.readings(DEV)
+        seqs = [r["q"] for r in rs]
         gaps = st.gaps(DEV)
     finally:
         st.close()
     assert sorted(seqs) == list(range(1, produced + 1))   # each once, none missing
     assert gaps == [] and "reboot" not in log
+    # time stamps: only the power-on wake's readings (before any welcome) have none; the
+    # clock goes on through every sleep after that (RTC memory), outages included
+    first_wake = int(wakes_seen[0][3])
+    assert {r["q"] for r in rs if r["ts"] is None} == set(range(1, first_wake))
     assert len(b.lines("INFO link: command health ok")) == 1   # once, not at every wake
