@@ -9,6 +9,7 @@ awake_max_s (server unreachable: the readings stay on flash, the board sleeps ag
 everything to flash with the seq mark (Outbox.flush: no reboot gap at the next boot), the
 wake counter to RTC memory, and machine.deepsleep until the next cycle."""
 import asyncio
+import gc
 
 from fieldlink import dutyplan, link, log, proto
 from fieldlink.clock import ticks_diff, ticks_ms
@@ -77,6 +78,7 @@ async def _drain(app, budget_ms, every):
 async def wake(app):
     """One wake; returns the ms to deep-sleep."""
     import machine
+    gc.collect()
     cfg = app.cfg
     rtc = machine.RTC()
     cause = machine.reset_cause()
@@ -107,14 +109,11 @@ async def wake(app):
     return ms
 
 
-def run(app, t0):
-    """start.boot's battery mode: one wake from t0 (ticks at main's start), then deep sleep."""
-    app.t0 = t0
-    try:
-        ms = asyncio.run(wake(app))
-    except KeyboardInterrupt:  # an intended stop, as in app.main: nothing lost to it
-        from fieldlink.app import _keep
-        _keep(app.outbox)
-        raise
-    import machine
-    machine.deepsleep(ms)
+def runner(app):
+    """What app.main runs instead of App.run in battery mode: one wake, then deep sleep
+    (machine.deepsleep does not return; Ctrl-C is app.main's, as always-on)."""
+    async def run():
+        ms = await wake(app)
+        import machine
+        machine.deepsleep(ms)
+    return run

@@ -33,6 +33,8 @@ def load_settings(path):
         # name of theirs (duty.py reads them)
         if duty or k not in config.DUTY_KEYS:
             setattr(s, k, getattr(c, k))
+    if duty:
+        s.wake = None  # hello's wake cause (duty.py): its slot made now, on a young heap
     c = None
     unload("fieldlink.config")
     gc.collect()
@@ -76,7 +78,7 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None):
 
 def boot(path):
     """An App ready to run, or None if the config is unusable (already logged). In battery
-    mode (duty_cycle_s > 0) one wake runs from here and the board deep-sleeps: no return."""
+    mode (duty_cycle_s > 0) its run() is one wake that ends in deep sleep (duty.py)."""
     from fieldlink.clock import ticks_ms
     t0 = ticks_ms()
     cfg = load_settings(path)
@@ -96,7 +98,10 @@ def boot(path):
     ob = app.outbox
     _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
               name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())
-    if getattr(cfg, "duty_cycle_s", 0):  # duty.py is loaded only here: the always-on app carries none of it
+    if getattr(cfg, "duty_cycle_s", 0):
+        # battery mode: app.main runs one wake instead (this module unloaded by then); the
+        # always-on app never loads duty.py
         from fieldlink import lazy
-        lazy.load("fieldlink.duty").run(app, t0)
+        app.t0 = t0
+        app.run = lazy.load("fieldlink.duty").runner(app)
     return app

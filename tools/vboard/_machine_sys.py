@@ -118,7 +118,7 @@ class RTC:
         if data is None:
             try:
                 with open(_RTC_FILE, "rb") as f:
-                    return f.read(2048)
+                    return f.read()   # (at most 2048: memory(data) checks)
             except OSError:
                 return b""
         if len(data) > 2048:  # an ESP32's RTC user memory holds 2 KB
