@@ -1,5 +1,5 @@
-"""Battery mode (config duty_cycle_s > 0): one wake of a duty-cycled board. Loaded by app.main
-only in that mode, so an always-on board carries none of it.
+"""Battery mode (config duty_cycle_s > 0): one wake of a duty-cycled board. Loaded by start.boot
+only in that mode (the App's run becomes runner()), so an always-on board carries none of it.
 
 A wake: sample every sensor once; on a connecting wake (dutyplan.connects: every
 connect_every-th, and any boot that is not a deep-sleep wake) run the link until everything
@@ -7,7 +7,7 @@ held is acked (the server sends queued commands and the desired state right afte
 so they are in before that ack), send `sleep` with wake_s and close 1000; all of it within
 awake_max_s (server unreachable: the readings stay on flash, the board sleeps again). Then
 everything to flash with the seq mark (Outbox.flush: no reboot gap at the next boot), the
-wake counter to RTC memory, and machine.deepsleep until the next cycle."""
+wake counter and the clock to RTC memory, and machine.deepsleep until the next cycle."""
 import asyncio
 import gc
 
