@@ -95,3 +95,48 @@ def test_sleeping_marks_are_bounded():
     for i in range(10):
         s.asleep("d%d" % i, 60)
     assert [s.until("d%d" % i) is not None for i in range(10)] == [False] * 7 + [True] * 3
+
+
+def test_a_queued_command_that_outlives_its_ttl_expires_with_a_reply(tmp_path):
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    from collector_inproc import InProc, run, until
+
+    now = [1000.0]
+    admin = "admin-token-0123456789abcdef"
+
+    async def main():
+        async with InProc(tmp_path / "c.db", {"dev-1": TOK}, admin_token=admin) as c:
+            col = c.collector
+            col.sleepers = Sleepers(clock=lambda: now[0])
+            sub = col.subscribe()
+            hdr = {"Authorization": "Bearer " + TOK, "X-Fieldlink-Device": "dev-1"}
+            async with connect(c.url, subprotocols=["fieldlink.v1"],
+                               additional_headers=hdr) as ws:
+                await ws.send(json.dumps({"t": "hello", "v": 1, "dev": "dev-1", "fw": "t",
+                                          "board": "t", "boot": 1, "next": 1, "first": 1,
+                                          "held": 0, "dropped": 0, "synced": False}))
+                assert json.loads(await ws.recv())["t"] == "welcome"
+                await ws.send(json.dumps({"t": "sleep", "wake_s": 60}))
+                await until(lambda: col.sleepers.until("dev-1") is not None, 10, "sleeping")
+            async with connect(c.url[:-3] + "/admin",
+                               additional_headers={"Authorization": "Bearer " + admin}) as a:
+                await a.send(json.dumps({"op": "cmd", "dev": "dev-1", "cmd": "health",
+                                         "ttl": 30}))
+                out = json.loads(await a.recv())
+                assert out["ok"] and out["queued"]["expires"] == now[0] + 30
+                now[0] += 31
+                await a.send(json.dumps({"op": "connected"}))   # the collector looks again
+                assert json.loads(await a.recv())["ok"]
+            while True:
+                ev = await asyncio.wait_for(sub.get(), 10)
+                if ev["t"] == "reply":
+                    break
+            assert ev["reply"] == {"id": out["queued"]["id"], "ok": False,
+                                   "err": "expired: the device did not wake in time"}
+            assert col.sleepers.queued("dev-1") == []
+            sub.close()
+
+    run(main())
