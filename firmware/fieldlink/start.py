@@ -34,7 +34,7 @@ def load_settings(path):
         if duty or k not in config.DUTY_KEYS:
             setattr(s, k, getattr(c, k))
     if duty:
-        setattr(s, "wake", None)  # hello's wake cause (duty.py): its slot made now, on a young heap
+        setattr(s, "wake", None)  # hello's wake cause (duty.py): its slot made on a young heap
     c = None
     unload("fieldlink.config")
     gc.collect()
