@@ -150,8 +150,15 @@ SCHEMA = (  # type: tuple[tuple[str, Any, Callable[[str, Any], Any], str], ...]
     ("ota_trial_s", 300, _num(hi=_DAY, gt=0), "a new firmware must connect and get readings "
                                               "acked within this long, or it is rolled back"),
     ("log_level", "info", _one_of("debug", "info", "warn", "error"), "log verbosity"),
+    ("duty_cycle_s", 0, _num(lo=0, hi=_DAY), "battery mode: wake every this many seconds, "
+                                             "then deep sleep (0 = always on)"),
+    ("connect_every", 1, _int(1, 1000), "battery mode: connect on every Nth wake only "
+                                        "(sample on the others)"),
+    ("awake_max_s", 30, _num(hi=_DAY, gt=0), "battery mode: longest a wake may stay awake "
+                                             "(server unreachable: sleep again)"),
 )
 KEYS = tuple(row[0] for row in SCHEMA)
+DUTY_KEYS = ("duty_cycle_s", "connect_every", "awake_max_s")   # battery mode (duty.py)
 
 
 class Config:

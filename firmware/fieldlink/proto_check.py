@@ -44,6 +44,15 @@ def _epoch(x):
     return True
 
 
+def _wake(x):
+    if not _str(x) or not 1 <= len(x) <= 16:
+        return False
+    for c in x:
+        if not ("a" <= c <= "z" or c == "_"):
+            return False
+    return True
+
+
 def parse_device(text):
     """Validate one device message; returns the decoded dict (unknown `t` passes through)."""
     obj = _decode(text)
@@ -63,6 +72,11 @@ def parse_device(text):
         _need(obj, "synced", lambda x: isinstance(x, bool), "a boolean")
         if "epoch" in obj:
             _need(obj, "epoch", _epoch, "1-16 chars of 0-9a-f")
+        if "wake" in obj:
+            _need(obj, "wake", _wake, "1-16 chars of a-z _")
+    elif t == "sleep":
+        _need(obj, "wake_s", lambda x: _is_num(x) and 0 <= x <= 2678400,
+              "a number of seconds in [0, 2678400]")
     elif t == "batch":
         rs = _need(obj, "r", lambda x: isinstance(x, list), "a list")
         last = 0

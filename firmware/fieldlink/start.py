@@ -31,8 +31,14 @@ def load_settings(path):
         star["interval_s"] = c.sample_interval_s
     c.sampling["*"] = star
     s = Settings()
+    duty = c.duty_cycle_s
     for k in config.KEYS:
-        setattr(s, k, getattr(c, k))
+        # battery mode's keys only in battery mode: an always-on board keeps no slot or
+        # name of theirs (duty.py reads them)
+        if duty or k not in config.DUTY_KEYS:
+            setattr(s, k, getattr(c, k))
+    if duty:
+        setattr(s, "wake", None)  # hello's wake cause (duty.py): its slot made on a young heap
     c = None
     unload("fieldlink.config")
     gc.collect()
@@ -119,7 +125,10 @@ def _trial(sup, cfg, clock):
 
 
 def boot(path):
-    """An App ready to run, or None if the config is unusable (already logged)."""
+    """An App ready to run, or None if the config is unusable (already logged). In battery
+    mode (duty_cycle_s > 0) its run() is one wake that ends in deep sleep (duty.py)."""
+    from fieldlink.clock import ticks_ms
+    t0 = ticks_ms()
     cfg = load_settings(path)
     if cfg is None:
         return None
@@ -138,4 +147,10 @@ def boot(path):
     ob = app.outbox
     _log.info("board %s, %d sensors, boot %d, epoch %s, next seq %d, held %d, heap free %d",
               name, len(sensors), ob.boot, ob.epoch, ob.next_seq, ob.held(), gc.mem_free())
+    if getattr(cfg, "duty_cycle_s", 0):
+        # battery mode: app.main runs one wake instead (this module unloaded by then); the
+        # always-on app never loads duty.py
+        from fieldlink import lazy
+        app.t0 = t0
+        app.run = lazy.load("fieldlink.duty").runner(app)
     return app

@@ -134,8 +134,8 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 "Authorization": "Bearer tok-1", "X-Fieldlink-Device": "dev-1"}) as ws:
             for m in messages:
                 await ws.send(json.dumps(m))
-                if m["t"] == "health":
-                    continue  # no answer to a health message
+                if m["t"] in ("health", "sleep"):
+                    continue  # no answer to a health or sleep message
                 got = json.loads(await asyncio.wait_for(ws.recv(), DEADLINE))["t"]
                 assert got in ("welcome", "ack")
                 if got == "welcome":   # the desired state follows it
@@ -213,6 +213,15 @@ def test_dashboard_shows_stored_and_live_readings(tmp_path):
                 assert cell == "20.06 C"
                 events = await dt.js("document.getElementById('events').textContent")
                 assert "gap 7..9 (dropped)" in events
+                # a duty-cycled device that said `sleep` is asleep, not offline
+                await device_send(c.url, [hello("dev-1", next=10, first=10),
+                                          {"t": "sleep", "wake_s": 600}])
+
+                async def sleeping():
+                    return await dt.js(
+                        "document.querySelector('#devices tr[data-dev=\"dev-1\"]')"
+                        ".children[1].textContent.startsWith('sleeping until ')")
+                await wait_for(sleeping, "dev-1 shown sleeping")
                 # readings the board had no heap to keep: shown, flagged, beside its heap
                 heap_js = ("(() => { const c = document.querySelector('#devices "
                            "tr[data-dev=\"dev-1\"] td.heap'); return [c.textContent,"

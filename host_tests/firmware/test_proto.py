@@ -144,3 +144,4 @@ def test_hello_with_a_bad_epoch_is_refused():
         h["epoch"] = bad
         e = raises(proto.ProtoError, proto_check.parse_device, json.dumps(h))
         assert e.code == 1007, bad
+

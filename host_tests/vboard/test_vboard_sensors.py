@@ -236,11 +236,18 @@ print("ROMS", sorted(binascii.hexlify(r).decode() for r in ow.scan()))
     assert "28ff4c6a711603eb" in r.stdout and EXTRA[1]["rom"] in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("call", ["machine.reset()", "machine.soft_reset()",
-                                  "machine.deepsleep(10)"])
+@pytest.mark.parametrize("call", ["machine.reset()", "machine.soft_reset()"])
 def test_reset_exits_75(tmp_path, call):
     r = run_board(tmp_path, "import machine\nprint('before')\n" + call + "\nprint('after')")
     assert r.returncode == 75 and "before" in r.stdout and "after" not in r.stdout
+
+
+def test_deepsleep_exits_77_saying_how_long(tmp_path):
+    # the sim host starts the board again that much later (test_vboard_deepsleep.py)
+    r = run_board(tmp_path, "import machine\nprint('before')\nmachine.deepsleep(10)\n"
+                            "print('after')")
+    assert r.returncode == 77 and "before" in r.stdout and "after" not in r.stdout
+    assert "vboard: deepsleep 10 ms" in r.stdout
 
 
 def test_reset_cause_from_env(tmp_path):

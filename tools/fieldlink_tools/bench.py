@@ -9,6 +9,7 @@
   fieldlink bench store      batches/s of the stores alone, SQLite and PostgreSQL
   fieldlink bench fleet      1k-10k lightweight devices against one collector on one core
   fieldlink bench ota        a firmware update over the link: time, bytes, peak heap
+  fieldlink bench sleep      battery mode: awake ms per duty cycle, one reading / catching up 100
 
 A target is either a function here taking the parsed args, or a module with main(argv) that
 parses its own options (add one line to TARGETS).
@@ -42,6 +43,8 @@ TARGETS = {
               " CPU, RSS", "fieldlink_tools.bench_fleet"),
     "ota": ("a whole-firmware update over ws:// and wss://: time, bytes, the board's peak heap",
             "fieldlink_tools.bench_ota"),
+    "sleep": ("battery mode: awake ms per duty cycle (one reading, catching up 100), ws/wss",
+              "fieldlink_tools.bench_sleep"),
 }
 
 BENCH_CLIENT = paths.TOOLS / "bench" / "ws_client.py"

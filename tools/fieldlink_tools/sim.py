@@ -11,7 +11,10 @@ memory instead (rom.py), as on a board with the firmware frozen in or in a ROMFS
 config.json is written from the arguments and the package refreshed from the project's
 firmware/ on every start; the outbox in the flash directory survives, so a restart is a
 reboot. When the firmware resets (machine.reset: exit status 75; watchdog: 76) the
-interpreter is started again, like a board rebooting.
+interpreter is started again, like a board rebooting; after machine.deepsleep(ms) (77) it is
+started again ms later (times sleep_scale, $FIELDLINK_SIM_SLEEP_SCALE: tests compress time)
+with reset cause DEEPSLEEP_RESET and wake reason TIMER_WAKE. RTC memory (a file in the flash,
+tools/vboard/_machine_sys.py) survives those restarts; a power-on (start()) clears it.
 """
 import json
 import os
@@ -26,7 +29,11 @@ from . import paths, upy
 
 EXIT_RESET = 75      # machine.reset() on the virtual board
 EXIT_WATCHDOG = 76   # the virtual board's watchdog bit
+EXIT_DEEPSLEEP = 77  # machine.deepsleep(ms): "vboard: deepsleep MS ms" said before it
 _WDT_LINE = b"vboard: WDT timeout"
+_SLEEP_LINE = b"vboard: deepsleep "
+RTC_FILE = ".vboard-rtc"   # RTC memory in the flash dir (tools/vboard/_machine_sys.py)
+TIMER_WAKE = 4
 PACKAGE = "fieldlink"
 VBOARD_DIR = ".vboard"   # in the flash, on the path: the stand-ins (install_vboard)
 STAMP = ".sim-stamp"   # in an installed copy: what it was copied from (_install)
@@ -262,7 +269,7 @@ class SimBoard:
 
     def __init__(self, flash, cfg, board="virtual", heapsize=DEFAULT_HEAP, log_path=None,
                  echo=False, env=None, compiled=True, board_data=None, rom=False,
-                 frozen=False, flash_bytes=None):
+                 frozen=False, flash_bytes=None, sleep_scale=None, sleeps=None):
         self.flash = str(flash)
         self.cfg = cfg
         self.board = board
@@ -284,6 +291,11 @@ class SimBoard:
         self.proc = None
         self.boots = 0
         self.exits = []          # exit statuses seen
+        self.awake = []          # (exit status, seconds the process ran), one per process
+        if sleep_scale is None:
+            sleep_scale = float(os.environ.get("FIELDLINK_SIM_SLEEP_SCALE") or 1.0)
+        self.sleep_scale = sleep_scale   # deep sleep lasts ms * this
+        self.sleeps = sleeps     # after this many deep sleeps the board stays asleep (tests)
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
@@ -311,6 +323,13 @@ class SimBoard:
     def _spawn(self, cause):
         env = dict(self.env)
         env["FIELDLINK_VBOARD_RESET_CAUSE"] = cause
+        if cause == "DEEPSLEEP_RESET":
+            env["FIELDLINK_VBOARD_WAKE_REASON"] = str(TIMER_WAKE)
+        elif cause == "PWRON_RESET":
+            try:   # a power cut clears RTC memory
+                os.remove(os.path.join(self.flash, RTC_FILE))
+            except OSError:
+                pass
         env["FIELDLINK_BOARD"] = self.board
         # A session of its own: a terminal's Ctrl-C (SIGINT to its foreground process group)
         # reaches only the tool, which stops the board once (stop()); a second SIGINT would
@@ -334,17 +353,32 @@ class SimBoard:
                 if self._stop.is_set():
                     return
                 self.proc = p = self._spawn(cause)
+                t0 = time.monotonic()
             wdt_fired = False
+            sleep_ms = None
             with open(self.log_path, "ab", buffering=0) as log:
                 for line in p.stdout:
                     log.write(line)
                     wdt_fired = wdt_fired or line.startswith(_WDT_LINE)
+                    if line.startswith(_SLEEP_LINE):
+                        try:
+                            sleep_ms = int(line[len(_SLEEP_LINE):].split()[0])
+                        except (ValueError, IndexError):
+                            sleep_ms = 0
                     if self.echo:
                         sys.stdout.write(line.decode("utf-8", "replace"))
                         sys.stdout.flush()
             rc = p.wait()
+            self.awake.append((rc, time.monotonic() - t0))
             self.exits.append(rc)
-            if rc == EXIT_RESET:
+            if rc == EXIT_DEEPSLEEP:
+                cause = "DEEPSLEEP_RESET"
+                if self.sleeps is not None and self.exits.count(EXIT_DEEPSLEEP) >= self.sleeps:
+                    return
+                # asleep: stop() and power_cut() end the wait at once
+                if self._stop.wait(max(0, sleep_ms or 0) / 1000 * self.sleep_scale):
+                    return
+            elif rc == EXIT_RESET:
                 cause = "HARD_RESET"
             elif rc == EXIT_WATCHDOG or (rc == -signal.SIGTERM and wdt_fired):
                 # the stand-in WDT cannot set an exit status from its thread: it says so on
@@ -476,6 +510,9 @@ def add_arguments(p):
     p.add_argument("--frozen", action="store_true",
                    help="run the firmware frozen into the binary $MICROPYTHON names (built by "
                         "tools/build_micropython.py --kind frozen from this checkout)")
+    p.add_argument("--sleep-scale", type=float, default=None, metavar="F",
+                   help="deep sleep lasts F times what the firmware asked (default 1, or "
+                        "$FIELDLINK_SIM_SLEEP_SCALE): 0.01 runs a duty cycle 100 times faster")
     p.add_argument("--pty", action="store_true",
                    help="serve the board on a pseudo-terminal (raw REPL) for mpremote/ampy "
                         "instead of running main.py here")
@@ -520,7 +557,7 @@ def run(args):
         args.device_id, args.url, flash, args.heapsize, ", firmware in ROM" if args.rom
         else ", firmware frozen in" if args.frozen else ""), flush=True)
     b = SimBoard(flash, cfg, args.board, args.heapsize, echo=True, compiled=not args.source,
-                 rom=args.rom, frozen=args.frozen)
+                 rom=args.rom, frozen=args.frozen, sleep_scale=args.sleep_scale)
     b.start()
     try:
         rc = b.wait()

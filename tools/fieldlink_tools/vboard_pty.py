@@ -44,10 +44,12 @@ from . import ctrl_c, paths, upy
 # Exit statuses the virtual board's machine module uses for resets (tools/vboard/machine.py).
 EXIT_MACHINE_RESET = 75
 EXIT_WATCHDOG = 76
+EXIT_DEEPSLEEP = 77   # machine.deepsleep: here the board wakes at once (fieldlink sim waits)
 # What machine.reset_cause() reports after each kind of restart (names in tools/vboard/
 # machine.py, read from $FIELDLINK_VBOARD_RESET_CAUSE; the same choices as fieldlink sim).
 # A soft reboot keeps the cause of the last hard one, as on an ESP32.
-_CAUSES = {EXIT_MACHINE_RESET: "HARD_RESET", EXIT_WATCHDOG: "WDT_RESET"}
+_CAUSES = {EXIT_MACHINE_RESET: "HARD_RESET", EXIT_WATCHDOG: "WDT_RESET",
+           EXIT_DEEPSLEEP: "DEEPSLEEP_RESET"}
 # Heap of the full firmware on the virtual board: see fieldlink_tools.sim.DEFAULT_HEAP (the
 # unix port's 64-bit objects need more than an ESP32's ~100 KiB).
 DEFAULT_HEAP = "256k"
@@ -59,6 +61,7 @@ FRIENDLY_BANNER = b'Type "help()" for more information.'
 _RESET_LINES = {
     EXIT_MACHINE_RESET: b"rst:0xc (SW_CPU_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n",
     EXIT_WATCHDOG: b"rst:0x7 (TG0WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n",
+    EXIT_DEEPSLEEP: b"rst:0x5 (DEEPSLEEP_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n",
 }
 # The bootstrap talks to the bridge with APC escape sequences (ESC _ ... ESC \), which never
 # reach the serial port.

@@ -34,7 +34,15 @@ def bootloader(*a):
 
 
 def deepsleep(ms=0):
-    _exit("deepsleep %d ms" % ms)
+    """The process ends and the sim host starts it again after `ms` (scaled; exit status
+    77, fieldlink_tools.sim.EXIT_DEEPSLEEP): RTC memory is on disk already (RTC.memory)."""
+    import sys
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    print("vboard: deepsleep %d ms" % int(ms))
+    sys.exit(77)
 
 
 def lightsleep(ms=0):
@@ -47,7 +55,12 @@ def idle():
 
 
 def wake_reason():
-    return 0
+    # the sim host says why it started this process again (TIMER_WAKE after deepsleep)
+    v = os.getenv("FIELDLINK_VBOARD_WAKE_REASON")
+    try:
+        return int(v) if v else 0
+    except ValueError:
+        return 0
 
 
 def freq(hz=None):
@@ -82,9 +95,13 @@ def time_pulse_us(pin, level, timeout_us=1000000):
     return -1
 
 
+_RTC_FILE = ".vboard-rtc"   # in the flash directory: the sim host removes it at power-on
+
+
 class RTC:
+    """RTC memory survives deep sleep and resets, not a power cut: kept in _RTC_FILE, which
+    fieldlink_tools.sim removes when it powers the board on."""
     _offset = [0]
-    _mem = [b""]
 
     def __init__(self, id=0):
         pass
@@ -101,8 +118,16 @@ class RTC:
 
     def memory(self, data=None):
         if data is None:
-            return self._mem[0]
-        self._mem[0] = bytes(data)
+            try:
+                with open(_RTC_FILE, "rb") as f:
+                    return f.read()   # (at most 2048: memory(data) checks)
+            except OSError:
+                return b""
+        if len(data) > 2048:  # an ESP32's RTC user memory holds 2 KB
+            raise ValueError("RTC memory: at most 2048 bytes")
+        with open(_RTC_FILE, "wb") as f:
+            f.write(bytes(data))
+
 
 
 def __getattr__(name):

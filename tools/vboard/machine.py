@@ -1,7 +1,9 @@
 """Stand-in for the ESP32's `machine` module on the virtual board (MicroPython unix port).
-Conventions shared with the sim host: reset()/soft_reset()/deepsleep() flush stdout and exit
-with status 75 (the host restarts the interpreter like a reboot); reset_cause() reads
-$FIELDLINK_VBOARD_RESET_CAUSE (a name like WDT_RESET or a number; default PWRON_RESET).
+Conventions shared with the sim host: reset()/soft_reset() flush stdout and exit with status
+75 (the host restarts the interpreter like a reboot), deepsleep(ms) with 77 after saying how
+long (the host starts it again that much later, DEEPSLEEP_RESET); reset_cause() reads
+$FIELDLINK_VBOARD_RESET_CAUSE (a name like WDT_RESET or a number; default PWRON_RESET),
+wake_reason() $FIELDLINK_VBOARD_WAKE_REASON.
 
 On an ESP32 `machine` is C code and costs the heap nothing, so this file holds only what
 every boot uses (reset, reset_cause). The rest is loaded on first use (module __getattr__,

@@ -19,8 +19,12 @@ async def run(ws, cfg, outbox, clock, fw, board, control=None):
     reported after the welcome. Raises what went wrong (the caller closes ws)."""
     ob = outbox
     ob.on_connect()
-    await ws.send(proto.hello(cfg.device_id, fw, board, ob.boot, ob.next_seq, ob.first(),
-                              ob.held(), ob.dropped, clock.synced, ob.epoch))
+    h = proto.hello(cfg.device_id, fw, board, ob.boot, ob.next_seq, ob.first(), ob.held(),
+                    ob.dropped, clock.synced, ob.epoch)
+    wake = getattr(cfg, "wake", None)  # battery mode: the wake cause (duty.py sets it)
+    if wake:  # (added here, not in proto: resident code and names stay as they were)
+        h = h[:-1] + ',"wake":"%s"}' % wake
+    await ws.send(h)
     try:
         ev = await asyncio.wait_for(_welcome(ws), cfg.connect_timeout_s)  # type: Any
     except asyncio.TimeoutError:

@@ -133,6 +133,21 @@ def _check_hello(m):
         ep = m["epoch"]
         if not isinstance(ep, str) or not EPOCH.match(ep):
             raise _bad("hello.epoch: expected 1-16 chars of [0-9a-f], got %r" % (ep,))
+    if "wake" in m:   # the wake cause (docs/protocol.md "Duty cycling")
+        w = m["wake"]
+        if not isinstance(w, str) or not WAKE.match(w):
+            raise _bad("hello.wake: expected 1-16 chars of [a-z_], got %r" % (w,))
+
+
+WAKE = re.compile(r"^[a-z_]{1,16}$")
+SLEEP_MAX_S = 31 * 24 * 3600   # a sleep's wake_s: at most a month
+
+
+def _check_sleep(m):
+    w = m.get("wake_s")
+    if not _is_num(w) or not 0 <= w <= SLEEP_MAX_S:
+        raise _bad("sleep.wake_s: expected a number of seconds in [0, %d], got %r"
+                   % (SLEEP_MAX_S, w))
 
 
 def reading_seq(r):
@@ -298,6 +313,9 @@ def _check_reported(m):
 KNOWN = ("hello", "batch", "gap", "reply", "health", "reported")
 
 
+KNOWN = ("hello", "batch", "gap", "reply", "health", "sleep")
+
+
 def _check_tree(x, depth, skip=None):
     """Nesting within MAX_DEPTH and numbers JSON can carry (a float like 1e999 parses to
     infinity), anywhere in the message but inside `skip` (the readings, judged one by one)."""
@@ -336,7 +354,7 @@ def decode(text):
 
 
 HELLO_KEYS = ("v", "dev", "fw", "board", "boot", "next", "first", "held", "dropped", "synced",
-              "epoch")
+              "epoch", "wake")
 HEALTH_KEYS = ("heap_free", "heap_min", "reconnects", "dropped", "rssi", "uptime_s", "boot",
                "held", "skipped")
 
@@ -369,6 +387,8 @@ def check(m, max_batch=500):
         _check_health(m)
     elif t == "reported":
         _check_reported(m)
+    elif t == "sleep":
+        _check_sleep(m)
     return m
 
 

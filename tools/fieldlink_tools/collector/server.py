@@ -30,6 +30,7 @@ from . import limits as L
 from . import messages as M
 from . import ota as OTA
 from .committer import GroupCommitter
+from .sleepers import QUEUED_PREFIX, DutyCycling, Sleepers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, CollectorMetrics
 from .store import StoreDataError, StoreError
 
@@ -194,7 +195,7 @@ class _Session:
         self.peer = ws.remote_address[0] if ws.remote_address else None
 
 
-class Collector:
+class Collector(DutyCycling):
     """The collector server. Use `await start()` / `await stop()` (or `async with`)."""
 
     def __init__(self, store, devices, host="127.0.0.1", port=0, ssl_context=None,
@@ -249,6 +250,7 @@ class Collector:
         self.committer = GroupCommitter(store, metrics=self.metrics,
                                         max_queue=max(1000, 4 * max_devices))
         self._lag_task = None
+        self.sleepers = Sleepers()             # duty-cycled devices asleep, their commands
         self._close_watchers = set()
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
         self.ota = OTA.Ota(self)               # firmware updates (collector/ota.py)
@@ -370,10 +372,13 @@ class Collector:
                                if hasattr(self.store, "latest") else [])
             return out
         devs = await self._db(read)
+        self._expire_queued()
         for d in devs:
             s = self._live.get(d["device"])
             d["connected"] = s is not None
             d["peer"] = s.peer if s else None
+            d["state"] = self.sleepers.state(d["device"], s is not None)
+            d["sleeping_until"] = None if s else self.sleepers.until(d["device"])
         return {"t": "snapshot", "time": time.time(), "devices": devs}
 
     async def _shared_snapshot(self):
@@ -794,11 +799,13 @@ class Collector:
                     await self.ota.on_message(s, m)
                 elif t == "reported":
                     await C.on_reported(self, s, m)
+                elif t == "sleep":
+                    self._on_sleep(s, m)
                 elif t == "reply":
                     fut = s.pending.get(m["id"])
                     if fut is not None and not fut.done():
                         fut.set_result(m)
-                    else:
+                    elif not m["id"].startswith(QUEUED_PREFIX):
                         log.info("%s: reply to unknown command %r", dev, m["id"])
                     self._publish({"t": "reply", "dev": dev, "reply": m})
                 else:
@@ -854,6 +861,8 @@ class Collector:
                                  "time": now}))
         s.welcomed = True
         await C.after_welcome(self, s)
+        # before any batch is read: a duty-cycled device has them before its readings' ack
+        await self._deliver_queued(s)
         self._publish({"t": "hello", "dev": dev, "hello": body, "ack": s.ack,
                        "epoch": s.epoch, "offset": s.offset, "time": now})
         await self.ota.on_hello(s)
@@ -958,8 +967,12 @@ class Collector:
             try:
                 req = json.loads(raw)
                 op = req.get("op") or req.get("t")
+                self._expire_queued()
                 if op == "set":
                     out = await C.admin_set(self, req, _peer(ws))
+                elif op == "cmd" and self.sleepers.until(req["dev"]) is not None and \
+                        req["dev"] not in self._live:
+                    out = self._queue_command(req)
                 elif op == "cmd":
                     reply = await self.command(req["dev"], req["cmd"], req.get("args") or {},
                                                float(req.get("timeout", 10)))

@@ -49,12 +49,21 @@ function device(id) {
 const PAGE = 50;
 const view = { filter: "", page: 0, ids: null, dirty: new Set(), all: false, scheduled: false };
 
+// A duty-cycled device that said `sleep` is asleep until its wake time, not offline.
+function linkCell(d) {
+  if (d.connected) return el("td", "online", "link-on");
+  if (d.sleeping_until)
+    return el("td", (Date.now() / 1000 > d.sleeping_until + 60 ? "overdue since " :
+                     "sleeping until ") + fmtTime(d.sleeping_until), "link-sleep");
+  return el("td", "offline", "link-off");
+}
+
 function deviceRow(d) {
   const h = d.health || {}, hi = d.hello || {};
   const tr = el("tr");
   tr.dataset.dev = d.device;
   tr.append(el("td", d.device));
-  tr.append(el("td", d.connected ? "online" : "offline", d.connected ? "link-on" : "link-off"));
+  tr.append(linkCell(d));
   tr.append(el("td", hi.fw ? hi.fw + " / " + hi.board : "–"));
   tr.append(el("td", hi.boot !== undefined ? hi.boot : "–", "num"));
   tr.append(el("td", d.ack, "num ack"));
@@ -179,7 +188,15 @@ function onSnapshot(m) {
 
 const handlers = {
   snapshot: onSnapshot,
-  connected(m) { device(m.dev).connected = true; logEvent(m.dev + " connected from " + (m.peer || "?")); },
+  sleeping(m) {
+    device(m.dev).sleeping_until = m.until;
+    logEvent(m.dev + " sleeping until " + fmtTime(m.until));
+  },
+  connected(m) {
+    const d = device(m.dev);
+    d.connected = true; d.sleeping_until = null;
+    logEvent(m.dev + " connected from " + (m.peer || "?"));
+  },
   disconnected(m) {
     const d = device(m.dev);
     if (!m.superseded) d.connected = false;
