@@ -39,7 +39,8 @@ def test_sleeping_device_is_shown_sleeping_and_gets_its_queued_command(collector
     d2.send({"t": "hello", "v": 1, "dev": "dev-1", "fw": "t", "board": "t", "boot": 2,
              "next": 2, "first": 2, "held": 0, "dropped": 0, "synced": False, "wake": "timer"})
     assert d2.recv()["t"] == "welcome"
-    m = d2.recv()   # the queued command, before anything else
+    assert d2.recv()["t"] == "desired"   # the desired state follows every welcome
+    m = d2.recv()   # then the queued command, before anything else
     assert m["t"] == "cmd" and m["cmd"] == "health" and m["id"] == out["queued"]["id"]
     d2.send({"t": "reply", "id": m["id"], "ok": True, "result": None})
     assert devices(c)["dev-1"]["state"] == "online"

@@ -42,9 +42,10 @@ STAMP = ".sim-stamp"   # in an installed copy: what it was copied from (_install
 # the heap, ~70 KB of it on the 64-bit unix port), 136k for the simulated-sensor board of the
 # tests and 176k for the full virtual board (four sensors and their register-level device
 # models, on the same heap); with the firmware in ROM (--rom, rom.py), 96k for the tests'
-# board. 208k leaves the full board a margin like an ESP32 has. See docs/architecture.md
-# (Memory).
-DEFAULT_HEAP = "208k"
+# board. The full board also has four outputs, whose stand-in machine.Pin/PWM are Python here
+# (C on an ESP32, no heap): 256k leaves it a margin like an ESP32 has. See
+# docs/architecture.md (Memory).
+DEFAULT_HEAP = "256k"
 
 # Defaults that differ from the firmware's: the virtual board has no real NTP need (the
 # collector's welcome time is used), samples faster, and retries sooner.
