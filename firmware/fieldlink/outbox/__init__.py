@@ -26,8 +26,7 @@ except ImportError:  # CPython
         return x
 
 from fieldlink import lazy
-from fieldlink.outbox.ledger import Ledger
-from fieldlink.outbox.ring import Ring
+from fieldlink.outbox.core import Ledger, Ring
 
 _SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 _SEG_BYTES = const(2048)  # target size of one flash write

@@ -1,7 +1,7 @@
 # dual: runs on CPython and on MicroPython
 """ring.Ring, the outbox's RAM: readings back to back as `text,` in one buffer with no holes,
 an index of seq and offset per reading, sliding to the front, removal from the middle."""
-from fieldlink.outbox.ring import Ring
+from fieldlink.outbox.core import Ring
 
 
 def r(q, pad=0):
