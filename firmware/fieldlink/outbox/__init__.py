@@ -280,7 +280,9 @@ class Outbox(Ledger):
         ring = self.ring
         if room <= 0 or j >= ring.n:
             return ""
-        k = ring.run(j, room)
+        k = j + room  # (the end of the run: at most `room` readings, the ring's last)
+        if k > ring.n:
+            k = ring.n
         q = ring.seq(k - 1)
         if self._unsaved(q):
             return ""

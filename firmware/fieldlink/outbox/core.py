@@ -150,21 +150,11 @@ class Ring:
         if not self.n:
             self._tail = 0
 
-    def run(self, j, room):
-        """End index k of the readings j.. to send together, at most `room` of them (j < n,
-        room > 0)."""
-        k = j + room
-        return k if k < self.n else self.n
-
-    def view(self, j, k):
+    def view(self, j, k, comma=0):
         """Readings j..k-1 as one memoryview of the buffer, joined by their commas, the last
-        one cut: valid until the ring changes next."""
-        return self._mv[self._ro[(self._rh + j) % self.cap]:self._end(k - 1) - 1]
-
-    def item(self, i, comma):
-        """Reading i as a memoryview of the buffer, with its "," if `comma` is 1: for a
-        write to flash or a copy into a batch (valid until the ring changes next)."""
-        return self._mv[self._ro[(self._rh + i) % self.cap]:self._end(i) - 1 + comma]
+        one's "," only if `comma` is 1: the body of a batch, or one reading for a write to
+        flash (valid until the ring changes next)."""
+        return self._mv[self._ro[(self._rh + j) % self.cap]:self._end(k - 1) - 1 + comma]
 
     def copy(self, i, raw):
         """Reading i as a new object (only for the batch being sent): str, or with `raw` the
