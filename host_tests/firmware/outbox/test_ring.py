@@ -18,11 +18,11 @@ def test_readings_lie_back_to_back_with_their_commas():
     for q in (1, 2, 3):
         assert g.add(q, r(q))
     assert g.n == 3 and g.used == 3 * 21 and held(g) == [1, 2, 3]
-        assert bytes(g.view(0, 3)) == b",".join([r(1), r(2), r(3)])
+    assert bytes(g.view(0, 3)) == b",".join([r(1), r(2), r(3)])
     assert bytes(g.view(1, 2)) == r(2) and bytes(g.view(1, 2, 1)) == r(2) + b","
 
 
-def test_run_stops_at_room():
+def test_a_view_covers_the_readings_asked_for():
     g = Ring(256)
     for q in range(1, 6):
         g.add(q, r(q))
@@ -63,7 +63,7 @@ def test_the_end_reached_slides_the_readings_to_the_front_in_order():
     g.forget(1)                                       # and 1
     assert held(g) == [3, 4, 5, 6]
     assert g.add(7, r(7, 28))                         # past the end: 3-6 slide to the front
-    assert held(g) == [3, 4, 5, 6, 7] 
+    assert held(g) == [3, 4, 5, 6, 7]
     assert bytes(g.view(0, 5)) == b",".join([r(q, 28) for q in (3, 4, 5, 6, 7)])
 
 
