@@ -70,8 +70,10 @@ class App:
         if self.readings % _MEM_EVERY == 0:
             alloc, free = _mem()
             self.sup.note_heap()
-            _log.info("mem readings=%d seq=%d alloc=%d free=%d min_free=%d held=%d",
-                      self.readings, q, alloc, free, self.sup.heap_min, ob.held())
+            h = ob.held()
+            # flash: readings on flash (the flash side is loaded while there are any)
+            _log.info("mem readings=%d seq=%d alloc=%d free=%d min_free=%d held=%d flash=%d",
+                      self.readings, q, alloc, free, self.sup.heap_min, h, h - ob.ring.n)
 
     async def _maintain(self):
         """Once a second: feed the watchdog, spill to flash when the link is down long, heap

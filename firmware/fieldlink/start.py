@@ -67,16 +67,19 @@ def make_app(cfg, board_name, sensors, wlan=None, wdt=None, reset=None, outputs=
     with outputs (board.outputs()), the control shell (loaded only then)."""
     import random
     from fieldlink.clock import Clock
-    from fieldlink.link import Backoff
-    from fieldlink.link.supervisor import Supervisor
     from fieldlink.outbox import DirStore, Outbox
     from fieldlink.sampling import Sampler
     # cfg.sampling: "*" already carries sample_interval_s (load_settings)
     sampler = Sampler(sensors, cfg.sampling, log=log.Logger("sampling"))  # type: Any
     store = DirStore(cfg.outbox_dir) if cfg.outbox_flash_bytes else None
+    # Boot recovery (the flash side and outbox.boot, loaded for it) runs before the link's
+    # and the WebSocket client's code is loaded: on a small heap with a big backlog it has
+    # that heap too.
     outbox = Outbox(cfg.outbox_ram_bytes, cfg.outbox_flash_bytes, store)
     if outbox.notice:
         _log.warn("outbox: %s", outbox.notice)
+    from fieldlink.link import Backoff
+    from fieldlink.link.supervisor import Supervisor
     clock = Clock()
     sup = Supervisor(
         cfg, outbox, clock,

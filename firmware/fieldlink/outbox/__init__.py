@@ -26,13 +26,11 @@ except ImportError:  # CPython
         return x
 
 from fieldlink import lazy
-from fieldlink.outbox.ledger import Ledger
-from fieldlink.outbox.ring import Ring
+from fieldlink.outbox.core import Ledger, Ring
 
 _SEQ_BLOCK = const(256)   # persist the seq mark once per this many readings
 _SEG_BYTES = const(2048)  # target size of one flash write
-_FLASH = "fieldlink.outbox.flash"
-_BOOT = "fieldlink.outbox.boot"
+# (the lazily loaded modules' names are literals where used: a global each would be resident)
 
 
 class DirStore:
@@ -91,13 +89,13 @@ class DirStore:
 def _recover(store, segs, epoch):
     """Boot recovery, loaded for this one call and dropped again; in a function of its own
     so that no stale frame slot keeps the module alive. (ledger state, epoch, notice, kept)."""
-    r = lazy.load(_BOOT).Recovery(store, segs)
+    r = lazy.load("fieldlink.outbox.boot").Recovery(store, segs)
     try:
         r.run(epoch)
         return r.state, r.epoch, r.notice, r.kept
     finally:
         r = None
-        lazy.drop(_BOOT)
+        lazy.drop("fieldlink.outbox.boot")
 
 
 class Outbox(Ledger):
@@ -143,8 +141,8 @@ class Outbox(Ledger):
     def _flash(self):
         f = self._fl
         if f is None:
-            f = self._fl = lazy.load(_FLASH).Segments(self.store, self.flash_limit,
-                                                      self.seg_bytes, self._fl_used)
+            f = self._fl = lazy.load("fieldlink.outbox.flash").Segments(
+                self.store, self.flash_limit, self.seg_bytes, self._fl_used)
         return f
 
     def _unflash(self, f):
@@ -153,7 +151,7 @@ class Outbox(Ledger):
         if f.empty():
             self._fl_used = f.used
             self._fl = f = None
-            lazy.drop(_FLASH)
+            lazy.drop("fieldlink.outbox.flash")
 
     def save_meta(self):
         if self.store is None:
@@ -281,7 +279,9 @@ class Outbox(Ledger):
         ring = self.ring
         if room <= 0 or j >= ring.n:
             return ""
-        k = ring.run(j, room)
+        k = j + room  # (the end of the run: at most `room` readings, the ring's last)
+        if k > ring.n:
+            k = ring.n
         q = ring.seq(k - 1)
         if self._unsaved(q):
             return ""

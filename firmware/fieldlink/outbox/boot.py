@@ -11,7 +11,7 @@ except ImportError:  # CPython
         return x
 
 from fieldlink.outbox.flash import declared, index, name, parse, scan
-from fieldlink.outbox.ledger import META_V
+from fieldlink.outbox.core import META_V
 
 # meta.json lost with the epoch file intact: the seq mark is unknown, so numbering goes on
 # this far above the newest seq on flash (declared `gap reboot`, an upper bound like any

@@ -209,7 +209,7 @@ class Segments:
             # string on the heap
             with st.file(nm + ".tmp", "wb") as f:
                 for i in range(n):
-                    f.write(ring.item(i, 0))
+                    f.write(ring.view(i, i + 1))
                     f.write(b"\n")
             st.rename(nm + ".tmp", nm)
         except OSError:

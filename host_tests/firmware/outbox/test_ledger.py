@@ -1,7 +1,7 @@
 # dual: runs on CPython and on MicroPython
 """ledger.Ledger, the outbox's numbering: next seq, the seq and sent marks, readings in
 flight, the cumulative ack, gaps (merged, resent per connection, counted when dropped)."""
-from fieldlink.outbox.ledger import META_V, Ledger
+from fieldlink.outbox.core import META_V, Ledger
 
 
 def fresh(block=16):
