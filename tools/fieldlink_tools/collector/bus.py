@@ -188,22 +188,26 @@ class PgBus:
         return self._talk
 
     async def _talk_do(self, sql, params=(), fetch=False):
-        """One statement on the talking connection; a broken connection is dropped (the
-        next call connects again)."""
+        """One statement on the talking connection. A connection found broken (the server
+        restarted since its last use) is replaced and the statement tried once more on the
+        new one; a second failure is raised (and that connection dropped too)."""
         import psycopg
         async with self._talk_lock:
-            try:
-                conn = await self._talk_conn()
-                cur = await asyncio.wait_for(conn.execute(sql, params), 6)
-                return await cur.fetchone() if fetch else None
-            except (psycopg.Error, OSError, asyncio.TimeoutError):
-                if self._talk is not None:
-                    try:
-                        await self._talk.close()
-                    except Exception:
-                        pass
-                    self._talk = None
-                raise
+            for attempt in (1, 2):
+                fresh = self._talk is None or self._talk.closed
+                try:
+                    conn = await self._talk_conn()
+                    cur = await asyncio.wait_for(conn.execute(sql, params), 6)
+                    return await cur.fetchone() if fetch else None
+                except (psycopg.Error, OSError, asyncio.TimeoutError):
+                    if self._talk is not None:
+                        try:
+                            await self._talk.close()
+                        except Exception:
+                            pass
+                        self._talk = None
+                    if fresh or attempt == 2:
+                        raise
 
     # -- sending -------------------------------------------------------------------------
 

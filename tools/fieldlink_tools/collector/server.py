@@ -400,12 +400,19 @@ class Collector:
         asyncio.ensure_future(_close_quietly(s.ws, M.SUPERSEDED, "superseded"))
 
     async def _claim(self, s):
-        try:
-            s.gen = await self.bus.claim(s.dev)
-        except Exception as e:
-            # the database is down: this collector's own supersede still holds
-            log.warning("%s: connection not claimed on the bus: %s", s.dev, e)
-            return
+        wait = 0.2
+        while True:
+            try:
+                s.gen = await self.bus.claim(s.dev)
+                break
+            except Exception as e:
+                # the database is down: this collector's own supersede holds meanwhile, and
+                # the claim is made when it is back (commands find the device only then)
+                log.warning("%s: connection not claimed on the bus yet: %s", s.dev, e)
+            await asyncio.sleep(wait)
+            wait = min(5.0, wait * 2)
+            if s.superseded or self._live.get(s.dev) is not s:
+                return
         if s.newer > s.gen:
             self._supersede(s, "a newer connection on another collector")
 
