@@ -162,12 +162,19 @@ class PgBus:
                 await t
             except BaseException:
                 pass
+        # under the lock: a claim or release still running must not have its connection
+        # closed under it (libpq crashes on that)
+        try:
+            await asyncio.wait_for(self._talk_lock.acquire(), 7)
+        except asyncio.TimeoutError:
+            pass
         for conn in (self._listen, self._talk):
             if conn is not None:
                 try:
                     await conn.close()
                 except Exception:
                     pass
+        self._talk = self._listen = None
 
     async def _connect(self):
         import psycopg
@@ -191,22 +198,24 @@ class PgBus:
         """One statement on the talking connection. A connection found broken (the server
         restarted since its last use) is replaced and the statement tried once more on the
         new one; a second failure is raised (and that connection dropped too)."""
-        import psycopg
         async with self._talk_lock:
+            if self._stopping and self._talk is None:
+                raise ConnectionError("bus stopped")
             for attempt in (1, 2):
                 fresh = self._talk is None or self._talk.closed
                 try:
                     conn = await self._talk_conn()
                     cur = await asyncio.wait_for(conn.execute(sql, params), 6)
                     return await cur.fetchone() if fetch else None
-                except (psycopg.Error, OSError, asyncio.TimeoutError):
+                except BaseException as e:
+                    # cancelled mid-statement too: that connection is in an unknown state
                     if self._talk is not None:
                         try:
                             await self._talk.close()
                         except Exception:
                             pass
                         self._talk = None
-                    if fresh or attempt == 2:
+                    if fresh or attempt == 2 or not isinstance(e, Exception):
                         raise
 
     # -- sending -------------------------------------------------------------------------
@@ -332,8 +341,14 @@ class PgBus:
                 self.connected.set()
                 wait = RECONNECT[0]
                 log.info("bus: listening on %s as %s", CHANNEL, self.instance)
-                async for n in self._listen.notifies():
-                    self._received(n.payload)
+                # closed here, before its connection is: a generator left to the garbage
+                # collector would touch a connection already freed (a crash in libpq)
+                gen = self._listen.notifies()
+                try:
+                    async for n in gen:
+                        self._received(n.payload)
+                finally:
+                    await gen.aclose()
             except asyncio.CancelledError:
                 raise
             except Exception as e:
