@@ -95,7 +95,16 @@ def _cpu(cs):
     return sum(cpu_seconds(c.proc.pid) for c in cs)
 
 
-async def _load(cs, url, n, rate, batch, window, warmup, seconds, ramp):
+def _pg_wal(dsn):
+    """(WAL position in bytes, readings stored, bytes of the readings table + its index)."""
+    import psycopg
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as con:
+        return con.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
+                           " (SELECT COUNT(*) FROM readings),"
+                           " pg_total_relation_size('readings')").fetchone()
+
+
+async def _load(cs, url, n, rate, batch, window, warmup, seconds, ramp, pg_dsn=None):
     tokens = cs[0].devices
     fleet = Fleet(url, tokens, seed=1, rate=rate, batch=batch, window=window,
                   backoff_base=1.0, backoff_cap=10.0, ramp=ramp).start()
@@ -108,11 +117,13 @@ async def _load(cs, url, n, rate, batch, window, warmup, seconds, ramp):
         await asyncio.sleep(warmup)
         s = fleet.stats
         s.latencies.clear()
+        w0 = pg_dsn and await loop.run_in_executor(None, _pg_wal, pg_dsn)
         m0 = await loop.run_in_executor(None, _scrape, cs)
         cpu0, t0, b0 = _cpu(cs), time.monotonic(), s.batches
         own0 = _own_cpu()
         await asyncio.sleep(seconds)
         m1 = await loop.run_in_executor(None, _scrape, cs)
+        w1 = pg_dsn and await loop.run_in_executor(None, _pg_wal, pg_dsn)
         cpu1, t1, b1 = _cpu(cs), time.monotonic(), s.batches
         own1 = _own_cpu()
         dt = t1 - t0
@@ -140,6 +151,10 @@ async def _load(cs, url, n, rate, batch, window, warmup, seconds, ramp):
             "loop_lag_ms": 1000 * (m1["fieldlink_loop_lag_seconds_sum"]
                                    - m0["fieldlink_loop_lag_seconds_sum"]) / max(1, lagn),
             "closes": dict(s.closes), "refused": dict(s.refused),
+            # PostgreSQL: WAL written per reading stored in the window, the table's bytes/row
+            "wal_per_reading": (float(w1[0] - w0[0]) / max(1, w1[1] - w0[1])) if w0 else None,
+            "wal_per_s": float(w1[0] - w0[0]) / dt if w0 else None,
+            "table_per_row": (w1[2] / max(1, w1[1])) if w0 else None,
         }
     finally:
         await fleet.stop()
@@ -152,6 +167,7 @@ def _own_cpu():
 
 def bench(n, rate, batch, window, sync, warmup, seconds, workdir, db="sqlite", collectors=1):
     tokens = make_tokens(n, "bench")
+    pg_dsn = None
     raise_nofile(2 * n + 1024)         # the collectors inherit it
     pg = hp = None
     cs = []
@@ -159,7 +175,7 @@ def bench(n, rate, batch, window, sync, warmup, seconds, workdir, db="sqlite", c
         if db == "postgresql":
             from .temp_postgres import TempPostgres
             pg = TempPostgres().start()
-            target = pg.dsn(pg.create_database("fleet%d" % n))
+            target = pg_dsn = pg.dsn(pg.create_database("fleet%d" % n))
         else:
             target = Path(workdir) / ("fleet-%d-%g.db" % (n, rate))
         for i in range(collectors):
@@ -183,7 +199,7 @@ def bench(n, rate, batch, window, sync, warmup, seconds, workdir, db="sqlite", c
             os.sched_setaffinity(0, {cpus[1]})
         try:
             return asyncio.run(_load(cs, url, n, rate, batch, window, warmup, seconds,
-                                     ramp=max(1.0, n / 1000)))
+                                     ramp=max(1.0, n / 1000), pg_dsn=pg_dsn))
         finally:
             os.sched_setaffinity(0, set(cpus))
     finally:
@@ -238,6 +254,11 @@ def main(argv=None):
                      r["loop_lag_ms"]), flush=True)
             print("  srv p50 <= %.0f ms, srv p99 <= %.0f ms; the fleet's own CPU %.0f %%"
                   % (r["server_p50_ms"], r["server_p99_ms"], r["fleet_cpu_pct"]), flush=True)
+            if r["wal_per_reading"] is not None:
+                print("  PostgreSQL: WAL %.0f bytes per reading stored (%.2f MB/s), readings"
+                      " table with its index %.0f bytes per row"
+                      % (r["wal_per_reading"], r["wal_per_s"] / 1e6, r["table_per_row"]),
+                      flush=True)
             if r["closes"] or r["refused"]:
                 print("  closes %s refused %s" % (r["closes"], r["refused"]), flush=True)
             last = r

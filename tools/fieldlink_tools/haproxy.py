@@ -42,6 +42,9 @@ defaults
     timeout tunnel {tunnel}
     timeout http-request 10s
     timeout queue 10s
+    # a busy collector answers /healthz late, not wrongly: a check timing out at `inter`
+    # would mark it down and cut every device (shutdown-sessions) into a reconnect storm
+    timeout check 5s
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response 503
