@@ -9,6 +9,8 @@ import asyncio
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from websockets.sync.client import connect
@@ -80,6 +82,16 @@ def stored(c, devs):
 def progress(c, devs, more, timeout, what):
     start = wait(lambda: stored(c, devs), timeout, "the store (%s)" % what)
     wait(lambda: (stored(c, devs) or 0) >= start + more, timeout, what)
+
+
+def healthz(c):
+    try:
+        with urllib.request.urlopen(c.http_url + "healthz", timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
 
 
 def holder(cs, dev):
@@ -158,7 +170,9 @@ def test_two_collectors_behind_haproxy_lose_nothing(cluster, pg_server, sim_boar
         assert ev["r"], ev
 
         # 3. PostgreSQL restarted under load: acks pause, then the devices resume
-        pg_server.restart(mode="immediate")
+        pg_server.stop(mode="immediate")            # a crash: recovery from the WAL next
+        wait(lambda: healthz(cs[0]) == 503, 20, "/healthz 503 while the store is down")
+        pg_server.start()
         progress(cs[0], list(BOARDS) + list(fleet_tokens)[:20], 40, 60,
                  "progress after the PostgreSQL restart")
 
