@@ -37,19 +37,19 @@ class Device:
         assert m["t"] == "welcome", m
         return self
 
-    async def recv(self):
-        return json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+    async def recv(self, t=None):
+        """The next message (of type `t`: others, such as desired state, are skipped)."""
+        while True:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+            if t is None or m.get("t") == t:
+                return m
 
     async def batch(self, seqs):
         await self.ws.send(json.dumps({"t": "batch", "r": readings(seqs)}))
-        while True:
-            m = await self.recv()
-            if m["t"] == "ack":
-                return m["ack"]
+        return (await self.recv("ack"))["ack"]
 
     async def answer_one(self):
-        m = await self.recv()
-        assert m["t"] == "cmd", m
+        m = await self.recv("cmd")
         await self.ws.send(json.dumps({"t": "reply", "id": m["id"], "ok": True,
                                        "result": {"echo": m["args"]}}))
         return m
@@ -128,7 +128,7 @@ def test_a_command_for_a_device_held_by_the_other_collector_arrives(pg_database)
             # and a protocol message delivered through the bus
             assert await p.c[0].deliver("dev-b", {"t": "cmd", "id": "d1", "cmd": "noop",
                                                    "args": {}}) is True
-            assert (await dev.recv())["id"] == "d1"
+            assert (await dev.recv("cmd"))["id"] == "d1"
             # nobody holds dev-a: refused, not waited for
             with pytest.raises(Exception) as e:
                 await p.c[0].command("dev-a", "ping", {}, timeout=5)
