@@ -185,3 +185,29 @@ def test_draining_answers_healthz_503_and_refuses_new_devices(pg_database):
             p.c[0] = Collector(p.stores[0], Devices(TOKENS), port=0, bus=PgBus(p.dsn))
             await p.c[0].start()
     run(main(), 60)
+
+
+def test_malformed_notifications_are_dropped():
+    """A notification is input like any other (a role with NOTIFY rights could send anything):
+    what does not parse or has the wrong shape is dropped, nothing reaches a viewer."""
+    got = []
+
+    class FakeCollector:
+        devices = Devices(TOKENS)
+
+        def publish_local(self, ev):
+            got.append(ev)
+
+        def claimed_elsewhere(self, dev, gen):
+            got.append((dev, gen))
+
+    bus = PgBus("postgresql:///none")
+    bus.collector = FakeCollector()
+    for payload in ("not json", "[1, 2]", '{"k": "ev", "e": [1, "x", {"no": "t"}]}',
+                    '{"k": "claim", "dev": "dev-a", "gen": "x"}', '{"k": "claim"}',
+                    '{"k": "answer", "to": "%s", "id": "nobody", "out": 5}' % bus.instance,
+                    json.dumps({"k": "ev", "from": bus.instance, "e": [{"t": "hello"}]})):
+        bus._received(payload)
+    assert got == [] and bus.holders() == set()
+    bus._received('{"k": "ev", "from": "other", "e": [{"t": "hello", "dev": "dev-a"}]}')
+    assert got == [{"t": "hello", "dev": "dev-a"}]

@@ -381,10 +381,10 @@ class PgBus:
                             self._remote.pop(ev.get("dev"), None)
                         self.collector.publish_local(ev)
             elif k == "claim":
-                dev = str(m["dev"])
+                dev, gen = str(m["dev"]), int(m["gen"])
                 if dev in self.collector.devices.tokens:     # bounded by the known devices
                     self._remote[dev] = str(m.get("from"))
-                self.collector.claimed_elsewhere(dev, int(m["gen"]))
+                self.collector.claimed_elsewhere(dev, gen)
             elif k in ("cmd", "deliver") and m.get("to") == self.instance:
                 asyncio.ensure_future(self._serve(m))
             elif k == "answer" and m.get("to") == self.instance:
