@@ -12,8 +12,10 @@ this machine. What it does and why:
   next one (round robin would pile up reconnects after a restart);
 - `option httpchk GET /healthz`, `http-check expect status 200`: a collector whose store
   fails, or that drains (SIGTERM: 503), is taken out after `fall` checks; `rise` brings it back;
-- `on-marked-down shutdown-sessions`: a collector marked down (killed, unreachable) has its
-  tunnels cut, so devices reconnect at once instead of waiting on a half-dead path;
+- no `on-marked-down shutdown-sessions`: a collector marked down because its store fails
+  (PostgreSQL restarting: every collector at once) keeps its devices, whose acks pause and
+  resume, instead of cutting them all into a reconnect storm; a killed collector's tunnels end
+  with its sockets anyway, and a hung one is found by the devices' own pings;
 - `retries` + `option redispatch` + `retry-on conn-failure empty-response 503`: a connection
   refused by a collector that just stopped or drains is tried on another one.
 """
@@ -43,7 +45,7 @@ defaults
     timeout http-request 10s
     timeout queue 10s
     # a busy collector answers /healthz late, not wrongly: a check timing out at `inter`
-    # would mark it down and cut every device (shutdown-sessions) into a reconnect storm
+    # would mark it down for nothing
     timeout check 5s
     retries 3
     option redispatch 1
@@ -59,7 +61,7 @@ backend collectors
     option httpchk
     http-check send meth GET uri /healthz
     http-check expect status 200
-    default-server check inter {inter} fall {fall} rise {rise} on-marked-down shutdown-sessions maxconn {server_maxconn}
+    default-server check inter {inter} fall {fall} rise {rise} maxconn {server_maxconn}
 {servers}
 """
 
