@@ -1,5 +1,6 @@
 """Install the Debian packages the test suite needs: headless Chromium (the dashboard test) and
-PostgreSQL (the store suite runs on it too; tools/fieldlink_tools/temp_postgres.py starts one).
+PostgreSQL (the store suite runs on it too; tools/fieldlink_tools/temp_postgres.py starts one),
+HAProxy (in front of several collectors: tools/fieldlink_tools/haproxy.py).
 
 Runs before the suite in `make test`. It only acts when a package is missing and we are root
 with apt-get available (CI and the dev machines); elsewhere it says what to install.
@@ -13,11 +14,12 @@ import sys
 
 def _installed(cmd):
     # PostgreSQL puts no command on PATH: its binaries live in /usr/lib/postgresql/N/bin.
-    return (shutil.which(cmd) is not None
+    return (shutil.which(cmd) is not None or os.access("/usr/sbin/" + cmd, os.X_OK)
             or bool(glob.glob("/usr/lib/postgresql/*/bin/%s" % cmd)))
 
 
-NEEDED = {"chromium": "chromium", "initdb": "postgresql"}  # command -> Debian package
+# command -> Debian package (haproxy: the several-collectors tests put it in front)
+NEEDED = {"chromium": "chromium", "initdb": "postgresql", "haproxy": "haproxy"}
 
 
 def main():

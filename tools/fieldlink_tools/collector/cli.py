@@ -21,6 +21,7 @@ import ssl
 import sys
 
 from .auth import MIN_TOKEN, Tokens
+from .bus import PgBus
 from .dburl import is_postgres, open_store, redact
 from .limits import MAX_PENDING_PER_SOURCE
 from .metrics import keep_gc_off_the_loop
@@ -90,6 +91,11 @@ def add_arguments(p):
     p.add_argument("--keep-health", type=int, default=DEFAULT_KEEP_HEALTH, metavar="N",
                    help="health messages kept per device, the newest N (default %(default)s, "
                         "a week at one a minute; 0 keeps all); readings and gaps are all kept")
+    p.add_argument("--drain-seconds", type=float, default=0, metavar="S",
+                   help="on SIGTERM, answer /healthz with 503 and refuse new devices for S "
+                        "seconds (so a load balancer's health check takes this collector "
+                        "out), then close every device with 1001 (default 0; behind HAProxy "
+                        "2-3 check intervals, docs/collector.md)")
     p.add_argument("--print-readings", action="store_true",
                    help="print one line per newly stored reading: DEV #SEQ NAME = VALUE UNIT")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
@@ -204,10 +210,10 @@ def run(args):
         print("fieldlink server: --db %s: %s" % (redact(args.db), e), file=sys.stderr)
         return 2
     logging.getLogger("fieldlink.collector").info("store: %s", redact(args.db))
-    return asyncio.run(_main(args, devices, ctx, store))
+    return asyncio.run(_main(args, devices, ctx, store, password))
 
 
-async def _main(args, devices, ctx, store):
+async def _main(args, devices, ctx, store, password=None):
     printer = None
     if args.print_readings:
         def printer(line):
@@ -219,11 +225,18 @@ async def _main(args, devices, ctx, store):
         allowed_hosts=args.allowed_host, max_viewers=args.max_viewers,
         max_admins=args.max_admins,
         max_handshakes_per_source=args.max_handshakes_per_source, ping_interval=args.ping_interval or None,
-        ping_timeout=args.ping_timeout or None, print_readings=printer)
+        ping_timeout=args.ping_timeout or None, print_readings=printer,
+        # on PostgreSQL other collectors may share the database: they talk through it
+        bus=PgBus(args.db, password=password) if is_postgres(args.db) else None)
     stop = asyncio.Event()
+    drain = []
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_term():
+        drain.append(True)
+        stop.set()
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
         await collector.start()
     except OSError as e:
@@ -243,7 +256,10 @@ async def _main(args, devices, ctx, store):
     finally:
         # Clean shutdown: every device gets close 1001 (going away) and reconnects later.
         gc_task.cancel()
-        await collector.stop()
+        if drain:
+            await collector.drain(args.drain_seconds)
+        else:
+            await collector.stop()
         store.close()
     print("fieldlink server: stopped", flush=True)
     return 0

@@ -29,6 +29,7 @@ from . import control as C
 from . import limits as L
 from . import messages as M
 from . import ota as OTA
+from .bus import DeviceNotConnected, LocalBus
 from .committer import GroupCommitter
 from .sleepers import QUEUED_PREFIX, DutyCycling, Sleepers
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, CollectorMetrics
@@ -69,10 +70,6 @@ WRITE_LIMIT = 64 * 1024    # bytes buffered for sending before a send waits (per
 MAX_QUEUE = 8
 VIEWER_EVENTS = 2000       # events a viewer may fall behind, and
 VIEWER_BYTES = 1 << 20     # bytes of them, before it is closed with 1013
-
-
-class DeviceNotConnected(Exception):
-    pass
 
 
 class Devices:
@@ -189,6 +186,8 @@ class _Session:
         self.first = 1             # hello.first, in store seqs
         self.superseded = False
         self.welcomed = False      # desired changes go out only after `welcome`
+        self.gen = None            # the connection generation (bus.claim), once known
+        self.newer = 0             # the highest generation claimed elsewhere meanwhile
         self.received_at = 0.0     # perf_counter when the message in hand was read
         self.pending = {}          # command id -> Future of the reply
         self.connected_at = time.time()
@@ -204,7 +203,8 @@ class Collector(DutyCycling):
                  ping_interval=20, ping_timeout=20, print_readings=None, hello_timeout=30,
                  open_timeout=10, allowed_hosts=(), max_viewers=DEFAULT_MAX_VIEWERS,
                  max_admins=DEFAULT_MAX_ADMINS, session_ttl=12 * 3600,
-                 failures=None, max_handshakes_per_source=L.MAX_PENDING_PER_SOURCE):
+                 failures=None, max_handshakes_per_source=L.MAX_PENDING_PER_SOURCE,
+                 bus=None):
         self.store = store
         self.devices = devices if isinstance(devices, Devices) else Devices(devices)
         self.host = host
@@ -254,6 +254,9 @@ class Collector(DutyCycling):
         self._close_watchers = set()
         self.stats = {"connections": 0, "rejected": 0, "readings": 0, "errors": 0}
         self.ota = OTA.Ota(self)               # firmware updates (collector/ota.py)
+        # Other collectors on the same database (bus.py); LocalBus: this process is all.
+        self.bus = bus if bus is not None else LocalBus()
+        self.draining = False                  # drain(): /healthz 503, no new devices
 
     # -- life ----------------------------------------------------------------------------
 
@@ -286,6 +289,7 @@ class Collector(DutyCycling):
                         self.fd_budget, want, min(self.max_devices, self.fd_budget))
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        await self.bus.start(self)
         log.info("listening on %s", self.url)
         return self
 
@@ -321,6 +325,19 @@ class Collector(DutyCycling):
         if self._lag_task is not None:
             self._lag_task.cancel()
             self._lag_task = None
+        await self.bus.stop()
+
+    async def drain(self, grace=0.0):
+        """Graceful stop behind a load balancer: /healthz answers 503 and new devices are
+        refused (503) for `grace` seconds, so the balancer's health check takes this collector
+        out; then every device is closed with 1001 and comes back through the balancer to
+        another collector. What was acked is stored; what was not, the devices resend."""
+        self.draining = True
+        log.info("draining: /healthz 503 for %.1fs, then closing every device with 1001", grace)
+        if grace > 0:
+            # the balancer's check interval, not a synchronisation: nothing here waits on it
+            await asyncio.sleep(grace)
+        await self.stop(M.GOING_AWAY)
 
     async def serve_forever(self):
         await self._server.wait_closed()
@@ -345,9 +362,70 @@ class Collector(DutyCycling):
         return sub
 
     async def command(self, dev, cmd, args=None, timeout=10.0):
-        """Send a `cmd` to a connected device; return its `reply` (a dict with id, ok,
-        result/err). Raises DeviceNotConnected, TimeoutError, or ConnectionError when the
-        device goes away before replying."""
+        """Send a `cmd` to a connected device, on this collector or (through the bus) the one
+        holding it; return its `reply` (a dict with id, ok, result/err). Raises
+        DeviceNotConnected, TimeoutError, or ConnectionError when the device goes away before
+        replying."""
+        return await self.bus.command(dev, cmd, args, timeout)
+
+    async def deliver(self, dev, message):
+        """Send a protocol message (a dict) to `dev` wherever it is connected; True when a
+        collector holding it sent it."""
+        return await self.bus.deliver(dev, message)
+
+    def holds(self, dev):
+        """Whether `dev` has a live connection (past hello) on this collector."""
+        s = self._live.get(dev)
+        return s is not None and s.hello is not None
+
+    async def deliver_local(self, dev, message):
+        s = self._live.get(dev)
+        if s is None or s.hello is None:
+            return False
+        try:
+            await s.ws.send(M.dumps(message))
+        except ConnectionClosed:
+            return False
+        return True
+
+    def claimed_elsewhere(self, dev, gen):
+        """Another collector took a newer connection of `dev` (bus.claim): ours is closed
+        with 4000, even when it is half-open and would otherwise linger until its pings fail."""
+        s = self._live.get(dev)
+        if s is None:
+            return
+        if s.gen is None:
+            s.newer = max(s.newer, gen)        # our own claim is on its way: compared then
+        elif s.gen < gen:
+            self._supersede(s, "a newer connection on another collector")
+
+    def _supersede(self, s, why):
+        if s.superseded:
+            return
+        s.superseded = True
+        log.info("%s: %s supersedes this one", s.dev, why)
+        if self._live.get(s.dev) is s:
+            del self._live[s.dev]
+        asyncio.ensure_future(_close_quietly(s.ws, M.SUPERSEDED, "superseded"))
+
+    async def _claim(self, s):
+        wait = 0.2
+        while True:
+            try:
+                s.gen = await self.bus.claim(s.dev)
+                break
+            except Exception as e:
+                # the database is down: this collector's own supersede holds meanwhile, and
+                # the claim is made when it is back (commands find the device only then)
+                log.warning("%s: connection not claimed on the bus yet: %s", s.dev, e)
+            await asyncio.sleep(wait)
+            wait = min(5.0, wait * 2)
+            if s.superseded or self._live.get(s.dev) is not s:
+                return
+        if s.newer > s.gen:
+            self._supersede(s, "a newer connection on another collector")
+
+    async def command_local(self, dev, cmd, args=None, timeout=10.0):
         session = self._live.get(dev)
         if session is None or session.hello is None:
             raise DeviceNotConnected(dev)
@@ -373,9 +451,10 @@ class Collector(DutyCycling):
             return out
         devs = await self._db(read)
         self._expire_queued()
+        elsewhere = self.bus.holders()
         for d in devs:
             s = self._live.get(d["device"])
-            d["connected"] = s is not None
+            d["connected"] = s is not None or d["device"] in elsewhere
             d["peer"] = s.peer if s else None
             d["state"] = self.sleepers.state(d["device"], s is not None)
             d["sleeping_until"] = None if s else self.sleepers.until(d["device"])
@@ -419,6 +498,11 @@ class Collector(DutyCycling):
                 self.print_readings = None
 
     def _publish(self, event):
+        self.publish_local(event)
+        self.bus.publish(event)
+
+    def publish_local(self, event):
+        """To this collector's subscribers and viewers only (events from the bus)."""
         for sub in list(self._subs):
             sub._put(event)
         if self._text_subs:
@@ -610,6 +694,8 @@ class Collector(DutyCycling):
                 snap = await self._shared_snapshot()
                 return _body(200, json_text(snap).encode(), "application/json")
             if kind == "healthz":
+                if self.draining:
+                    return _text(conn, 503, "draining\n")
                 problem = await self.store_problem()
                 return _text(conn, 503 if problem else 200,
                              "store: %s\n" % problem if problem else "ok\n")
@@ -673,6 +759,9 @@ class Collector(DutyCycling):
             if status == 401:
                 resp.headers["WWW-Authenticate"] = 'Bearer realm="fieldlink"'
             return resp
+        if self.draining:
+            self.metrics.refused.labels("draining").inc()
+            return _text(conn, 503, "collector draining; connect again\n")
         if dev not in self._live and len(self._live) >= self.max_devices:
             self.stats["rejected"] += 1
             self.metrics.refused.labels("limit").inc()
@@ -731,6 +820,8 @@ class Collector(DutyCycling):
             old.superseded = True
             log.info("%s: new connection supersedes the old one", dev)
             asyncio.ensure_future(_close_quietly(old.ws, M.SUPERSEDED, "superseded"))
+        # ... and across collectors: the bus closes an older one held elsewhere
+        asyncio.ensure_future(self._claim(session))
         self._publish({"t": "connected", "dev": dev, "peer": session.peer,
                        "time": session.connected_at})
         reason = "closed"
@@ -744,6 +835,8 @@ class Collector(DutyCycling):
                     fut.set_exception(ConnectionError("%s disconnected" % dev))
             if self._live.get(dev) is session:
                 del self._live[dev]
+            if session.gen is not None and not session.superseded:
+                asyncio.ensure_future(self.bus.release(dev, session.gen))
             self._publish({"t": "disconnected", "dev": dev, "why": reason,
                            "superseded": session.superseded, "time": time.time()})
 
