@@ -1,0 +1,162 @@
+"""Control end to end with the real parts (issue 14): the real collector (in process, SQLite)
+and a virtual board running the real firmware, between them the fault proxy to take the link
+away. The board's pins are what the firmware set (vboard_pins.json in its flash). Every wait
+has a deadline."""
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_control import HEAT_RULE, pins  # noqa: E402
+
+from collector.test_dashboard import Page, chromium_path, wait_for  # noqa: E402
+from fieldlink_tools.collector import Collector, SQLiteStore  # noqa: E402
+
+VIEWER = "viewer-token-for-the-e2e-page"
+ADMIN = "admin-token-for-the-e2e-page"
+FAN = {"name": "fan", "type": "digital", "pin": 26, "safe": 0}
+BOARD = {"name": "virtual", "chip": "unix", "buses": {}, "outputs": [FAN],
+         "sensors": [{"name": "sim", "driver": "simulated", "seed": 7}]}
+OUTS = "document.querySelector('#outputs tr[data-out=\"fan\"]"
+
+
+async def pin_at(b, pin, what, timeout=30, **want):
+    def ok():
+        p = pins(b).get(str(pin))
+        return p is not None and all(p.get(k) == v for k, v in want.items())
+
+    async def check():
+        return ok()
+    try:
+        return await wait_for(check, what, timeout=timeout, interval=0.05)
+    except AssertionError as e:
+        raise AssertionError("%s (pins %r)\n%s" % (e, pins(b), "\n".join(b.lines()[-30:])))
+
+
+async def until(fn, what, timeout=30):
+    async def check():
+        return fn()
+    return await wait_for(check, what, timeout=timeout, interval=0.05)
+
+
+def http(c, method, path, token=None, body=None):
+    """(status, JSON or text) of a request to the collector; blocking, run off the loop."""
+    h = {"Content-Type": "application/json"}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(c.http_url.rstrip("/") + path, data=data, method=method,
+                                 headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+async def ahttp(*a, **kw):
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: http(*a, **kw))
+
+
+def ctl(c, *args):
+    """`fieldlink ctl` as a user runs it: the token from the environment, not argv."""
+    env = dict(os.environ, FIELDLINK_ADMIN_TOKEN=ADMIN)
+    return subprocess.run([sys.executable, "-m", "fieldlink_tools.cli", "ctl", *args,
+                           "--server", c.http_url], env=env, capture_output=True, text=True,
+                          timeout=30)
+
+
+def new_collector(tmp_path, store, port=0):
+    return Collector(store, {"dev-1": "tok-1"}, port=port, viewer_token=VIEWER,
+                     admin_token=ADMIN)
+
+
+def test_the_page_switches_the_real_boards_pin(tmp_path, sim_board, fault_proxy):
+    chromium_path()
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+
+    async def main():
+        store = SQLiteStore(tmp_path / "c.db")
+        c = new_collector(tmp_path, store)
+        await c.start()
+        fp = fault_proxy(c.port)
+        b = sim_board("ws://127.0.0.1:%d/ws" % fp.port, board_data=BOARD, failsafe_s=60)
+        try:
+            # the firmware's whole state after the welcome reaches the store
+            await until(lambda: store.reported("dev-1").get("fan", {}).get("why") == "boot",
+                        "the board's boot report")
+            assert pins(b)["26"] == {"v": 0}
+            async with Page(c.http_url, profile) as page:
+                dt = page.dt
+
+                async def login(token):
+                    await wait_for(lambda: dt.js("!document.getElementById('login').hidden"),
+                                   "the login form")
+                    await dt.js("document.getElementById('token').value = %s;"
+                                "document.querySelector('#login button').click()"
+                                % json.dumps(token))
+                    await wait_for(lambda: dt.js(
+                        "document.querySelector('#devices tr[data-dev=\"dev-1\"]') !== null"),
+                        "the device table")
+                    await dt.js("document.querySelector('#devices tr[data-dev=\"dev-1\"] td')"
+                                ".click()")
+                    await wait_for(lambda: dt.js(OUTS + "') !== null"), "the fan output")
+
+                # without the admin token: refused, the pin stays
+                await login(VIEWER)
+                await dt.js(OUTS + " input.switch').click()")
+                msg = await wait_for(lambda: dt.js(
+                    "document.getElementById('control-msg').textContent"), "the refusal")
+                assert "refused" in msg
+                status, _ = await ahttp(c, "PUT", "/api/devices/dev-1/outputs/fan", VIEWER,
+                                        {"v": 1})
+                assert status == 403
+                status, _ = await ahttp(c, "PUT", "/api/devices/dev-1/outputs/fan", None,
+                                        {"v": 1})
+                assert status == 401
+                assert store.desired("dev-1") == {}
+                # nothing stored, so nothing reached the board
+                assert pins(b)["26"] == {"v": 0}
+
+                await dt.js("document.getElementById('logout').click()")
+                await login(ADMIN)
+                await dt.js(OUTS + " input.switch').click()")
+                await pin_at(b, 26, "the fan pin high", v=1)
+                got = await wait_for(lambda: dt.js(
+                    "(" + OUTS + " td.reported').textContent).startsWith('1 (ver 1, command')"
+                    " && " + OUTS + " td.state').textContent === 'confirmed' && "
+                    + OUTS + " td.reported').textContent"), "the board's report on the page")
+                assert got.startswith("1 (ver 1, command")
+                assert store.reported("dev-1")["fan"]["ver"] == 1
+
+                # the link down: a change by `fieldlink ctl` waits for the board's return
+                fp.retarget(9)     # nothing listens on the discard port
+                fp.reset()
+                await until(lambda: "dev-1" not in c._live, "the collector to lose the board")
+                r = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: ctl(c, "dev-1", "fan", "off"))
+                assert r.returncode == 0, r.stderr
+                assert ADMIN not in r.stdout + r.stderr
+                assert store.desired("dev-1")["fan"]["ver"] == 2
+                await until(lambda: fp.accepted >= 2, "the board trying again")
+                assert pins(b)["26"] == {"v": 1}
+                fp.retarget(c.port)
+                await pin_at(b, 26, "the fan pin low after the reconnect", timeout=40, v=0)
+                await until(lambda: store.reported("dev-1")["fan"]["ver"] == 2,
+                            "ver 2 reported")
+                await wait_for(lambda: dt.js(
+                    "(" + OUTS + " td.reported').textContent).startsWith('0 (ver 2')"),
+                    "the new report on the page")
+                assert not b.lines("Traceback")
+        finally:
+            await c.stop()
+            store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 120))
