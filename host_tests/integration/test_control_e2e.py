@@ -160,3 +160,101 @@ def test_the_page_switches_the_real_boards_pin(tmp_path, sim_board, fault_proxy)
             store.close()
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def _history(c):
+    status, h = http(c, "GET", "/api/devices/dev-1/history?n=env.temperature&range=hour",
+                     VIEWER)
+    assert status == 200, h
+    return h["buckets"]
+
+
+def _history_of(store, end):
+    return store.history("dev-1", "env.temperature", end - 3600, end, 240)
+
+
+def _newest(store):
+    last = store.latest("dev-1", 1)
+    return (last[0]["ts"] or 0) if last else 0
+
+
+def test_the_heater_rule_set_through_the_api_holds_the_band_with_the_collector_down(
+        tmp_path, sim_board):
+    board = {"name": "virtual", "chip": "unix",
+             "buses": {"i2c0": {"type": "i2c", "id": 0, "scl": 22, "sda": 21}},
+             "sensors": [{"name": "env", "driver": "bme280", "bus": "i2c0", "address": 118}],
+             "outputs": [{"name": "heater", "type": "pwm", "pin": 27, "safe": 0.0}]}
+    flash = tmp_path / "flash-loop"
+    flash.mkdir()
+    # the room: 20 C outside, the heater full on would take it to 32 C, 4 s time constant
+    (flash / "vboard.json").write_text(json.dumps({"seed": 5, "thermal": {
+        "sensor": "env", "ambient_c": 20.0, "tau_s": 4.0, "noise_c": 0.02,
+        "pins": {"27": 12.0}}}))
+
+    async def main():
+        store = SQLiteStore(tmp_path / "c.db")
+        c = new_collector(tmp_path, store)
+        await c.start()
+        port = c.port
+        b = sim_board(c.url, board_data=board, flash=flash, failsafe_s=60,
+                      sample_interval_s=0.1)
+        try:
+            await until(lambda: "heater" in store.reported("dev-1"), "the boot report")
+            rule = dict(HEAT_RULE, enabled=True)
+            status, rec = await ahttp(c, "PUT", "/api/devices/dev-1/outputs/heater", ADMIN,
+                                      {"v": 0.0, "rule": rule})
+            assert status == 200 and rec["ver"] == 1, rec
+            # an output the board does not have: refused by the firmware, stored as such
+            status, _ = await ahttp(c, "PUT", "/api/devices/dev-1/outputs/pump", ADMIN,
+                                    {"v": 1})
+            assert status == 200
+            await until(lambda: store.reported("dev-1").get("pump", {}).get("why")
+                        == "refused", "the refusal of pump")
+            pump = store.reported("dev-1")["pump"]
+            assert (pump["v"], pump["ver"], pump["err"]) == (None, 0, "unknown output"), pump
+            await until(lambda: store.reported("dev-1")["heater"]["ver"] == 1,
+                        "the rule applied")
+            await until(lambda: _history_of(store, time.time()), "readings stored")
+            await c.stop()
+            stopped = time.time()
+            before = sum(r[4] for r in _history_of(store, stopped))
+
+            seen, switches = [], 0    # (temperature, heater on) as the pins file shows them
+            deadline = time.monotonic() + 60
+            while switches < 5 and time.monotonic() < deadline:
+                p = pins(b)
+                if "_thermal" in p and "27" in p:
+                    on = p["27"]["duty_u16"] > 0
+                    if seen and on != seen[-1][1]:
+                        switches += 1
+                    seen.append((p["_thermal"]["c"], on))
+                await asyncio.sleep(0.05)
+            assert switches >= 5, ("the heater did not cycle", seen[-20:],
+                                   "\n".join(b.lines()[-30:]))
+            first = next(i for i, (t, _) in enumerate(seen) if t >= 24.0)
+            temps = [t for t, _ in seen[first:]]
+            assert 23.0 < min(temps) and max(temps) < 27.0, (min(temps), max(temps))
+            assert not b.lines("output heater = 0.0 (failsafe")
+
+            c = new_collector(tmp_path, store, port=port)
+            await c.start()
+            restarted = time.time()
+            # the readings taken while the collector was down arrive; the chart API shows
+            # those stored before the stop and those after
+            await until(lambda: _newest(store) > restarted, "readings after the restart",
+                        timeout=40)
+            buckets = await asyncio.get_running_loop().run_in_executor(None, _history, c)
+            assert sum(r[4] for r in buckets) > before > 0
+            assert buckets[0][0] <= stopped - 1 and buckets[-1][0] + 15 >= restarted
+            # the backlog: readings taken while it was down, received after the restart
+            # (in order: the first one taken after the restart came after them)
+            late = [r for r in store.readings("dev-1") if r["n"] == "env.temperature"
+                    and r["ts"] is not None and stopped < r["ts"] < restarted]
+            assert len(late) >= restarted - stopped, (len(late), restarted - stopped)
+            assert store.gaps("dev-1") == []
+            assert not b.lines("Traceback")
+        finally:
+            await c.stop()
+            store.close()
+
+    asyncio.run(asyncio.wait_for(main(), 150))
