@@ -13,9 +13,10 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_control import HEAT_RULE, pins  # noqa: E402
+from test_control import HEAT_RULE, holds_the_band, pins  # noqa: E402
 
 from collector.test_dashboard import Page, chromium_path, wait_for  # noqa: E402
+from collector.test_dashboard_control import login  # noqa: E402
 from fieldlink_tools.collector import Collector, SQLiteStore  # noqa: E402
 
 VIEWER = "viewer-token-for-the-e2e-page"
@@ -96,21 +97,8 @@ def test_the_page_switches_the_real_boards_pin(tmp_path, sim_board, fault_proxy)
             async with Page(c.http_url, profile) as page:
                 dt = page.dt
 
-                async def login(token):
-                    await wait_for(lambda: dt.js("!document.getElementById('login').hidden"),
-                                   "the login form")
-                    await dt.js("document.getElementById('token').value = %s;"
-                                "document.querySelector('#login button').click()"
-                                % json.dumps(token))
-                    await wait_for(lambda: dt.js(
-                        "document.querySelector('#devices tr[data-dev=\"dev-1\"]') !== null"),
-                        "the device table")
-                    await dt.js("document.querySelector('#devices tr[data-dev=\"dev-1\"] td')"
-                                ".click()")
-                    await wait_for(lambda: dt.js(OUTS + "') !== null"), "the fan output")
-
                 # without the admin token: refused, the pin stays
-                await login(VIEWER)
+                await login(dt, VIEWER, "fan")
                 await dt.js(OUTS + " input.switch').click()")
                 msg = await wait_for(lambda: dt.js(
                     "document.getElementById('control-msg').textContent"), "the refusal")
@@ -126,7 +114,7 @@ def test_the_page_switches_the_real_boards_pin(tmp_path, sim_board, fault_proxy)
                 assert pins(b)["26"] == {"v": 0}
 
                 await dt.js("document.getElementById('logout').click()")
-                await login(ADMIN)
+                await login(dt, ADMIN, "fan")
                 await dt.js(OUTS + " input.switch').click()")
                 await pin_at(b, 26, "the fan pin high", v=1)
                 got = await wait_for(lambda: dt.js(
@@ -219,21 +207,8 @@ def test_the_heater_rule_set_through_the_api_holds_the_band_with_the_collector_d
             stopped = time.time()
             before = sum(r[4] for r in _history_of(store, stopped))
 
-            seen, switches = [], 0    # (temperature, heater on) as the pins file shows them
-            deadline = time.monotonic() + 60
-            while switches < 5 and time.monotonic() < deadline:
-                p = pins(b)
-                if "_thermal" in p and "27" in p:
-                    on = p["27"]["duty_u16"] > 0
-                    if seen and on != seen[-1][1]:
-                        switches += 1
-                    seen.append((p["_thermal"]["c"], on))
-                await asyncio.sleep(0.05)
-            assert switches >= 5, ("the heater did not cycle", seen[-20:],
-                                   "\n".join(b.lines()[-30:]))
-            first = next(i for i, (t, _) in enumerate(seen) if t >= 24.0)
-            temps = [t for t, _ in seen[first:]]
-            assert 23.0 < min(temps) and max(temps) < 27.0, (min(temps), max(temps))
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: holds_the_band(b, timeout=60))
             assert not b.lines("output heater = 0.0 (failsafe")
 
             c = new_collector(tmp_path, store, port=port)
