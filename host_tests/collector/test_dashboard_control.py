@@ -24,8 +24,10 @@ async def login(dt, token, out, dev="dev-1"):
     await wait_for(lambda: dt.js("document.getElementById('status').dataset.state === 'live'"
                                  " && " + row + "') !== null"), "the device table")
     await dt.js(row + " td').click()")
-    await wait_for(lambda: dt.js("document.querySelector('#outputs tr[data-out=%s]') !== null"
-                                 % json.dumps(out)), "the output " + out)
+    # the outputs as loaded now (a row from before the click is replaced once they are)
+    await wait_for(lambda: dt.js("detail.outputs !== null && document.querySelector("
+                                 "'#outputs tr[data-out=%s]') !== null" % json.dumps(out)),
+                   "the output " + out)
 
 
 class ProtocolDevice:
