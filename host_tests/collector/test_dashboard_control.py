@@ -15,6 +15,21 @@ VIEWER = "viewer-token-for-the-page"
 ADMIN = "admin-token-for-the-page"
 
 
+async def login(dt, token, out, dev="dev-1"):
+    """Log in on the page with `token`, open `dev`'s detail, wait for its output `out`."""
+    await wait_for(lambda: dt.js("!document.getElementById('login').hidden"), "the login form")
+    await dt.js("document.getElementById('token').value = %s;"
+                "document.querySelector('#login button').click()" % json.dumps(token))
+    row = "document.querySelector('#devices tr[data-dev=%s]" % json.dumps(dev)
+    await wait_for(lambda: dt.js("document.getElementById('status').dataset.state === 'live'"
+                                 " && " + row + "') !== null"), "the device table")
+    await dt.js(row + " td').click()")
+    # the outputs as loaded now (a row from before the click is replaced once they are)
+    await wait_for(lambda: dt.js("detail.outputs !== null && document.querySelector("
+                                 "'#outputs tr[data-out=%s]') !== null" % json.dumps(out)),
+                   "the output " + out)
+
+
 class ProtocolDevice:
     """dev-1 over the real protocol: applies each desired record (ver newer than the last it
     applied) and reports it; `desired` holds every desired message it got."""
@@ -76,24 +91,8 @@ def test_switch_an_output_from_the_page_and_see_history(tmp_path):
             async with Page(c.http_url, profile) as page:
                 dt = page.dt
 
-                async def login(token):
-                    await wait_for(lambda: dt.js("!document.getElementById('login').hidden"),
-                                   "the login form")
-                    await dt.js("document.getElementById('token').value = %s;"
-                                "document.querySelector('#login button').click()"
-                                % json.dumps(token))
-                    await wait_for(lambda: dt.js(
-                        "document.getElementById('status').dataset.state === 'live' &&"
-                        " document.querySelector('#devices tr[data-dev=\"dev-1\"]') !== null"),
-                        "the device table")
-                    await dt.js("document.querySelector('#devices tr[data-dev=\"dev-1\"] td')"
-                                ".click()")
-                    await wait_for(lambda: dt.js(
-                        "document.querySelector('#outputs tr[data-out=\"relay\"]') !== null"),
-                        "the relay output")
-
                 # a viewer: the switch is refused and nothing changes
-                await login(VIEWER)
+                await login(dt, VIEWER, "relay")
                 await dt.js("document.querySelector('#outputs tr[data-out=\"relay\"]"
                             " input.switch').click()")
                 msg = await wait_for(lambda: dt.js(
@@ -115,7 +114,7 @@ def test_switch_an_output_from_the_page_and_see_history(tmp_path):
                                "the live reading on the chart")
 
                 await dt.js("document.getElementById('logout').click()")
-                await login(ADMIN)
+                await login(dt, ADMIN, "relay")
                 await dt.js("document.querySelector('#outputs tr[data-out=\"relay\"]"
                             " input.switch').click()")
                 await wait_for(lambda: _true(dev.applied["relay"] == (1, 1)),

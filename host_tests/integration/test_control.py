@@ -151,6 +151,28 @@ HEAT_RULE = {"n": "env.temperature", "above": 26.0, "below": 24.0, "when_above":
              "when_below": 1.0}
 
 
+def holds_the_band(b, timeout, want=5):
+    """Watch the pins file until the heater (pin 27) switched `want` times: the temperature
+    (from the board's thermal model) stays within the rule's band once it has reached it."""
+    seen = []   # (temperature, heater duty) as the pins file shows them
+    switches = 0
+    deadline = time.monotonic() + timeout
+    while switches < want and time.monotonic() < deadline:
+        p = pins(b)
+        if "_thermal" in p and "27" in p:
+            on = p["27"]["duty_u16"] > 0
+            if seen and on != seen[-1][1]:
+                switches += 1
+            seen.append((p["_thermal"]["c"], on))
+        time.sleep(0.05)    # the pace of looking (the wait is the deadline's)
+    assert switches >= want, ("the heater did not cycle", seen[-20:],
+                              "\n".join(b.lines()[-30:]))
+    first = next(i for i, (t, _) in enumerate(seen) if t >= 24.0)
+    temps = [t for t, _ in seen[first:]]
+    # the band, with what one sampling interval of lag and the noise add
+    assert 23.0 < min(temps) and max(temps) < 27.0, (min(temps), max(temps))
+
+
 def test_the_rule_holds_the_temperature_band_with_no_server(sim_board, tmp_path):
     board = {"name": "virtual", "chip": "unix",
              "buses": {"i2c0": {"type": "i2c", "id": 0, "scl": 22, "sda": 21}},
@@ -165,23 +187,7 @@ def test_the_rule_holds_the_temperature_band_with_no_server(sim_board, tmp_path)
         "pins": {"27": 12.0}}}))
     b = sim_board("ws://127.0.0.1:9/ws", board_data=board, flash=flash, failsafe_s=60,
                   sample_interval_s=0.1)
-    seen = []   # (temperature, heater duty) as the pins file shows them
-    switches = 0
-    deadline = time.monotonic() + 150
-    while switches < 5 and time.monotonic() < deadline:
-        p = pins(b)
-        if "_thermal" in p and "27" in p:
-            on = p["27"]["duty_u16"] > 0
-            if seen and on != seen[-1][1]:
-                switches += 1
-            seen.append((p["_thermal"]["c"], on))
-        time.sleep(0.05)
-    assert switches >= 5, ("the heater did not cycle", seen[-20:],
-                           "\n".join(b.lines()[-30:]))
-    first = next(i for i, (t, _) in enumerate(seen) if t >= 24.0)
-    temps = [t for t, _ in seen[first:]]
-    # the band, with what one sampling interval of lag and the noise add
-    assert 23.0 < min(temps) and max(temps) < 27.0, (min(temps), max(temps))
+    holds_the_band(b, timeout=150)
     assert b.lines("output heater = 1.0 (rule") and b.lines("output heater = 0.0 (rule")
 
 

@@ -57,3 +57,15 @@ def test_bench_march_compares_the_viper_code_compiled_ahead_of_time(micropython)
     assert sorted(last) == ["bits_pypi_x64", "resident_b_pypi_import", "resident_b_pypi_march",
                             "smallest_heap_k_pypi_import", "smallest_heap_k_pypi_march"]
     assert all(v.isdigit() for v in last.values()), last   # both imports worked
+
+
+def test_bench_control_measures_the_virtual_board_beside_the_lightweight_device(micropython):
+    r = fieldlink("bench", "control", "--changes", 5, "--poll-1s", 1, "--poll-5s", 1,
+                  "--idle-s", 1, "--vboard", 4)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "virtual board (real firmware, MicroPython unix port): 4 changes" in r.stdout
+    last = dict(kv.split("=") for kv in r.stdout.splitlines()[-1].split())
+    assert list(last) == ["control_p50_ms", "control_p99_ms", "poll_1s_p50_ms",
+                          "poll_5s_p50_ms", "vboard_pin_p50_ms", "vboard_pin_p99_ms",
+                          "vboard_reported_p50_ms", "vboard_reported_p99_ms"], last
+    assert all(float(v) > 0 for v in last.values()), last

@@ -10,13 +10,18 @@ counting relay; TCP/IP headers (and, for polling, a TCP handshake per poll) come
 
 The collector runs in its own process (SQLite, synchronous=FULL: every change and every
 report is a durable commit); the device is a lightweight protocol device in this process
-that applies each newer desired version and reports it.
+that applies each newer desired version and reports it. Beside it (--vboard N, default 100,
+0 to skip) a virtual board running the real firmware on the MicroPython unix port, a digital
+output `fan`: from the API call until the board's pin changes (vboard_pins.json in its flash,
+read every millisecond) and until its report is stored.
 
 Last line: control_p50_ms=A control_p99_ms=B poll_1s_p50_ms=C poll_5s_p50_ms=D
+vboard_pin_p50_ms=E vboard_pin_p99_ms=F vboard_reported_p50_ms=G vboard_reported_p99_ms=H
 """
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import tempfile
@@ -28,6 +33,10 @@ from websockets.asyncio.client import connect
 from .collector.process import CollectorProcess
 
 DEV, DEV_TOKEN, OUT = "bench-1", "bench-device-token-0123", "relay"
+VDEV, VDEV_TOKEN, VOUT, VPIN = "bench-vboard", "bench-vboard-token-0123", "fan", "26"
+VBOARD = {"name": "virtual", "chip": "unix", "buses": {},
+          "outputs": [{"name": VOUT, "type": "digital", "pin": int(VPIN), "safe": 0}],
+          "sensors": [{"name": "sim", "driver": "simulated", "seed": 14}]}
 
 
 class Relay:
@@ -123,14 +132,15 @@ class Device:
             await self.ws.send(json.dumps({"t": "reported", "out": changed}))
 
 
-async def live_events(url, token, queue):
+async def live_events(url, token, queues):
+    """Each device's stored reports (their vers) into queues[dev]."""
     async with connect(url, additional_headers={"Authorization": "Bearer " + token},
                        max_size=2 ** 24) as ws:
         async for raw in ws:
             m = json.loads(raw)
-            if m.get("t") == "reported" and m.get("dev") == DEV:
+            if m.get("t") == "reported" and m.get("dev") in queues:
                 for rec in m["out"].values():
-                    queue.put_nowait(rec["ver"])
+                    queues[m["dev"]].put_nowait(rec["ver"])
 
 
 async def wait_ver(queue, ver, timeout=30):
@@ -192,6 +202,58 @@ async def poll_run(port, admin, viewer, dev, queue, period, n, rng):
     return lat, statistics.median(per_poll)
 
 
+def pin_level(path):
+    """The fan pin's level in the board's vboard_pins.json (None: not there or mid-write)."""
+    try:
+        with open(path) as f:
+            return json.load(f).get(VPIN, {}).get("v")
+    except (OSError, ValueError):
+        return None
+
+
+async def wait_pin(path, level, timeout=30):
+    """Read the pins file every millisecond until the pin is at `level`; the time it was seen
+    there (perf_counter). Read each time, not on an mtime change: a rewrite of the same size
+    within the file system's timestamp tick leaves the stat unchanged."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if pin_level(path) == level:
+            return time.perf_counter()
+        await asyncio.sleep(0.001)
+    raise RuntimeError("the virtual board's pin %s did not go to %r in %g s" % (VPIN, level,
+                                                                               timeout))
+
+
+async def vboard_run(port, admin, queue, pins, n):
+    """(API call -> pin, API call -> report stored) latencies of n changes, ms."""
+    to_pin, to_rep = [], []
+    for i in range(n):
+        level = (i + 1) % 2                     # the board boots at 0 (safe)
+        t0 = time.perf_counter()
+        st, body, _, _ = await http(port, "PUT", "/api/devices/%s/outputs/%s" % (VDEV, VOUT),
+                                    admin, {"v": level})
+        if st != 200:
+            raise RuntimeError("PUT answered %d: %r" % (st, body[:200]))
+        ver = json.loads(body)["ver"]
+
+        async def reported():
+            await wait_ver(queue, ver)
+            return time.perf_counter()
+        t_pin, t_rep = await asyncio.gather(wait_pin(pins, level), reported())
+        to_pin.append((t_pin - t0) * 1000)
+        to_rep.append((t_rep - t0) * 1000)
+    return to_pin, to_rep
+
+
+def start_vboard(work, url):
+    from . import sim
+    conf = sim.make_config(url, VDEV, VDEV_TOKEN, {
+        "sample_interval_s": 1, "failsafe_s": 60, "health_interval_s": 30, "wdt_s": 0,
+        "backoff_base_s": 0.2, "backoff_max_s": 1})
+    return sim.SimBoard(work / "vboard-flash", conf, log_path=work / "vboard.log",
+                        board_data=VBOARD).start()
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -220,15 +282,20 @@ async def idle_ws_bytes(port, seconds):
 async def main_async(args):
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="fieldlink-bench-control-"))
-    proc = CollectorProcess(work / "c.db", {DEV: DEV_TOKEN},
+    tokens = {DEV: DEV_TOKEN}
+    if args.vboard:
+        tokens[VDEV] = VDEV_TOKEN
+    proc = CollectorProcess(work / "c.db", tokens,
                             extra_args=["--ping-interval", str(args.ping_interval)])
     proc.start()
+    board = None
+    vb = None
     try:
         port = proc.port
         admin, viewer = proc.admin_token, proc.viewer_token
-        events = asyncio.Queue()
+        events, vevents = asyncio.Queue(), asyncio.Queue()
         live = asyncio.ensure_future(live_events("ws://127.0.0.1:%d/live" % port, viewer,
-                                                 events))
+                                                 {DEV: events, VDEV: vevents}))
         dev = Device(proc.url)
         dtask = asyncio.ensure_future(dev.run())
         await asyncio.wait_for(dev.ready.wait(), 30)
@@ -238,10 +305,21 @@ async def main_async(args):
         for period, n in ((1.0, args.poll_1s), (5.0, args.poll_5s)):
             lat, per = await poll_run(port, admin, viewer, dev, events, period, n, rng)
             poll[period] = (lat, per)
+        if args.vboard:
+            board = start_vboard(work, proc.url)
+            pins = os.path.join(board.flash, "vboard_pins.json")
+            # up: its boot report stored (the whole state after the welcome), pin at safe
+            await asyncio.wait_for(vevents.get(), 60)
+            await wait_pin(pins, 0)
+            vb = await vboard_run(port, admin, vevents, pins, args.vboard)
+            board.stop()
+            board = None
         live.cancel()
         dtask.cancel()
         idle = await idle_ws_bytes(port, args.idle_s)
     finally:
+        if board is not None:
+            board.stop()
         proc.stop()
     ws_hour = idle / args.idle_s * 3600
     print("push over the WebSocket link: %d changes, p50 %.2f ms, p99 %.2f ms, max %.2f ms"
@@ -252,8 +330,19 @@ async def main_async(args):
                                          per * 3600 / period))
     print("WebSocket idle (ping every %g s + pong): %.0f bytes/hour (measured over %g s)"
           % (args.ping_interval, ws_hour, args.idle_s))
-    print("control_p50_ms=%.2f control_p99_ms=%.2f poll_1s_p50_ms=%.0f poll_5s_p50_ms=%.0f"
-          % (pct(push, 50), pct(push, 99), pct(poll[1.0][0], 50), pct(poll[5.0][0], 50)))
+    last = ("control_p50_ms=%.2f control_p99_ms=%.2f poll_1s_p50_ms=%.0f poll_5s_p50_ms=%.0f"
+            % (pct(push, 50), pct(push, 99), pct(poll[1.0][0], 50), pct(poll[5.0][0], 50)))
+    if vb:
+        to_pin, to_rep = vb
+        print("virtual board (real firmware, MicroPython unix port): %d changes; API call ->"
+              " pin p50 %.2f ms, p99 %.2f ms, max %.2f ms; -> report stored p50 %.2f ms,"
+              " p99 %.2f ms, max %.2f ms" % (len(to_pin), pct(to_pin, 50), pct(to_pin, 99),
+                                            max(to_pin), pct(to_rep, 50), pct(to_rep, 99),
+                                            max(to_rep)))
+        last += (" vboard_pin_p50_ms=%.2f vboard_pin_p99_ms=%.2f vboard_reported_p50_ms=%.2f"
+                 " vboard_reported_p99_ms=%.2f" % (pct(to_pin, 50), pct(to_pin, 99),
+                                                   pct(to_rep, 50), pct(to_rep, 99)))
+    print(last)
     return 0
 
 
@@ -266,6 +355,8 @@ def main(argv=None):
                    help="the collector's keepalive ping (20 s, its default)")
     p.add_argument("--idle-s", type=float, default=61,
                    help="seconds of idle link measured (61: 3 pings at 20 s)")
+    p.add_argument("--vboard", type=int, default=100, metavar="N",
+                   help="changes to the virtual board running the real firmware (100; 0: none)")
     p.add_argument("--seed", type=int, default=14)
     return asyncio.run(main_async(p.parse_args(argv)))
 

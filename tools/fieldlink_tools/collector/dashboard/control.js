@@ -32,9 +32,29 @@ document.querySelector("#devices tbody").addEventListener("click", (ev) => {
 
 async function loadOutputs() {
   const dev = detail.dev;
+  detail.early = [];      // /live events that come while the GET is in flight
   const r = await api(devPath("/outputs"));
   if (dev !== detail.dev) return;
-  detail.outputs = r.status === 200 ? await r.json() : { desired: {}, reported: {} };
+  const o = r.status === 200 ? await r.json() : { desired: {}, reported: {} };
+  // an event may be newer than what the GET read: kept unless the GET has a newer ver
+  for (const [kind, out] of detail.early) mergeOut(o[kind], out);
+  detail.early = [];
+  detail.outputs = o;
+  renderOutputs();
+}
+
+function mergeOut(have, out) {
+  for (const [n, rec] of Object.entries(out))
+    if (!have[n] || rec.ver >= have[n].ver) have[n] = rec;
+}
+
+function onOutputs(kind, m) {
+  if (m.dev !== detail.dev) return;
+  if (!detail.outputs) {
+    if (detail.early && detail.early.length < 1000) detail.early.push([kind, m.out]);
+    return;
+  }
+  mergeOut(detail.outputs[kind], m.out);
   renderOutputs();
 }
 
@@ -116,20 +136,12 @@ async function setOutput(name, v) {
 }
 
 handlers.desired = (m) => {
-  if (m.dev === detail.dev && detail.outputs) {
-    Object.assign(detail.outputs.desired, m.out);
-    renderOutputs();
-  }
+  onOutputs("desired", m);
   for (const [n, rec] of Object.entries(m.out))
     logEvent(m.dev + " " + n + " set to " + rec.v + " (ver " + rec.ver + ") by " + rec.set_by);
 };
 
-handlers.reported = (m) => {
-  if (m.dev === detail.dev && detail.outputs) {
-    Object.assign(detail.outputs.reported, m.out);
-    renderOutputs();
-  }
-};
+handlers.reported = (m) => onOutputs("reported", m);
 
 // -- charts ---------------------------------------------------------------------------------
 
