@@ -132,6 +132,12 @@ class Store:
                            (device,))
         return {o: desired_record(o, v, json.loads(b), w, t) for o, v, b, w, t in rows}
 
+    def health_history(self, device, limit=100):
+        """A device's newest health messages, newest first, each with `received`."""
+        rows = self._query(self._sql("SELECT received, body FROM health WHERE device=?"
+                                     " ORDER BY received DESC LIMIT ?"), (device, int(limit)))
+        return [dict(json.loads(b), received=t) for t, b in rows]
+
     def reported(self, device):
         """{output: {v, ver, why, err, at}} of a device."""
         rows = self._query(self._sql("SELECT output, ver, v, why, err, at FROM"
@@ -874,13 +880,7 @@ class SQLiteStore(Store):
             return []
         rows = self._query("SELECT epoch, seq_offset, started_at, previous FROM epochs"
                            " WHERE device=? ORDER BY started_at, rowid", (device,))
-        return [{"epoch": e, "offset": o, "started_at": t, "previous": p}
-                for e, o, t, p in rows]
-
-    def health_history(self, device, limit=100):
-        rows = self._query("SELECT received, body FROM health WHERE device=?"
-                           " ORDER BY received DESC LIMIT ?", (device, int(limit)))
-        return [dict(json.loads(b), received=t) for t, b in rows]
+        return epoch_dicts(rows)
 
     def devices(self):
         rows = self._query(
@@ -922,6 +922,11 @@ class SQLiteStore(Store):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def epoch_dicts(rows):
+    """epochs()' rows (epoch, seq_offset, started_at, previous) -> dicts."""
+    return [{"epoch": e, "offset": o, "started_at": t, "previous": p} for e, o, t, p in rows]
 
 
 def ota_dicts(rows):

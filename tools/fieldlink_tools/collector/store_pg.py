@@ -20,7 +20,7 @@ from decimal import Decimal
 import psycopg
 
 from .store import (DEFAULT_KEEP_HEALTH, HEALTH_SERIES, Store, StoreError, bucket_plan,
-                    bucket_rows, ota_dicts, reading_dict, record_reported_in,
+                    bucket_rows, epoch_dicts, ota_dicts, reading_dict, record_reported_in,
                     set_desired_in)
 
 SCHEMA = """
@@ -622,13 +622,7 @@ class PostgresStore(Store):
     def epochs(self, device):
         rows = self._query("SELECT epoch, seq_offset, started_at, previous FROM epochs"
                            " WHERE device = %s ORDER BY started_at, seq_offset", (device,))
-        return [{"epoch": e, "offset": o, "started_at": t, "previous": p}
-                for e, o, t, p in rows]
-
-    def health_history(self, device, limit=100):
-        rows = self._query("SELECT received, body FROM health WHERE device = %s"
-                           " ORDER BY received DESC LIMIT %s", (device, int(limit)))
-        return [dict(json.loads(b), received=t) for t, b in rows]
+        return epoch_dicts(rows)
 
     def devices(self):
         rows = self._query(
